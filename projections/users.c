@@ -1,0 +1,129 @@
+/*
+ * users: one row per registered user (SPEC §4).
+ *
+ * An email another user already has (case-insensitive) is a bad event: the
+ * unique index on lower(email) raises unique_violation (SQLSTATE 23505),
+ * which the runner treats as a data error of this event. A second
+ * UserRegistered for an existing id is ignored, whatever its email.
+ */
+#include "projection.h"
+
+enum {
+    ST_REGISTER,
+    ST_VERIFY_EMAIL,
+    ST_CHANGE_EMAIL,
+    ST_LOG_IN,
+    ST_CHANGE_ROLE,
+    ST_SET_STATUS,
+};
+
+static const struct pj_statement statements[] = {
+    /* $1 id, $2 email, $3 first_name, $4 last_name, $5 role|NULL, $6 occurred_at */
+    [ST_REGISTER] = {"INSERT INTO users (id, email, first_name, last_name, role, status,"
+                     "                   email_verified, login_count, created_at, updated_at)"
+                     " VALUES ($1::uuid, $2::text, $3::text, $4::text, coalesce($5::text, 'user'),"
+                     "         'active', false, 0, $6::timestamptz, $6::timestamptz)"
+                     " ON CONFLICT (id) DO NOTHING",
+                     6},
+    /* $1 id, $2 occurred_at */
+    [ST_VERIFY_EMAIL] = {"UPDATE users SET email_verified = true,"
+                         " email_verified_at = $2::timestamptz, updated_at = $2::timestamptz"
+                         " WHERE id = $1::uuid",
+                         2},
+    /* $1 id, $2 email, $3 occurred_at */
+    [ST_CHANGE_EMAIL] = {"UPDATE users SET email = $2::text, email_verified = false,"
+                         " email_verified_at = NULL, updated_at = $3::timestamptz"
+                         " WHERE id = $1::uuid",
+                         3},
+    /* $1 id, $2 occurred_at */
+    [ST_LOG_IN] = {"UPDATE users SET login_count = login_count + 1,"
+                   " last_login_at = $2::timestamptz, updated_at = $2::timestamptz"
+                   " WHERE id = $1::uuid",
+                   2},
+    /* $1 id, $2 role, $3 occurred_at */
+    [ST_CHANGE_ROLE] = {"UPDATE users SET role = $2::text, updated_at = $3::timestamptz"
+                        " WHERE id = $1::uuid",
+                        3},
+    /* $1 id, $2 status ('active' | 'inactive', from the handler), $3 occurred_at */
+    [ST_SET_STATUS] = {"UPDATE users SET status = $2::text, updated_at = $3::timestamptz"
+                       " WHERE id = $1::uuid",
+                       3},
+    {NULL, 0},
+};
+
+static int user_registered(struct pj_ctx *ctx, const struct pj_event *ev, const json_t *payload)
+{
+    const char *email, *first_name, *last_name, *role;
+    if (pj_str(ctx, payload, "email", &email) < 0 ||
+        pj_str(ctx, payload, "first_name", &first_name) < 0 ||
+        pj_str(ctx, payload, "last_name", &last_name) < 0 ||
+        pj_opt_str(ctx, payload, "role", &role) < 0)
+        return -1;
+    const char *params[] = {ev->aggregate_id, email, first_name, last_name, role, ev->occurred_at};
+    return pj_exec(ctx, ST_REGISTER, params, PJ_COUNT_IGNORED);
+}
+
+static int user_email_verified(struct pj_ctx *ctx, const struct pj_event *ev, const json_t *payload)
+{
+    (void)payload;
+    const char *params[] = {ev->aggregate_id, ev->occurred_at};
+    return pj_exec(ctx, ST_VERIFY_EMAIL, params, PJ_COUNT_IGNORED);
+}
+
+static int user_email_changed(struct pj_ctx *ctx, const struct pj_event *ev, const json_t *payload)
+{
+    const char *email;
+    if (pj_str(ctx, payload, "email", &email) < 0)
+        return -1;
+    const char *params[] = {ev->aggregate_id, email, ev->occurred_at};
+    return pj_exec(ctx, ST_CHANGE_EMAIL, params, PJ_COUNT_IGNORED);
+}
+
+static int user_logged_in(struct pj_ctx *ctx, const struct pj_event *ev, const json_t *payload)
+{
+    (void)payload;
+    const char *params[] = {ev->aggregate_id, ev->occurred_at};
+    return pj_exec(ctx, ST_LOG_IN, params, PJ_COUNT_IGNORED);
+}
+
+static int user_role_changed(struct pj_ctx *ctx, const struct pj_event *ev, const json_t *payload)
+{
+    const char *role;
+    if (pj_str(ctx, payload, "role", &role) < 0)
+        return -1;
+    const char *params[] = {ev->aggregate_id, role, ev->occurred_at};
+    return pj_exec(ctx, ST_CHANGE_ROLE, params, PJ_COUNT_IGNORED);
+}
+
+static int user_deactivated(struct pj_ctx *ctx, const struct pj_event *ev, const json_t *payload)
+{
+    (void)payload;
+    const char *params[] = {ev->aggregate_id, "inactive", ev->occurred_at};
+    return pj_exec(ctx, ST_SET_STATUS, params, PJ_COUNT_IGNORED);
+}
+
+static int user_reactivated(struct pj_ctx *ctx, const struct pj_event *ev, const json_t *payload)
+{
+    (void)payload;
+    const char *params[] = {ev->aggregate_id, "active", ev->occurred_at};
+    return pj_exec(ctx, ST_SET_STATUS, params, PJ_COUNT_IGNORED);
+}
+
+static const struct pj_handler handlers[] = {
+    {"UserRegistered", user_registered},      {"UserEmailVerified", user_email_verified},
+    {"UserEmailChanged", user_email_changed}, {"UserLoggedIn", user_logged_in},
+    {"UserRoleChanged", user_role_changed},   {"UserDeactivated", user_deactivated},
+    {"UserReactivated", user_reactivated},    {NULL, NULL},
+};
+
+static const char *const tables[] = {"users", NULL};
+
+extern const struct projection projection_users;
+const struct projection projection_users = {
+    .name = "users",
+    .version = 1,
+    .description = "registered users: email, role, status, verification and logins",
+    .tables = tables,
+    .statements = statements,
+    .handlers = handlers,
+};

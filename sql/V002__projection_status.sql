@@ -1,0 +1,129 @@
+-- projectord's own tables: one status/checkpoint row per projection, the
+-- dead letters, and a view for humans and healthchecks (SPEC §5).
+
+CREATE SCHEMA IF NOT EXISTS read_model;
+
+CREATE TABLE IF NOT EXISTS read_model.projection_metadata (
+    projection_name      text PRIMARY KEY,
+    projection_version   integer NOT NULL DEFAULT 0,
+    status               text NOT NULL DEFAULT 'starting'
+        CHECK (status IN ('starting', 'catching_up', 'live', 'rebuilding', 'failed', 'stopped')),
+    -- Highest global_position applied or passed; never moves backwards.
+    last_position        bigint NOT NULL DEFAULT 0,
+    -- Kept for the seed's check query: the same position as last_position.
+    last_event_id        bigint NOT NULL DEFAULT 0,
+    -- The checkpoint proper (SPEC §3): every event whose transaction is
+    -- visible in tail_snapshot_lo is applied, and so is every event of the
+    -- window (lo, hi] up to tail_window_position.
+    tail_snapshot_lo     text NOT NULL DEFAULT '1:1:',
+    tail_snapshot_hi     text NOT NULL DEFAULT '1:1:',
+    tail_window_position bigint NOT NULL DEFAULT 0,
+    -- Bumped by every checkpoint write; writers compare-and-set on it.
+    checkpoint_seq       bigint NOT NULL DEFAULT 0,
+    events_processed     bigint NOT NULL DEFAULT 0,
+    events_skipped       bigint NOT NULL DEFAULT 0,
+    events_ignored       bigint NOT NULL DEFAULT 0,
+    lag_events           bigint NOT NULL DEFAULT 0,
+    last_error           text,
+    last_error_sqlstate  text,
+    last_error_position  bigint,
+    last_error_at        timestamptz,
+    owner                text,
+    heartbeat_at         timestamptz,
+    created_at           timestamptz NOT NULL DEFAULT now(),
+    updated_at           timestamptz NOT NULL DEFAULT now()
+);
+
+CREATE TABLE IF NOT EXISTS read_model.projection_dead_letter (
+    id              bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    projection_name text NOT NULL,
+    global_position bigint NOT NULL,
+    event_id        uuid NOT NULL,
+    event_type      text NOT NULL,
+    error           text NOT NULL,
+    sqlstate        text,
+    payload         jsonb,
+    failed_at       timestamptz NOT NULL DEFAULT now(),
+    UNIQUE (projection_name, global_position)
+);
+
+-- lag_events here is an estimate: head minus last position counts the
+-- positions of rolled-back appends too.
+CREATE OR REPLACE VIEW read_model.projection_status AS
+SELECT m.projection_name,
+       m.status,
+       m.last_position,
+       h.head_position,
+       greatest(h.head_position - m.last_position, 0) AS lag_events,
+       m.events_processed,
+       m.events_skipped,
+       m.events_ignored,
+       m.last_error,
+       m.last_error_at,
+       m.owner,
+       m.heartbeat_at,
+       m.updated_at,
+       (m.status <> 'failed'
+        AND m.heartbeat_at IS NOT NULL
+        AND m.heartbeat_at > now() - interval '30 seconds') AS healthy
+  FROM read_model.projection_metadata m
+ CROSS JOIN (SELECT coalesce(max(global_position), 0) AS head_position
+               FROM event_store.domain_event) h;
+
+-- Writes a projection's checkpoint; called by the daemon in the same
+-- transaction as the batch's read-model changes. The write is a
+-- compare-and-set on checkpoint_seq: a writer whose view of the checkpoint
+-- is stale (another instance moved it) fails with SQLSTATE PJ001 and its
+-- whole batch rolls back.
+CREATE OR REPLACE FUNCTION read_model.projectord_save_checkpoint(
+    p_name            text,
+    p_expected_seq    bigint,
+    p_snapshot_lo     text,
+    p_snapshot_hi     text,
+    p_window_position bigint,
+    p_last_position   bigint,
+    p_processed       bigint,
+    p_ignored         bigint,
+    p_skipped         bigint,
+    p_head            bigint,
+    p_status          text,
+    p_owner           text,
+    p_error           text,
+    p_error_sqlstate  text,
+    p_error_position  bigint)
+RETURNS bigint
+LANGUAGE plpgsql
+AS $$
+DECLARE
+    v_seq bigint;
+BEGIN
+    UPDATE read_model.projection_metadata
+       SET tail_snapshot_lo     = p_snapshot_lo,
+           tail_snapshot_hi     = p_snapshot_hi,
+           tail_window_position = p_window_position,
+           last_position        = greatest(last_position, p_last_position),
+           last_event_id        = greatest(last_event_id, p_last_position),
+           checkpoint_seq       = checkpoint_seq + 1,
+           events_processed     = events_processed + p_processed,
+           events_ignored       = events_ignored + p_ignored,
+           events_skipped       = events_skipped + p_skipped,
+           lag_events           = greatest(p_head - greatest(last_position, p_last_position), 0),
+           status               = p_status,
+           owner                = p_owner,
+           last_error           = coalesce(p_error, last_error),
+           last_error_sqlstate  = CASE WHEN p_error IS NULL THEN last_error_sqlstate ELSE p_error_sqlstate END,
+           last_error_position  = CASE WHEN p_error IS NULL THEN last_error_position ELSE p_error_position END,
+           last_error_at        = CASE WHEN p_error IS NULL THEN last_error_at ELSE now() END,
+           heartbeat_at         = now(),
+           updated_at           = now()
+     WHERE projection_name = p_name
+       AND checkpoint_seq = p_expected_seq
+    RETURNING checkpoint_seq INTO v_seq;
+    IF NOT FOUND THEN
+        RAISE EXCEPTION 'projection %: checkpoint moved by another writer (expected seq %)',
+            p_name, p_expected_seq
+            USING ERRCODE = 'PJ001';
+    END IF;
+    RETURN v_seq;
+END;
+$$;

@@ -1,0 +1,51 @@
+/*
+ * batch: the statements one batch sends, and which event each belongs to.
+ *
+ * This is the runner's side of struct pj_ctx (projection.h): handlers queue
+ * statements through pj_exec, the runner adds its own (dead letters, the
+ * checkpoint), and when results come back in order, batch_stmt() says which
+ * event a failed statement was working for. The ctx owns its arrays
+ * (batch_free); the connection is borrowed.
+ */
+#ifndef PROJECTORD_BATCH_H
+#define PROJECTORD_BATCH_H
+
+#include <stddef.h>
+
+#include "pgconn.h"
+#include "projection.h"
+
+#define BATCH_NO_EVENT (-1)
+#define BATCH_ERR_MAX 512
+
+struct batch_stmt {
+    int event; /* index in the fetched events, or BATCH_NO_EVENT */
+    unsigned flags;
+};
+
+struct pj_ctx {
+    struct pgconn *conn;
+    const struct projection *proj;
+    int nstatements;
+    int event; /* the event whose handler is running */
+    char err[BATCH_ERR_MAX];
+    struct batch_stmt *stmts;
+    size_t n, cap;
+};
+
+void batch_init(struct pj_ctx *b, const struct projection *p, struct pgconn *conn);
+void batch_free(struct pj_ctx *b);
+
+/* Forget the statements of the previous batch. */
+void batch_reset(struct pj_ctx *b);
+
+/* Record a statement just sent on b->conn. Returns 0, or -1 out of memory. */
+int batch_record(struct pj_ctx *b, int event, unsigned flags);
+
+/* The i-th statement sent, or NULL past the end. */
+const struct batch_stmt *batch_stmt(const struct pj_ctx *b, size_t i);
+
+/* Name of the projection's prepared statement number idx. */
+void batch_stmt_name(int idx, char buf[16]);
+
+#endif

@@ -1,0 +1,173 @@
+/*
+ * cli: one-shot commands (see cli.h).
+ */
+#include <jansson.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "log.h"
+#include "registry.h"
+
+#define CONNECT_TIMEOUT "5"
+
+static const char *const status_columns[] = {
+    "projection_name", "status", "last_position", "head_position", "lag_events",
+    "events_processed", "events_skipped", "events_ignored", "healthy", "heartbeat_at",
+    "owner", "last_error",
+};
+#define N_STATUS_COLUMNS (sizeof status_columns / sizeof status_columns[0])
+
+#define SQL_STATUS                                                                                 \
+    "SELECT projection_name, status, last_position, head_position, lag_events,"                   \
+    "       events_processed, events_skipped, events_ignored, healthy,"                           \
+    "       to_char(heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"          \
+    "       owner, last_error"                                                                    \
+    "  FROM read_model.projection_status ORDER BY projection_name"
+
+/* Connect with a bounded wait; on failure print one line and return NULL. */
+static PGconn *connect_or_report(const struct config *cfg)
+{
+    const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
+    const char *vals[] = {CONNECT_TIMEOUT, "projectord", cfg->conninfo ? cfg->conninfo : "", NULL};
+    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    if (conn && PQstatus(conn) == CONNECTION_OK)
+        return conn;
+    char line[512];
+    snprintf(line, sizeof line, "%s", conn ? PQerrorMessage(conn) : "out of memory");
+    for (char *s = line; *s; s++)
+        if (*s == '\n')
+            *s = ' ';
+    fprintf(stderr, "projectord: cannot connect to the database: %s\n", line);
+    PQfinish(conn);
+    return NULL;
+}
+
+static void print_text(const PGresult *res)
+{
+    printf("%-14s %-12s %12s %12s %10s %12s %8s %8s %-7s %-20s %s\n", "PROJECTION", "STATUS",
+           "POSITION", "HEAD", "LAG", "PROCESSED", "SKIPPED", "IGNORED", "HEALTHY",
+           "HEARTBEAT", "OWNER");
+    for (int i = 0; i < PQntuples(res); i++) {
+        printf("%-14s %-12s %12s %12s %10s %12s %8s %8s %-7s %-20s %s\n", PQgetvalue(res, i, 0),
+               PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
+               PQgetvalue(res, i, 4), PQgetvalue(res, i, 5), PQgetvalue(res, i, 6),
+               PQgetvalue(res, i, 7), strcmp(PQgetvalue(res, i, 8), "t") == 0 ? "yes" : "no",
+               PQgetvalue(res, i, 9), PQgetvalue(res, i, 10));
+        if (!PQgetisnull(res, i, 11))
+            printf("    last error: %s\n", PQgetvalue(res, i, 11));
+    }
+}
+
+static json_t *json_value(const PGresult *res, int row, int col)
+{
+    if (PQgetisnull(res, row, col))
+        return json_null();
+    const char *v = PQgetvalue(res, row, col);
+    if (col >= 2 && col <= 7)
+        return json_integer(strtoll(v, NULL, 10));
+    if (col == 8)
+        return json_boolean(strcmp(v, "t") == 0);
+    return json_string(v);
+}
+
+static void print_json(const PGresult *res)
+{
+    json_t *rows = json_array();
+    for (int i = 0; i < PQntuples(res); i++) {
+        json_t *row = json_object();
+        for (size_t c = 0; c < N_STATUS_COLUMNS; c++)
+            json_object_set_new(row, status_columns[c], json_value(res, i, (int)c));
+        json_array_append_new(rows, row);
+    }
+    char *text = json_dumps(rows, JSON_INDENT(2));
+    if (text)
+        puts(text);
+    free(text);
+    json_decref(rows);
+}
+
+/* An enabled projection is healthy when its row says so. */
+static bool all_healthy(const struct config *cfg, const PGresult *res)
+{
+    bool ok = true;
+    for (size_t p = 0; p < cfg->n_projections; p++) {
+        if (!cfg->projections[p].enabled)
+            continue;
+        bool found = false;
+        for (int i = 0; i < PQntuples(res); i++) {
+            if (strcmp(PQgetvalue(res, i, 0), cfg->projections[p].name) != 0)
+                continue;
+            found = true;
+            if (strcmp(PQgetvalue(res, i, 8), "t") != 0) {
+                fprintf(stderr, "projectord: %s is unhealthy (status %s)\n",
+                        cfg->projections[p].name, PQgetvalue(res, i, 1));
+                ok = false;
+            }
+        }
+        if (!found) {
+            fprintf(stderr, "projectord: %s has no status row yet\n", cfg->projections[p].name);
+            ok = false;
+        }
+    }
+    return ok;
+}
+
+int cli_status(const struct config *cfg, int argc, char **argv)
+{
+    bool json = false, check = false;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--json") == 0)
+            json = true;
+        else if (strcmp(argv[i], "--check") == 0)
+            check = true;
+        else {
+            fprintf(stderr, "projectord: status: unknown argument '%s' (--json, --check)\n",
+                    argv[i]);
+            return EXIT_USAGE;
+        }
+    }
+    PGconn *conn = connect_or_report(cfg);
+    if (!conn)
+        return EXIT_UNAVAILABLE;
+    PGresult *res = PQexec(conn, SQL_STATUS);
+    int rc = 0;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+        fprintf(stderr, "projectord: status: %s\n", msg ? msg : PQerrorMessage(conn));
+        rc = EXIT_FAILURE_1;
+    } else {
+        if (json)
+            print_json(res);
+        else
+            print_text(res);
+        if (check && !all_healthy(cfg, res))
+            rc = EXIT_FAILURE_1;
+    }
+    PQclear(res);
+    PQfinish(conn);
+    return rc;
+}
+
+int cli_list(void)
+{
+    for (size_t i = 0; i < projection_registry_count; i++) {
+        const struct projection *p = projection_registry[i];
+        printf("%s (version %d): %s\n  tables:", p->name, p->version, p->description);
+        for (const char *const *t = p->tables; *t; t++)
+            printf(" read_model.%s", *t);
+        printf("\n  events:");
+        for (const struct pj_handler *h = p->handlers; h->event_type; h++)
+            printf(" %s", strcmp(h->event_type, "*") == 0 ? "(every event type)" : h->event_type);
+        printf("\n");
+    }
+    return 0;
+}
+
+int cli_check_config(const struct config *cfg)
+{
+    config_print(cfg, stdout);
+    return 0;
+}

@@ -1,0 +1,27 @@
+/*
+ * cli: the one-shot commands (status, list, check-config). They may block:
+ * they run outside the daemon's loop, with a connect timeout so an
+ * unreachable database gives exit 69 instead of a hang.
+ */
+#ifndef PROJECTORD_CLI_H
+#define PROJECTORD_CLI_H
+
+#include <stdbool.h>
+
+#include "config.h"
+
+/* Exit codes (SPEC §6; sysexits). */
+#define EXIT_FAILURE_1 1
+#define EXIT_USAGE 64
+#define EXIT_UNAVAILABLE 69
+
+/* `status [--json] [--check]`: argv are the command's own arguments. */
+int cli_status(const struct config *cfg, int argc, char **argv);
+
+/* `list`: the compiled-in projections, their tables and event types. */
+int cli_list(void);
+
+/* `check-config`: print the effective config, secrets masked. */
+int cli_check_config(const struct config *cfg);
+
+#endif

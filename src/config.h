@@ -1,0 +1,84 @@
+/*
+ * config: the daemon's settings, read from a libconfig file, overridden by
+ * the environment, validated against the compiled-in projections.
+ *
+ * Every key is declared once in config.c's key table (name, type, range,
+ * default). Unknown keys and projections are errors, so a typo is never
+ * silently ignored. A loaded config owns its strings: config_free() them.
+ */
+#ifndef PROJECTORD_CONFIG_H
+#define PROJECTORD_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdio.h>
+
+#include "log.h"
+
+#define CONFIG_DEFAULT_PATH "/etc/projectord/projectord.conf"
+#define CONFIG_NAME_MAX     64
+
+/* Exit code for configuration errors (sysexits EX_CONFIG). */
+#define EXIT_CONFIG 78
+
+enum on_error { ON_ERROR_STOP, ON_ERROR_SKIP };
+
+struct projection_config {
+    char name[CONFIG_NAME_MAX];
+    bool enabled;
+    enum on_error on_error;
+};
+
+struct config {
+    char *source;          /* file the settings came from, or NULL for defaults only */
+    char *conninfo;        /* event store (and default read model) database; NULL: PG* vars */
+    char *target_conninfo; /* read-model database; NULL: same as conninfo */
+    char *listen_channel;
+    int batch_size;
+    int poll_interval_ms;
+    enum log_level log_level;
+    enum log_format log_format;
+    size_t n_projections; /* one per compiled-in projection, registry order */
+    struct projection_config *projections;
+};
+
+/*
+ * Load the configuration.
+ *   path:       file to read; NULL means CONFIG_DEFAULT_PATH, which may be
+ *               absent (defaults and environment only, as in containers).
+ *   names:      the compiled-in projection names, n of them.
+ * Then PROJECTORD_DATABASE_URL and PROJECTORD_LOG_LEVEL override the file.
+ * Returns 0, or -1 with one line in err ("FILE:LINE: KEY: problem"); on
+ * error cfg holds nothing to free.
+ */
+int config_load(struct config *cfg, const char *path, const char *const *names, size_t n, char *err,
+                size_t errlen);
+
+/*
+ * config_load() with the file always named: when path does not exist and
+ * must_exist is false, defaults and environment apply (cfg->source NULL).
+ * config_load(p) is config_load_path(p ? p : CONFIG_DEFAULT_PATH, p != NULL);
+ * this lets tests exercise the optional-file case without touching /etc.
+ */
+int config_load_path(struct config *cfg, const char *path, bool must_exist,
+                     const char *const *names, size_t n, char *err, size_t errlen);
+
+/* Release what config_load allocated. */
+void config_free(struct config *cfg);
+
+/* The projection's settings, or NULL if the name is not compiled in. */
+const struct projection_config *config_projection(const struct config *cfg, const char *name);
+
+/* Print the effective configuration in libconfig syntax, secrets masked. */
+void config_print(const struct config *cfg, FILE *out);
+
+/*
+ * A copy of conninfo (key=value or URI) safe to log: the password, if any,
+ * replaced by "********". Returns NULL only when out of memory; an
+ * unparsable conninfo comes back as "(unparsable conninfo)". Caller frees.
+ */
+char *config_mask_conninfo(const char *conninfo);
+
+const char *config_on_error_name(enum on_error e);
+
+#endif

@@ -1,0 +1,16 @@
+/*
+ * daemon: `projectord run` — one libev loop with a runner per enabled
+ * projection, the listener, the fallback poll timer and the signals.
+ */
+#ifndef PROJECTORD_DAEMON_H
+#define PROJECTORD_DAEMON_H
+
+#include "config.h"
+
+/*
+ * Run until SIGTERM or SIGINT, then let each runner finish its batch in
+ * flight and return the exit code (0 after a clean stop). cfg is borrowed.
+ */
+int daemon_run(const struct config *cfg);
+
+#endif

@@ -1,0 +1,92 @@
+/*
+ * listener: LISTEN on the configured channel (see listener.h).
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "listener.h"
+#include "log.h"
+#include "pgconn.h"
+
+struct listener {
+    struct pgconn *conn;
+    char *listen_sql;
+    listener_wake_cb wake;
+    void *arg;
+};
+
+static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGresult *res,
+                    const PGnotify *notify)
+{
+    struct listener *l = arg;
+    switch (ev) {
+    case PGCONN_READY:
+        if (pgconn_query(c, l->listen_sql, 0, NULL) == 0)
+            pgconn_sync(c);
+        break;
+    case PGCONN_RESULT:
+        if (!pgconn_result_ok(res))
+            log_error("listener: LISTEN failed: %s (SQLSTATE %s)", pgconn_error_line(res),
+                      pgconn_sqlstate(res));
+        break;
+    case PGCONN_SYNC:
+        /* Listening again: look for what was committed while we were not. */
+        l->wake(l->arg);
+        break;
+    case PGCONN_NOTIFY:
+        log_debug("listener: notification on %s", notify->relname);
+        l->wake(l->arg);
+        break;
+    case PGCONN_LOST:
+        break;
+    }
+}
+
+/* LISTEN takes an identifier, not a parameter: quote it. */
+static char *listen_statement(const char *channel)
+{
+    size_t size = strlen("LISTEN \"\"") + 2 * strlen(channel) + 1;
+    char *sql = malloc(size), *o = sql;
+    if (!sql)
+        return NULL;
+    o += sprintf(o, "LISTEN \"");
+    for (const char *s = channel; *s; s++) {
+        if (*s == '"')
+            *o++ = '"';
+        *o++ = *s;
+    }
+    strcpy(o, "\"");
+    return sql;
+}
+
+struct listener *listener_new(struct ev_loop *loop, const char *conninfo, const char *channel,
+                              listener_wake_cb wake, void *arg)
+{
+    struct listener *l = calloc(1, sizeof *l);
+    if (!l)
+        return NULL;
+    l->wake = wake;
+    l->arg = arg;
+    l->listen_sql = listen_statement(channel);
+    l->conn = pgconn_new(loop, "listener", conninfo, conn_cb, l);
+    if (!l->listen_sql || !l->conn) {
+        listener_free(l);
+        return NULL;
+    }
+    return l;
+}
+
+void listener_start(struct listener *l)
+{
+    pgconn_start(l->conn);
+}
+
+void listener_free(struct listener *l)
+{
+    if (!l)
+        return;
+    pgconn_free(l->conn);
+    free(l->listen_sql);
+    free(l);
+}

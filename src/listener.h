@@ -1,0 +1,23 @@
+/*
+ * listener: the LISTEN connection that wakes the runners.
+ *
+ * A notification is only a hint that events were committed; after every
+ * (re)connect the LISTEN is issued again and the owner is woken as well,
+ * since notifications sent while disconnected are lost.
+ */
+#ifndef PROJECTORD_LISTENER_H
+#define PROJECTORD_LISTENER_H
+
+#include <ev.h>
+
+struct listener;
+
+typedef void (*listener_wake_cb)(void *arg);
+
+/* Returns NULL when out of memory. conninfo and channel are copied. */
+struct listener *listener_new(struct ev_loop *loop, const char *conninfo, const char *channel,
+                              listener_wake_cb wake, void *arg);
+void listener_start(struct listener *l);
+void listener_free(struct listener *l);
+
+#endif

@@ -1,0 +1,122 @@
+/*
+ * projectord: command line parsing and dispatch; the work is elsewhere.
+ */
+#include <getopt.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+#include "config.h"
+#include "daemon.h"
+#include "log.h"
+#include "registry.h"
+
+static void usage(FILE *out)
+{
+    fprintf(out, "usage: projectord [-c FILE] [-l LEVEL] COMMAND [ARGS]\n"
+                 "  run                    run the daemon in the foreground (default)\n"
+                 "  status [--json] [--check]\n"
+                 "                         print the status table; --check exits 1 when an\n"
+                 "                         enabled projection is unhealthy\n"
+                 "  list                   compiled-in projections, tables and event types\n"
+                 "  check-config           validate the config and print it, secrets masked\n"
+                 "options:\n"
+                 "  -c, --config FILE      configuration file (default " CONFIG_DEFAULT_PATH ")\n"
+                 "  -l, --log-level LEVEL  error, warning, info or debug\n"
+                 "  -h, --help             this text\n"
+                 "  -V, --version          the version\n");
+}
+
+static const char *const *projection_names(void)
+{
+    static const char *names[64];
+    for (size_t i = 0; i < projection_registry_count && i < 63; i++)
+        names[i] = projection_registry[i]->name;
+    return names;
+}
+
+static int load_config(struct config *cfg, const char *path, const char *level)
+{
+    char err[1024];
+    if (config_load(cfg, path, projection_names(), projection_registry_count, err, sizeof err) <
+        0) {
+        fprintf(stderr, "projectord: %s\n", err);
+        return -1;
+    }
+    if (level && log_level_parse(level, &cfg->log_level) < 0) {
+        fprintf(stderr, "projectord: -l: unknown log level '%s' (error, warning, info, debug)\n",
+                level);
+        config_free(cfg);
+        return -1;
+    }
+    log_setup(cfg->log_level, cfg->log_format);
+    return 0;
+}
+
+static int dispatch(const struct config *cfg, const char *command, int argc, char **argv)
+{
+    if (strcmp(command, "run") == 0 && argc == 0)
+        return daemon_run(cfg);
+    if (strcmp(command, "status") == 0)
+        return cli_status(cfg, argc, argv);
+    if (strcmp(command, "check-config") == 0 && argc == 0)
+        return cli_check_config(cfg);
+    fprintf(stderr, "projectord: %s: unexpected arguments\n", command);
+    usage(stderr);
+    return EXIT_USAGE;
+}
+
+static bool known_command(const char *command)
+{
+    static const char *const commands[] = {"run", "status", "list", "check-config", NULL};
+    for (const char *const *c = commands; *c; c++)
+        if (strcmp(command, *c) == 0)
+            return true;
+    return false;
+}
+
+int main(int argc, char **argv)
+{
+    static const struct option options[] = {
+        {"config", required_argument, NULL, 'c'}, {"log-level", required_argument, NULL, 'l'},
+        {"help", no_argument, NULL, 'h'},         {"version", no_argument, NULL, 'V'},
+        {NULL, 0, NULL, 0},
+    };
+    const char *path = NULL, *level = NULL;
+    int opt;
+    /* "+": stop at the command, so its own options (status --json) stay its own. */
+    while ((opt = getopt_long(argc, argv, "+c:l:hV", options, NULL)) != -1) {
+        switch (opt) {
+        case 'c':
+            path = optarg;
+            break;
+        case 'l':
+            level = optarg;
+            break;
+        case 'h':
+            usage(stdout);
+            return 0;
+        case 'V':
+            printf("projectord %s\n", PROJECTORD_VERSION);
+            return 0;
+        default:
+            usage(stderr);
+            return EXIT_USAGE;
+        }
+    }
+    const char *command = optind < argc ? argv[optind++] : "run";
+    if (!known_command(command)) {
+        fprintf(stderr, "projectord: unknown command '%s'\n", command);
+        usage(stderr);
+        return EXIT_USAGE;
+    }
+    if (strcmp(command, "list") == 0)
+        return cli_list();
+    struct config cfg;
+    if (load_config(&cfg, path, level) < 0)
+        return EXIT_CONFIG;
+    int rc = dispatch(&cfg, command, argc - optind, argv + optind);
+    config_free(&cfg);
+    return rc;
+}

@@ -1,0 +1,438 @@
+/*
+ * pgconn: an asynchronous libpq connection on a libev loop (see pgconn.h).
+ *
+ * States: DOWN (waiting for the reconnect timer) -> CONNECTING (driving
+ * PQconnectPoll, re-arming the watcher for read or write as it asks; the
+ * socket may change between polls) -> UP (pipeline mode, non-blocking; the
+ * read watcher is always on, the write watcher only while libpq has unsent
+ * data) -> DOWN again on any failure. CLOSED is final.
+ *
+ * A failure noticed while the owner is calling us (a send that libpq
+ * refuses) is not reported re-entrantly: it arms a zero-delay timer, and
+ * PGCONN_LOST arrives from the loop like every other event.
+ */
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "backoff.h"
+#include "log.h"
+#include "pgconn.h"
+
+#define CONNECT_TIMEOUT_S 10.0
+#define RECONNECT_INITIAL_S 0.2
+#define RECONNECT_MAX_S 10.0
+
+enum pgconn_state { ST_DOWN, ST_CONNECTING, ST_UP, ST_CLOSED };
+
+struct pgconn {
+    struct ev_loop *loop;
+    char *name;
+    char *conninfo;
+    pgconn_cb cb;
+    void *arg;
+    PGconn *pg;
+    enum pgconn_state state;
+    ev_io io;
+    ev_timer timer; /* connect timeout, reconnect delay, or deferred failure */
+    struct backoff backoff;
+    int pending;         /* statements and syncs sent whose results are not delivered yet */
+    PGresult *current;   /* the result being delivered, unless taken */
+    unsigned generation; /* bumped by every drop, so loops notice a reset made by a callback */
+    bool broken;         /* a send failed; drop from the loop, not from inside the caller */
+};
+
+static void io_cb(struct ev_loop *loop, ev_io *w, int revents);
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+static uint32_t jitter_random(void)
+{
+    static uint32_t state;
+    if (state == 0)
+        state = (uint32_t)getpid() ^ (uint32_t)time(NULL) ^ 0x9e3779b9u;
+    state ^= state << 13;
+    state ^= state >> 17;
+    state ^= state << 5;
+    return state;
+}
+
+/* libpq messages may span lines; a log record must not. */
+static void one_line(char *dst, size_t size, const char *src)
+{
+    size_t n = 0;
+    for (const char *s = src ? src : ""; *s && n + 1 < size; s++)
+        dst[n++] = (*s == '\n' || *s == '\r') ? ' ' : *s;
+    while (n > 0 && dst[n - 1] == ' ')
+        n--;
+    dst[n] = '\0';
+}
+
+static void notice_cb(void *arg, const char *message)
+{
+    struct pgconn *c = arg;
+    char line[1024];
+    one_line(line, sizeof line, message);
+    log_info("%s: server: %s", c->name, line);
+}
+
+struct pgconn *pgconn_new(struct ev_loop *loop, const char *name, const char *conninfo,
+                          pgconn_cb cb, void *arg)
+{
+    struct pgconn *c = calloc(1, sizeof *c);
+    if (!c)
+        return NULL;
+    c->name = strdup(name);
+    c->conninfo = strdup(conninfo ? conninfo : "");
+    if (!c->name || !c->conninfo) {
+        free(c->name);
+        free(c->conninfo);
+        free(c);
+        return NULL;
+    }
+    c->loop = loop;
+    c->cb = cb;
+    c->arg = arg;
+    c->state = ST_DOWN;
+    c->backoff = (struct backoff)BACKOFF_INIT(RECONNECT_INITIAL_S, RECONNECT_MAX_S);
+    ev_init(&c->io, io_cb);
+    c->io.data = c;
+    ev_init(&c->timer, timer_cb);
+    c->timer.data = c;
+    return c;
+}
+
+static void watch(struct pgconn *c, int events)
+{
+    int fd = PQsocket(c->pg);
+    if (ev_is_active(&c->io) && c->io.fd == fd && (c->io.events & (EV_READ | EV_WRITE)) == events)
+        return;
+    ev_io_stop(c->loop, &c->io);
+    if (fd < 0)
+        return;
+    ev_io_set(&c->io, fd, events);
+    ev_io_start(c->loop, &c->io);
+}
+
+static void arm_timer(struct pgconn *c, double after)
+{
+    ev_timer_stop(c->loop, &c->timer);
+    ev_timer_set(&c->timer, after, 0.0);
+    ev_timer_start(c->loop, &c->timer);
+}
+
+static void disconnect(struct pgconn *c)
+{
+    ev_io_stop(c->loop, &c->io);
+    ev_timer_stop(c->loop, &c->timer);
+    if (c->pg)
+        PQfinish(c->pg);
+    c->pg = NULL;
+    c->pending = 0;
+    c->broken = false;
+    c->generation++;
+}
+
+void pgconn_reset(struct pgconn *c, const char *why)
+{
+    if (c->state == ST_CLOSED)
+        return;
+    bool was_up = c->state == ST_UP;
+    char line[1024];
+    one_line(line, sizeof line, why);
+    disconnect(c);
+    c->state = ST_DOWN;
+    double delay = backoff_next(&c->backoff, jitter_random());
+    log_warning("%s: %s: %s; reconnecting in %.1fs", c->name,
+                was_up ? "connection lost" : "cannot connect", line, delay);
+    arm_timer(c, delay);
+    c->cb(c, c->arg, PGCONN_LOST, NULL, NULL);
+}
+
+static void start_connect(struct pgconn *c)
+{
+    /* Defaults first: the owner's conninfo (expanded from dbname) overrides them. */
+    const char *keys[] = {"fallback_application_name", "keepalives", "keepalives_idle",
+                          "keepalives_interval", "keepalives_count", "tcp_user_timeout",
+                          "dbname", NULL};
+    const char *vals[] = {"projectord", "1", "10", "5", "3", "30000", c->conninfo, NULL};
+    c->pg = PQconnectStartParams(keys, vals, 1);
+    c->state = ST_CONNECTING;
+    if (!c->pg) {
+        pgconn_reset(c, "out of memory");
+        return;
+    }
+    if (PQstatus(c->pg) == CONNECTION_BAD) {
+        pgconn_reset(c, PQerrorMessage(c->pg));
+        return;
+    }
+    watch(c, EV_WRITE);
+    arm_timer(c, CONNECT_TIMEOUT_S);
+}
+
+void pgconn_start(struct pgconn *c)
+{
+    if (c->state != ST_DOWN)
+        return;
+    ev_timer_stop(c->loop, &c->timer);
+    start_connect(c);
+}
+
+static void connected(struct pgconn *c)
+{
+    ev_timer_stop(c->loop, &c->timer);
+    if (PQsetnonblocking(c->pg, 1) != 0 || PQenterPipelineMode(c->pg) != 1) {
+        pgconn_reset(c, PQerrorMessage(c->pg));
+        return;
+    }
+    PQsetNoticeProcessor(c->pg, notice_cb, c);
+    backoff_reset(&c->backoff);
+    c->state = ST_UP;
+    watch(c, EV_READ);
+    log_info("%s: connected to %s:%s/%s (server %d)", c->name, PQhost(c->pg), PQport(c->pg),
+             PQdb(c->pg), PQserverVersion(c->pg));
+    c->cb(c, c->arg, PGCONN_READY, NULL, NULL);
+}
+
+static void poll_connect(struct pgconn *c)
+{
+    switch (PQconnectPoll(c->pg)) {
+    case PGRES_POLLING_READING:
+        watch(c, EV_READ);
+        break;
+    case PGRES_POLLING_WRITING:
+        watch(c, EV_WRITE);
+        break;
+    case PGRES_POLLING_OK:
+        connected(c);
+        break;
+    default:
+        pgconn_reset(c, PQerrorMessage(c->pg));
+        break;
+    }
+}
+
+/* Send what libpq has buffered; watch for writability while some is left. */
+static void flush(struct pgconn *c)
+{
+    int r = PQflush(c->pg);
+    if (r < 0)
+        pgconn_reset(c, PQerrorMessage(c->pg));
+    else
+        watch(c, r == 1 ? EV_READ | EV_WRITE : EV_READ);
+}
+
+static void deliver_results(struct pgconn *c)
+{
+    unsigned gen = c->generation;
+    int nulls = 0;
+    /* In pipeline mode a NULL separates statements; two in a row means nothing is ready. */
+    while (c->pending > 0 && !PQisBusy(c->pg)) {
+        PGresult *res = PQgetResult(c->pg);
+        if (!res) {
+            if (++nulls > 1)
+                break;
+            continue;
+        }
+        nulls = 0;
+        c->pending--;
+        if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
+            PQclear(res);
+            c->cb(c, c->arg, PGCONN_SYNC, NULL, NULL);
+        } else {
+            c->current = res;
+            c->cb(c, c->arg, PGCONN_RESULT, res, NULL);
+            if (c->current)
+                PQclear(c->current);
+            c->current = NULL;
+        }
+        if (gen != c->generation)
+            return;
+    }
+}
+
+static void deliver_notifies(struct pgconn *c)
+{
+    unsigned gen = c->generation;
+    PGnotify *n;
+    while (c->pg && (n = PQnotifies(c->pg)) != NULL) {
+        c->cb(c, c->arg, PGCONN_NOTIFY, NULL, n);
+        PQfreemem(n);
+        if (gen != c->generation)
+            return;
+    }
+}
+
+static void on_readable(struct pgconn *c)
+{
+    unsigned gen = c->generation;
+    if (!PQconsumeInput(c->pg)) {
+        pgconn_reset(c, PQerrorMessage(c->pg));
+        return;
+    }
+    deliver_results(c);
+    if (gen != c->generation || c->state != ST_UP)
+        return;
+    deliver_notifies(c);
+    if (gen != c->generation || c->state != ST_UP)
+        return;
+    if (PQstatus(c->pg) == CONNECTION_BAD)
+        pgconn_reset(c, PQerrorMessage(c->pg));
+}
+
+static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
+{
+    (void)loop;
+    struct pgconn *c = w->data;
+    if (c->state == ST_CONNECTING) {
+        poll_connect(c);
+        return;
+    }
+    if (c->state != ST_UP)
+        return;
+    unsigned gen = c->generation;
+    if (revents & EV_WRITE)
+        flush(c);
+    if (gen == c->generation && c->state == ST_UP && (revents & EV_READ))
+        on_readable(c);
+}
+
+static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct pgconn *c = w->data;
+    if (c->state == ST_CONNECTING)
+        pgconn_reset(c, "connection timed out");
+    else if (c->state == ST_UP && c->broken)
+        pgconn_reset(c, PQerrorMessage(c->pg));
+    else if (c->state == ST_DOWN)
+        start_connect(c);
+}
+
+static int send_failed(struct pgconn *c)
+{
+    if (!c->broken) {
+        c->broken = true;
+        arm_timer(c, 0.0);
+    }
+    return -1;
+}
+
+static bool usable(const struct pgconn *c)
+{
+    return c->state == ST_UP && !c->broken;
+}
+
+int pgconn_query(struct pgconn *c, const char *sql, int nparams, const char *const *params)
+{
+    if (!usable(c))
+        return -1;
+    if (!PQsendQueryParams(c->pg, sql, nparams, NULL, params, NULL, NULL, 0))
+        return send_failed(c);
+    c->pending++;
+    return 0;
+}
+
+int pgconn_prepare(struct pgconn *c, const char *name, const char *sql, int nparams)
+{
+    if (!usable(c))
+        return -1;
+    if (!PQsendPrepare(c->pg, name, sql, nparams, NULL))
+        return send_failed(c);
+    c->pending++;
+    return 0;
+}
+
+int pgconn_exec_prepared(struct pgconn *c, const char *name, int nparams,
+                         const char *const *params)
+{
+    if (!usable(c))
+        return -1;
+    if (!PQsendQueryPrepared(c->pg, name, nparams, params, NULL, NULL, 0))
+        return send_failed(c);
+    c->pending++;
+    return 0;
+}
+
+int pgconn_sync(struct pgconn *c)
+{
+    if (!usable(c))
+        return -1;
+    if (!PQpipelineSync(c->pg))
+        return send_failed(c);
+    c->pending++;
+    unsigned gen = c->generation;
+    flush(c);
+    return gen == c->generation ? 0 : -1;
+}
+
+int pgconn_flush_request(struct pgconn *c)
+{
+    if (!usable(c))
+        return -1;
+    if (!PQsendFlushRequest(c->pg))
+        return send_failed(c);
+    unsigned gen = c->generation;
+    flush(c);
+    return gen == c->generation ? 0 : -1;
+}
+
+PGresult *pgconn_take_result(struct pgconn *c)
+{
+    PGresult *res = c->current;
+    c->current = NULL;
+    return res;
+}
+
+void pgconn_close(struct pgconn *c)
+{
+    disconnect(c);
+    c->state = ST_CLOSED;
+}
+
+void pgconn_free(struct pgconn *c)
+{
+    if (!c)
+        return;
+    disconnect(c);
+    free(c->name);
+    free(c->conninfo);
+    free(c);
+}
+
+bool pgconn_idle(const struct pgconn *c)
+{
+    return usable(c) && c->pending == 0;
+}
+
+bool pgconn_connected(const struct pgconn *c)
+{
+    return c->state == ST_UP;
+}
+
+const char *pgconn_name(const struct pgconn *c)
+{
+    return c->name;
+}
+
+const char *pgconn_sqlstate(const PGresult *res)
+{
+    const char *s = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    return s ? s : "";
+}
+
+const char *pgconn_error_line(const PGresult *res)
+{
+    const char *s = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    if (!s && res)
+        s = PQresultErrorMessage(res);
+    return s && *s ? s : "unknown error";
+}
+
+bool pgconn_result_ok(const PGresult *res)
+{
+    ExecStatusType st = PQresultStatus(res);
+    return st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK;
+}

@@ -1,0 +1,92 @@
+/*
+ * pgconn: one asynchronous PostgreSQL connection driven by a libev loop.
+ *
+ * Everything goes through libpq's non-blocking API in pipeline mode: a
+ * request is any number of statements queued with pgconn_query /
+ * pgconn_exec_prepared / pgconn_prepare, closed by pgconn_sync. The
+ * statements of one request run in one implicit transaction that commits at
+ * the sync point, or rolls back whole if any statement fails. Results come
+ * back through the callback one per statement (PGCONN_RESULT; statements
+ * after a failed one come as PGRES_PIPELINE_ABORTED), then PGCONN_SYNC.
+ *
+ * When the connection fails or breaks, the callback gets PGCONN_LOST and
+ * the connection retries on its own with capped exponential backoff; after
+ * each (re)connect it reports PGCONN_READY, where the owner re-issues its
+ * session setup (prepared statements, LISTEN). Server notices go to the log.
+ *
+ * pgconn_flush_request asks the server to send the results so far without
+ * ending the request, so the owner can look at them before deciding how to
+ * finish the transaction (the checkpoint write needs the handlers' counts).
+ *
+ * Results are owned by pgconn and cleared after the callback returns, unless
+ * the callback takes one with pgconn_take_result. The callback may call any
+ * pgconn function, pgconn_free excepted.
+ */
+#ifndef PROJECTORD_PGCONN_H
+#define PROJECTORD_PGCONN_H
+
+#include <ev.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+struct pgconn;
+
+enum pgconn_event {
+    PGCONN_READY,  /* connected; no request in flight */
+    PGCONN_RESULT, /* one statement's result (res) */
+    PGCONN_SYNC,   /* the request's sync point: all its results were delivered */
+    PGCONN_NOTIFY, /* a notification arrived (notify) */
+    PGCONN_LOST,   /* the connection failed or broke; a reconnect is scheduled */
+};
+
+typedef void (*pgconn_cb)(struct pgconn *c, void *arg, enum pgconn_event ev, const PGresult *res,
+                          const PGnotify *notify);
+
+/*
+ * Create a connection to conninfo (NULL or "": libpq's PG* environment),
+ * named `name` in log lines. Nothing happens until pgconn_start().
+ * Returns NULL if out of memory. Free with pgconn_free().
+ */
+struct pgconn *pgconn_new(struct ev_loop *loop, const char *name, const char *conninfo,
+                          pgconn_cb cb, void *arg);
+void pgconn_free(struct pgconn *c);
+
+/* Connect now (or, if a reconnect is scheduled, at once). */
+void pgconn_start(struct pgconn *c);
+
+/* Drop the connection (logging why) and reconnect after the backoff delay. */
+void pgconn_reset(struct pgconn *c, const char *why);
+
+/* Close for good: no reconnect. Pending requests are dropped silently. */
+void pgconn_close(struct pgconn *c);
+
+/* Connected, and no request waiting for its sync. */
+bool pgconn_idle(const struct pgconn *c);
+bool pgconn_connected(const struct pgconn *c);
+const char *pgconn_name(const struct pgconn *c);
+
+/*
+ * Queue statements of the current request. Parameters are text (NULL for
+ * SQL NULL) and are copied before return. Each returns 0, or -1 when the
+ * connection is unusable (a PGCONN_LOST follows).
+ */
+int pgconn_query(struct pgconn *c, const char *sql, int nparams, const char *const *params);
+int pgconn_prepare(struct pgconn *c, const char *name, const char *sql, int nparams);
+int pgconn_exec_prepared(struct pgconn *c, const char *name, int nparams,
+                         const char *const *params);
+
+/* Close the current request and send it. Returns 0 or -1 as above. */
+int pgconn_sync(struct pgconn *c);
+
+/* Send what is queued and have the server return its results now. */
+int pgconn_flush_request(struct pgconn *c);
+
+/* Inside a PGCONN_RESULT callback: keep the result (caller PQclear()s it). */
+PGresult *pgconn_take_result(struct pgconn *c);
+
+/* Helpers for reading results. */
+const char *pgconn_sqlstate(const PGresult *res);     /* "" when none */
+const char *pgconn_error_line(const PGresult *res);   /* primary message, one line */
+bool pgconn_result_ok(const PGresult *res);           /* COMMAND_OK or TUPLES_OK */
+
+#endif

@@ -1,0 +1,117 @@
+/*
+ * projection: the API a projection author sees.
+ *
+ * A projection is one file projections/NAME.c that defines
+ *
+ *     const struct projection projection_NAME = { ... };
+ *
+ * plus its tables in sql/VNNN__NAME.sql. The build finds the file by itself
+ * (every .c file in projections/ is globbed and registered), so nothing else changes.
+ *
+ * How a batch runs: the runner reads events in order, and for each event
+ * whose event_type has a handler it decodes event_data (it must be a JSON
+ * object, or the event is bad) and calls the handler. The handler validates
+ * the fields it needs with the pj_* accessors and queues its parameterized
+ * statements with pj_exec(). All statements of a batch and the checkpoint
+ * are sent in one pipeline and commit in one transaction.
+ *
+ * Rules for handlers:
+ *  - SQL names tables unqualified ("products", not "read_model.products"):
+ *    the runner sets search_path to the schema being written, which is how
+ *    a rebuild writes into shadow tables while readers keep the live ones.
+ *  - Parameterized statements only; values never go into SQL text.
+ *  - Statements can not read results back; put reads inside the statement
+ *    (CTEs, subqueries), so the database decides with current rows.
+ *  - Return 0, or -1 after a pj_* accessor or pj_bad() recorded why the
+ *    event is bad. A statement that fails with a data error (SQLSTATE class
+ *    22 or 23, e.g. a unique violation) also makes the event bad; the
+ *    projection's on_error policy then applies to that one event.
+ */
+#ifndef PROJECTORD_PROJECTION_H
+#define PROJECTORD_PROJECTION_H
+
+#include <jansson.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+/*
+ * The event envelope. Strings are as PostgreSQL prints them (timestamps in
+ * UTC, ISO format) and are valid only during the handler call. Optional
+ * columns are NULL when SQL NULL.
+ */
+struct pj_event {
+    int64_t position;
+    const char *position_text;
+    const char *event_id;
+    const char *stream_id;
+    const char *aggregate_type;
+    const char *aggregate_id;
+    const char *event_type;
+    int32_t event_version;
+    int32_t aggregate_version;
+    const char *aggregate_version_text;
+    const char *event_data; /* jsonb text */
+    const char *metadata;   /* jsonb text or NULL */
+    const char *occurred_at;
+    const char *causation_id;
+    const char *correlation_id;
+    const char *transaction_id;
+};
+
+struct pj_ctx; /* one batch being built; owned by the runner */
+
+/* payload is the decoded event_data, always a JSON object (NULL with PJ_NO_PAYLOAD). */
+typedef int (*pj_handler_fn)(struct pj_ctx *ctx, const struct pj_event *ev, const json_t *payload);
+
+/* pj_handler flags */
+#define PJ_NO_PAYLOAD 0x1 /* the handler never reads event_data: payload is NULL, any JSON is fine */
+
+struct pj_handler {
+    const char *event_type; /* "*" matches every event type */
+    pj_handler_fn fn;
+    unsigned flags;
+};
+
+struct pj_statement {
+    const char *sql;
+    int nparams;
+};
+
+struct projection {
+    const char *name;
+    int version;               /* bump when the read model must be rebuilt */
+    const char *description;
+    const char *const *tables; /* NULL-terminated, unqualified */
+    const struct pj_statement *statements; /* terminated by {NULL, 0}; index = statement id */
+    const struct pj_handler *handlers;     /* terminated by {NULL, NULL, 0} */
+};
+
+/* pj_exec flags */
+#define PJ_COUNT_IGNORED 0x1 /* no row affected means the target row is missing: count it */
+
+/*
+ * Queue statement `stmt` (an index into the projection's statements) with
+ * text parameters (NULL for SQL NULL). Parameters are copied before it
+ * returns. Returns 0, or -1 if the batch could not take it (the runner
+ * retries the batch later; the handler just returns -1).
+ */
+int pj_exec(struct pj_ctx *ctx, int stmt, const char *const *params, unsigned flags);
+
+/* Record why the event is bad; returns -1 so handlers can `return pj_bad(...)`. */
+int pj_bad(struct pj_ctx *ctx, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/*
+ * Field accessors (SPEC §4 rules). Each returns 0, or -1 after recording the
+ * reason, so a handler writes `if (pj_str(...) < 0) return -1;`.
+ */
+int pj_str(struct pj_ctx *ctx, const json_t *obj, const char *key, const char **out);
+int pj_opt_str(struct pj_ctx *ctx, const json_t *obj, const char *key, const char **out);
+int pj_int64(struct pj_ctx *ctx, const json_t *obj, const char *key, int64_t *out);
+int pj_uuid(struct pj_ctx *ctx, const json_t *obj, const char *key, const char **out);
+int pj_opt_uuid(struct pj_ctx *ctx, const json_t *obj, const char *key, const char **out);
+int pj_array(struct pj_ctx *ctx, const json_t *obj, const char *key, const json_t **out);
+
+/* Format v into buf (at least 21 bytes) and return buf, for parameters. */
+const char *pj_i64(char buf[21], int64_t v);
+
+#endif

@@ -1,0 +1,924 @@
+/*
+ * runner: one projection's state machine (see runner.h).
+ *
+ *   DOWN --ready--> SETUP --> IDLE --wake--> OPEN --> FETCH --> APPLY --> COMMIT
+ *                               ^                      ^  |        |         |
+ *                               |                      |  +--------+  (more) |
+ *                               +----------------------+--------------------+
+ *
+ * APPLY sends the handlers' statements and asks for their results before
+ * the transaction ends: the checkpoint written in COMMIT carries exact
+ * counts, and a failed statement tells which event was bad. Then ROLLBACK
+ * waits for the aborted transaction's sync and the batch is sent again,
+ * with the bad event dead-lettered (skip) or the batch cut before it (stop).
+ *
+ * Every callback runs on the loop, so it may do anything; the only state
+ * shared with the outside is the wake/stop flags.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "backoff.h"
+#include "batch.h"
+#include "log.h"
+#include "payload.h"
+#include "pgconn.h"
+#include "registry.h"
+#include "runner.h"
+#include "runner_sql.h"
+#include "tailwin.h"
+
+#define HEARTBEAT_S 5.0
+#define RETRY_INITIAL_S 0.5
+#define RETRY_MAX_S 30.0
+
+enum rstate {
+    R_DOWN,     /* waiting for the connection */
+    R_SETUP,    /* session setup and checkpoint load in flight */
+    R_IDLE,     /* waiting for a wake-up */
+    R_OPEN,     /* opening a window */
+    R_FETCH,    /* reading a batch */
+    R_APPLY,    /* handler statements sent, their results coming */
+    R_ROLLBACK, /* a statement failed: waiting for the sync */
+    R_COMMIT,   /* checkpoint and sync sent */
+    R_NOTE,     /* status-only write in flight */
+    R_WAIT,     /* backing off before a retry */
+    R_DONE,
+};
+
+enum after_note { NOTE_THEN_NEXT, NOTE_THEN_WAIT, NOTE_THEN_DONE };
+
+struct bad_event {
+    int index;
+    char sqlstate[6];
+    char *error;
+};
+
+/* The checkpoint as committed (or, between OPEN and COMMIT, the open window). */
+struct checkpoint {
+    char *lo;
+    char *hi;
+    int64_t window_pos; /* events of the window up to here are applied */
+    int64_t window_max; /* highest position in the window; 0 if unknown */
+    int64_t last_position;
+    int64_t seq;
+    bool window_open;
+};
+
+struct runner {
+    struct ev_loop *loop;
+    const struct projection *proj;
+    const struct projection_config *pcfg;
+    const struct config *cfg;
+    const char *owner;
+    runner_done_cb done;
+    void *done_arg;
+    struct pgconn *conn;
+    enum rstate state;
+    bool wake_pending;
+    bool stopping;
+    bool failed;
+    char *types; /* text[] literal of the handled event types, NULL for all */
+    char version[12];
+
+    struct checkpoint cp;
+    struct tailwin_params params; /* of the open window */
+    int64_t head;
+
+    /* the batch */
+    PGresult *events;
+    int nevents;
+    int cut;   /* events [0, cut) are in the batch; cut < nevents only for on_error=stop */
+    bool more; /* the fetch was full: the window may hold more */
+    struct bad_event *bad;
+    size_t nbad;
+    struct pj_ctx ctx;
+    size_t results;
+    int64_t processed;
+    int64_t ignored;
+    int64_t skipped;
+    int err_stmt; /* index of the first failed statement, or -1 */
+    char err_state[6];
+    char err_msg[BATCH_ERR_MAX];
+    int64_t new_seq;
+    enum after_note after_note;
+
+    ev_timer retry_timer;
+    ev_timer heartbeat_timer;
+    struct backoff backoff;
+};
+
+static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGresult *res,
+                    const PGnotify *notify);
+static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void next_step(struct runner *r);
+static void send_batch(struct runner *r);
+
+/* ---- helpers ---------------------------------------------------------- */
+
+static int set_str(char **dst, const char *src)
+{
+    char *copy = strdup(src);
+    if (!copy)
+        return -1;
+    free(*dst);
+    *dst = copy;
+    return 0;
+}
+
+static const char *fmt_i64(char buf[21], int64_t v)
+{
+    snprintf(buf, 21, "%" PRId64, v);
+    return buf;
+}
+
+static int64_t parse_i64(const char *text)
+{
+    return text && *text ? strtoll(text, NULL, 10) : 0;
+}
+
+/* A text[] literal of the handled event types; NULL when a handler takes all. */
+static char *types_literal(const struct projection *p)
+{
+    if (registry_handles_all(p))
+        return NULL;
+    size_t size = 3;
+    for (const struct pj_handler *h = p->handlers; h->event_type; h++)
+        size += 2 * strlen(h->event_type) + 3;
+    char *out = malloc(size), *o = out;
+    if (!out)
+        return NULL;
+    *o++ = '{';
+    for (const struct pj_handler *h = p->handlers; h->event_type; h++) {
+        if (h != p->handlers)
+            *o++ = ',';
+        *o++ = '"';
+        for (const char *s = h->event_type; *s; s++) {
+            if (*s == '"' || *s == '\\')
+                *o++ = '\\';
+            *o++ = *s;
+        }
+        *o++ = '"';
+    }
+    *o++ = '}';
+    *o = '\0';
+    return out;
+}
+
+static bool is_data_error(const char *sqlstate)
+{
+    return strncmp(sqlstate, "22", 2) == 0 || strncmp(sqlstate, "23", 2) == 0;
+}
+
+static const char *current_status(const struct runner *r)
+{
+    if (r->failed)
+        return "failed";
+    return r->cp.window_open ? "catching_up" : "live";
+}
+
+static void clear_batch(struct runner *r)
+{
+    if (r->events)
+        PQclear(r->events);
+    r->events = NULL;
+    r->nevents = 0;
+    for (size_t i = 0; i < r->nbad; i++)
+        free(r->bad[i].error);
+    free(r->bad);
+    r->bad = NULL;
+    r->nbad = 0;
+}
+
+static struct bad_event *find_bad(struct runner *r, int index)
+{
+    for (size_t i = 0; i < r->nbad; i++)
+        if (r->bad[i].index == index)
+            return &r->bad[i];
+    return NULL;
+}
+
+static struct bad_event *add_bad(struct runner *r, int index, const char *sqlstate,
+                                 const char *error)
+{
+    struct bad_event *grown = realloc(r->bad, (r->nbad + 1) * sizeof *grown);
+    if (!grown)
+        return NULL;
+    r->bad = grown;
+    struct bad_event *b = &r->bad[r->nbad];
+    b->error = strdup(error);
+    if (!b->error)
+        return NULL;
+    b->index = index;
+    snprintf(b->sqlstate, sizeof b->sqlstate, "%s", sqlstate);
+    r->nbad++;
+    return b;
+}
+
+static const char *event_value(const struct runner *r, int i, enum fetch_column col)
+{
+    return PQgetisnull(r->events, i, col) ? NULL : PQgetvalue(r->events, i, col);
+}
+
+static int64_t event_position(const struct runner *r, int i)
+{
+    return parse_i64(PQgetvalue(r->events, i, FC_POSITION));
+}
+
+static void fill_event(const struct runner *r, int i, struct pj_event *ev)
+{
+    *ev = (struct pj_event){
+        .position = event_position(r, i),
+        .position_text = event_value(r, i, FC_POSITION),
+        .event_id = event_value(r, i, FC_EVENT_ID),
+        .stream_id = event_value(r, i, FC_STREAM_ID),
+        .aggregate_type = event_value(r, i, FC_AGGREGATE_TYPE),
+        .aggregate_id = event_value(r, i, FC_AGGREGATE_ID),
+        .event_type = event_value(r, i, FC_EVENT_TYPE),
+        .event_version = (int32_t)parse_i64(event_value(r, i, FC_EVENT_VERSION)),
+        .aggregate_version = (int32_t)parse_i64(event_value(r, i, FC_AGGREGATE_VERSION)),
+        .aggregate_version_text = event_value(r, i, FC_AGGREGATE_VERSION),
+        .event_data = event_value(r, i, FC_EVENT_DATA),
+        .metadata = event_value(r, i, FC_METADATA),
+        .occurred_at = event_value(r, i, FC_OCCURRED_AT),
+        .causation_id = event_value(r, i, FC_CAUSATION_ID),
+        .correlation_id = event_value(r, i, FC_CORRELATION_ID),
+        .transaction_id = event_value(r, i, FC_TRANSACTION_ID),
+    };
+}
+
+/* ---- lifecycle ---------------------------------------------------------- */
+
+struct runner *runner_new(struct ev_loop *loop, const struct projection *p,
+                          const struct projection_config *pc, const struct config *cfg,
+                          const char *owner, runner_done_cb done, void *done_arg)
+{
+    struct runner *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    *r = (struct runner){.loop = loop, .proj = p, .pcfg = pc, .cfg = cfg, .owner = owner,
+                         .done = done, .done_arg = done_arg, .state = R_DOWN, .err_stmt = -1};
+    r->backoff = (struct backoff)BACKOFF_INIT(RETRY_INITIAL_S, RETRY_MAX_S);
+    snprintf(r->version, sizeof r->version, "%d", p->version);
+    r->types = types_literal(p);
+    r->conn = pgconn_new(loop, p->name, cfg->conninfo, conn_cb, r);
+    if (!r->conn || set_str(&r->cp.lo, SNAPSHOT_NONE) < 0 || set_str(&r->cp.hi, SNAPSHOT_NONE) < 0 ||
+        (!r->types && !registry_handles_all(p))) {
+        runner_free(r);
+        return NULL;
+    }
+    batch_init(&r->ctx, p, r->conn);
+    ev_init(&r->retry_timer, retry_cb);
+    r->retry_timer.data = r;
+    ev_timer_init(&r->heartbeat_timer, heartbeat_cb, HEARTBEAT_S, HEARTBEAT_S);
+    r->heartbeat_timer.data = r;
+    return r;
+}
+
+void runner_free(struct runner *r)
+{
+    if (!r)
+        return;
+    ev_timer_stop(r->loop, &r->retry_timer);
+    ev_timer_stop(r->loop, &r->heartbeat_timer);
+    clear_batch(r);
+    batch_free(&r->ctx);
+    tailwin_params_free(&r->params);
+    pgconn_free(r->conn);
+    free(r->cp.lo);
+    free(r->cp.hi);
+    free(r->types);
+    free(r);
+}
+
+const char *runner_name(const struct runner *r)
+{
+    return r->proj->name;
+}
+
+void runner_start(struct runner *r)
+{
+    ev_timer_start(r->loop, &r->heartbeat_timer);
+    pgconn_start(r->conn);
+}
+
+static void finish(struct runner *r)
+{
+    r->state = R_DONE;
+    ev_timer_stop(r->loop, &r->retry_timer);
+    ev_timer_stop(r->loop, &r->heartbeat_timer);
+    pgconn_close(r->conn);
+    log_info("%s: stopped at position %" PRId64, r->proj->name, r->cp.last_position);
+    r->done(r, r->done_arg);
+}
+
+/* ---- requests ----------------------------------------------------------- */
+
+static void send_note(struct runner *r, const char *status, const char *error,
+                      const char *sqlstate, enum after_note then)
+{
+    const char *params[] = {r->proj->name, status, r->owner, error,
+                            sqlstate && *sqlstate ? sqlstate : NULL};
+    r->after_note = then;
+    r->state = R_NOTE;
+    if (pgconn_query(r->conn, SQL_NOTE, 5, params) < 0 || pgconn_sync(r->conn) < 0)
+        r->state = R_DOWN; /* PGCONN_LOST follows */
+}
+
+static void wait_and_retry(struct runner *r)
+{
+    double delay = backoff_next(&r->backoff, (uint32_t)rand());
+    r->state = R_WAIT;
+    ev_timer_stop(r->loop, &r->retry_timer);
+    ev_timer_set(&r->retry_timer, delay, 0.0);
+    ev_timer_start(r->loop, &r->retry_timer);
+}
+
+/* Errors that are not the event's fault: log, record, and try again later. */
+static void batch_error(struct runner *r, const char *what, const char *sqlstate,
+                        const char *message)
+{
+    log_error("%s: %s failed: %s (SQLSTATE %s); retrying with backoff", r->proj->name, what,
+              message, sqlstate && *sqlstate ? sqlstate : "none");
+    clear_batch(r);
+    char line[BATCH_ERR_MAX];
+    snprintf(line, sizeof line, "%s: %s", what, message);
+    send_note(r, current_status(r), line, sqlstate, NOTE_THEN_WAIT);
+}
+
+static void send_setup(struct runner *r)
+{
+    r->state = R_SETUP;
+    r->results = 0;
+    r->err_stmt = -1;
+    bool ok = pgconn_query(r->conn, "DEALLOCATE ALL", 0, NULL) == 0 &&
+              pgconn_query(r->conn, SQL_SESSION_SETUP, 0, NULL) == 0;
+    for (int i = 0; ok && r->proj->statements[i].sql; i++) {
+        char name[16];
+        batch_stmt_name(i, name);
+        ok = pgconn_prepare(r->conn, name, r->proj->statements[i].sql,
+                            r->proj->statements[i].nparams) == 0;
+    }
+    const char *params[] = {r->proj->name, r->version, r->owner};
+    if (!ok || pgconn_query(r->conn, SQL_REGISTER, 3, params) < 0 || pgconn_sync(r->conn) < 0)
+        r->state = R_DOWN;
+}
+
+static int load_window_params(struct runner *r)
+{
+    struct snapshot lo, hi;
+    if (snapshot_parse(r->cp.lo, &lo) < 0)
+        return -1;
+    if (snapshot_parse(r->cp.hi, &hi) < 0) {
+        snapshot_free(&lo);
+        return -1;
+    }
+    tailwin_params_free(&r->params);
+    int rc = tailwin_params(&lo, &hi, &r->params);
+    snapshot_free(&lo);
+    snapshot_free(&hi);
+    return rc;
+}
+
+static void send_open(struct runner *r)
+{
+    struct snapshot lo;
+    if (snapshot_parse(r->cp.lo, &lo) < 0) {
+        batch_error(r, "open window", "", "stored snapshot is malformed");
+        return;
+    }
+    struct tailwin_params p;
+    int rc = tailwin_params(&lo, &lo, &p);
+    snapshot_free(&lo);
+    if (rc < 0) {
+        batch_error(r, "open window", "", "out of memory");
+        return;
+    }
+    const char *params[] = {p.xip_lo, p.xmax_lo};
+    r->state = R_OPEN;
+    r->wake_pending = false;
+    if (pgconn_query(r->conn, SQL_OPEN_WINDOW, 2, params) < 0 || pgconn_sync(r->conn) < 0)
+        r->state = R_DOWN;
+    tailwin_params_free(&p);
+}
+
+static void send_fetch(struct runner *r)
+{
+    char pos[21], max[21], limit[21];
+    const char *params[] = {fmt_i64(pos, r->cp.window_pos),
+                            fmt_i64(max, r->cp.window_max ? r->cp.window_max : INT64_MAX),
+                            r->params.xip_lo,
+                            r->params.xmax_lo,
+                            r->params.xmax_hi,
+                            r->cp.hi,
+                            r->types,
+                            fmt_i64(limit, r->cfg->batch_size)};
+    r->state = R_FETCH;
+    if (pgconn_query(r->conn, SQL_FETCH, 8, params) < 0 || pgconn_sync(r->conn) < 0)
+        r->state = R_DOWN;
+}
+
+/* ---- building a batch ----------------------------------------------------- */
+
+static int run_handler(struct runner *r, int i)
+{
+    struct pj_event ev;
+    fill_event(r, i, &ev);
+    const struct pj_handler *h = registry_handler(r->proj, ev.event_type);
+    if (!h)
+        return 0;
+    r->ctx.event = i;
+    r->ctx.err[0] = '\0';
+    json_t *payload = NULL;
+    if (!(h->flags & PJ_NO_PAYLOAD)) {
+        payload = payload_decode(ev.event_data, (size_t)PQgetlength(r->events, i, FC_EVENT_DATA), r->ctx.err,
+                                 sizeof r->ctx.err);
+        if (!payload)
+            return -1;
+    }
+    int rc = h->fn(&r->ctx, &ev, payload);
+    json_decref(payload);
+    return rc;
+}
+
+static int send_dead_letter(struct runner *r, const struct bad_event *b)
+{
+    int i = b->index;
+    const char *params[] = {r->proj->name,
+                            event_value(r, i, FC_POSITION),
+                            event_value(r, i, FC_EVENT_ID),
+                            event_value(r, i, FC_EVENT_TYPE),
+                            b->error,
+                            b->sqlstate[0] ? b->sqlstate : NULL,
+                            event_value(r, i, FC_EVENT_DATA)};
+    if (pgconn_query(r->conn, SQL_DEAD_LETTER, 7, params) < 0)
+        return -1;
+    return batch_record(&r->ctx, BATCH_NO_EVENT, 0);
+}
+
+/*
+ * Queue event i: its handler's statements, or, when it is bad, a dead
+ * letter (skip) or the end of the batch (stop). Returns 1 when the batch
+ * ends here, 0 to go on, -1 when the connection or memory failed.
+ */
+static int queue_event(struct runner *r, int i)
+{
+    struct bad_event *b = find_bad(r, i);
+    if (!b) {
+        size_t before = r->ctx.n;
+        if (run_handler(r, i) == 0) {
+            r->processed++;
+            return 0;
+        }
+        if (!r->ctx.err[0])
+            return -1;
+        b = add_bad(r, i, "", r->ctx.err);
+        if (!b)
+            return -1;
+        if (r->ctx.n > before) {
+            /* The handler queued statements before failing: abandon this try. */
+            if (pgconn_query(r->conn, SQL_ABANDON, 0, NULL) < 0 ||
+                batch_record(&r->ctx, BATCH_NO_EVENT, 0) < 0)
+                return -1;
+            return 1;
+        }
+    }
+    if (r->pcfg->on_error == ON_ERROR_STOP) {
+        r->cut = i;
+        return 1;
+    }
+    r->skipped++;
+    return send_dead_letter(r, b);
+}
+
+static void send_checkpoint(struct runner *r);
+
+static void send_batch(struct runner *r)
+{
+    batch_reset(&r->ctx);
+    r->results = 0;
+    r->processed = r->ignored = r->skipped = 0;
+    r->err_stmt = -1;
+    r->cut = r->nevents;
+    for (int i = 0; i < r->nevents; i++) {
+        int rc = queue_event(r, i);
+        if (rc < 0) {
+            pgconn_reset(r->conn, "could not queue a statement");
+            return;
+        }
+        if (rc > 0)
+            break;
+    }
+    if (r->ctx.n == 0) {
+        send_checkpoint(r);
+        return;
+    }
+    r->state = R_APPLY;
+    if (pgconn_flush_request(r->conn) < 0)
+        r->state = R_DOWN;
+}
+
+/* ---- the checkpoint ------------------------------------------------------- */
+
+/* The checkpoint this batch will commit, written into next. */
+static void next_checkpoint(const struct runner *r, struct checkpoint *next, const char **status,
+                            const struct bad_event **stop_at)
+{
+    *next = r->cp;
+    *stop_at = NULL;
+    *status = "live";
+    if (r->cut < r->nevents) {
+        *stop_at = find_bad((struct runner *)r, r->cut);
+        *status = "failed";
+        if (r->cut > 0)
+            next->window_pos = event_position(r, r->cut - 1);
+    } else if (r->more) {
+        *status = "catching_up";
+        next->window_pos = event_position(r, r->nevents - 1);
+    } else {
+        /* Window exhausted: everything visible in hi is applied. */
+        next->window_open = false;
+        next->window_pos = 0;
+        if (r->nevents > 0 && event_position(r, r->nevents - 1) > next->last_position)
+            next->last_position = event_position(r, r->nevents - 1);
+        if (r->cp.window_max > next->last_position)
+            next->last_position = r->cp.window_max;
+    }
+    if (next->window_open && next->window_pos > next->last_position)
+        next->last_position = next->window_pos;
+}
+
+static void send_checkpoint(struct runner *r)
+{
+    struct checkpoint next;
+    const char *status;
+    const struct bad_event *stop_at;
+    next_checkpoint(r, &next, &status, &stop_at);
+    char seq[21], pos[21], last[21], processed[21], ignored[21], skipped[21], head[21], errpos[21];
+    const char *params[SQL_CHECKPOINT_NPARAMS] = {
+        r->proj->name,
+        fmt_i64(seq, r->cp.seq),
+        next.window_open ? r->cp.lo : r->cp.hi,
+        r->cp.hi,
+        fmt_i64(pos, next.window_pos),
+        fmt_i64(last, next.last_position),
+        fmt_i64(processed, r->processed),
+        fmt_i64(ignored, r->ignored),
+        fmt_i64(skipped, r->skipped),
+        fmt_i64(head, r->head),
+        status,
+        r->owner,
+        stop_at ? stop_at->error : NULL,
+        stop_at && stop_at->sqlstate[0] ? stop_at->sqlstate : NULL,
+        stop_at ? fmt_i64(errpos, event_position(r, stop_at->index)) : NULL,
+    };
+    r->state = R_COMMIT;
+    r->new_seq = -1;
+    if (pgconn_query(r->conn, SQL_CHECKPOINT, SQL_CHECKPOINT_NPARAMS, params) < 0 ||
+        pgconn_sync(r->conn) < 0)
+        r->state = R_DOWN;
+}
+
+static void committed(struct runner *r)
+{
+    struct checkpoint next;
+    const char *status;
+    const struct bad_event *stop_at;
+    next_checkpoint(r, &next, &status, &stop_at);
+    if (!next.window_open && set_str(&r->cp.lo, r->cp.hi) < 0) {
+        pgconn_reset(r->conn, "out of memory");
+        return;
+    }
+    r->cp.window_pos = next.window_pos;
+    r->cp.window_open = next.window_open;
+    r->cp.last_position = next.last_position;
+    r->cp.seq = r->new_seq;
+    if (!next.window_open)
+        r->cp.window_max = 0;
+    backoff_reset(&r->backoff);
+    if (stop_at) {
+        r->failed = true;
+        log_error("%s: event at position %" PRId64 " (%s) is bad: %s%s%s; projection stopped "
+                  "(on_error = stop)",
+                  r->proj->name, event_position(r, stop_at->index),
+                  event_value(r, stop_at->index, FC_EVENT_TYPE), stop_at->error,
+                  stop_at->sqlstate[0] ? ", SQLSTATE " : "", stop_at->sqlstate);
+    }
+    for (size_t i = 0; stop_at == NULL && i < r->nbad; i++)
+        log_warning("%s: event at position %" PRId64 " dead-lettered: %s", r->proj->name,
+                    event_position(r, r->bad[i].index), r->bad[i].error);
+    log_debug("%s: committed %d events up to position %" PRId64 " (%" PRId64 " ignored)",
+              r->proj->name, r->cut, r->cp.last_position, r->ignored);
+    clear_batch(r);
+    next_step(r);
+}
+
+/* ---- results -------------------------------------------------------------- */
+
+static void on_setup_result(struct runner *r, const PGresult *res)
+{
+    if (!pgconn_result_ok(res)) {
+        if (r->err_stmt < 0 && PQresultStatus(res) == PGRES_FATAL_ERROR) {
+            r->err_stmt = (int)r->results;
+            snprintf(r->err_state, sizeof r->err_state, "%s", pgconn_sqlstate(res));
+            snprintf(r->err_msg, sizeof r->err_msg, "%s", pgconn_error_line(res));
+        }
+    } else if (PQntuples(res) == 1 && PQnfields(res) == 5) {
+        if (set_str(&r->cp.lo, PQgetvalue(res, 0, 0)) < 0 ||
+            set_str(&r->cp.hi, PQgetvalue(res, 0, 1)) < 0)
+            r->err_stmt = (int)r->results;
+        r->cp.window_pos = parse_i64(PQgetvalue(res, 0, 2));
+        r->cp.last_position = parse_i64(PQgetvalue(res, 0, 3));
+        r->cp.seq = parse_i64(PQgetvalue(res, 0, 4));
+        r->cp.window_max = 0;
+        r->cp.window_open = strcmp(r->cp.lo, r->cp.hi) != 0;
+    }
+    r->results++;
+}
+
+static void on_setup_done(struct runner *r)
+{
+    if (r->err_stmt >= 0) {
+        log_error("%s: session setup failed: %s (SQLSTATE %s); retrying with backoff",
+                  r->proj->name, r->err_msg, r->err_state);
+        wait_and_retry(r);
+        return;
+    }
+    if (r->cp.window_open && load_window_params(r) < 0) {
+        batch_error(r, "load checkpoint", "", "stored snapshot is malformed");
+        return;
+    }
+    log_info("%s: resuming at position %" PRId64 "%s", r->proj->name, r->cp.last_position,
+             r->cp.window_open ? " (inside a window)" : "");
+    r->failed = false;
+    r->state = R_IDLE;
+    r->wake_pending = true;
+    next_step(r);
+}
+
+static void on_open_result(struct runner *r, const PGresult *res)
+{
+    if (!pgconn_result_ok(res) || PQntuples(res) != 1) {
+        snprintf(r->err_state, sizeof r->err_state, "%s", pgconn_sqlstate(res));
+        snprintf(r->err_msg, sizeof r->err_msg, "%s", pgconn_error_line(res));
+        r->err_stmt = 0;
+        return;
+    }
+    r->err_stmt = -1;
+    r->head = parse_i64(PQgetvalue(res, 0, 3));
+    if (PQgetisnull(res, 0, 1)) {
+        /* Nothing committed in the window: slide without a write. */
+        if (set_str(&r->cp.lo, PQgetvalue(res, 0, 0)) < 0 ||
+            set_str(&r->cp.hi, PQgetvalue(res, 0, 0)) < 0)
+            r->err_stmt = 0;
+        r->cp.window_open = false;
+        return;
+    }
+    if (set_str(&r->cp.lo, r->cp.hi) < 0 || set_str(&r->cp.hi, PQgetvalue(res, 0, 0)) < 0 ||
+        load_window_params(r) < 0) {
+        r->err_stmt = 0;
+        return;
+    }
+    r->cp.window_open = true;
+    r->cp.window_pos = parse_i64(PQgetvalue(res, 0, 1)) - 1;
+    r->cp.window_max = parse_i64(PQgetvalue(res, 0, 2));
+}
+
+static void on_fetch_result(struct runner *r, PGresult *res)
+{
+    if (!pgconn_result_ok(res)) {
+        snprintf(r->err_state, sizeof r->err_state, "%s", pgconn_sqlstate(res));
+        snprintf(r->err_msg, sizeof r->err_msg, "%s", pgconn_error_line(res));
+        r->err_stmt = 0;
+        return;
+    }
+    r->err_stmt = -1;
+    clear_batch(r);
+    r->events = pgconn_take_result(r->conn);
+    r->nevents = PQntuples(res);
+    r->more = r->nevents >= r->cfg->batch_size;
+}
+
+static void on_apply_result(struct runner *r, const PGresult *res)
+{
+    const struct batch_stmt *st = batch_stmt(&r->ctx, r->results);
+    if (PQresultStatus(res) == PGRES_FATAL_ERROR && r->err_stmt < 0) {
+        r->err_stmt = (int)r->results;
+        snprintf(r->err_state, sizeof r->err_state, "%s", pgconn_sqlstate(res));
+        snprintf(r->err_msg, sizeof r->err_msg, "%s", pgconn_error_line(res));
+    } else if (st && (st->flags & PJ_COUNT_IGNORED) && pgconn_result_ok(res) &&
+               strcmp(PQcmdTuples((PGresult *)res), "0") == 0) {
+        r->ignored++;
+    }
+    r->results++;
+    if (r->results < r->ctx.n)
+        return;
+    if (r->err_stmt >= 0) {
+        r->state = R_ROLLBACK;
+        if (pgconn_sync(r->conn) < 0)
+            r->state = R_DOWN;
+        return;
+    }
+    send_checkpoint(r);
+}
+
+static void on_rollback_done(struct runner *r)
+{
+    const struct batch_stmt *st = batch_stmt(&r->ctx, (size_t)r->err_stmt);
+    if (strcmp(r->err_state, SQLSTATE_ABANDONED) == 0) {
+        send_batch(r);
+        return;
+    }
+    if (st && st->event >= 0 && is_data_error(r->err_state)) {
+        if (!add_bad(r, st->event, r->err_state, r->err_msg)) {
+            pgconn_reset(r->conn, "out of memory");
+            return;
+        }
+        send_batch(r);
+        return;
+    }
+    batch_error(r, "apply batch", r->err_state, r->err_msg);
+}
+
+static void on_commit_result(struct runner *r, const PGresult *res)
+{
+    if (pgconn_result_ok(res) && PQntuples(res) == 1) {
+        r->new_seq = parse_i64(PQgetvalue(res, 0, 0));
+    } else if (PQresultStatus(res) == PGRES_FATAL_ERROR && r->err_stmt < 0) {
+        r->err_stmt = 0;
+        snprintf(r->err_state, sizeof r->err_state, "%s", pgconn_sqlstate(res));
+        snprintf(r->err_msg, sizeof r->err_msg, "%s", pgconn_error_line(res));
+    }
+}
+
+static void on_commit_done(struct runner *r)
+{
+    if (r->err_stmt < 0 && r->new_seq >= 0) {
+        committed(r);
+        return;
+    }
+    if (strcmp(r->err_state, SQLSTATE_CHECKPOINT_MOVED) == 0) {
+        log_warning("%s: %s; reloading it", r->proj->name, r->err_msg);
+        clear_batch(r);
+        send_setup(r);
+        return;
+    }
+    batch_error(r, "commit batch", r->err_state, r->err_msg);
+}
+
+static void on_result(struct runner *r, const PGresult *res)
+{
+    switch (r->state) {
+    case R_SETUP:
+        on_setup_result(r, res);
+        break;
+    case R_OPEN:
+        on_open_result(r, res);
+        break;
+    case R_FETCH:
+        on_fetch_result(r, (PGresult *)res);
+        break;
+    case R_APPLY:
+        on_apply_result(r, res);
+        break;
+    case R_COMMIT:
+        on_commit_result(r, res);
+        break;
+    case R_NOTE:
+        if (!pgconn_result_ok(res))
+            log_warning("%s: status update failed: %s", r->proj->name, pgconn_error_line(res));
+        break;
+    default:
+        break;
+    }
+}
+
+static void on_sync(struct runner *r)
+{
+    switch (r->state) {
+    case R_SETUP:
+        on_setup_done(r);
+        break;
+    case R_OPEN:
+    case R_FETCH:
+        if (r->err_stmt >= 0)
+            batch_error(r, r->state == R_OPEN ? "open window" : "fetch", r->err_state, r->err_msg);
+        else if (r->state == R_OPEN && !r->cp.window_open)
+            next_step(r);
+        else if (r->state == R_OPEN)
+            send_fetch(r);
+        else
+            send_batch(r);
+        break;
+    case R_ROLLBACK:
+        on_rollback_done(r);
+        break;
+    case R_COMMIT:
+        on_commit_done(r);
+        break;
+    case R_NOTE:
+        if (r->after_note == NOTE_THEN_DONE)
+            finish(r);
+        else if (r->after_note == NOTE_THEN_WAIT)
+            wait_and_retry(r);
+        else
+            next_step(r);
+        break;
+    default:
+        break;
+    }
+}
+
+static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGresult *res,
+                    const PGnotify *notify)
+{
+    (void)c;
+    (void)notify;
+    struct runner *r = arg;
+    switch (ev) {
+    case PGCONN_READY:
+        send_setup(r);
+        break;
+    case PGCONN_LOST:
+        clear_batch(r);
+        ev_timer_stop(r->loop, &r->retry_timer);
+        if (r->stopping)
+            finish(r);
+        else
+            r->state = R_DOWN;
+        break;
+    case PGCONN_RESULT:
+        on_result(r, res);
+        break;
+    case PGCONN_SYNC:
+        on_sync(r);
+        break;
+    case PGCONN_NOTIFY:
+        break;
+    }
+}
+
+/* ---- scheduling ------------------------------------------------------------ */
+
+/* Decide what to do once a step has completed and the connection is idle. */
+static void next_step(struct runner *r)
+{
+    r->state = R_IDLE;
+    if (r->stopping) {
+        send_note(r, r->failed ? "failed" : "stopped", NULL, NULL, NOTE_THEN_DONE);
+        return;
+    }
+    if (r->failed)
+        return;
+    if (r->cp.window_open)
+        send_fetch(r);
+    else if (r->wake_pending)
+        send_open(r);
+}
+
+void runner_wake(struct runner *r)
+{
+    r->wake_pending = true;
+    if (r->state == R_IDLE && !r->failed && !r->stopping)
+        next_step(r);
+}
+
+void runner_stop(struct runner *r)
+{
+    if (r->stopping)
+        return;
+    r->stopping = true;
+    if (r->state == R_IDLE)
+        next_step(r);
+    else if (r->state == R_DOWN || r->state == R_WAIT)
+        finish(r);
+}
+
+static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct runner *r = w->data;
+    if (r->state != R_WAIT)
+        return;
+    if (!pgconn_idle(r->conn)) {
+        r->state = R_DOWN;
+        return;
+    }
+    if (r->cp.seq == 0 && r->cp.window_pos == 0 && r->cp.last_position == 0 && !r->cp.window_open)
+        send_setup(r);
+    else
+        next_step(r);
+}
+
+static void heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct runner *r = w->data;
+    if (r->state == R_IDLE && pgconn_idle(r->conn))
+        send_note(r, current_status(r), NULL, NULL, NOTE_THEN_NEXT);
+}

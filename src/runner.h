@@ -1,0 +1,45 @@
+/*
+ * runner: one projection kept up to date over its own connection.
+ *
+ * A runner is a state machine driven by its pgconn's callbacks: set up the
+ * session and load the checkpoint, then repeat: open a tail window, fetch a
+ * batch, apply it (handlers' statements, then the checkpoint, one
+ * transaction), until the window is exhausted; then wait for a wake-up.
+ * Bad events follow the projection's on_error policy; any other error is
+ * logged, recorded in the status table and retried with backoff.
+ *
+ * The runner borrows the projection, its config and the owner string; they
+ * must outlive it.
+ */
+#ifndef PROJECTORD_RUNNER_H
+#define PROJECTORD_RUNNER_H
+
+#include <ev.h>
+#include <stdbool.h>
+
+#include "config.h"
+#include "projection.h"
+
+struct runner;
+
+/* Called once when a stopping runner has finished (see runner_stop). */
+typedef void (*runner_done_cb)(struct runner *r, void *arg);
+
+/* Returns NULL when out of memory. */
+struct runner *runner_new(struct ev_loop *loop, const struct projection *p,
+                          const struct projection_config *pc, const struct config *cfg,
+                          const char *owner, runner_done_cb done, void *done_arg);
+void runner_free(struct runner *r);
+
+/* Connect and start projecting. */
+void runner_start(struct runner *r);
+
+/* New events may have been committed: look soon (coalesced while busy). */
+void runner_wake(struct runner *r);
+
+/* Finish the batch in flight, mark the projection stopped, then call done. */
+void runner_stop(struct runner *r);
+
+const char *runner_name(const struct runner *r);
+
+#endif

@@ -1,0 +1,111 @@
+/*
+ * runner_sql: the statements the runner sends, kept apart from its state
+ * machine so both stay readable. Every value is a parameter.
+ */
+#ifndef PROJECTORD_RUNNER_SQL_H
+#define PROJECTORD_RUNNER_SQL_H
+
+/* Handlers name their tables unqualified; see projection.h. */
+#define SQL_SESSION_SETUP                                                                          \
+    "SELECT pg_catalog.set_config('search_path', 'read_model, public', false),"                   \
+    "       pg_catalog.set_config('TimeZone', 'UTC', false),"                                     \
+    "       pg_catalog.set_config('DateStyle', 'ISO', false)"
+
+/* $1 name, $2 version, $3 owner. Returns the stored checkpoint. */
+#define SQL_REGISTER                                                                               \
+    "INSERT INTO read_model.projection_metadata AS m"                                             \
+    "       (projection_name, projection_version, status, owner, heartbeat_at)"                   \
+    " VALUES ($1, $2::int, 'starting', $3, now())"                                                \
+    " ON CONFLICT (projection_name) DO UPDATE"                                                    \
+    "   SET status = 'starting', owner = EXCLUDED.owner, heartbeat_at = now()"                    \
+    " RETURNING tail_snapshot_lo, tail_snapshot_hi, tail_window_position, last_position,"         \
+    "           checkpoint_seq"
+
+/*
+ * Open the next window: take a new snapshot hi and find the positions of
+ * the window's events through the transaction_id index.
+ * $1 xip(lo) as xid8[], $2 xmax(lo). Returns hi, min and max position in
+ * the window (NULL when empty), and the head position.
+ */
+#define SQL_OPEN_WINDOW                                                                            \
+    "WITH w AS (SELECT pg_current_snapshot() AS hi)"                                              \
+    " SELECT w.hi::text, b.first_position, b.last_position,"                                      \
+    "        (SELECT coalesce(max(global_position), 0) FROM event_store.domain_event)"            \
+    "   FROM w, LATERAL ("                                                                        \
+    "     SELECT min(e.global_position) AS first_position, max(e.global_position) AS last_position" \
+    "       FROM event_store.domain_event e"                                                      \
+    "      WHERE (e.transaction_id = ANY($1::xid8[])"                                             \
+    "             OR (e.transaction_id >= $2::xid8 AND e.transaction_id < pg_snapshot_xmax(w.hi)))" \
+    "        AND pg_visible_in_snapshot(e.transaction_id, w.hi)) b"
+
+/*
+ * The next batch of the window, in position order.
+ * $1 position done, $2 window's last position, $3 xip(lo), $4 xmax(lo),
+ * $5 xmax(hi), $6 hi, $7 handled event types (text[], NULL: all), $8 limit.
+ */
+#define SQL_FETCH                                                                                  \
+    "SELECT e.global_position, e.event_id, e.stream_id, s.aggregate_type, s.aggregate_id,"        \
+    "       e.event_type, e.event_version, e.aggregate_version, e.event_data, e.metadata,"        \
+    "       e.occurred_at, e.causation_id, e.correlation_id, e.transaction_id"                    \
+    "  FROM event_store.domain_event e"                                                           \
+    "  JOIN event_store.event_stream s ON s.stream_id = e.stream_id"                              \
+    " WHERE e.global_position > $1::bigint AND e.global_position <= $2::bigint"                   \
+    "   AND (e.transaction_id = ANY($3::xid8[])"                                                  \
+    "        OR (e.transaction_id >= $4::xid8 AND e.transaction_id < $5::xid8))"                  \
+    "   AND pg_visible_in_snapshot(e.transaction_id, $6::pg_snapshot)"                            \
+    "   AND ($7::text[] IS NULL OR e.event_type = ANY($7::text[]))"                               \
+    " ORDER BY e.global_position"                                                                 \
+    " LIMIT $8::int"
+
+enum fetch_column {
+    FC_POSITION,
+    FC_EVENT_ID,
+    FC_STREAM_ID,
+    FC_AGGREGATE_TYPE,
+    FC_AGGREGATE_ID,
+    FC_EVENT_TYPE,
+    FC_EVENT_VERSION,
+    FC_AGGREGATE_VERSION,
+    FC_EVENT_DATA,
+    FC_METADATA,
+    FC_OCCURRED_AT,
+    FC_CAUSATION_ID,
+    FC_CORRELATION_ID,
+    FC_TRANSACTION_ID,
+};
+
+/* See read_model.projectord_save_checkpoint in sql/V002. */
+#define SQL_CHECKPOINT                                                                             \
+    "SELECT read_model.projectord_save_checkpoint($1, $2::bigint, $3, $4, $5::bigint,"            \
+    " $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11, $12, $13, $14,"           \
+    " $15::bigint)"
+#define SQL_CHECKPOINT_NPARAMS 15
+
+/* $1 name, $2 position, $3 event_id, $4 event_type, $5 error, $6 sqlstate, $7 payload */
+#define SQL_DEAD_LETTER                                                                            \
+    "INSERT INTO read_model.projection_dead_letter"                                               \
+    "       (projection_name, global_position, event_id, event_type, error, sqlstate, payload)"   \
+    " VALUES ($1, $2::bigint, $3::uuid, $4, $5, $6, $7::jsonb)"                                   \
+    " ON CONFLICT (projection_name, global_position) DO UPDATE"                                   \
+    "   SET error = EXCLUDED.error, sqlstate = EXCLUDED.sqlstate, failed_at = now()"
+
+/* Heartbeat and status; $4/$5 an error to record, or NULL. */
+#define SQL_NOTE                                                                                   \
+    "UPDATE read_model.projection_metadata"                                                       \
+    "   SET status = $2, owner = $3, heartbeat_at = now(),"                                       \
+    "       last_error = coalesce($4, last_error),"                                               \
+    "       last_error_sqlstate = CASE WHEN $4 IS NULL THEN last_error_sqlstate ELSE $5 END,"     \
+    "       last_error_at = CASE WHEN $4 IS NULL THEN last_error_at ELSE now() END"               \
+    " WHERE projection_name = $1"
+
+/*
+ * Sent when a handler fails after queuing statements of its own: those can
+ * not be unsent, so the batch's transaction is made to fail and the batch
+ * is sent again with the event known to be bad.
+ */
+#define SQL_ABANDON                                                                                \
+    "DO $$BEGIN RAISE EXCEPTION 'projectord: batch abandoned' USING ERRCODE = 'PJ002'; END$$"
+#define SQLSTATE_ABANDONED "PJ002"
+#define SQLSTATE_CHECKPOINT_MOVED "PJ001"
+
+#endif

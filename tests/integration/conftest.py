@@ -1,0 +1,117 @@
+"""Fixtures for the integration tests.
+
+- `cluster`: one throwaway PostgreSQL per test file (session), port free on
+  127.0.0.1, so ctest can run files in parallel;
+- `db`: a fresh database per test with sql/ applied;
+- `start_daemon`: starts the real projectord against `db`;
+- on failure, the server log tail and every daemon's log are attached to
+  the report (pytest prints them under the failure).
+"""
+
+import itertools
+import os
+import shutil
+import tempfile
+
+import psycopg
+import pytest
+
+from daemon import Daemon
+from eventgen import append, append_all
+from pgcluster import PgCluster
+
+_db_seq = itertools.count(1)
+_current = {"cluster": None, "daemons": []}
+KEEP_TMP = os.environ.get("PROJECTORD_KEEP_TMP") == "1"
+
+
+@pytest.fixture(scope="session")
+def cluster():
+    basedir = tempfile.mkdtemp(prefix="projectord-pg-")
+    c = PgCluster(basedir)
+    c.start()
+    _current["cluster"] = c
+    yield c
+    _current["cluster"] = None
+    if KEEP_TMP:
+        c.stop("fast")
+        print(f"\nkept {basedir}")
+    else:
+        c.cleanup()
+
+
+class Database:
+    """One test database: its conninfo plus small helpers for the tests."""
+
+    def __init__(self, cluster, name):
+        self.cluster = cluster
+        self.name = name
+        self.conninfo = cluster.conninfo(name)
+
+    def connect(self, autocommit=True):
+        return psycopg.connect(self.conninfo, autocommit=autocommit)
+
+    def query(self, sql, params=None):
+        """All rows of one statement, on a short-lived connection (so it
+        works across server restarts)."""
+        with self.connect() as conn:
+            return conn.execute(sql, params).fetchall()
+
+    def scalar(self, sql, params=None):
+        return self.query(sql, params)[0][0]
+
+    def append(self, commands):
+        """Append commands one by one, each in its own transaction."""
+        with self.connect() as conn:
+            for command in commands:
+                append(conn, command)
+
+    def append_all(self, commands, per_transaction=1000):
+        append_all(self.conninfo, commands, per_transaction)
+
+
+@pytest.fixture
+def db(cluster):
+    name = f"t{os.getpid()}_{next(_db_seq)}"
+    cluster.create_database(name)
+    yield Database(cluster, name)
+    if cluster.is_running():
+        cluster.drop_database(name)
+
+
+@pytest.fixture
+def workdir():
+    path = tempfile.mkdtemp(prefix="projectord-test-")
+    yield path
+    if not KEEP_TMP:
+        shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def start_daemon(db, workdir):
+    """start_daemon(**config) -> a running Daemon on `db` (config: see
+    daemon.config_text). Every daemon is killed at teardown."""
+    daemons = _current["daemons"] = []
+
+    def start(name=None, conninfo=None, **config):
+        d = Daemon(conninfo or db.conninfo, workdir, name=name or f"projectord{len(daemons) + 1}", **config)
+        daemons.append(d)
+        return d.start()
+
+    yield start
+    for d in daemons:
+        d.close()
+    _current["daemons"] = []
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    """Attach the server log tail and the daemons' logs to a failed test."""
+    outcome = yield
+    report = outcome.get_result()
+    if not report.failed:
+        return
+    for d in _current["daemons"]:
+        report.sections.append((f"projectord log ({d.log_path})", d.log()))
+    if _current["cluster"] is not None:
+        report.sections.append(("postgres log tail", _current["cluster"].log_tail(60)))

@@ -1,0 +1,211 @@
+"""Driving the real projectord binary: config files, processes, waiting.
+
+The tests only use the external contract (SPEC §5–§7): the command line,
+exit codes, signals and the read_model.projection_metadata table.
+"""
+
+import os
+import signal
+import subprocess
+import time
+
+import psycopg
+
+from oracle import PROJECTIONS
+
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+BIN = os.path.abspath(os.environ.get("PROJECTORD_BIN", os.path.join(REPO_ROOT, "build", "projectord")))
+
+# ASan builds are several times slower; deadlines scale with this.
+SLOWDOWN = float(os.environ.get("PROJECTORD_TEST_SLOWDOWN", "1"))
+
+EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_CONFIG = 0, 1, 64, 69, 78
+
+
+class ProjectordError(AssertionError):
+    """A daemon misbehaved (died, failed a projection, missed a deadline)."""
+
+
+def clean_env(**overrides):
+    """The environment for a projectord process: without the caller's PG*
+    and PROJECTORD_* variables (they would change what a test means)."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("PG") and not k.startswith("PROJECTORD_")}
+    env.update({k: str(v) for k, v in overrides.items() if v is not None})
+    return env
+
+
+def config_text(conninfo=None, batch_size=1000, poll_interval_ms=1000, level="debug",
+                projections=None, extra=""):
+    """A libconfig file in SPEC §7's format.
+
+    projections: {name: {"enabled": bool, "on_error": str}}; by default all
+    four are enabled with on_error = "stop".
+    """
+    if projections is None:
+        projections = {name: {} for name in PROJECTIONS}
+    lines = []
+    if conninfo is not None:
+        lines.append(f'database = {{ conninfo = "{conninfo}"; }};')
+    lines += [f"batch_size = {batch_size};",
+              f"poll_interval_ms = {poll_interval_ms};",
+              f'log = {{ level = "{level}"; }};',
+              "projections = {"]
+    for name, settings in projections.items():
+        enabled = "true" if settings.get("enabled", True) else "false"
+        on_error = settings.get("on_error", "stop")
+        lines.append(f'  {name} = {{ enabled = {enabled}; on_error = "{on_error}"; }};')
+    lines.append("};")
+    if extra:
+        lines.append(extra)
+    return "\n".join(lines) + "\n"
+
+
+def run_cli(args, env=None, timeout=30):
+    """Run a one-shot projectord command; returns the CompletedProcess."""
+    return subprocess.run([BIN] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, env=env if env is not None else clean_env(), timeout=timeout)
+
+
+class Daemon:
+    """One `projectord -c FILE run` process writing to a log file.
+
+    workdir: a directory for the config file and the log.
+    """
+
+    def __init__(self, conninfo, workdir, name="projectord", env=None, **config):
+        self.conninfo = conninfo
+        self.workdir = workdir
+        self.config_path = os.path.join(workdir, f"{name}.conf")
+        self.log_path = os.path.join(workdir, f"{name}.log")
+        self.env = env or {}
+        self.projections = config.get("projections") or {p: {} for p in PROJECTIONS}
+        with open(self.config_path, "w") as f:
+            f.write(config_text(conninfo, **config))
+        self.proc = None
+        self.starts = 0
+
+    @property
+    def enabled(self):
+        return [n for n, s in self.projections.items() if s.get("enabled", True)]
+
+    # -- process -----------------------------------------------------------
+
+    def start(self):
+        """Start (or start again, appending to the same log)."""
+        if not os.path.exists(BIN):
+            raise ProjectordError(f"{BIN} does not exist: build it first (cmake -B build && "
+                                  "cmake --build build) or set PROJECTORD_BIN")
+        self.starts += 1
+        with open(self.log_path, "a") as log:
+            log.write(f"----- start #{self.starts}: {BIN} -c {self.config_path} run\n")
+            log.flush()
+            self.proc = subprocess.Popen([BIN, "-c", self.config_path, "run"], stdout=log,
+                                         stderr=subprocess.STDOUT, env=clean_env(**self.env))
+        return self
+
+    def alive(self):
+        return self.proc is not None and self.proc.poll() is None
+
+    def kill(self, sig=signal.SIGTERM):
+        self.proc.send_signal(sig)
+
+    def wait(self, timeout=10):
+        """Wait for the process to exit; returns its exit code (negative: signal)."""
+        try:
+            return self.proc.wait(timeout=timeout * SLOWDOWN)
+        except subprocess.TimeoutExpired:
+            raise ProjectordError(f"projectord did not exit within {timeout}s") from None
+
+    def stop(self, timeout=10):
+        """SIGTERM and wait; returns the exit code."""
+        if not self.alive():
+            return self.proc.returncode if self.proc else None
+        self.kill(signal.SIGTERM)
+        return self.wait(timeout)
+
+    def close(self):
+        """Teardown: make sure the process is gone, whatever happened."""
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait()
+
+    def log(self, tail=200):
+        try:
+            with open(self.log_path, errors="replace") as f:
+                return "".join(f.readlines()[-tail:])
+        except FileNotFoundError:
+            return "(no log)"
+
+    # -- status ------------------------------------------------------------
+
+    def status(self):
+        """{projection_name: row dict} from read_model.projection_metadata."""
+        with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
+            return metadata(conn)
+
+    def wait_until(self, predicate, timeout, what, interval=0.05):
+        """Poll predicate(conn) until it returns truthy; fail with `what` if
+        the deadline passes or the daemon dies. Connection errors (the server
+        may be restarting) are retried until the deadline."""
+        deadline = time.monotonic() + timeout * SLOWDOWN
+        last = None
+        while True:
+            if not self.alive():
+                raise ProjectordError(f"projectord exited with {self.proc.returncode} while "
+                                      f"waiting for {what}")
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5) as conn:
+                    while True:
+                        last = predicate(conn)
+                        if last:
+                            return last
+                        if time.monotonic() > deadline:
+                            raise ProjectordError(f"timed out after {timeout}s waiting for {what}")
+                        if not self.alive():
+                            break
+                        time.sleep(interval)
+            except psycopg.OperationalError as exc:
+                last = exc
+                if time.monotonic() > deadline:
+                    raise ProjectordError(f"timed out after {timeout}s waiting for {what}: {exc}")
+                time.sleep(0.2)
+
+    def wait_caught_up(self, timeout=30, allow_skipped=False):
+        """Wait until every enabled projection has applied or passed every
+        event committed so far (last_position >= head) and says it is
+        catching_up or live; fail at once if one has failed."""
+        def caught_up(conn):
+            head = head_position(conn)
+            rows = metadata(conn)
+            check_sane(rows, self.enabled, head, allow_skipped)
+            return all(n in rows and rows[n]["last_position"] >= head
+                       and rows[n]["status"] in ("live", "catching_up") for n in self.enabled) and rows
+        return self.wait_until(caught_up, timeout, "the projections to catch up")
+
+
+def head_position(conn):
+    return conn.execute("SELECT coalesce(max(global_position), 0) FROM event_store.domain_event").fetchone()[0]
+
+
+def metadata(conn):
+    cur = conn.execute("SELECT * FROM read_model.projection_metadata")
+    names = [d.name for d in cur.description]
+    return {r[0]: dict(zip(names, r)) for r in cur.fetchall()}
+
+
+def check_sane(rows, enabled, head, allow_skipped=False):
+    """What must hold in the status table at any moment."""
+    for name in enabled:
+        row = rows.get(name)
+        if row is None:
+            continue
+        if row["status"] == "failed":
+            raise ProjectordError(f"projection {name} failed: {row['last_error']} "
+                                  f"(sqlstate {row.get('last_error_sqlstate')})")
+        if row["last_position"] > head:
+            raise ProjectordError(f"{name}.last_position {row['last_position']} is beyond the head {head}")
+        if row["events_processed"] < 0 or row["events_processed"] > head:
+            raise ProjectordError(f"{name}.events_processed {row['events_processed']} is not in [0, {head}]")
+        if not allow_skipped and row["events_skipped"]:
+            raise ProjectordError(f"{name} skipped {row['events_skipped']} events: {row['last_error']}")

@@ -1,0 +1,259 @@
+#!/usr/bin/python3
+"""A throwaway PostgreSQL cluster for tests and demos.
+
+Each cluster lives in its own directory (data dir, unix socket, server log)
+and listens on 127.0.0.1 on a free port, so several clusters can run side by
+side (ctest runs test files in parallel). PostgreSQL refuses to run as root,
+so when we are root the server binaries run as the `postgres` user.
+
+As a module:   c = PgCluster(tempdir); c.start(); c.create_database("app")
+As a CLI:      pgcluster.py start DIR            -> prints a conninfo
+               pgcluster.py createdb DIR NAME    -> applies sql/, prints a conninfo
+               pgcluster.py stop DIR [--mode immediate]
+"""
+
+import argparse
+import glob
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+
+PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
+REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+SQL_DIR = os.environ.get("PROJECTORD_SQL_DIR", os.path.join(REPO_ROOT, "sql"))
+STATE_FILE = "cluster.json"
+
+# Durability is worthless for a throwaway cluster; speed is not. Commit
+# timestamps are on because operators may enable them and the daemon must
+# not mind. A non-UTC server time zone makes "day = placed_at in UTC" bugs
+# show up in the tests.
+SERVER_SETTINGS = {
+    "listen_addresses": "'127.0.0.1'",
+    "fsync": "off",
+    "full_page_writes": "off",
+    "max_connections": "100",
+    "track_commit_timestamp": "on",
+    "timezone": "'Asia/Kolkata'",
+    "log_timezone": "'UTC'",
+    "log_line_prefix": "'%m [%p] %q%a@%d '",
+    "log_min_messages": "warning",
+    "log_connections": "off",
+}
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that nobody listens on right now."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def as_postgres(argv):
+    """Prefix argv so it runs as `postgres` when we are root."""
+    if os.geteuid() == 0:
+        return ["runuser", "-u", "postgres", "--"] + argv
+    return argv
+
+
+def run(argv, **kwargs):
+    """Run a command, raising with its output when it fails."""
+    proc = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kwargs)
+    if proc.returncode != 0:
+        raise RuntimeError(f"{' '.join(argv)} exited {proc.returncode}:\n{proc.stdout}")
+    return proc.stdout
+
+
+class PgCluster:
+    """One initdb'd cluster in `basedir` (created if needed).
+
+    The port is chosen at init time and kept in basedir/cluster.json, so a
+    restart comes back on the same port (clients reconnect to it) and the
+    CLI can find a cluster started by an earlier invocation.
+    """
+
+    def __init__(self, basedir, sql_dir=SQL_DIR):
+        self.basedir = os.path.abspath(basedir)
+        self.datadir = os.path.join(self.basedir, "data")
+        self.logfile = os.path.join(self.basedir, "postgres.log")
+        self.sql_dir = sql_dir
+        self.port = None
+        self._load_state()
+
+    # -- lifecycle ---------------------------------------------------------
+
+    def init(self):
+        """initdb into basedir/data; idempotent."""
+        if os.path.exists(os.path.join(self.datadir, "PG_VERSION")):
+            return
+        os.makedirs(self.basedir, exist_ok=True)
+        self._give_to_postgres(self.basedir)
+        self._check_reachable()
+        run(as_postgres([f"{PG_BIN}/initdb", "-D", self.datadir, "-A", "trust", "-U", "postgres",
+                         "--nosync", "-E", "UTF8", "--locale=C", "--no-instructions"]))
+        self.port = free_port()
+        self._write_settings()
+        self._save_state()
+
+    def start(self, timeout=60):
+        """Start the server and wait until it accepts connections.
+
+        A free port may be taken by someone else between choosing and
+        binding it (parallel test runs); then pick another and retry.
+        """
+        self.init()
+        for attempt in range(3):
+            try:
+                self._pg_ctl("start", "-w", "-t", str(timeout), "-l", self.logfile)
+                return self
+            except RuntimeError:
+                if attempt == 2 or "could not bind" not in self.log_tail(20):
+                    raise
+                self.port = free_port()
+                self._write_settings()
+                self._save_state()
+        return self
+
+    def stop(self, mode="fast"):
+        """Stop the server: 'fast' (clean) or 'immediate' (crash, recovery on start)."""
+        if self.is_running():
+            self._pg_ctl("stop", "-w", "-t", "60", "-m", mode)
+
+    def restart(self, mode="fast"):
+        """Stop with `mode`, then start again on the same port."""
+        self.stop(mode)
+        self.start()
+
+    def cleanup(self):
+        """Stop (immediately: nothing to keep) and remove everything."""
+        try:
+            self.stop("immediate")
+        finally:
+            shutil.rmtree(self.basedir, ignore_errors=True)
+
+    def is_running(self):
+        if not os.path.exists(os.path.join(self.datadir, "PG_VERSION")):
+            return False
+        proc = subprocess.run(as_postgres([f"{PG_BIN}/pg_ctl", "-D", self.datadir, "status"]),
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return proc.returncode == 0
+
+    # -- databases ---------------------------------------------------------
+
+    def conninfo(self, dbname="postgres"):
+        if self.port is None:
+            raise RuntimeError(f"no cluster in {self.basedir} (run start first)")
+        return f"host=127.0.0.1 port={self.port} dbname={dbname} user=postgres"
+
+    def psql(self, dbname, *args):
+        """Run psql against dbname, stopping at the first error."""
+        return run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.conninfo(dbname)] + list(args))
+
+    def migrations(self):
+        """sql/V*.sql in lexical order, as Flyway and the SPEC apply them."""
+        files = sorted(glob.glob(os.path.join(self.sql_dir, "V*.sql")))
+        if not files:
+            raise RuntimeError(f"no migrations in {self.sql_dir}")
+        return files
+
+    def apply_schema(self, dbname):
+        """Apply every migration to dbname with psql -v ON_ERROR_STOP=1 -f."""
+        for path in self.migrations():
+            self.psql(dbname, "-f", path)
+
+    def create_database(self, name, schema=True):
+        """CREATE DATABASE name (with sql/ applied); returns its conninfo."""
+        self.psql("postgres", "-c", f'CREATE DATABASE "{name}"')
+        if schema:
+            self.apply_schema(name)
+        return self.conninfo(name)
+
+    def drop_database(self, name):
+        self.psql("postgres", "-c", f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+    # -- diagnostics -------------------------------------------------------
+
+    def log_tail(self, lines=60):
+        try:
+            with open(self.logfile, errors="replace") as f:
+                return "".join(f.readlines()[-lines:])
+        except FileNotFoundError:
+            return "(no server log)"
+
+    # -- internals ---------------------------------------------------------
+
+    def _pg_ctl(self, *args):
+        return run(as_postgres([f"{PG_BIN}/pg_ctl", "-D", self.datadir] + list(args)))
+
+    def _write_settings(self):
+        """Our settings go to postgresql.auto.conf, which wins over postgresql.conf."""
+        settings = dict(SERVER_SETTINGS, port=str(self.port),
+                        unix_socket_directories=f"'{self.basedir}'")
+        text = "".join(f"{k} = {v}\n" for k, v in settings.items())
+        path = os.path.join(self.datadir, "postgresql.auto.conf")
+        with open(path, "w") as f:
+            f.write(text)
+        self._give_to_postgres(path)
+
+    def _check_reachable(self):
+        """Fail clearly when the server user can not reach basedir
+        (e.g. it is under a 0700 directory such as a root-owned mktemp -d)."""
+        if subprocess.run(as_postgres(["test", "-w", self.basedir])).returncode != 0:
+            raise RuntimeError(f"{self.basedir} is not writable by the postgres user: "
+                               "choose a directory whose parents it can traverse")
+
+    def _give_to_postgres(self, path):
+        if os.geteuid() == 0:
+            shutil.chown(path, "postgres", "postgres")
+
+    def _save_state(self):
+        with open(os.path.join(self.basedir, STATE_FILE), "w") as f:
+            json.dump({"port": self.port}, f)
+
+    def _load_state(self):
+        try:
+            with open(os.path.join(self.basedir, STATE_FILE)) as f:
+                self.port = json.load(f)["port"]
+        except FileNotFoundError:
+            pass
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description="Throwaway PostgreSQL cluster for projectord tests")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("start", help="init (if needed) and start; print the conninfo")
+    p.add_argument("dir")
+    p = sub.add_parser("createdb", help="create a database with sql/ applied; print its conninfo")
+    p.add_argument("dir")
+    p.add_argument("name")
+    p = sub.add_parser("stop", help="stop the cluster")
+    p.add_argument("dir")
+    p.add_argument("--mode", default="fast", choices=["smart", "fast", "immediate"])
+    p = sub.add_parser("destroy", help="stop the cluster and remove DIR")
+    p.add_argument("dir")
+    args = parser.parse_args(argv)
+
+    cluster = PgCluster(args.dir)
+    try:
+        if args.command == "start":
+            cluster.start()
+            print(cluster.conninfo())
+        elif args.command == "createdb":
+            print(cluster.create_database(args.name))
+        elif args.command == "stop":
+            cluster.stop(args.mode)
+        elif args.command == "destroy":
+            cluster.cleanup()
+    except RuntimeError as exc:
+        print(f"pgcluster: {exc}", file=sys.stderr)
+        if cluster.port:
+            print(cluster.log_tail(20), file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,187 @@
+"""SPEC §3 tailing guarantees. Each scenario is built so that a known naive
+technique fails it:
+
+- `WHERE global_position > last` skips an event committed after a higher one;
+- ordering by transaction_id (the `pg_snapshot_xmin` technique) applies a
+  transaction that took its id early before the one that created the row;
+- the xmin technique also stalls behind any long write transaction.
+"""
+
+import random
+import threading
+import time
+import uuid
+
+import pytest
+
+import oracle
+from eventgen import Command, event, generate_mix, append
+
+FAST = dict(poll_interval_ms=1000, batch_size=100)
+
+
+@pytest.fixture
+def command_table(db):
+    """A command-side table, so a transaction can take its id before appending."""
+    db.query("CREATE TABLE command_model.test_cmd (id serial PRIMARY KEY, note text) ")
+    return "command_model.test_cmd"
+
+
+def position_of(conn, aggregate_id):
+    return conn.execute("""SELECT max(e.global_position) FROM event_store.domain_event e
+                             JOIN event_store.event_stream s USING (stream_id)
+                            WHERE s.aggregate_id = %s""", (aggregate_id,)).fetchone()[0]
+
+
+def row_exists(table, key):
+    """A wait_until predicate: read_model.table has a row with id = key."""
+    return lambda conn: conn.execute(f"SELECT 1 FROM read_model.{table} WHERE id = %s", (key,)).fetchone()
+
+
+def category(cid, name):
+    return Command("Category", cid, 0, [event("CategoryCreated", {"name": name})])
+
+
+def test_out_of_order_commit_is_not_skipped(db, start_daemon):
+    daemon = start_daemon(**FAST)
+    daemon.wait_caught_up()
+    x, y = uuid.uuid4(), uuid.uuid4()
+    with db.connect(autocommit=False) as writer_a, db.connect() as writer_b:
+        append(writer_a, category(x, "committed last"))   # takes the lower position, stays open
+        append(writer_b, category(y, "committed first"))
+        pos_a, pos_b = position_of(writer_a, x), position_of(writer_b, y)
+        assert pos_a < pos_b
+        daemon.wait_until(row_exists("categories", y), 10, "the event committed first")
+        assert daemon.status()["catalog"]["last_position"] >= pos_b
+        writer_a.commit()
+    daemon.wait_until(row_exists("categories", x), 10, "the event committed after a higher position")
+    rows = daemon.wait_caught_up()
+    stats = db.query("""SELECT event_count, first_position, last_position FROM read_model.event_type_stats
+                         WHERE event_type = 'CategoryCreated'""")
+    assert stats == [(2, pos_a, pos_b)]
+    assert rows["catalog"]["events_processed"] == 2
+    assert rows["event_stats"]["events_processed"] == 2
+
+
+def test_transaction_that_took_its_id_early_keeps_stream_order(db, start_daemon, command_table):
+    daemon = start_daemon(**FAST)
+    daemon.wait_caught_up()
+    s = uuid.uuid4()
+    created = Command("Product", s, 0, [event("ProductCreated", {
+        "sku": "S-1", "name": "Before", "price_cents": 100, "category_id": None})])
+    renamed = Command("Product", s, 1, [event("ProductRenamed", {"name": "After"})])
+    with db.connect(autocommit=False) as t, db.connect(autocommit=False) as u:
+        t.execute(f"INSERT INTO {command_table} (note) VALUES ('command first')")  # t's xid is taken now
+        append(u, created)
+        u.commit()
+        time.sleep(0.3)  # let the daemon look while t is still open
+        append(t, renamed)
+        t.commit()
+    rows = daemon.wait_caught_up()
+    xids = db.query("""SELECT e.event_type, e.transaction_id::text::bigint, e.global_position
+                         FROM event_store.domain_event e JOIN event_store.event_stream s USING (stream_id)
+                        WHERE s.aggregate_id = %s ORDER BY e.aggregate_version""", (s,))
+    (_, xid_create, pos_create), (_, xid_rename, pos_rename) = xids
+    assert xid_rename < xid_create and pos_create < pos_rename, "the scenario's premise"
+    product = db.query("SELECT name, version FROM read_model.products WHERE id = %s", (s,))
+    assert product == [("After", 2)], "the rename must apply after the creation"
+    assert rows["catalog"]["events_ignored"] == 0
+    assert rows["catalog"]["events_processed"] == 2
+
+
+def test_long_unrelated_transaction_does_not_stall(db, start_daemon, command_table):
+    daemon = start_daemon(**FAST)
+    daemon.wait_caught_up()
+    latencies = []
+    with db.connect(autocommit=False) as long_tx, db.connect() as writer:
+        long_tx.execute(f"INSERT INTO {command_table} (note) VALUES ('long, appends nothing')")
+        for n in range(3):
+            uid = uuid.uuid4()
+            append(writer, Command("User", uid, 0, [event("UserRegistered", {
+                "email": f"u{n}.{uid.hex[:8]}@example.com", "first_name": "F", "last_name": "L"})]))
+            started = time.monotonic()
+            daemon.wait_until(row_exists("users", uid), 2.0, f"event {n} while a long transaction is open")
+            latencies.append(time.monotonic() - started)
+        long_tx.rollback()
+    print(f"latencies with a long transaction open: {[round(x, 3) for x in latencies]}")
+    rows = daemon.wait_caught_up()
+    assert rows["users"]["events_processed"] == 3
+
+
+def catalog_noise(n):
+    """n commands that only catalog and event_stats handle."""
+    return [category(uuid.uuid4(), f"noise {i}") for i in range(n)]
+
+
+def test_progress_past_ignored_events(db, start_daemon):
+    daemon = start_daemon(**FAST)
+    daemon.wait_caught_up()
+    heads = []
+    for _ in range(2):
+        db.append_all(catalog_noise(300), per_transaction=20)
+        heads.append(db.scalar("SELECT max(global_position) FROM event_store.domain_event"))
+        rows = daemon.wait_caught_up()
+        assert rows["users"]["last_position"] == heads[-1], "users must pass events it does not handle"
+        assert rows["users"]["events_processed"] == 0
+        assert rows["orders"]["last_position"] == heads[-1]
+    assert heads[1] > heads[0]
+
+    # The passed position is a real checkpoint: a restarted daemon starts there.
+    assert daemon.stop() == 0
+    assert daemon.status()["users"]["last_position"] == heads[1]
+    daemon.start()
+    uid = uuid.uuid4()
+    db.append([Command("User", uid, 0, [event("UserRegistered", {
+        "email": "late@example.com", "first_name": "F", "last_name": "L"})])])
+    rows = daemon.wait_caught_up()
+    assert rows["users"]["events_processed"] == 1
+    assert rows["users"]["last_position"] == heads[1] + 1
+    assert rows["catalog"]["events_processed"] == 600
+
+
+def append_concurrently(db, commands, writers=3, seed=7):
+    """Append from several connections at once; each stream stays with one
+    writer (keeping its order), commits interleave out of position order."""
+    shares = [[] for _ in range(writers)]
+    for c in commands:
+        shares[c.aggregate_id.int % writers].append(c)
+    errors = []
+
+    def write(share, rng):
+        try:
+            with db.connect(autocommit=False) as conn:
+                i = 0
+                while i < len(share):
+                    k = rng.randint(1, 5)
+                    for c in share[i:i + k]:
+                        append(conn, c)
+                    if rng.random() < 0.2:
+                        time.sleep(rng.random() * 0.005)  # hold the transaction a little
+                    conn.commit()
+                    i += k
+        except Exception as exc:  # reported by the main thread
+            errors.append(exc)
+
+    threads = [threading.Thread(target=write, args=(share, random.Random(seed + n)))
+               for n, share in enumerate(shares)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors, errors
+
+
+def test_concurrent_writers_exactly_once(db, start_daemon):
+    """Many small concurrent transactions while the daemon is live: every
+    handled event applied exactly once, the read model equal to the fold."""
+    daemon = start_daemon(batch_size=50, poll_interval_ms=200)
+    daemon.wait_caught_up()
+    append_concurrently(db, generate_mix(seed=11, n_events=6000, days=3))
+    rows = daemon.wait_caught_up(timeout=60)
+    with db.connect() as conn:
+        oracle.assert_invariants(conn)
+        oracle.assert_read_model_matches_fold(conn)
+        handled = oracle.handled_counts(conn)
+    for name in oracle.PROJECTIONS:
+        assert rows[name]["events_processed"] == handled[name], name
+        assert rows[name]["events_ignored"] == 0, name
