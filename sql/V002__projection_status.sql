@@ -18,6 +18,8 @@ CREATE TABLE IF NOT EXISTS read_model.projection_metadata (
     tail_snapshot_lo     text NOT NULL DEFAULT '1:1:',
     tail_snapshot_hi     text NOT NULL DEFAULT '1:1:',
     tail_window_position bigint NOT NULL DEFAULT 0,
+    -- Highest position in the window, so a resumed scan stays bounded.
+    tail_window_max      bigint NOT NULL DEFAULT 0,
     -- Bumped by every checkpoint write; writers compare-and-set on it.
     checkpoint_seq       bigint NOT NULL DEFAULT 0,
     events_processed     bigint NOT NULL DEFAULT 0,
@@ -81,6 +83,7 @@ CREATE OR REPLACE FUNCTION read_model.projectord_save_checkpoint(
     p_snapshot_lo     text,
     p_snapshot_hi     text,
     p_window_position bigint,
+    p_window_max      bigint,
     p_last_position   bigint,
     p_processed       bigint,
     p_ignored         bigint,
@@ -101,6 +104,7 @@ BEGIN
        SET tail_snapshot_lo     = p_snapshot_lo,
            tail_snapshot_hi     = p_snapshot_hi,
            tail_window_position = p_window_position,
+           tail_window_max      = p_window_max,
            last_position        = greatest(last_position, p_last_position),
            last_event_id        = greatest(last_event_id, p_last_position),
            checkpoint_seq       = checkpoint_seq + 1,

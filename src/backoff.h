@@ -15,7 +15,10 @@ struct backoff {
     unsigned attempts;
 };
 
-#define BACKOFF_INIT(initial, max) {(initial), (max), 0}
+#define BACKOFF_INIT(initial, max)                                                                 \
+    {                                                                                              \
+        (initial), (max), 0                                                                        \
+    }
 
 /*
  * Delay before the next attempt: min(max, initial * 2^attempts), scaled by a

@@ -16,7 +16,7 @@
 #include "projection.h"
 
 #define BATCH_NO_EVENT (-1)
-#define BATCH_ERR_MAX 512
+#define BATCH_ERR_MAX  512
 
 struct batch_stmt {
     int event; /* index in the fetched events, or BATCH_NO_EVENT */

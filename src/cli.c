@@ -14,17 +14,17 @@
 #define CONNECT_TIMEOUT "5"
 
 static const char *const status_columns[] = {
-    "projection_name", "status", "last_position", "head_position", "lag_events",
-    "events_processed", "events_skipped", "events_ignored", "healthy", "heartbeat_at",
-    "owner", "last_error",
+    "projection_name", "status",           "last_position",  "head_position",
+    "lag_events",      "events_processed", "events_skipped", "events_ignored",
+    "healthy",         "heartbeat_at",     "owner",          "last_error",
 };
 #define N_STATUS_COLUMNS (sizeof status_columns / sizeof status_columns[0])
 
 #define SQL_STATUS                                                                                 \
-    "SELECT projection_name, status, last_position, head_position, lag_events,"                   \
-    "       events_processed, events_skipped, events_ignored, healthy,"                           \
-    "       to_char(heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"          \
-    "       owner, last_error"                                                                    \
+    "SELECT projection_name, status, last_position, head_position, lag_events,"                    \
+    "       events_processed, events_skipped, events_ignored, healthy,"                            \
+    "       to_char(heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"           \
+    "       owner, last_error"                                                                     \
     "  FROM read_model.projection_status ORDER BY projection_name"
 
 /* Connect with a bounded wait; on failure print one line and return NULL. */
@@ -48,8 +48,8 @@ static PGconn *connect_or_report(const struct config *cfg)
 static void print_text(const PGresult *res)
 {
     printf("%-14s %-12s %12s %12s %10s %12s %8s %8s %-7s %-20s %s\n", "PROJECTION", "STATUS",
-           "POSITION", "HEAD", "LAG", "PROCESSED", "SKIPPED", "IGNORED", "HEALTHY",
-           "HEARTBEAT", "OWNER");
+           "POSITION", "HEAD", "LAG", "PROCESSED", "SKIPPED", "IGNORED", "HEALTHY", "HEARTBEAT",
+           "OWNER");
     for (int i = 0; i < PQntuples(res); i++) {
         printf("%-14s %-12s %12s %12s %10s %12s %8s %8s %-7s %-20s %s\n", PQgetvalue(res, i, 0),
                PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),

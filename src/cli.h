@@ -11,8 +11,8 @@
 #include "config.h"
 
 /* Exit codes (SPEC §6; sysexits). */
-#define EXIT_FAILURE_1 1
-#define EXIT_USAGE 64
+#define EXIT_FAILURE_1   1
+#define EXIT_USAGE       64
 #define EXIT_UNAVAILABLE 69
 
 /* `status [--json] [--check]`: argv are the command's own arguments. */

@@ -41,8 +41,7 @@ int payload_opt_uuid(const json_t *obj, const char *key, const char **out, char 
                      size_t errlen);
 
 /* Required array. */
-int payload_array(const json_t *obj, const char *key, const json_t **out, char *err,
-                  size_t errlen);
+int payload_array(const json_t *obj, const char *key, const json_t **out, char *err, size_t errlen);
 
 /* True if text is a uuid in 8-4-4-4-12 hex form. */
 bool payload_is_uuid(const char *text);

@@ -21,9 +21,9 @@
 #include "log.h"
 #include "pgconn.h"
 
-#define CONNECT_TIMEOUT_S 10.0
+#define CONNECT_TIMEOUT_S   10.0
 #define RECONNECT_INITIAL_S 0.2
-#define RECONNECT_MAX_S 10.0
+#define RECONNECT_MAX_S     10.0
 
 enum pgconn_state { ST_DOWN, ST_CONNECTING, ST_UP, ST_CLOSED };
 
@@ -153,9 +153,9 @@ void pgconn_reset(struct pgconn *c, const char *why)
 static void start_connect(struct pgconn *c)
 {
     /* Defaults first: the owner's conninfo (expanded from dbname) overrides them. */
-    const char *keys[] = {"fallback_application_name", "keepalives", "keepalives_idle",
-                          "keepalives_interval", "keepalives_count", "tcp_user_timeout",
-                          "dbname", NULL};
+    const char *keys[] = {
+        "fallback_application_name", "keepalives",       "keepalives_idle", "keepalives_interval",
+        "keepalives_count",          "tcp_user_timeout", "dbname",          NULL};
     const char *vals[] = {"projectord", "1", "10", "5", "3", "30000", c->conninfo, NULL};
     c->pg = PQconnectStartParams(keys, vals, 1);
     c->state = ST_CONNECTING;
@@ -345,8 +345,7 @@ int pgconn_prepare(struct pgconn *c, const char *name, const char *sql, int npar
     return 0;
 }
 
-int pgconn_exec_prepared(struct pgconn *c, const char *name, int nparams,
-                         const char *const *params)
+int pgconn_exec_prepared(struct pgconn *c, const char *name, int nparams, const char *const *params)
 {
     if (!usable(c))
         return -1;

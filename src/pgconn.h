@@ -85,8 +85,8 @@ int pgconn_flush_request(struct pgconn *c);
 PGresult *pgconn_take_result(struct pgconn *c);
 
 /* Helpers for reading results. */
-const char *pgconn_sqlstate(const PGresult *res);     /* "" when none */
-const char *pgconn_error_line(const PGresult *res);   /* primary message, one line */
-bool pgconn_result_ok(const PGresult *res);           /* COMMAND_OK or TUPLES_OK */
+const char *pgconn_sqlstate(const PGresult *res);   /* "" when none */
+const char *pgconn_error_line(const PGresult *res); /* primary message, one line */
+bool pgconn_result_ok(const PGresult *res);         /* COMMAND_OK or TUPLES_OK */
 
 #endif

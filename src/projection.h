@@ -64,7 +64,8 @@ struct pj_ctx; /* one batch being built; owned by the runner */
 typedef int (*pj_handler_fn)(struct pj_ctx *ctx, const struct pj_event *ev, const json_t *payload);
 
 /* pj_handler flags */
-#define PJ_NO_PAYLOAD 0x1 /* the handler never reads event_data: payload is NULL, any JSON is fine */
+#define PJ_NO_PAYLOAD                                                                              \
+    0x1 /* the handler never reads event_data: payload is NULL, any JSON is fine */
 
 struct pj_handler {
     const char *event_type; /* "*" matches every event type */
@@ -79,9 +80,9 @@ struct pj_statement {
 
 struct projection {
     const char *name;
-    int version;               /* bump when the read model must be rebuilt */
+    int version; /* bump when the read model must be rebuilt */
     const char *description;
-    const char *const *tables; /* NULL-terminated, unqualified */
+    const char *const *tables;             /* NULL-terminated, unqualified */
     const struct pj_statement *statements; /* terminated by {NULL, 0}; index = statement id */
     const struct pj_handler *handlers;     /* terminated by {NULL, NULL, 0} */
 };

@@ -30,9 +30,9 @@
 #include "runner_sql.h"
 #include "tailwin.h"
 
-#define HEARTBEAT_S 5.0
+#define HEARTBEAT_S     5.0
 #define RETRY_INITIAL_S 0.5
-#define RETRY_MAX_S 30.0
+#define RETRY_MAX_S     30.0
 
 enum rstate {
     R_DOWN,     /* waiting for the connection */
@@ -79,12 +79,12 @@ struct runner {
     enum rstate state;
     bool wake_pending;
     bool stopping;
-    bool failed;
+    bool failed; /* stopped by a bad event (on_error = stop) until the process restarts */
+    bool set_up; /* this connection's session is prepared and the checkpoint loaded */
     char *types; /* text[] literal of the handled event types, NULL for all */
     char version[12];
 
     struct checkpoint cp;
-    struct tailwin_params params; /* of the open window */
     int64_t head;
 
     /* the batch */
@@ -259,14 +259,21 @@ struct runner *runner_new(struct ev_loop *loop, const struct projection *p,
     struct runner *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
-    *r = (struct runner){.loop = loop, .proj = p, .pcfg = pc, .cfg = cfg, .owner = owner,
-                         .done = done, .done_arg = done_arg, .state = R_DOWN, .err_stmt = -1};
+    *r = (struct runner){.loop = loop,
+                         .proj = p,
+                         .pcfg = pc,
+                         .cfg = cfg,
+                         .owner = owner,
+                         .done = done,
+                         .done_arg = done_arg,
+                         .state = R_DOWN,
+                         .err_stmt = -1};
     r->backoff = (struct backoff)BACKOFF_INIT(RETRY_INITIAL_S, RETRY_MAX_S);
     snprintf(r->version, sizeof r->version, "%d", p->version);
     r->types = types_literal(p);
     r->conn = pgconn_new(loop, p->name, cfg->conninfo, conn_cb, r);
-    if (!r->conn || set_str(&r->cp.lo, SNAPSHOT_NONE) < 0 || set_str(&r->cp.hi, SNAPSHOT_NONE) < 0 ||
-        (!r->types && !registry_handles_all(p))) {
+    if (!r->conn || set_str(&r->cp.lo, SNAPSHOT_NONE) < 0 ||
+        set_str(&r->cp.hi, SNAPSHOT_NONE) < 0 || (!r->types && !registry_handles_all(p))) {
         runner_free(r);
         return NULL;
     }
@@ -286,7 +293,6 @@ void runner_free(struct runner *r)
     ev_timer_stop(r->loop, &r->heartbeat_timer);
     clear_batch(r);
     batch_free(&r->ctx);
-    tailwin_params_free(&r->params);
     pgconn_free(r->conn);
     free(r->cp.lo);
     free(r->cp.hi);
@@ -317,8 +323,8 @@ static void finish(struct runner *r)
 
 /* ---- requests ----------------------------------------------------------- */
 
-static void send_note(struct runner *r, const char *status, const char *error,
-                      const char *sqlstate, enum after_note then)
+static void send_note(struct runner *r, const char *status, const char *error, const char *sqlstate,
+                      enum after_note then)
 {
     const char *params[] = {r->proj->name, status, r->owner, error,
                             sqlstate && *sqlstate ? sqlstate : NULL};
@@ -362,25 +368,9 @@ static void send_setup(struct runner *r)
         ok = pgconn_prepare(r->conn, name, r->proj->statements[i].sql,
                             r->proj->statements[i].nparams) == 0;
     }
-    const char *params[] = {r->proj->name, r->version, r->owner};
-    if (!ok || pgconn_query(r->conn, SQL_REGISTER, 3, params) < 0 || pgconn_sync(r->conn) < 0)
+    const char *params[] = {r->proj->name, r->version, r->owner, r->failed ? "t" : "f"};
+    if (!ok || pgconn_query(r->conn, SQL_REGISTER, 4, params) < 0 || pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
-}
-
-static int load_window_params(struct runner *r)
-{
-    struct snapshot lo, hi;
-    if (snapshot_parse(r->cp.lo, &lo) < 0)
-        return -1;
-    if (snapshot_parse(r->cp.hi, &hi) < 0) {
-        snapshot_free(&lo);
-        return -1;
-    }
-    tailwin_params_free(&r->params);
-    int rc = tailwin_params(&lo, &hi, &r->params);
-    snapshot_free(&lo);
-    snapshot_free(&hi);
-    return rc;
 }
 
 static void send_open(struct runner *r)
@@ -391,7 +381,7 @@ static void send_open(struct runner *r)
         return;
     }
     struct tailwin_params p;
-    int rc = tailwin_params(&lo, &lo, &p);
+    int rc = tailwin_params(&lo, &p);
     snapshot_free(&lo);
     if (rc < 0) {
         batch_error(r, "open window", "", "out of memory");
@@ -410,14 +400,14 @@ static void send_fetch(struct runner *r)
     char pos[21], max[21], limit[21];
     const char *params[] = {fmt_i64(pos, r->cp.window_pos),
                             fmt_i64(max, r->cp.window_max ? r->cp.window_max : INT64_MAX),
-                            r->params.xip_lo,
-                            r->params.xmax_lo,
-                            r->params.xmax_hi,
                             r->cp.hi,
+                            r->cp.lo,
                             r->types,
                             fmt_i64(limit, r->cfg->batch_size)};
     r->state = R_FETCH;
-    if (pgconn_query(r->conn, SQL_FETCH, 8, params) < 0 || pgconn_sync(r->conn) < 0)
+    r->results = 0;
+    if (pgconn_query(r->conn, SQL_FETCH_PLAN, 0, NULL) < 0 ||
+        pgconn_query(r->conn, SQL_FETCH, 6, params) < 0 || pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
 }
 
@@ -434,8 +424,8 @@ static int run_handler(struct runner *r, int i)
     r->ctx.err[0] = '\0';
     json_t *payload = NULL;
     if (!(h->flags & PJ_NO_PAYLOAD)) {
-        payload = payload_decode(ev.event_data, (size_t)PQgetlength(r->events, i, FC_EVENT_DATA), r->ctx.err,
-                                 sizeof r->ctx.err);
+        payload = payload_decode(ev.event_data, (size_t)PQgetlength(r->events, i, FC_EVENT_DATA),
+                                 r->ctx.err, sizeof r->ctx.err);
         if (!payload)
             return -1;
     }
@@ -557,13 +547,15 @@ static void send_checkpoint(struct runner *r)
     const char *status;
     const struct bad_event *stop_at;
     next_checkpoint(r, &next, &status, &stop_at);
-    char seq[21], pos[21], last[21], processed[21], ignored[21], skipped[21], head[21], errpos[21];
+    char seq[21], pos[21], wmax[21], last[21], processed[21], ignored[21], skipped[21], head[21],
+        errpos[21];
     const char *params[SQL_CHECKPOINT_NPARAMS] = {
         r->proj->name,
         fmt_i64(seq, r->cp.seq),
         next.window_open ? r->cp.lo : r->cp.hi,
         r->cp.hi,
         fmt_i64(pos, next.window_pos),
+        fmt_i64(wmax, next.window_open ? r->cp.window_max : 0),
         fmt_i64(last, next.last_position),
         fmt_i64(processed, r->processed),
         fmt_i64(ignored, r->ignored),
@@ -626,14 +618,14 @@ static void on_setup_result(struct runner *r, const PGresult *res)
             snprintf(r->err_state, sizeof r->err_state, "%s", pgconn_sqlstate(res));
             snprintf(r->err_msg, sizeof r->err_msg, "%s", pgconn_error_line(res));
         }
-    } else if (PQntuples(res) == 1 && PQnfields(res) == 5) {
+    } else if (PQntuples(res) == 1 && PQnfields(res) == 6) {
         if (set_str(&r->cp.lo, PQgetvalue(res, 0, 0)) < 0 ||
             set_str(&r->cp.hi, PQgetvalue(res, 0, 1)) < 0)
             r->err_stmt = (int)r->results;
         r->cp.window_pos = parse_i64(PQgetvalue(res, 0, 2));
-        r->cp.last_position = parse_i64(PQgetvalue(res, 0, 3));
-        r->cp.seq = parse_i64(PQgetvalue(res, 0, 4));
-        r->cp.window_max = 0;
+        r->cp.window_max = parse_i64(PQgetvalue(res, 0, 3));
+        r->cp.last_position = parse_i64(PQgetvalue(res, 0, 4));
+        r->cp.seq = parse_i64(PQgetvalue(res, 0, 5));
         r->cp.window_open = strcmp(r->cp.lo, r->cp.hi) != 0;
     }
     r->results++;
@@ -647,13 +639,16 @@ static void on_setup_done(struct runner *r)
         wait_and_retry(r);
         return;
     }
-    if (r->cp.window_open && load_window_params(r) < 0) {
+    struct snapshot lo, hi;
+    if (snapshot_parse(r->cp.lo, &lo) < 0 || snapshot_parse(r->cp.hi, &hi) < 0) {
         batch_error(r, "load checkpoint", "", "stored snapshot is malformed");
         return;
     }
+    snapshot_free(&lo);
+    snapshot_free(&hi);
     log_info("%s: resuming at position %" PRId64 "%s", r->proj->name, r->cp.last_position,
              r->cp.window_open ? " (inside a window)" : "");
-    r->failed = false;
+    r->set_up = true;
     r->state = R_IDLE;
     r->wake_pending = true;
     next_step(r);
@@ -677,8 +672,7 @@ static void on_open_result(struct runner *r, const PGresult *res)
         r->cp.window_open = false;
         return;
     }
-    if (set_str(&r->cp.lo, r->cp.hi) < 0 || set_str(&r->cp.hi, PQgetvalue(res, 0, 0)) < 0 ||
-        load_window_params(r) < 0) {
+    if (set_str(&r->cp.lo, r->cp.hi) < 0 || set_str(&r->cp.hi, PQgetvalue(res, 0, 0)) < 0) {
         r->err_stmt = 0;
         return;
     }
@@ -689,6 +683,8 @@ static void on_open_result(struct runner *r, const PGresult *res)
 
 static void on_fetch_result(struct runner *r, PGresult *res)
 {
+    if (r->results++ == 0 && pgconn_result_ok(res))
+        return; /* the planner setting */
     if (!pgconn_result_ok(res)) {
         snprintf(r->err_state, sizeof r->err_state, "%s", pgconn_sqlstate(res));
         snprintf(r->err_msg, sizeof r->err_msg, "%s", pgconn_error_line(res));
@@ -763,6 +759,7 @@ static void on_commit_done(struct runner *r)
     if (strcmp(r->err_state, SQLSTATE_CHECKPOINT_MOVED) == 0) {
         log_warning("%s: %s; reloading it", r->proj->name, r->err_msg);
         clear_batch(r);
+        r->set_up = false;
         send_setup(r);
         return;
     }
@@ -843,6 +840,7 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
         send_setup(r);
         break;
     case PGCONN_LOST:
+        r->set_up = false;
         clear_batch(r);
         ev_timer_stop(r->loop, &r->retry_timer);
         if (r->stopping)
@@ -908,10 +906,10 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
         r->state = R_DOWN;
         return;
     }
-    if (r->cp.seq == 0 && r->cp.window_pos == 0 && r->cp.last_position == 0 && !r->cp.window_open)
-        send_setup(r);
-    else
+    if (r->set_up)
         next_step(r);
+    else
+        send_setup(r);
 }
 
 static void heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)

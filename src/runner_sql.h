@@ -7,19 +7,24 @@
 
 /* Handlers name their tables unqualified; see projection.h. */
 #define SQL_SESSION_SETUP                                                                          \
-    "SELECT pg_catalog.set_config('search_path', 'read_model, public', false),"                   \
-    "       pg_catalog.set_config('TimeZone', 'UTC', false),"                                     \
+    "SELECT pg_catalog.set_config('search_path', 'read_model, public', false),"                    \
+    "       pg_catalog.set_config('TimeZone', 'UTC', false),"                                      \
     "       pg_catalog.set_config('DateStyle', 'ISO', false)"
 
-/* $1 name, $2 version, $3 owner. Returns the stored checkpoint. */
+/*
+ * $1 name, $2 version, $3 owner, $4 whether this process saw the projection
+ * fail (a reconnect keeps it failed; a restart tries again).
+ * Returns the stored checkpoint.
+ */
 #define SQL_REGISTER                                                                               \
-    "INSERT INTO read_model.projection_metadata AS m"                                             \
-    "       (projection_name, projection_version, status, owner, heartbeat_at)"                   \
-    " VALUES ($1, $2::int, 'starting', $3, now())"                                                \
-    " ON CONFLICT (projection_name) DO UPDATE"                                                    \
-    "   SET status = 'starting', owner = EXCLUDED.owner, heartbeat_at = now()"                    \
-    " RETURNING tail_snapshot_lo, tail_snapshot_hi, tail_window_position, last_position,"         \
-    "           checkpoint_seq"
+    "INSERT INTO read_model.projection_metadata AS m"                                              \
+    "       (projection_name, projection_version, status, owner, heartbeat_at)"                    \
+    " VALUES ($1, $2::int, 'starting', $3, now())"                                                 \
+    " ON CONFLICT (projection_name) DO UPDATE"                                                     \
+    "   SET status = CASE WHEN $4::bool THEN m.status ELSE 'starting' END,"                        \
+    "       owner = EXCLUDED.owner, heartbeat_at = now()"                                          \
+    " RETURNING tail_snapshot_lo, tail_snapshot_hi, tail_window_position, tail_window_max,"        \
+    "           last_position, checkpoint_seq"
 
 /*
  * Open the next window: take a new snapshot hi and find the positions of
@@ -28,34 +33,39 @@
  * the window (NULL when empty), and the head position.
  */
 #define SQL_OPEN_WINDOW                                                                            \
-    "WITH w AS (SELECT pg_current_snapshot() AS hi)"                                              \
-    " SELECT w.hi::text, b.first_position, b.last_position,"                                      \
-    "        (SELECT coalesce(max(global_position), 0) FROM event_store.domain_event)"            \
-    "   FROM w, LATERAL ("                                                                        \
-    "     SELECT min(e.global_position) AS first_position, max(e.global_position) AS last_position" \
-    "       FROM event_store.domain_event e"                                                      \
-    "      WHERE (e.transaction_id = ANY($1::xid8[])"                                             \
-    "             OR (e.transaction_id >= $2::xid8 AND e.transaction_id < pg_snapshot_xmax(w.hi)))" \
+    "WITH w AS (SELECT pg_current_snapshot() AS hi)"                                               \
+    " SELECT w.hi::text, b.first_position, b.last_position,"                                       \
+    "        (SELECT coalesce(max(global_position), 0) FROM event_store.domain_event)"             \
+    "   FROM w, LATERAL ("                                                                         \
+    "     SELECT min(e.global_position) AS first_position, max(e.global_position) AS "             \
+    "last_position"                                                                                \
+    "       FROM event_store.domain_event e"                                                       \
+    "      WHERE (e.transaction_id = ANY($1::xid8[])"                                              \
+    "             OR (e.transaction_id >= $2::xid8 AND e.transaction_id < "                        \
+    "pg_snapshot_xmax(w.hi)))"                                                                     \
     "        AND pg_visible_in_snapshot(e.transaction_id, w.hi)) b"
 
 /*
- * The next batch of the window, in position order.
- * $1 position done, $2 window's last position, $3 xip(lo), $4 xmax(lo),
- * $5 xmax(hi), $6 hi, $7 handled event types (text[], NULL: all), $8 limit.
+ * The next batch of the window, in position order. The window's position
+ * range bounds an ordered walk of the global_position index; the snapshot
+ * tests are filters on it. ($1 position done, $2 window's last position,
+ * $3 hi, $4 lo, $5 handled event types as text[] or NULL for all, $6 limit.)
+ * SQL_FETCH_PLAN goes first in the same request: a bitmap scan would read
+ * and sort the whole rest of the window for every batch of a long catch-up.
  */
+#define SQL_FETCH_PLAN "SELECT pg_catalog.set_config('enable_bitmapscan', 'off', true)"
 #define SQL_FETCH                                                                                  \
-    "SELECT e.global_position, e.event_id, e.stream_id, s.aggregate_type, s.aggregate_id,"        \
-    "       e.event_type, e.event_version, e.aggregate_version, e.event_data, e.metadata,"        \
-    "       e.occurred_at, e.causation_id, e.correlation_id, e.transaction_id"                    \
-    "  FROM event_store.domain_event e"                                                           \
-    "  JOIN event_store.event_stream s ON s.stream_id = e.stream_id"                              \
-    " WHERE e.global_position > $1::bigint AND e.global_position <= $2::bigint"                   \
-    "   AND (e.transaction_id = ANY($3::xid8[])"                                                  \
-    "        OR (e.transaction_id >= $4::xid8 AND e.transaction_id < $5::xid8))"                  \
-    "   AND pg_visible_in_snapshot(e.transaction_id, $6::pg_snapshot)"                            \
-    "   AND ($7::text[] IS NULL OR e.event_type = ANY($7::text[]))"                               \
-    " ORDER BY e.global_position"                                                                 \
-    " LIMIT $8::int"
+    "SELECT e.global_position, e.event_id, e.stream_id, s.aggregate_type, s.aggregate_id,"         \
+    "       e.event_type, e.event_version, e.aggregate_version, e.event_data, e.metadata,"         \
+    "       e.occurred_at, e.causation_id, e.correlation_id, e.transaction_id"                     \
+    "  FROM event_store.domain_event e"                                                            \
+    "  JOIN event_store.event_stream s ON s.stream_id = e.stream_id"                               \
+    " WHERE e.global_position > $1::bigint AND e.global_position <= $2::bigint"                    \
+    "   AND pg_visible_in_snapshot(e.transaction_id, $3::pg_snapshot)"                             \
+    "   AND NOT pg_visible_in_snapshot(e.transaction_id, $4::pg_snapshot)"                         \
+    "   AND ($5::text[] IS NULL OR e.event_type = ANY($5::text[]))"                                \
+    " ORDER BY e.global_position"                                                                  \
+    " LIMIT $6::int"
 
 enum fetch_column {
     FC_POSITION,
@@ -76,26 +86,26 @@ enum fetch_column {
 
 /* See read_model.projectord_save_checkpoint in sql/V002. */
 #define SQL_CHECKPOINT                                                                             \
-    "SELECT read_model.projectord_save_checkpoint($1, $2::bigint, $3, $4, $5::bigint,"            \
-    " $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11, $12, $13, $14,"           \
-    " $15::bigint)"
-#define SQL_CHECKPOINT_NPARAMS 15
+    "SELECT read_model.projectord_save_checkpoint($1, $2::bigint, $3, $4, $5::bigint,"             \
+    " $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11::bigint, $12, $13, $14,"    \
+    " $15, $16::bigint)"
+#define SQL_CHECKPOINT_NPARAMS 16
 
 /* $1 name, $2 position, $3 event_id, $4 event_type, $5 error, $6 sqlstate, $7 payload */
 #define SQL_DEAD_LETTER                                                                            \
-    "INSERT INTO read_model.projection_dead_letter"                                               \
-    "       (projection_name, global_position, event_id, event_type, error, sqlstate, payload)"   \
-    " VALUES ($1, $2::bigint, $3::uuid, $4, $5, $6, $7::jsonb)"                                   \
-    " ON CONFLICT (projection_name, global_position) DO UPDATE"                                   \
+    "INSERT INTO read_model.projection_dead_letter"                                                \
+    "       (projection_name, global_position, event_id, event_type, error, sqlstate, payload)"    \
+    " VALUES ($1, $2::bigint, $3::uuid, $4, $5, $6, $7::jsonb)"                                    \
+    " ON CONFLICT (projection_name, global_position) DO UPDATE"                                    \
     "   SET error = EXCLUDED.error, sqlstate = EXCLUDED.sqlstate, failed_at = now()"
 
 /* Heartbeat and status; $4/$5 an error to record, or NULL. */
 #define SQL_NOTE                                                                                   \
-    "UPDATE read_model.projection_metadata"                                                       \
-    "   SET status = $2, owner = $3, heartbeat_at = now(),"                                       \
-    "       last_error = coalesce($4, last_error),"                                               \
-    "       last_error_sqlstate = CASE WHEN $4 IS NULL THEN last_error_sqlstate ELSE $5 END,"     \
-    "       last_error_at = CASE WHEN $4 IS NULL THEN last_error_at ELSE now() END"               \
+    "UPDATE read_model.projection_metadata"                                                        \
+    "   SET status = $2, owner = $3, heartbeat_at = now(),"                                        \
+    "       last_error = coalesce($4, last_error),"                                                \
+    "       last_error_sqlstate = CASE WHEN $4 IS NULL THEN last_error_sqlstate ELSE $5 END,"      \
+    "       last_error_at = CASE WHEN $4 IS NULL THEN last_error_at ELSE now() END"                \
     " WHERE projection_name = $1"
 
 /*
@@ -105,7 +115,7 @@ enum fetch_column {
  */
 #define SQL_ABANDON                                                                                \
     "DO $$BEGIN RAISE EXCEPTION 'projectord: batch abandoned' USING ERRCODE = 'PJ002'; END$$"
-#define SQLSTATE_ABANDONED "PJ002"
+#define SQLSTATE_ABANDONED        "PJ002"
 #define SQLSTATE_CHECKPOINT_MOVED "PJ001"
 
 #endif

@@ -40,7 +40,7 @@ static int parse_xip(const char *p, struct snapshot *s)
             s->xip = grown;
         }
         s->xip[s->nxip++] = x;
-        if (*p == ',')
+        if (*p == ',' && p[1] != '\0')
             p++;
         else if (*p)
             return -1;
@@ -97,7 +97,7 @@ bool tailwin_contains(const struct snapshot *lo, const struct snapshot *hi, uint
     return snapshot_visible(hi, xid) && !snapshot_visible(lo, xid);
 }
 
-int tailwin_params(const struct snapshot *lo, const struct snapshot *hi, struct tailwin_params *p)
+int tailwin_params(const struct snapshot *lo, struct tailwin_params *p)
 {
     size_t size = 3 + lo->nxip * 21;
     p->xip_lo = malloc(size);
@@ -110,7 +110,6 @@ int tailwin_params(const struct snapshot *lo, const struct snapshot *hi, struct 
     p->xip_lo[n++] = '}';
     p->xip_lo[n] = '\0';
     snprintf(p->xmax_lo, sizeof p->xmax_lo, "%" PRIu64, lo->xmax);
-    snprintf(p->xmax_hi, sizeof p->xmax_hi, "%" PRIu64, hi->xmax);
     return 0;
 }
 

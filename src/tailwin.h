@@ -14,10 +14,10 @@
  * out-of-order commit is never skipped, and why a long transaction that
  * appends nothing holds nothing up.
  *
- * "Not visible in lo" is rewritten for SQL as
+ * To open a window, "not visible in lo" is rewritten for SQL as
  *     transaction_id = ANY(xip(lo)) OR transaction_id >= xmax(lo)
- * so that a window is found through the transaction_id index, however long
- * the table. tailwin_params() computes those values.
+ * so that the window's position range is found through the transaction_id
+ * index, however long the table. tailwin_params() computes those values.
  *
  * Pure code: no I/O. A struct snapshot owns its xip array (snapshot_free).
  */
@@ -47,15 +47,14 @@ bool snapshot_visible(const struct snapshot *s, uint64_t xid);
 /* True if xid is in the window (lo, hi]: visible in hi and not in lo. */
 bool tailwin_contains(const struct snapshot *lo, const struct snapshot *hi, uint64_t xid);
 
-/* SQL parameters for the window predicate, as text. */
+/* SQL parameters for "not visible in lo", as text. */
 struct tailwin_params {
     char *xip_lo;     /* xid8[] literal, e.g. "{750,752}" (caller frees) */
     char xmax_lo[21]; /* decimal */
-    char xmax_hi[21];
 };
 
-/* Fill p from lo and hi. Returns 0, or -1 when out of memory. */
-int tailwin_params(const struct snapshot *lo, const struct snapshot *hi, struct tailwin_params *p);
+/* Fill p from lo. Returns 0, or -1 when out of memory. */
+int tailwin_params(const struct snapshot *lo, struct tailwin_params *p);
 void tailwin_params_free(struct tailwin_params *p);
 
 #endif
