@@ -171,6 +171,15 @@ class Daemon:
                     raise ProjectordError(f"timed out after {timeout}s waiting for {what}: {exc}")
                 time.sleep(0.2)
 
+    def wait_started(self, timeout=30):
+        """Wait until every enabled projection has its status row and none
+        has failed: the daemon is up and tailing."""
+        def started(conn):
+            rows = metadata(conn)
+            check_sane(rows, self.enabled, head_position(conn))
+            return all(n in rows for n in self.enabled) and rows
+        return self.wait_until(started, timeout, "the projections to start")
+
     def wait_caught_up(self, timeout=30, allow_skipped=False):
         """Wait until every enabled projection has applied or passed every
         event committed so far (last_position >= head) and says it is

@@ -45,7 +45,7 @@ def category(cid, name):
 
 def test_out_of_order_commit_is_not_skipped(db, start_daemon):
     daemon = start_daemon(**LIVE)
-    daemon.wait_caught_up()
+    daemon.wait_started()
     x, y = uuid.uuid4(), uuid.uuid4()
     with db.connect(autocommit=False) as writer_a, db.connect() as writer_b:
         append(writer_a, category(x, "committed last"))   # takes the lower position, stays open
@@ -66,7 +66,7 @@ def test_out_of_order_commit_is_not_skipped(db, start_daemon):
 
 def test_transaction_that_took_its_id_early_keeps_stream_order(db, start_daemon, command_table):
     daemon = start_daemon(**LIVE)
-    daemon.wait_caught_up()
+    daemon.wait_started()
     s = uuid.uuid4()
     created = Command("Product", s, 0, [event("ProductCreated", {
         "sku": "S-1", "name": "Before", "price_cents": 100, "category_id": None})])
@@ -92,7 +92,7 @@ def test_transaction_that_took_its_id_early_keeps_stream_order(db, start_daemon,
 
 def test_long_unrelated_transaction_does_not_stall(db, start_daemon, command_table):
     daemon = start_daemon(**LIVE)
-    daemon.wait_caught_up()
+    daemon.wait_started()
     latencies = []
     with db.connect(autocommit=False) as long_tx, db.connect() as writer:
         long_tx.execute(f"INSERT INTO {command_table} (note) VALUES ('long, appends nothing')")
@@ -116,7 +116,7 @@ def catalog_noise(n):
 
 def test_progress_past_ignored_events(db, start_daemon):
     daemon = start_daemon(**LIVE)
-    daemon.wait_caught_up()
+    daemon.wait_started()
     heads = []
     for _ in range(2):
         db.append_all(catalog_noise(300), per_transaction=20)
@@ -177,7 +177,7 @@ def test_concurrent_writers_exactly_once(db, start_daemon):
     """Many small concurrent transactions while the daemon is live: every
     handled event applied exactly once, the read model equal to the fold."""
     daemon = start_daemon(batch_size=50, poll_interval_ms=200)
-    daemon.wait_caught_up()
+    daemon.wait_started()
     append_concurrently(db, generate_mix(seed=11, n_events=6000, days=3))
     rows = daemon.wait_caught_up(timeout=60)
     with db.connect() as conn:
