@@ -451,8 +451,12 @@ static int send_dead_letter(struct runner *r, const struct bad_event *b)
 
 /*
  * Queue event i: its handler's statements, or, when it is bad, a dead
- * letter (skip) or the end of the batch (stop). Returns 1 when the batch
- * ends here, 0 to go on, -1 when the connection or memory failed.
+ * letter (skip) or the end of the batch (stop). An event found bad by a
+ * failed statement also ends a skip batch, right after its dead letter:
+ * every such failure costs a rollback and a resend, and ending there keeps
+ * that cost to the events before it rather than the whole batch each time.
+ * Returns 1 when the batch ends here, 0 to go on, -1 when the connection or
+ * memory failed.
  */
 static int queue_event(struct runner *r, int i)
 {
@@ -481,7 +485,12 @@ static int queue_event(struct runner *r, int i)
         return 1;
     }
     r->skipped++;
-    return send_dead_letter(r, b);
+    if (send_dead_letter(r, b) < 0)
+        return -1;
+    if (b->sqlstate[0] == '\0')
+        return 0;
+    r->cut = i + 1;
+    return 1;
 }
 
 static void send_checkpoint(struct runner *r);
@@ -521,8 +530,13 @@ static void next_checkpoint(const struct runner *r, struct checkpoint *next, con
     *stop_at = NULL;
     *status = "live";
     if (r->cut < r->nevents) {
-        *stop_at = find_bad((struct runner *)r, r->cut);
-        *status = "failed";
+        /* Cut short at a bad event: the rest of the window is still to come. */
+        if (r->pcfg->on_error == ON_ERROR_STOP) {
+            *stop_at = find_bad((struct runner *)r, r->cut);
+            *status = "failed";
+        } else {
+            *status = "catching_up";
+        }
         if (r->cut > 0)
             next->window_pos = event_position(r, r->cut - 1);
     } else if (r->more) {

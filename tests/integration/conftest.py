@@ -57,6 +57,11 @@ class Database:
         with self.connect() as conn:
             return conn.execute(sql, params).fetchall()
 
+    def execute(self, sql, params=None):
+        """Run one statement that returns no rows."""
+        with self.connect() as conn:
+            conn.execute(sql, params)
+
     def scalar(self, sql, params=None):
         return self.query(sql, params)[0][0]
 

@@ -181,8 +181,8 @@ def test_status_check_query(db):
     """The seed's check query works on an empty and a filled status table."""
     sql = "SELECT MAX(last_event_id), MAX(updated_at) FROM read_model.projection_metadata"
     assert db.query(sql) == [(None, None)]
-    db.query("""INSERT INTO read_model.projection_metadata (projection_name, last_position, last_event_id)
-                VALUES ('a', 7, 7), ('b', 9, 9) RETURNING 1""")
+    db.execute("""INSERT INTO read_model.projection_metadata (projection_name, last_position, last_event_id)
+                  VALUES ('a', 7, 7), ('b', 9, 9)""")
     newest, updated = db.query(sql)[0]
     assert newest == 9 and updated is not None
     healthy = dict(db.query("SELECT projection_name, healthy FROM read_model.projection_status"))

@@ -24,7 +24,7 @@ LIVE = dict(poll_interval_ms=1000, batch_size=100)
 @pytest.fixture
 def command_table(db):
     """A command-side table, so a transaction can take its id before appending."""
-    db.query("CREATE TABLE command_model.test_cmd (id serial PRIMARY KEY, note text) ")
+    db.execute("CREATE TABLE command_model.test_cmd (id serial PRIMARY KEY, note text)")
     return "command_model.test_cmd"
 
 
