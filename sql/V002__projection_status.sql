@@ -26,6 +26,10 @@ CREATE TABLE IF NOT EXISTS read_model.projection_metadata (
     events_skipped       bigint NOT NULL DEFAULT 0,
     events_ignored       bigint NOT NULL DEFAULT 0,
     lag_events           bigint NOT NULL DEFAULT 0,
+    -- Commit-to-apply latency of the newest event of the last batch, in ms:
+    -- from its transaction's commit (track_commit_timestamp = on) or, when
+    -- commit timestamps are off, from its occurred_at.
+    apply_latency_ms     double precision,
     last_error           text,
     last_error_sqlstate  text,
     last_error_position  bigint,
@@ -60,6 +64,7 @@ SELECT m.projection_name,
        m.events_processed,
        m.events_skipped,
        m.events_ignored,
+       m.apply_latency_ms,
        m.last_error,
        m.last_error_at,
        m.owner,
@@ -93,13 +98,19 @@ CREATE OR REPLACE FUNCTION read_model.projectord_save_checkpoint(
     p_owner           text,
     p_error           text,
     p_error_sqlstate  text,
-    p_error_position  bigint)
+    p_error_position  bigint,
+    p_last_txid       xid8,
+    p_last_occurred   timestamptz)
 RETURNS bigint
 LANGUAGE plpgsql
 AS $$
 DECLARE
-    v_seq bigint;
+    v_seq       bigint;
+    v_committed timestamptz;
 BEGIN
+    IF p_last_txid IS NOT NULL AND current_setting('track_commit_timestamp') = 'on' THEN
+        v_committed := pg_xact_commit_timestamp(xid(p_last_txid));
+    END IF;
     UPDATE read_model.projection_metadata
        SET tail_snapshot_lo     = p_snapshot_lo,
            tail_snapshot_hi     = p_snapshot_hi,
@@ -112,6 +123,9 @@ BEGIN
            events_ignored       = events_ignored + p_ignored,
            events_skipped       = events_skipped + p_skipped,
            lag_events           = greatest(p_head - greatest(last_position, p_last_position), 0),
+           apply_latency_ms     = CASE WHEN p_last_txid IS NULL THEN apply_latency_ms
+                                       ELSE 1000 * extract(epoch FROM clock_timestamp()
+                                                 - coalesce(v_committed, p_last_occurred)) END,
            status               = p_status,
            owner                = p_owner,
            last_error           = coalesce(p_error, last_error),

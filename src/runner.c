@@ -30,9 +30,24 @@
 #include "runner_sql.h"
 #include "tailwin.h"
 
-#define HEARTBEAT_S     5.0
-#define RETRY_INITIAL_S 0.5
-#define RETRY_MAX_S     30.0
+#define HEARTBEAT_S           5.0
+#define RETRY_INITIAL_S       0.5
+#define RETRY_MAX_S           30.0
+#define DEFERRED_CHECKPOINT_S 1.0 /* how late progress past unhandled events may be written */
+
+/* The runner's own statements, prepared once per session next to the handlers'. */
+enum runner_stmt { RS_OPEN, RS_FETCH, RS_CHECKPOINT, RS_DEAD_LETTER, RS_NOTE, RS_COUNT };
+static const struct {
+    const char *name;
+    const char *sql;
+    int nparams;
+} runner_stmts[RS_COUNT] = {
+    [RS_OPEN] = {"open_window", SQL_OPEN_WINDOW, 2},
+    [RS_FETCH] = {"fetch", SQL_FETCH, 6},
+    [RS_CHECKPOINT] = {"checkpoint", SQL_CHECKPOINT, SQL_CHECKPOINT_NPARAMS},
+    [RS_DEAD_LETTER] = {"dead_letter", SQL_DEAD_LETTER, 7},
+    [RS_NOTE] = {"note", SQL_NOTE, 5},
+};
 
 enum rstate {
     R_DOWN,     /* waiting for the connection */
@@ -81,6 +96,7 @@ struct runner {
     bool stopping;
     bool failed; /* stopped by a bad event (on_error = stop) until the process restarts */
     bool set_up; /* this connection's session is prepared and the checkpoint loaded */
+    bool dirty;  /* passed events not handled here; the checkpoint write is deferred */
     char *types; /* text[] literal of the handled event types, NULL for all */
     char version[12];
 
@@ -107,6 +123,7 @@ struct runner {
 
     ev_timer retry_timer;
     ev_timer heartbeat_timer;
+    ev_timer deferred_timer;
     struct backoff backoff;
 };
 
@@ -114,8 +131,11 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
                     const PGnotify *notify);
 static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void next_step(struct runner *r);
 static void send_batch(struct runner *r);
+static void send_checkpoint(struct runner *r);
+static void clear_batch(struct runner *r);
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -282,6 +302,8 @@ struct runner *runner_new(struct ev_loop *loop, const struct projection *p,
     r->retry_timer.data = r;
     ev_timer_init(&r->heartbeat_timer, heartbeat_cb, HEARTBEAT_S, HEARTBEAT_S);
     r->heartbeat_timer.data = r;
+    ev_timer_init(&r->deferred_timer, deferred_cb, DEFERRED_CHECKPOINT_S, 0.0);
+    r->deferred_timer.data = r;
     return r;
 }
 
@@ -291,6 +313,7 @@ void runner_free(struct runner *r)
         return;
     ev_timer_stop(r->loop, &r->retry_timer);
     ev_timer_stop(r->loop, &r->heartbeat_timer);
+    ev_timer_stop(r->loop, &r->deferred_timer);
     clear_batch(r);
     batch_free(&r->ctx);
     pgconn_free(r->conn);
@@ -316,12 +339,18 @@ static void finish(struct runner *r)
     r->state = R_DONE;
     ev_timer_stop(r->loop, &r->retry_timer);
     ev_timer_stop(r->loop, &r->heartbeat_timer);
+    ev_timer_stop(r->loop, &r->deferred_timer);
     pgconn_close(r->conn);
     log_info("%s: stopped at position %" PRId64, r->proj->name, r->cp.last_position);
     r->done(r, r->done_arg);
 }
 
 /* ---- requests ----------------------------------------------------------- */
+
+static int exec_stmt(struct runner *r, enum runner_stmt st, const char *const *params)
+{
+    return pgconn_exec_prepared(r->conn, runner_stmts[st].name, runner_stmts[st].nparams, params);
+}
 
 static void send_note(struct runner *r, const char *status, const char *error, const char *sqlstate,
                       enum after_note then)
@@ -330,7 +359,7 @@ static void send_note(struct runner *r, const char *status, const char *error, c
                             sqlstate && *sqlstate ? sqlstate : NULL};
     r->after_note = then;
     r->state = R_NOTE;
-    if (pgconn_query(r->conn, SQL_NOTE, 5, params) < 0 || pgconn_sync(r->conn) < 0)
+    if (exec_stmt(r, RS_NOTE, params) < 0 || pgconn_sync(r->conn) < 0)
         r->state = R_DOWN; /* PGCONN_LOST follows */
 }
 
@@ -362,6 +391,9 @@ static void send_setup(struct runner *r)
     r->err_stmt = -1;
     bool ok = pgconn_query(r->conn, "DEALLOCATE ALL", 0, NULL) == 0 &&
               pgconn_query(r->conn, SQL_SESSION_SETUP, 0, NULL) == 0;
+    for (int i = 0; ok && i < RS_COUNT; i++)
+        ok = pgconn_prepare(r->conn, runner_stmts[i].name, runner_stmts[i].sql,
+                            runner_stmts[i].nparams) == 0;
     for (int i = 0; ok && r->proj->statements[i].sql; i++) {
         char name[16];
         batch_stmt_name(i, name);
@@ -390,7 +422,7 @@ static void send_open(struct runner *r)
     const char *params[] = {p.xip_lo, p.xmax_lo};
     r->state = R_OPEN;
     r->wake_pending = false;
-    if (pgconn_query(r->conn, SQL_OPEN_WINDOW, 2, params) < 0 || pgconn_sync(r->conn) < 0)
+    if (exec_stmt(r, RS_OPEN, params) < 0 || pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
     tailwin_params_free(&p);
 }
@@ -406,8 +438,8 @@ static void send_fetch(struct runner *r)
                             fmt_i64(limit, r->cfg->batch_size)};
     r->state = R_FETCH;
     r->results = 0;
-    if (pgconn_query(r->conn, SQL_FETCH_PLAN, 0, NULL) < 0 ||
-        pgconn_query(r->conn, SQL_FETCH, 6, params) < 0 || pgconn_sync(r->conn) < 0)
+    if (pgconn_query(r->conn, SQL_FETCH_PLAN, 0, NULL) < 0 || exec_stmt(r, RS_FETCH, params) < 0 ||
+        pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
 }
 
@@ -444,7 +476,7 @@ static int send_dead_letter(struct runner *r, const struct bad_event *b)
                             b->error,
                             b->sqlstate[0] ? b->sqlstate : NULL,
                             event_value(r, i, FC_EVENT_DATA)};
-    if (pgconn_query(r->conn, SQL_DEAD_LETTER, 7, params) < 0)
+    if (exec_stmt(r, RS_DEAD_LETTER, params) < 0)
         return -1;
     return batch_record(&r->ctx, BATCH_NO_EVENT, 0);
 }
@@ -580,11 +612,12 @@ static void send_checkpoint(struct runner *r)
         stop_at ? stop_at->error : NULL,
         stop_at && stop_at->sqlstate[0] ? stop_at->sqlstate : NULL,
         stop_at ? fmt_i64(errpos, event_position(r, stop_at->index)) : NULL,
+        r->cut > 0 ? event_value(r, r->cut - 1, FC_TRANSACTION_ID) : NULL,
+        r->cut > 0 ? event_value(r, r->cut - 1, FC_OCCURRED_AT) : NULL,
     };
     r->state = R_COMMIT;
     r->new_seq = -1;
-    if (pgconn_query(r->conn, SQL_CHECKPOINT, SQL_CHECKPOINT_NPARAMS, params) < 0 ||
-        pgconn_sync(r->conn) < 0)
+    if (exec_stmt(r, RS_CHECKPOINT, params) < 0 || pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
 }
 
@@ -602,6 +635,7 @@ static void committed(struct runner *r)
     r->cp.window_open = next.window_open;
     r->cp.last_position = next.last_position;
     r->cp.seq = r->new_seq;
+    r->dirty = false;
     if (!next.window_open)
         r->cp.window_max = 0;
     backoff_reset(&r->backoff);
@@ -618,6 +652,29 @@ static void committed(struct runner *r)
                     event_position(r, r->bad[i].index), r->bad[i].error);
     log_debug("%s: committed %d events up to position %" PRId64 " (%" PRId64 " ignored)",
               r->proj->name, r->cut, r->cp.last_position, r->ignored);
+    clear_batch(r);
+    next_step(r);
+}
+
+/*
+ * The window held nothing this projection handles: slide in memory and
+ * write the checkpoint a little later (or with the next batch), so a
+ * projection that ignores the traffic does not write for every window.
+ */
+static void pass_window(struct runner *r)
+{
+    if (set_str(&r->cp.lo, r->cp.hi) < 0) {
+        pgconn_reset(r->conn, "out of memory");
+        return;
+    }
+    if (r->cp.window_max > r->cp.last_position)
+        r->cp.last_position = r->cp.window_max;
+    r->cp.window_open = false;
+    r->cp.window_pos = 0;
+    r->cp.window_max = 0;
+    r->dirty = true;
+    if (!ev_is_active(&r->deferred_timer))
+        ev_timer_start(r->loop, &r->deferred_timer);
     clear_batch(r);
     next_step(r);
 }
@@ -821,6 +878,8 @@ static void on_sync(struct runner *r)
             next_step(r);
         else if (r->state == R_OPEN)
             send_fetch(r);
+        else if (r->nevents == 0)
+            pass_window(r);
         else
             send_batch(r);
         break;
@@ -879,6 +938,11 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
 static void next_step(struct runner *r)
 {
     r->state = R_IDLE;
+    if (r->stopping && r->dirty) {
+        clear_batch(r);
+        send_checkpoint(r);
+        return;
+    }
     if (r->stopping) {
         send_note(r, r->failed ? "failed" : "stopped", NULL, NULL, NOTE_THEN_DONE);
         return;
@@ -924,6 +988,20 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
         next_step(r);
     else
         send_setup(r);
+}
+
+static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)revents;
+    struct runner *r = w->data;
+    if (!r->dirty)
+        return;
+    if (r->state != R_IDLE || !pgconn_idle(r->conn)) {
+        ev_timer_start(loop, w); /* busy: the batch under way will carry it, or try again */
+        return;
+    }
+    clear_batch(r);
+    send_checkpoint(r);
 }
 
 static void heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)

@@ -33,7 +33,7 @@
  * the window (NULL when empty), and the head position.
  */
 #define SQL_OPEN_WINDOW                                                                            \
-    "WITH w AS (SELECT pg_current_snapshot() AS hi)"                                               \
+    "WITH w AS MATERIALIZED (SELECT pg_current_snapshot() AS hi)"                                             \
     " SELECT w.hi::text, b.first_position, b.last_position,"                                       \
     "        (SELECT coalesce(max(global_position), 0) FROM event_store.domain_event)"             \
     "   FROM w, LATERAL ("                                                                         \
@@ -88,8 +88,8 @@ enum fetch_column {
 #define SQL_CHECKPOINT                                                                             \
     "SELECT read_model.projectord_save_checkpoint($1, $2::bigint, $3, $4, $5::bigint,"             \
     " $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11::bigint, $12, $13, $14,"    \
-    " $15, $16::bigint)"
-#define SQL_CHECKPOINT_NPARAMS 16
+    " $15, $16::bigint, $17::xid8, $18::timestamptz)"
+#define SQL_CHECKPOINT_NPARAMS 18
 
 /* $1 name, $2 position, $3 event_id, $4 event_type, $5 error, $6 sqlstate, $7 payload */
 #define SQL_DEAD_LETTER                                                                            \
