@@ -97,7 +97,9 @@ struct runner {
     bool failed; /* stopped by a bad event (on_error = stop) until the process restarts */
     bool set_up; /* this connection's session is prepared and the checkpoint loaded */
     bool dirty;  /* passed events not handled here; the checkpoint write is deferred */
-    char *types; /* text[] literal of the handled event types, NULL for all */
+    bool heartbeat_due;
+    bool announced; /* the status row says what we are doing (not still 'starting') */
+    char *types;    /* text[] literal of the handled event types, NULL for all */
     char version[12];
 
     struct checkpoint cp;
@@ -200,12 +202,16 @@ static const char *current_status(const struct runner *r)
     return r->cp.window_open ? "catching_up" : "live";
 }
 
+/* Forget the batch: what was fetched, its bad events and its counts. */
 static void clear_batch(struct runner *r)
 {
     if (r->events)
         PQclear(r->events);
     r->events = NULL;
     r->nevents = 0;
+    r->cut = 0;
+    r->more = false;
+    r->processed = r->ignored = r->skipped = 0;
     for (size_t i = 0; i < r->nbad; i++)
         free(r->bad[i].error);
     free(r->bad);
@@ -636,6 +642,8 @@ static void committed(struct runner *r)
     r->cp.last_position = next.last_position;
     r->cp.seq = r->new_seq;
     r->dirty = false;
+    r->heartbeat_due = false; /* the checkpoint wrote it */
+    r->announced = true;
     if (!next.window_open)
         r->cp.window_max = 0;
     backoff_reset(&r->backoff);
@@ -720,6 +728,7 @@ static void on_setup_done(struct runner *r)
     log_info("%s: resuming at position %" PRId64 "%s", r->proj->name, r->cp.last_position,
              r->cp.window_open ? " (inside a window)" : "");
     r->set_up = true;
+    r->announced = false;
     r->state = R_IDLE;
     r->wake_pending = true;
     next_step(r);
@@ -737,6 +746,7 @@ static void on_open_result(struct runner *r, const PGresult *res)
     r->head = parse_i64(PQgetvalue(res, 0, 3));
     if (PQgetisnull(res, 0, 1)) {
         /* Nothing committed in the window: slide without a write. */
+        r->heartbeat_due |= !r->announced; /* but say we are live */
         if (set_str(&r->cp.lo, PQgetvalue(res, 0, 0)) < 0 ||
             set_str(&r->cp.hi, PQgetvalue(res, 0, 0)) < 0)
             r->err_stmt = 0;
@@ -947,6 +957,12 @@ static void next_step(struct runner *r)
         send_note(r, r->failed ? "failed" : "stopped", NULL, NULL, NOTE_THEN_DONE);
         return;
     }
+    if (r->heartbeat_due) {
+        r->heartbeat_due = false;
+        r->announced = true;
+        send_note(r, current_status(r), NULL, NULL, NOTE_THEN_NEXT);
+        return;
+    }
     if (r->failed)
         return;
     if (r->cp.window_open)
@@ -1009,6 +1025,8 @@ static void heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct runner *r = w->data;
+    /* Often due while a step is in flight (the poll timer ticks with it): next_step sends it. */
+    r->heartbeat_due = true;
     if (r->state == R_IDLE && pgconn_idle(r->conn))
-        send_note(r, current_status(r), NULL, NULL, NOTE_THEN_NEXT);
+        next_step(r);
 }

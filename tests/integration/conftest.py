@@ -21,7 +21,7 @@ from eventgen import append, append_all
 from pgcluster import PgCluster
 
 _db_seq = itertools.count(1)
-_current = {"cluster": None, "daemons": []}
+_current = {"cluster": None}
 KEEP_TMP = os.environ.get("PROJECTORD_KEEP_TMP") == "1"
 
 
@@ -93,10 +93,11 @@ def workdir():
 
 
 @pytest.fixture
-def start_daemon(db, workdir):
+def start_daemon(request, db, workdir):
     """start_daemon(**config) -> a running Daemon on `db` (config: see
-    daemon.config_text). Every daemon is killed at teardown."""
-    daemons = _current["daemons"] = []
+    daemon.config_text). At teardown each daemon still running must stop
+    cleanly on SIGTERM (else it is killed and the test errors)."""
+    daemons = request.node.daemons = []
 
     def start(name=None, conninfo=None, **config):
         d = Daemon(conninfo or db.conninfo, workdir, name=name or f"projectord{len(daemons) + 1}", **config)
@@ -104,19 +105,40 @@ def start_daemon(db, workdir):
         return d.start()
 
     yield start
+    try:
+        check_clean_exit(request, daemons)
+    finally:
+        for d in daemons:
+            d.close()
+
+
+def check_clean_exit(request, daemons):
+    """After a passing test, every daemon still running must stop cleanly on
+    SIGTERM, and no log may hold a sanitizer report (leaks show at exit)."""
+    if getattr(request.node, "rep_call", None) is None or request.node.rep_call.failed:
+        return
+    problems = []
     for d in daemons:
-        d.close()
-    _current["daemons"] = []
+        rc = d.stop() if d.alive() else None
+        if rc not in (None, 0):
+            problems.append(f"{d.log_path}: exit code {rc} on SIGTERM at teardown")
+        report = d.sanitizer_report()
+        if report:
+            problems.append(f"{d.log_path}: {report}")
+    if problems:
+        pytest.fail("\n".join(problems))
 
 
 @pytest.hookimpl(hookwrapper=True)
 def pytest_runtest_makereport(item, call):
-    """Attach the server log tail and the daemons' logs to a failed test."""
+    """Remember each phase's report (teardown checks look at it) and attach
+    the server log tail and the daemons' logs to a failed test."""
     outcome = yield
     report = outcome.get_result()
+    setattr(item, f"rep_{report.when}", report)
     if not report.failed:
         return
-    for d in _current["daemons"]:
+    for d in getattr(item, "daemons", []):
         report.sections.append((f"projectord log ({d.log_path})", d.log()))
     if _current["cluster"] is not None:
         report.sections.append(("postgres log tail", _current["cluster"].log_tail(60)))

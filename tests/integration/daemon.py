@@ -84,6 +84,7 @@ class Daemon:
             f.write(config_text(conninfo, **config))
         self.proc = None
         self.starts = 0
+        self._saved_log = None
 
     @property
     def enabled(self):
@@ -125,15 +126,29 @@ class Daemon:
         return self.wait(timeout)
 
     def close(self):
-        """Teardown: make sure the process is gone, whatever happened."""
+        """Teardown: make sure the process is gone, whatever happened, and
+        keep the log in memory (the report hook runs after workdir is gone)."""
         if self.alive():
             self.proc.kill()
             self.proc.wait()
+        self._saved_log = self._read_log()
+
+    def sanitizer_report(self):
+        """The first line of an ASan/UBSan/LSan report in the log, or None."""
+        for line in self._read_log().splitlines():
+            if "Sanitizer" in line or "runtime error:" in line:
+                return line.strip()
+        return None
 
     def log(self, tail=200):
+        """The last `tail` lines of the daemon's output."""
+        text = self._saved_log if self._saved_log is not None else self._read_log()
+        return "".join(text.splitlines(keepends=True)[-tail:])
+
+    def _read_log(self):
         try:
             with open(self.log_path, errors="replace") as f:
-                return "".join(f.readlines()[-tail:])
+                return f.read()
         except FileNotFoundError:
             return "(no log)"
 

@@ -12,6 +12,7 @@ depend on how the daemon interleaved streams, only on each stream's order.
 """
 
 import datetime as dt
+import uuid
 from collections import defaultdict
 
 UTC = dt.timezone.utc
@@ -197,7 +198,6 @@ class Fold:
 
 
 def _uuid(value):
-    import uuid
     return None if value is None else uuid.UUID(value)
 
 

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# The full test suite: unit and integration tests (ctest) on a normal build,
+# then again on an ASan+UBSan build.
+#   scripts/test.sh           both passes
+#   scripts/test.sh --quick   the normal build only
+# Exits non-zero on any failure.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+quick=0
+for arg in "$@"; do
+  case "$arg" in
+    --quick) quick=1 ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
+    *) echo "test.sh: unknown argument '$arg' (--quick)" >&2; exit 64 ;;
+  esac
+done
+
+jobs=${JOBS:-2}
+
+scripts/install-deps.sh
+
+# The integration tests need the Debian python3 (psycopg, pytest), not a
+# pyenv one that may come first on PATH; tests/CMakeLists.txt prefers it.
+run_pass() {
+  local dir=$1; shift
+  echo "=== $dir: configure and build"
+  cmake -B "$dir" -DCMAKE_BUILD_TYPE=RelWithDebInfo "$@"
+  cmake --build "$dir" -j"$jobs"
+  echo "=== $dir: ctest"
+  ctest --test-dir "$dir" --output-on-failure -j"$jobs"
+}
+
+run_pass build
+
+if [ "$quick" -eq 0 ]; then
+  # Sanitized binaries are slower: the integration tests stretch their
+  # deadlines by PROJECTORD_TEST_SLOWDOWN.
+  ASAN_OPTIONS=detect_leaks=1 \
+  LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp" \
+  UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
+  PROJECTORD_TEST_SLOWDOWN=3 \
+    run_pass build-asan -DPROJECTORD_SANITIZE=ON
+fi
+
+echo "=== all tests passed"

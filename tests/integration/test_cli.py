@@ -1,0 +1,253 @@
+"""SPEC §6–§7 command line: exit codes, config errors (one line naming file,
+line and key), list, check-config with secrets masked, status, and the
+environment overrides."""
+
+import json
+import os
+import re
+import time
+
+import pytest
+
+import oracle
+from scenarios import users_scenario
+from daemon import (EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, REPO_ROOT, clean_env,
+                    config_text, metadata, run_cli)
+from pgcluster import free_port
+
+SECRET = "s3cr3t"
+
+
+@pytest.fixture
+def write_config(workdir):
+    """write_config(text, name='projectord.conf') -> path of the file."""
+    def write(text, name="projectord.conf"):
+        path = os.path.join(workdir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+    return write
+
+
+def closed_conninfo():
+    """A conninfo nobody answers: a port we just found free."""
+    return f"host=127.0.0.1 port={free_port()} dbname=nothing user=postgres"
+
+
+def stderr_lines(proc):
+    return [line for line in proc.stderr.splitlines() if line.strip()]
+
+
+# --------------------------------------------------------------------------
+# Configuration errors -> 78 and one line naming file, line and key
+# --------------------------------------------------------------------------
+
+# (id, file text, line of the error, key the message must name or None)
+BAD_CONFIGS = [
+    ("syntax", 'batch_size = 10;\npoll_interval_ms = ;\n', 2, None),
+    ("unknown-key", 'batch_size = 10;\nbatch_sise = 3;\n', 2, "batch_sise"),
+    ("unknown-nested-key", 'batch_size = 10;\nlog = {\n  levl = "debug";\n};\n', 3, "levl"),
+    ("unknown-projection", 'projections = {\n  catalog = { enabled = true; };\n  catalg = { enabled = true; };\n};\n',
+     3, "catalg"),
+    ("batch-size-zero", '# a comment first\nbatch_size = 0;\n', 2, "batch_size"),
+    ("batch-size-string", 'log = { level = "info"; };\n\nbatch_size = "x";\n', 3, "batch_size"),
+    ("on-error-maybe", 'projections = {\n  users = {\n    enabled = true;\n    on_error = "maybe";\n  };\n};\n',
+     4, "on_error"),
+    ("enabled-not-bool", 'projections = {\n  orders = { enabled = "yes"; };\n};\n', 2, "enabled"),
+    ("bad-log-level", 'log = { level = "loud"; };\n', 1, "level"),
+]
+
+
+@pytest.mark.parametrize("command", ["check-config", "run"])
+@pytest.mark.parametrize("text,line,key", [c[1:] for c in BAD_CONFIGS], ids=[c[0] for c in BAD_CONFIGS])
+def test_bad_config_exits_78_with_one_line(write_config, command, text, line, key):
+    path = write_config(f'database = {{ conninfo = "{closed_conninfo()}"; }};\n' + text)
+    line += 1  # the database line above
+    proc = run_cli(["-c", path, command], timeout=15)
+    assert proc.returncode == EXIT_CONFIG, proc.stderr
+    lines = stderr_lines(proc)
+    assert len(lines) == 1, f"expected one line, got: {lines}"
+    assert re.search(re.escape(path) + r"\D{0,12}\b" + str(line) + r"\b", lines[0]), \
+        f"the line must name {path} and line {line}: {lines[0]}"
+    if key:
+        assert key in lines[0]
+
+
+def test_missing_config_file_exits_78(workdir):
+    path = os.path.join(workdir, "absent.conf")
+    proc = run_cli(["-c", path, "check-config"])
+    assert proc.returncode == EXIT_CONFIG
+    lines = stderr_lines(proc)
+    assert len(lines) == 1 and path in lines[0], lines
+
+
+# --------------------------------------------------------------------------
+# Usage
+# --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("args", [["frobnicate"], ["--bogus-option", "list"], ["status", "--bogus"]],
+                         ids=["unknown-command", "unknown-option", "unknown-argument"])
+def test_usage_errors_exit_64(write_config, args):
+    path = write_config(config_text(closed_conninfo()))
+    proc = run_cli(["-c", path] + args)
+    assert proc.returncode == EXIT_USAGE, proc.stderr
+    assert proc.stderr.strip(), "a usage error says why on stderr"
+
+
+def project_version():
+    with open(os.path.join(REPO_ROOT, "CMakeLists.txt")) as f:
+        return re.search(r"project\(projectord\s+VERSION\s+([0-9.]+)", f.read()).group(1)
+
+
+def test_version_and_help():
+    proc = run_cli(["--version"])
+    assert proc.returncode == EXIT_OK
+    assert project_version() in proc.stdout
+    proc = run_cli(["--help"])
+    assert proc.returncode == EXIT_OK
+    for command in ("run", "status", "list", "check-config"):
+        assert command in proc.stdout
+
+
+def test_list_shows_projections_tables_and_event_types(write_config):
+    proc = run_cli(["-c", write_config(config_text(closed_conninfo())), "list"])
+    assert proc.returncode == EXIT_OK, proc.stderr
+    out = proc.stdout
+    tables = {"catalog": ["categories", "products"], "users": ["users"],
+              "orders": ["orders", "daily_sales"], "event_stats": ["event_type_stats"]}
+    for name in oracle.PROJECTIONS:
+        assert re.search(rf"\b{name}\b", out), name
+        for table in tables[name]:
+            assert re.search(rf"\b{table}\b", out), table
+        for event_type in oracle.HANDLED.get(name, ()):
+            assert re.search(rf"\b{event_type}\b", out), event_type
+
+
+# --------------------------------------------------------------------------
+# check-config and secrets
+# --------------------------------------------------------------------------
+
+def test_check_config_prints_effective_config_with_password_masked(write_config):
+    conninfo = f"host=127.0.0.1 port=5 dbname=app user=postgres password={SECRET}"
+    path = write_config(config_text(conninfo, batch_size=123, poll_interval_ms=4567, level="warning"))
+    proc = run_cli(["-c", path, "check-config"])
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr
+    assert re.search(r"batch_size\s*=\s*123\b", proc.stdout)
+    assert re.search(r"poll_interval_ms\s*=\s*4567\b", proc.stdout)
+    assert "dbname=app" in proc.stdout
+
+
+def test_database_url_password_masked(write_config):
+    env = clean_env(PROJECTORD_DATABASE_URL=f"postgresql://postgres:{SECRET}@127.0.0.1:5/app")
+    proc = run_cli(["-c", write_config(config_text(None)), "check-config"], env=env)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert SECRET not in proc.stdout + proc.stderr
+    assert "127.0.0.1" in proc.stdout
+
+
+def test_password_never_in_daemon_log(db, start_daemon):
+    daemon = start_daemon(conninfo=db.conninfo + f" password={SECRET}", level="debug")
+    daemon.wait_started()
+    assert daemon.stop() == 0
+    log = daemon.log(tail=100000)
+    assert "starting" in log or "connected" in log, "the daemon logged nothing at debug level?"
+    assert SECRET not in log
+
+
+# --------------------------------------------------------------------------
+# status
+# --------------------------------------------------------------------------
+
+def test_status_after_a_run(db, start_daemon):
+    daemon = start_daemon()
+    db.append(users_scenario().script.commands)
+    daemon.wait_caught_up()
+    assert daemon.stop() == 0
+
+    proc = run_cli(["-c", daemon.config_path, "status"])
+    assert proc.returncode == EXIT_OK, proc.stderr
+    for name in oracle.PROJECTIONS:
+        assert re.search(rf"^\s*{name}\b.*\bstopped\b", proc.stdout, re.M), f"no row for {name}"
+
+    proc = run_cli(["-c", daemon.config_path, "status", "--json"])
+    assert proc.returncode == EXIT_OK, proc.stderr
+    doc = json.loads(proc.stdout)
+    text = json.dumps(doc)
+    for name in oracle.PROJECTIONS:
+        assert f'"{name}"' in text
+
+
+def test_idle_daemon_is_live_and_healthy(db, start_daemon):
+    """A daemon with nothing to do is live, keeps its heartbeat fresh (the
+    view calls a heartbeat older than 30 s unhealthy) and passes --check."""
+    def all_live(conn):
+        rows = metadata(conn)
+        return all(rows.get(n, {}).get("status") == "live" for n in oracle.PROJECTIONS) and rows
+
+    def oldest_beat(conn):
+        return min(r["heartbeat_at"] for r in metadata(conn).values())
+
+    daemon = start_daemon()
+    rows = daemon.wait_until(all_live, 10, "every projection to be live on an empty store")
+    newest = max(r["heartbeat_at"] for r in rows.values())
+    daemon.wait_until(lambda conn: oldest_beat(conn) > newest, 35,
+                      "the heartbeat of an idle daemon to be refreshed", interval=0.5)
+    proc = run_cli(["-c", daemon.config_path, "status", "--check"])
+    assert proc.returncode == EXIT_OK, proc.stdout + proc.stderr
+
+
+def test_status_unreachable_database_exits_69_quickly(write_config):
+    path = write_config(config_text(closed_conninfo()))
+    started = time.monotonic()
+    proc = run_cli(["-c", path, "status"], timeout=30)
+    assert time.monotonic() - started < 15
+    assert proc.returncode == EXIT_UNAVAILABLE, proc.stderr
+    assert len(stderr_lines(proc)) == 1, proc.stderr
+
+
+# --------------------------------------------------------------------------
+# Environment overrides
+# --------------------------------------------------------------------------
+
+def uri(db):
+    return f"postgresql://postgres@127.0.0.1:{db.cluster.port}/{db.name}"
+
+
+def test_database_url_overrides_the_file(db, write_config):
+    bad_file = write_config(config_text(closed_conninfo()), "bad.conf")
+    good_file = write_config(config_text(db.conninfo), "good.conf")
+    assert run_cli(["-c", bad_file, "status"]).returncode == EXIT_UNAVAILABLE
+    proc = run_cli(["-c", bad_file, "status"], env=clean_env(PROJECTORD_DATABASE_URL=uri(db)))
+    assert proc.returncode == EXIT_OK, proc.stderr
+    proc = run_cli(["-c", good_file, "status"], env=clean_env(PROJECTORD_DATABASE_URL=closed_conninfo()))
+    assert proc.returncode == EXIT_UNAVAILABLE, proc.stderr
+
+
+def test_pg_variables_apply_without_conninfo(db, write_config):
+    path = write_config(config_text(None))
+    pg = dict(PGHOST="127.0.0.1", PGUSER="postgres", PGDATABASE=db.name)
+    proc = run_cli(["-c", path, "status"], env=clean_env(PGPORT=db.cluster.port, **pg))
+    assert proc.returncode == EXIT_OK, proc.stderr
+    proc = run_cli(["-c", path, "status"], env=clean_env(PGPORT=free_port(), **pg))
+    assert proc.returncode == EXIT_UNAVAILABLE, proc.stderr
+
+
+def effective_level(proc):
+    match = re.search(r'level\s*=\s*"(\w+)"', proc.stdout)
+    assert match, proc.stdout
+    return match.group(1)
+
+
+def test_log_level_overrides(write_config):
+    path = write_config(config_text(closed_conninfo(), level="error"))
+    assert effective_level(run_cli(["-c", path, "check-config"])) == "error"
+    proc = run_cli(["-c", path, "check-config"], env=clean_env(PROJECTORD_LOG_LEVEL="debug"))
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert effective_level(proc) == "debug"
+    proc = run_cli(["-c", path, "-l", "warning", "check-config"])
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert effective_level(proc) == "warning"
+    proc = run_cli(["-c", path, "check-config"], env=clean_env(PROJECTORD_LOG_LEVEL="loud"))
+    assert proc.returncode == EXIT_CONFIG
+    assert len(stderr_lines(proc)) == 1 and "PROJECTORD_LOG_LEVEL" in proc.stderr
