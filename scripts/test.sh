@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The full test suite: unit and integration tests (ctest) on a normal build,
 # then again on an ASan+UBSan build.
-#   scripts/test.sh           both passes
+#   scripts/test.sh           both passes, then each fuzz target for a while
 #   scripts/test.sh --quick   the normal build only
 # Exits non-zero on any failure.
 set -euo pipefail
@@ -41,6 +41,10 @@ if [ "$quick" -eq 0 ]; then
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   PROJECTORD_TEST_SLOWDOWN=3 \
     run_pass build-asan -DPROJECTORD_SANITIZE=ON
+fi
+
+if [ "$quick" -eq 0 ]; then
+  scripts/fuzz.sh "${FUZZ_SECONDS:-20}"
 fi
 
 echo "=== all tests passed"
