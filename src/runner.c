@@ -276,6 +276,24 @@ static void fill_event(const struct runner *r, int i, struct pj_event *ev)
     };
 }
 
+/* Remember the request's first failed statement; those after it only say "aborted". */
+static void record_error(struct runner *r, const PGresult *res)
+{
+    if (r->err_stmt >= 0 || PQresultStatus(res) != PGRES_FATAL_ERROR)
+        return;
+    r->err_stmt = (int)r->results;
+    snprintf(r->err_state, sizeof r->err_state, "%s", pgconn_sqlstate(res));
+    snprintf(r->err_msg, sizeof r->err_msg, "%s", pgconn_error_line(res));
+}
+
+/* Start a request: results are counted and errors recorded from here. */
+static void begin_request(struct runner *r, enum rstate state)
+{
+    r->state = state;
+    r->results = 0;
+    r->err_stmt = -1;
+}
+
 /* ---- lifecycle ---------------------------------------------------------- */
 
 struct runner *runner_new(struct ev_loop *loop, const struct projection *p,
@@ -364,7 +382,7 @@ static void send_note(struct runner *r, const char *status, const char *error, c
     const char *params[] = {r->proj->name, status, r->owner, error,
                             sqlstate && *sqlstate ? sqlstate : NULL};
     r->after_note = then;
-    r->state = R_NOTE;
+    begin_request(r, R_NOTE);
     if (exec_stmt(r, RS_NOTE, params) < 0 || pgconn_sync(r->conn) < 0)
         r->state = R_DOWN; /* PGCONN_LOST follows */
 }
@@ -392,9 +410,7 @@ static void batch_error(struct runner *r, const char *what, const char *sqlstate
 
 static void send_setup(struct runner *r)
 {
-    r->state = R_SETUP;
-    r->results = 0;
-    r->err_stmt = -1;
+    begin_request(r, R_SETUP);
     bool ok = pgconn_query(r->conn, "DEALLOCATE ALL", 0, NULL) == 0 &&
               pgconn_query(r->conn, SQL_SESSION_SETUP, 0, NULL) == 0;
     for (int i = 0; ok && i < RS_COUNT; i++)
@@ -426,7 +442,7 @@ static void send_open(struct runner *r)
         return;
     }
     const char *params[] = {p.xip_lo, p.xmax_lo};
-    r->state = R_OPEN;
+    begin_request(r, R_OPEN);
     r->wake_pending = false;
     if (exec_stmt(r, RS_OPEN, params) < 0 || pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
@@ -442,8 +458,7 @@ static void send_fetch(struct runner *r)
                             r->cp.lo,
                             r->types,
                             fmt_i64(limit, r->cfg->batch_size)};
-    r->state = R_FETCH;
-    r->results = 0;
+    begin_request(r, R_FETCH);
     if (pgconn_query(r->conn, SQL_FETCH_PLAN, 0, NULL) < 0 || exec_stmt(r, RS_FETCH, params) < 0 ||
         pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
@@ -531,14 +546,11 @@ static int queue_event(struct runner *r, int i)
     return 1;
 }
 
-static void send_checkpoint(struct runner *r);
-
 static void send_batch(struct runner *r)
 {
     batch_reset(&r->ctx);
-    r->results = 0;
+    begin_request(r, R_APPLY);
     r->processed = r->ignored = r->skipped = 0;
-    r->err_stmt = -1;
     r->cut = r->nevents;
     for (int i = 0; i < r->nevents; i++) {
         int rc = queue_event(r, i);
@@ -553,7 +565,6 @@ static void send_batch(struct runner *r)
         send_checkpoint(r);
         return;
     }
-    r->state = R_APPLY;
     if (pgconn_flush_request(r->conn) < 0)
         r->state = R_DOWN;
 }
@@ -621,7 +632,7 @@ static void send_checkpoint(struct runner *r)
         r->cut > 0 ? event_value(r, r->cut - 1, FC_TRANSACTION_ID) : NULL,
         r->cut > 0 ? event_value(r, r->cut - 1, FC_OCCURRED_AT) : NULL,
     };
-    r->state = R_COMMIT;
+    begin_request(r, R_COMMIT);
     r->new_seq = -1;
     if (exec_stmt(r, RS_CHECKPOINT, params) < 0 || pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
@@ -691,13 +702,8 @@ static void pass_window(struct runner *r)
 
 static void on_setup_result(struct runner *r, const PGresult *res)
 {
-    if (!pgconn_result_ok(res)) {
-        if (r->err_stmt < 0 && PQresultStatus(res) == PGRES_FATAL_ERROR) {
-            r->err_stmt = (int)r->results;
-            snprintf(r->err_state, sizeof r->err_state, "%s", pgconn_sqlstate(res));
-            snprintf(r->err_msg, sizeof r->err_msg, "%s", pgconn_error_line(res));
-        }
-    } else if (PQntuples(res) == 1 && PQnfields(res) == 6) {
+    record_error(r, res);
+    if (pgconn_result_ok(res) && PQntuples(res) == 1 && PQnfields(res) == 6) {
         if (set_str(&r->cp.lo, PQgetvalue(res, 0, 0)) < 0 ||
             set_str(&r->cp.hi, PQgetvalue(res, 0, 1)) < 0)
             r->err_stmt = (int)r->results;
@@ -736,13 +742,10 @@ static void on_setup_done(struct runner *r)
 
 static void on_open_result(struct runner *r, const PGresult *res)
 {
-    if (!pgconn_result_ok(res) || PQntuples(res) != 1) {
-        snprintf(r->err_state, sizeof r->err_state, "%s", pgconn_sqlstate(res));
-        snprintf(r->err_msg, sizeof r->err_msg, "%s", pgconn_error_line(res));
-        r->err_stmt = 0;
+    record_error(r, res);
+    r->results++;
+    if (!pgconn_result_ok(res) || PQntuples(res) != 1)
         return;
-    }
-    r->err_stmt = -1;
     r->head = parse_i64(PQgetvalue(res, 0, 3));
     if (PQgetisnull(res, 0, 1)) {
         /* Nothing committed in the window: slide without a write. */
@@ -764,15 +767,9 @@ static void on_open_result(struct runner *r, const PGresult *res)
 
 static void on_fetch_result(struct runner *r, PGresult *res)
 {
-    if (r->results++ == 0 && pgconn_result_ok(res))
-        return; /* the planner setting */
-    if (!pgconn_result_ok(res)) {
-        snprintf(r->err_state, sizeof r->err_state, "%s", pgconn_sqlstate(res));
-        snprintf(r->err_msg, sizeof r->err_msg, "%s", pgconn_error_line(res));
-        r->err_stmt = 0;
-        return;
-    }
-    r->err_stmt = -1;
+    record_error(r, res);
+    if (r->results++ == 0 || !pgconn_result_ok(res))
+        return; /* the first is the planner setting */
     clear_batch(r);
     r->events = pgconn_take_result(r->conn);
     r->nevents = PQntuples(res);
@@ -782,12 +779,9 @@ static void on_fetch_result(struct runner *r, PGresult *res)
 static void on_apply_result(struct runner *r, const PGresult *res)
 {
     const struct batch_stmt *st = batch_stmt(&r->ctx, r->results);
-    if (PQresultStatus(res) == PGRES_FATAL_ERROR && r->err_stmt < 0) {
-        r->err_stmt = (int)r->results;
-        snprintf(r->err_state, sizeof r->err_state, "%s", pgconn_sqlstate(res));
-        snprintf(r->err_msg, sizeof r->err_msg, "%s", pgconn_error_line(res));
-    } else if (st && (st->flags & PJ_COUNT_IGNORED) && pgconn_result_ok(res) &&
-               strcmp(PQcmdTuples((PGresult *)res), "0") == 0) {
+    record_error(r, res);
+    if (st && (st->flags & PJ_COUNT_IGNORED) && pgconn_result_ok(res) &&
+        strcmp(PQcmdTuples((PGresult *)res), "0") == 0) {
         r->ignored++;
     }
     r->results++;
@@ -822,13 +816,10 @@ static void on_rollback_done(struct runner *r)
 
 static void on_commit_result(struct runner *r, const PGresult *res)
 {
-    if (pgconn_result_ok(res) && PQntuples(res) == 1) {
+    record_error(r, res);
+    r->results++;
+    if (pgconn_result_ok(res) && PQntuples(res) == 1)
         r->new_seq = parse_i64(PQgetvalue(res, 0, 0));
-    } else if (PQresultStatus(res) == PGRES_FATAL_ERROR && r->err_stmt < 0) {
-        r->err_stmt = 0;
-        snprintf(r->err_state, sizeof r->err_state, "%s", pgconn_sqlstate(res));
-        snprintf(r->err_msg, sizeof r->err_msg, "%s", pgconn_error_line(res));
-    }
 }
 
 static void on_commit_done(struct runner *r)
