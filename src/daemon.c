@@ -9,9 +9,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "daemon.h"
+#include "fleet.h"
 #include "listener.h"
 #include "log.h"
 #include "registry.h"
@@ -23,6 +25,7 @@ struct daemon {
     struct ev_loop *loop;
     const struct config *cfg;
     char owner[300];
+    struct fleet fleet;
     struct runner **runners;
     size_t nrunners;
     size_t nrunning;
@@ -105,12 +108,13 @@ static int add_runners(struct daemon *d)
             log_info("%s: disabled in the configuration", p->name);
             continue;
         }
-        struct runner *r = runner_new(d->loop, p, pc, d->cfg, d->owner, runner_done, d);
+        struct runner *r = runner_new(d->loop, p, pc, d->cfg, d->owner, &d->fleet, runner_done, d);
         if (!r)
             return -1;
         d->runners[d->nrunners++] = r;
     }
     d->nrunning = d->nrunners;
+    d->fleet.projections = (int)d->nrunners;
     return 0;
 }
 
@@ -156,6 +160,8 @@ int daemon_run(const struct config *cfg)
     char host[256] = "unknown";
     gethostname(host, sizeof host - 1);
     snprintf(d.owner, sizeof d.owner, "%s:%ld", host, (long)getpid());
+    d.fleet.instance_id =
+        (int)(((unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL)) & 0x7fffffff);
 
     if (add_runners(&d) < 0) {
         log_error("out of memory");
@@ -164,7 +170,8 @@ int daemon_run(const struct config *cfg)
     }
     if (d.nrunners == 0)
         log_warning("no projection is enabled: nothing to do");
-    d.listener = listener_new(d.loop, cfg->conninfo, cfg->listen_channel, wake_all, &d);
+    d.listener =
+        listener_new(d.loop, cfg->conninfo, cfg->listen_channel, d.fleet.instance_id, wake_all, &d);
     if (!d.listener) {
         log_error("out of memory");
         teardown(&d);

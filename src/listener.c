@@ -5,6 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fleet.h"
 #include "listener.h"
 #include "log.h"
 #include "pgconn.h"
@@ -12,6 +13,8 @@
 struct listener {
     struct pgconn *conn;
     char *listen_sql;
+    char instance_key[12];
+    char instance_id[12];
     listener_wake_cb wake;
     void *arg;
 };
@@ -21,14 +24,17 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
 {
     struct listener *l = arg;
     switch (ev) {
-    case PGCONN_READY:
-        if (pgconn_query(c, l->listen_sql, 0, NULL) == 0)
+    case PGCONN_READY: {
+        const char *params[] = {l->instance_key, l->instance_id};
+        if (pgconn_query(c, l->listen_sql, 0, NULL) == 0 &&
+            pgconn_query(c, "SELECT pg_try_advisory_lock($1::int, $2::int)", 2, params) == 0)
             pgconn_sync(c);
         break;
+    }
     case PGCONN_RESULT:
         if (!pgconn_result_ok(res))
-            log_error("listener: LISTEN failed: %s (SQLSTATE %s)", pgconn_error_line(res),
-                      pgconn_sqlstate(res));
+            log_error("listener: LISTEN or presence lock failed: %s (SQLSTATE %s)",
+                      pgconn_error_line(res), pgconn_sqlstate(res));
         break;
     case PGCONN_SYNC:
         /* Listening again: look for what was committed while we were not. */
@@ -61,11 +67,13 @@ static char *listen_statement(const char *channel)
 }
 
 struct listener *listener_new(struct ev_loop *loop, const char *conninfo, const char *channel,
-                              listener_wake_cb wake, void *arg)
+                              int instance_id, listener_wake_cb wake, void *arg)
 {
     struct listener *l = calloc(1, sizeof *l);
     if (!l)
         return NULL;
+    snprintf(l->instance_key, sizeof l->instance_key, "%d", FLEET_INSTANCE_LOCK);
+    snprintf(l->instance_id, sizeof l->instance_id, "%d", instance_id);
     l->wake = wake;
     l->arg = arg;
     l->listen_sql = listen_statement(channel);

@@ -3,7 +3,9 @@
  *
  * A notification is only a hint that events were committed; after every
  * (re)connect the LISTEN is issued again and the owner is woken as well,
- * since notifications sent while disconnected are lost.
+ * since notifications sent while disconnected are lost. The same connection
+ * holds the instance's presence lock (fleet.h), so other instances count
+ * this one exactly while it is connected.
  */
 #ifndef PROJECTORD_LISTENER_H
 #define PROJECTORD_LISTENER_H
@@ -16,7 +18,7 @@ typedef void (*listener_wake_cb)(void *arg);
 
 /* Returns NULL when out of memory. conninfo and channel are copied. */
 struct listener *listener_new(struct ev_loop *loop, const char *conninfo, const char *channel,
-                              listener_wake_cb wake, void *arg);
+                              int instance_id, listener_wake_cb wake, void *arg);
 void listener_start(struct listener *l);
 void listener_free(struct listener *l);
 

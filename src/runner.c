@@ -22,6 +22,7 @@
 
 #include "backoff.h"
 #include "batch.h"
+#include "fleet.h"
 #include "log.h"
 #include "payload.h"
 #include "pgconn.h"
@@ -34,6 +35,7 @@
 #define RETRY_INITIAL_S       0.5
 #define RETRY_MAX_S           30.0
 #define DEFERRED_CHECKPOINT_S 1.0 /* how late progress past unhandled events may be written */
+#define CLAIM_INTERVAL_S      2.0 /* how often a standby tries to take a projection over */
 
 /* The runner's own statements, prepared once per session next to the handlers'. */
 enum runner_stmt { RS_OPEN, RS_FETCH, RS_CHECKPOINT, RS_DEAD_LETTER, RS_NOTE, RS_COUNT };
@@ -46,12 +48,16 @@ static const struct {
     [RS_FETCH] = {"fetch", SQL_FETCH, 6},
     [RS_CHECKPOINT] = {"checkpoint", SQL_CHECKPOINT, SQL_CHECKPOINT_NPARAMS},
     [RS_DEAD_LETTER] = {"dead_letter", SQL_DEAD_LETTER, 7},
-    [RS_NOTE] = {"note", SQL_NOTE, 5},
+    [RS_NOTE] = {"note", SQL_NOTE, 6},
 };
 
 enum rstate {
     R_DOWN,     /* waiting for the connection */
-    R_SETUP,    /* session setup and checkpoint load in flight */
+    R_SETUP,    /* session setup and first claim in flight */
+    R_STANDBY,  /* another instance owns the projection: claim again later */
+    R_CLAIM,    /* trying to take ownership */
+    R_REGISTER, /* owner now: loading the checkpoint */
+    R_RELEASE,  /* handing the projection over to another instance */
     R_IDLE,     /* waiting for a wake-up */
     R_OPEN,     /* opening a window */
     R_FETCH,    /* reading a batch */
@@ -88,15 +94,19 @@ struct runner {
     const struct projection_config *pcfg;
     const struct config *cfg;
     const char *owner;
+    struct fleet *fleet;
     runner_done_cb done;
     void *done_arg;
     struct pgconn *conn;
     enum rstate state;
     bool wake_pending;
     bool stopping;
-    bool failed; /* stopped by a bad event (on_error = stop) until the process restarts */
-    bool set_up; /* this connection's session is prepared and the checkpoint loaded */
-    bool dirty;  /* passed events not handled here; the checkpoint write is deferred */
+    bool failed;      /* stopped by a bad event (on_error = stop) until the process restarts */
+    bool set_up;      /* this connection's statements are prepared */
+    bool holds_lock;  /* this connection holds the ownership lock */
+    bool claimed;     /* the last claim got the lock */
+    bool standing_by; /* said so in the log already */
+    bool dirty;       /* passed events not handled here; the checkpoint write is deferred */
     bool heartbeat_due;
     bool announced; /* the status row says what we are doing (not still 'starting') */
     char *types;    /* text[] literal of the handled event types, NULL for all */
@@ -126,6 +136,7 @@ struct runner {
     ev_timer retry_timer;
     ev_timer heartbeat_timer;
     ev_timer deferred_timer;
+    ev_timer claim_timer;
     struct backoff backoff;
 };
 
@@ -134,6 +145,7 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
 static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void claim_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void next_step(struct runner *r);
 static void send_batch(struct runner *r);
 static void send_checkpoint(struct runner *r);
@@ -298,7 +310,8 @@ static void begin_request(struct runner *r, enum rstate state)
 
 struct runner *runner_new(struct ev_loop *loop, const struct projection *p,
                           const struct projection_config *pc, const struct config *cfg,
-                          const char *owner, runner_done_cb done, void *done_arg)
+                          const char *owner, struct fleet *fleet, runner_done_cb done,
+                          void *done_arg)
 {
     struct runner *r = calloc(1, sizeof *r);
     if (!r)
@@ -308,6 +321,7 @@ struct runner *runner_new(struct ev_loop *loop, const struct projection *p,
                          .pcfg = pc,
                          .cfg = cfg,
                          .owner = owner,
+                         .fleet = fleet,
                          .done = done,
                          .done_arg = done_arg,
                          .state = R_DOWN,
@@ -328,6 +342,8 @@ struct runner *runner_new(struct ev_loop *loop, const struct projection *p,
     r->heartbeat_timer.data = r;
     ev_timer_init(&r->deferred_timer, deferred_cb, DEFERRED_CHECKPOINT_S, 0.0);
     r->deferred_timer.data = r;
+    ev_timer_init(&r->claim_timer, claim_cb, CLAIM_INTERVAL_S, 0.0);
+    r->claim_timer.data = r;
     return r;
 }
 
@@ -338,6 +354,7 @@ void runner_free(struct runner *r)
     ev_timer_stop(r->loop, &r->retry_timer);
     ev_timer_stop(r->loop, &r->heartbeat_timer);
     ev_timer_stop(r->loop, &r->deferred_timer);
+    ev_timer_stop(r->loop, &r->claim_timer);
     clear_batch(r);
     batch_free(&r->ctx);
     pgconn_free(r->conn);
@@ -364,6 +381,7 @@ static void finish(struct runner *r)
     ev_timer_stop(r->loop, &r->retry_timer);
     ev_timer_stop(r->loop, &r->heartbeat_timer);
     ev_timer_stop(r->loop, &r->deferred_timer);
+    ev_timer_stop(r->loop, &r->claim_timer);
     pgconn_close(r->conn);
     log_info("%s: stopped at position %" PRId64, r->proj->name, r->cp.last_position);
     r->done(r, r->done_arg);
@@ -379,8 +397,11 @@ static int exec_stmt(struct runner *r, enum runner_stmt st, const char *const *p
 static void send_note(struct runner *r, const char *status, const char *error, const char *sqlstate,
                       enum after_note then)
 {
-    const char *params[] = {r->proj->name, status, r->owner, error,
-                            sqlstate && *sqlstate ? sqlstate : NULL};
+    char instance_key[12];
+    snprintf(instance_key, sizeof instance_key, "%d", FLEET_INSTANCE_LOCK);
+    const char *params[] = {
+        r->proj->name, status, r->owner, error, sqlstate && *sqlstate ? sqlstate : NULL,
+        instance_key};
     r->after_note = then;
     begin_request(r, R_NOTE);
     if (exec_stmt(r, RS_NOTE, params) < 0 || pgconn_sync(r->conn) < 0)
@@ -408,6 +429,18 @@ static void batch_error(struct runner *r, const char *what, const char *sqlstate
     send_note(r, current_status(r), line, sqlstate, NOTE_THEN_WAIT);
 }
 
+static int send_claim_statement(struct runner *r)
+{
+    char instance_key[12], owned[12], total[12], projection_key[12];
+    snprintf(instance_key, sizeof instance_key, "%d", FLEET_INSTANCE_LOCK);
+    snprintf(owned, sizeof owned, "%d", r->fleet->owned);
+    snprintf(total, sizeof total, "%d", r->fleet->projections);
+    snprintf(projection_key, sizeof projection_key, "%d", FLEET_PROJECTION_LOCK);
+    const char *params[] = {instance_key, owned, total, projection_key, r->proj->name};
+    r->claimed = false;
+    return pgconn_query(r->conn, SQL_CLAIM, 5, params);
+}
+
 static void send_setup(struct runner *r)
 {
     begin_request(r, R_SETUP);
@@ -422,8 +455,50 @@ static void send_setup(struct runner *r)
         ok = pgconn_prepare(r->conn, name, r->proj->statements[i].sql,
                             r->proj->statements[i].nparams) == 0;
     }
+    if (!ok || send_claim_statement(r) < 0 || pgconn_sync(r->conn) < 0)
+        r->state = R_DOWN;
+}
+
+static void send_claim(struct runner *r)
+{
+    begin_request(r, R_CLAIM);
+    if (send_claim_statement(r) < 0 || pgconn_sync(r->conn) < 0)
+        r->state = R_DOWN;
+}
+
+static void send_register(struct runner *r)
+{
+    begin_request(r, R_REGISTER);
     const char *params[] = {r->proj->name, r->version, r->owner, r->failed ? "t" : "f"};
-    if (!ok || pgconn_query(r->conn, SQL_REGISTER, 4, params) < 0 || pgconn_sync(r->conn) < 0)
+    if (pgconn_query(r->conn, SQL_REGISTER, 4, params) < 0 || pgconn_sync(r->conn) < 0)
+        r->state = R_DOWN;
+}
+
+/* Another instance holds the projection: look again in a while. */
+static void stand_by(struct runner *r)
+{
+    if (!r->standing_by)
+        log_info("%s: standing by (owned by another instance, or this one has its share)",
+                 r->proj->name);
+    r->standing_by = true;
+    r->state = R_STANDBY;
+    ev_timer_stop(r->loop, &r->claim_timer);
+    ev_timer_set(&r->claim_timer, CLAIM_INTERVAL_S, 0.0);
+    ev_timer_start(r->loop, &r->claim_timer);
+}
+
+/* Give the projection back (this instance owns more than its share). */
+static void send_release(struct runner *r)
+{
+    char key[12];
+    snprintf(key, sizeof key, "%d", FLEET_PROJECTION_LOCK);
+    const char *params[] = {key, r->proj->name};
+    r->fleet->owned--;
+    r->holds_lock = false;
+    log_info("%s: handing over to another instance (%d instances, share %d)", r->proj->name,
+             r->fleet->instances, fleet_share(r->fleet));
+    begin_request(r, R_RELEASE);
+    if (pgconn_query(r->conn, SQL_RELEASE, 2, params) < 0 || pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
 }
 
@@ -700,7 +775,41 @@ static void pass_window(struct runner *r)
 
 /* ---- results -------------------------------------------------------------- */
 
-static void on_setup_result(struct runner *r, const PGresult *res)
+/* Setup and claim requests end with the claim; its answer is the last result. */
+static void on_claim_result(struct runner *r, const PGresult *res)
+{
+    record_error(r, res);
+    r->results++;
+    if (pgconn_result_ok(res) && PQntuples(res) == 1 && PQnfields(res) == 2) {
+        r->claimed = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        r->fleet->instances = (int)parse_i64(PQgetvalue(res, 0, 1));
+    }
+}
+
+static void on_claim_done(struct runner *r)
+{
+    if (r->err_stmt >= 0) {
+        log_error("%s: session setup failed: %s (SQLSTATE %s); retrying with backoff",
+                  r->proj->name, r->err_msg, r->err_state);
+        wait_and_retry(r);
+        return;
+    }
+    r->set_up = true;
+    if (r->stopping) {
+        finish(r);
+        return;
+    }
+    if (!r->claimed) {
+        stand_by(r);
+        return;
+    }
+    r->holds_lock = true;
+    r->standing_by = false;
+    r->fleet->owned++;
+    send_register(r);
+}
+
+static void on_register_result(struct runner *r, const PGresult *res)
 {
     record_error(r, res);
     if (pgconn_result_ok(res) && PQntuples(res) == 1 && PQnfields(res) == 6) {
@@ -716,12 +825,10 @@ static void on_setup_result(struct runner *r, const PGresult *res)
     r->results++;
 }
 
-static void on_setup_done(struct runner *r)
+static void on_register_done(struct runner *r)
 {
     if (r->err_stmt >= 0) {
-        log_error("%s: session setup failed: %s (SQLSTATE %s); retrying with backoff",
-                  r->proj->name, r->err_msg, r->err_state);
-        wait_and_retry(r);
+        batch_error(r, "load checkpoint", r->err_state, r->err_msg);
         return;
     }
     struct snapshot lo, hi;
@@ -731,9 +838,8 @@ static void on_setup_done(struct runner *r)
     }
     snapshot_free(&lo);
     snapshot_free(&hi);
-    log_info("%s: resuming at position %" PRId64 "%s", r->proj->name, r->cp.last_position,
-             r->cp.window_open ? " (inside a window)" : "");
-    r->set_up = true;
+    log_info("%s: owned by this instance; resuming at position %" PRId64 "%s", r->proj->name,
+             r->cp.last_position, r->cp.window_open ? " (inside a window)" : "");
     r->announced = false;
     r->state = R_IDLE;
     r->wake_pending = true;
@@ -842,7 +948,11 @@ static void on_result(struct runner *r, const PGresult *res)
 {
     switch (r->state) {
     case R_SETUP:
-        on_setup_result(r, res);
+    case R_CLAIM:
+        on_claim_result(r, res);
+        break;
+    case R_REGISTER:
+        on_register_result(r, res);
         break;
     case R_OPEN:
         on_open_result(r, res);
@@ -859,6 +969,8 @@ static void on_result(struct runner *r, const PGresult *res)
     case R_NOTE:
         if (!pgconn_result_ok(res))
             log_warning("%s: status update failed: %s", r->proj->name, pgconn_error_line(res));
+        else if (PQntuples(res) == 1)
+            r->fleet->instances = (int)parse_i64(PQgetvalue(res, 0, 0));
         break;
     default:
         break;
@@ -869,7 +981,17 @@ static void on_sync(struct runner *r)
 {
     switch (r->state) {
     case R_SETUP:
-        on_setup_done(r);
+    case R_CLAIM:
+        on_claim_done(r);
+        break;
+    case R_REGISTER:
+        on_register_done(r);
+        break;
+    case R_RELEASE:
+        if (r->stopping)
+            finish(r);
+        else
+            stand_by(r);
         break;
     case R_OPEN:
     case R_FETCH:
@@ -915,6 +1037,10 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
         break;
     case PGCONN_LOST:
         r->set_up = false;
+        if (r->holds_lock)
+            r->fleet->owned--;
+        r->holds_lock = false;
+        ev_timer_stop(r->loop, &r->claim_timer);
         clear_batch(r);
         ev_timer_stop(r->loop, &r->retry_timer);
         if (r->stopping)
@@ -939,13 +1065,18 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
 static void next_step(struct runner *r)
 {
     r->state = R_IDLE;
-    if (r->stopping && r->dirty) {
+    bool over_share = r->fleet->owned > fleet_share(r->fleet);
+    if ((r->stopping || over_share) && r->dirty) {
         clear_batch(r);
         send_checkpoint(r);
         return;
     }
     if (r->stopping) {
         send_note(r, r->failed ? "failed" : "stopped", NULL, NULL, NOTE_THEN_DONE);
+        return;
+    }
+    if (over_share) {
+        send_release(r);
         return;
     }
     if (r->heartbeat_due) {
@@ -976,7 +1107,7 @@ void runner_stop(struct runner *r)
     r->stopping = true;
     if (r->state == R_IDLE)
         next_step(r);
-    else if (r->state == R_DOWN || r->state == R_WAIT)
+    else if (r->state == R_DOWN || r->state == R_WAIT || r->state == R_STANDBY)
         finish(r);
 }
 
@@ -991,10 +1122,12 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
         r->state = R_DOWN;
         return;
     }
-    if (r->set_up)
-        next_step(r);
-    else
+    if (!r->set_up)
         send_setup(r);
+    else if (!r->holds_lock)
+        send_claim(r);
+    else
+        next_step(r);
 }
 
 static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -1009,6 +1142,15 @@ static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
     clear_batch(r);
     send_checkpoint(r);
+}
+
+static void claim_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct runner *r = w->data;
+    if (r->state == R_STANDBY && pgconn_idle(r->conn))
+        send_claim(r);
 }
 
 static void heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)

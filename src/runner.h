@@ -18,6 +18,7 @@
 #include <stdbool.h>
 
 #include "config.h"
+#include "fleet.h"
 #include "projection.h"
 
 struct runner;
@@ -25,10 +26,15 @@ struct runner;
 /* Called once when a stopping runner has finished (see runner_stop). */
 typedef void (*runner_done_cb)(struct runner *r, void *arg);
 
-/* Returns NULL when out of memory. */
+/*
+ * Returns NULL when out of memory. The runner owns its projection only while
+ * it holds the ownership lock (fleet.h); fleet is shared with the daemon's
+ * other runners.
+ */
 struct runner *runner_new(struct ev_loop *loop, const struct projection *p,
                           const struct projection_config *pc, const struct config *cfg,
-                          const char *owner, runner_done_cb done, void *done_arg);
+                          const char *owner, struct fleet *fleet, runner_done_cb done,
+                          void *done_arg);
 void runner_free(struct runner *r);
 
 /* Connect and start projecting. */

@@ -5,11 +5,40 @@
 #ifndef PROJECTORD_RUNNER_SQL_H
 #define PROJECTORD_RUNNER_SQL_H
 
-/* Handlers name their tables unqualified; see projection.h. */
-#define SQL_SESSION_SETUP                                                                          \
-    "SELECT pg_catalog.set_config('search_path', 'read_model, public', false),"                    \
-    "       pg_catalog.set_config('TimeZone', 'UTC', false),"                                      \
-    "       pg_catalog.set_config('DateStyle', 'ISO', false)"
+// clang-format off
+
+/*
+ * Handlers name their tables unqualified; see projection.h. The server-side
+ * keepalives make the server notice a vanished host, and so free the
+ * ownership locks it held; tcp_user_timeout bounds unacknowledged sends.
+ */
+#define SQL_SESSION_SETUP \
+    "SELECT pg_catalog.set_config('search_path', 'read_model, public', false)," \
+    "       pg_catalog.set_config('TimeZone', 'UTC', false)," \
+    "       pg_catalog.set_config('DateStyle', 'ISO', false)," \
+    "       pg_catalog.set_config('tcp_keepalives_idle', '10', false)," \
+    "       pg_catalog.set_config('tcp_keepalives_interval', '5', false)," \
+    "       pg_catalog.set_config('tcp_keepalives_count', '3', false)," \
+    "       pg_catalog.set_config('tcp_user_timeout', '30000', false)"
+
+/* How many instances hold their presence lock (fleet.h); $1 is FLEET_INSTANCE_LOCK. */
+#define SQL_COUNT_INSTANCES \
+    "(SELECT count(DISTINCT objid)::int FROM pg_catalog.pg_locks" \
+    "  WHERE locktype = 'advisory' AND classid = $1::int::oid AND objsubid = 2 AND granted)"
+
+/*
+ * Take the projection's ownership lock if this instance owns fewer than its
+ * share. $1 FLEET_INSTANCE_LOCK, $2 owned here, $3 projections enabled,
+ * $4 FLEET_PROJECTION_LOCK, $5 name. Returns whether it is ours now, and
+ * how many instances there are.
+ */
+#define SQL_CLAIM \
+    "SELECT CASE WHEN $2::int < ceil($3::numeric / greatest(1, n))" \
+    "            THEN pg_try_advisory_lock($4::int, hashtext($5)) ELSE false END, n" \
+    "  FROM " SQL_COUNT_INSTANCES " AS c(n)"
+
+/* $1 FLEET_PROJECTION_LOCK, $2 name */
+#define SQL_RELEASE "SELECT pg_advisory_unlock($1::int, hashtext($2))"
 
 /*
  * $1 name, $2 version, $3 owner, $4 whether this process saw the projection
@@ -32,17 +61,17 @@
  * $1 xip(lo) as xid8[], $2 xmax(lo). Returns hi, min and max position in
  * the window (NULL when empty), and the head position.
  */
-#define SQL_OPEN_WINDOW                                                                            \
-    "WITH w AS MATERIALIZED (SELECT pg_current_snapshot() AS hi)"                                             \
-    " SELECT w.hi::text, b.first_position, b.last_position,"                                       \
-    "        (SELECT coalesce(max(global_position), 0) FROM event_store.domain_event)"             \
-    "   FROM w, LATERAL ("                                                                         \
-    "     SELECT min(e.global_position) AS first_position, max(e.global_position) AS "             \
-    "last_position"                                                                                \
-    "       FROM event_store.domain_event e"                                                       \
-    "      WHERE (e.transaction_id = ANY($1::xid8[])"                                              \
-    "             OR (e.transaction_id >= $2::xid8 AND e.transaction_id < "                        \
-    "pg_snapshot_xmax(w.hi)))"                                                                     \
+#define SQL_OPEN_WINDOW \
+    "WITH w AS MATERIALIZED (SELECT pg_current_snapshot() AS hi)" \
+    " SELECT w.hi::text, b.first_position, b.last_position," \
+    "        (SELECT coalesce(max(global_position), 0) FROM event_store.domain_event)" \
+    "   FROM w, LATERAL (" \
+    "     SELECT min(e.global_position) AS first_position," \
+    "            max(e.global_position) AS last_position" \
+    "       FROM event_store.domain_event e" \
+    "      WHERE (e.transaction_id = ANY($1::xid8[])" \
+    "             OR (e.transaction_id >= $2::xid8" \
+    "                 AND e.transaction_id < pg_snapshot_xmax(w.hi)))" \
     "        AND pg_visible_in_snapshot(e.transaction_id, w.hi)) b"
 
 /*
@@ -99,14 +128,20 @@ enum fetch_column {
     " ON CONFLICT (projection_name, global_position) DO UPDATE"                                    \
     "   SET error = EXCLUDED.error, sqlstate = EXCLUDED.sqlstate, failed_at = now()"
 
-/* Heartbeat and status; $4/$5 an error to record, or NULL. */
-#define SQL_NOTE                                                                                   \
-    "UPDATE read_model.projection_metadata"                                                        \
-    "   SET status = $2, owner = $3, heartbeat_at = now(),"                                        \
-    "       last_error = coalesce($4, last_error),"                                                \
-    "       last_error_sqlstate = CASE WHEN $4 IS NULL THEN last_error_sqlstate ELSE $5 END,"      \
-    "       last_error_at = CASE WHEN $4 IS NULL THEN last_error_at ELSE now() END"                \
-    " WHERE projection_name = $1"
+/*
+ * Heartbeat and status; $4/$5 an error to record, or NULL. Returns how many
+ * instances there are ($6 FLEET_INSTANCE_LOCK), for rebalancing.
+ */
+#define SQL_NOTE \
+    "UPDATE read_model.projection_metadata" \
+    "   SET status = $2, owner = $3, heartbeat_at = now()," \
+    "       last_error = coalesce($4, last_error)," \
+    "       last_error_sqlstate = CASE WHEN $4 IS NULL THEN last_error_sqlstate ELSE $5 END," \
+    "       last_error_at = CASE WHEN $4 IS NULL THEN last_error_at ELSE now() END" \
+    " WHERE projection_name = $1" \
+    " RETURNING (SELECT count(DISTINCT objid) FROM pg_catalog.pg_locks" \
+    "             WHERE locktype = 'advisory' AND classid = $6::int::oid" \
+    "               AND objsubid = 2 AND granted)"
 
 /*
  * Sent when a handler fails after queuing statements of its own: those can
@@ -117,5 +152,7 @@ enum fetch_column {
     "DO $$BEGIN RAISE EXCEPTION 'projectord: batch abandoned' USING ERRCODE = 'PJ002'; END$$"
 #define SQLSTATE_ABANDONED        "PJ002"
 #define SQLSTATE_CHECKPOINT_MOVED "PJ001"
+
+// clang-format on
 
 #endif
