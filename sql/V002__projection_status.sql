@@ -54,35 +54,45 @@ CREATE TABLE IF NOT EXISTS read_model.projection_dead_letter (
 );
 
 -- lag_events here is an estimate: head minus last position counts the
--- positions of rolled-back appends too.
-CREATE OR REPLACE VIEW read_model.projection_status AS
-SELECT m.projection_name,
-       m.status,
-       m.last_position,
-       h.head_position,
-       greatest(h.head_position - m.last_position, 0) AS lag_events,
-       m.events_processed,
-       m.events_skipped,
-       m.events_ignored,
-       m.apply_latency_ms,
-       m.last_error,
-       m.last_error_at,
-       m.owner,
-       m.heartbeat_at,
-       m.updated_at,
-       (m.status <> 'failed'
-        AND m.heartbeat_at IS NOT NULL
-        AND m.heartbeat_at > now() - interval '30 seconds') AS healthy
-  FROM read_model.projection_metadata m
- CROSS JOIN (SELECT coalesce(max(global_position), 0) AS head_position
-               FROM event_store.domain_event) h;
+-- positions of rolled-back appends too. Created only if missing: later
+-- migrations (V008) extend it, and running this file again must not undo that.
+DO $do$
+BEGIN
+    IF to_regclass('read_model.projection_status') IS NULL THEN
+        CREATE VIEW read_model.projection_status AS
+        SELECT m.projection_name,
+               m.status,
+               m.last_position,
+               h.head_position,
+               greatest(h.head_position - m.last_position, 0) AS lag_events,
+               m.events_processed,
+               m.events_skipped,
+               m.events_ignored,
+               m.apply_latency_ms,
+               m.last_error,
+               m.last_error_at,
+               m.owner,
+               m.heartbeat_at,
+               m.updated_at,
+               (m.status <> 'failed'
+                AND m.heartbeat_at IS NOT NULL
+                AND m.heartbeat_at > now() - interval '30 seconds') AS healthy
+          FROM read_model.projection_metadata m
+         CROSS JOIN (SELECT coalesce(max(global_position), 0) AS head_position
+                       FROM event_store.domain_event) h;
+    END IF;
+END
+$do$;
 
--- Writes a projection's checkpoint; called by the daemon in the same
--- transaction as the batch's read-model changes. The write is a
--- compare-and-set on checkpoint_seq: a writer whose view of the checkpoint
--- is stale (another instance moved it) fails with SQLSTATE PJ001 and its
--- whole batch rolls back.
-CREATE OR REPLACE FUNCTION read_model.projectord_save_checkpoint(
+-- Writes a checkpoint row, of read_model.projection_metadata (the live
+-- projection) or read_model.projection_rebuild (its shadow during a
+-- rebuild); called by the daemon in the same transaction as the batch's
+-- read-model changes. The write is a compare-and-set on checkpoint_seq: a
+-- writer whose view of the checkpoint is stale (another instance moved it,
+-- or a rebuild swapped it) fails with SQLSTATE PJ001 and its whole batch
+-- rolls back.
+CREATE OR REPLACE FUNCTION read_model.projectord_write_checkpoint(
+    p_table           text,
     p_name            text,
     p_expected_seq    bigint,
     p_snapshot_lo     text,
@@ -108,40 +118,63 @@ DECLARE
     v_seq       bigint;
     v_committed timestamptz;
 BEGIN
+    IF p_table NOT IN ('projection_metadata', 'projection_rebuild') THEN
+        RAISE EXCEPTION 'projectord_write_checkpoint: no checkpoint table %', p_table;
+    END IF;
     IF p_last_txid IS NOT NULL AND current_setting('track_commit_timestamp') = 'on' THEN
         v_committed := pg_xact_commit_timestamp(xid(p_last_txid));
     END IF;
-    UPDATE read_model.projection_metadata
-       SET tail_snapshot_lo     = p_snapshot_lo,
-           tail_snapshot_hi     = p_snapshot_hi,
-           tail_window_position = p_window_position,
-           tail_window_max      = p_window_max,
-           last_position        = greatest(last_position, p_last_position),
-           last_event_id        = greatest(last_event_id, p_last_position),
-           checkpoint_seq       = checkpoint_seq + 1,
-           events_processed     = events_processed + p_processed,
-           events_ignored       = events_ignored + p_ignored,
-           events_skipped       = events_skipped + p_skipped,
-           lag_events           = greatest(p_head - greatest(last_position, p_last_position), 0),
-           apply_latency_ms     = CASE WHEN p_last_txid IS NULL THEN apply_latency_ms
-                                       ELSE 1000 * extract(epoch FROM clock_timestamp()
-                                                 - coalesce(v_committed, p_last_occurred)) END,
-           status               = p_status,
-           owner                = p_owner,
-           last_error           = coalesce(p_error, last_error),
-           last_error_sqlstate  = CASE WHEN p_error IS NULL THEN last_error_sqlstate ELSE p_error_sqlstate END,
-           last_error_position  = CASE WHEN p_error IS NULL THEN last_error_position ELSE p_error_position END,
-           last_error_at        = CASE WHEN p_error IS NULL THEN last_error_at ELSE now() END,
-           heartbeat_at         = now(),
-           updated_at           = now()
-     WHERE projection_name = p_name
-       AND checkpoint_seq = p_expected_seq
-    RETURNING checkpoint_seq INTO v_seq;
-    IF NOT FOUND THEN
+    EXECUTE format($u$
+        UPDATE read_model.%I
+           SET tail_snapshot_lo     = $3,
+               tail_snapshot_hi     = $4,
+               tail_window_position = $5,
+               tail_window_max      = $6,
+               last_position        = greatest(last_position, $7),
+               last_event_id        = greatest(last_event_id, $7),
+               checkpoint_seq       = checkpoint_seq + 1,
+               events_processed     = events_processed + $8,
+               events_ignored       = events_ignored + $9,
+               events_skipped       = events_skipped + $10,
+               lag_events           = greatest($11 - greatest(last_position, $7), 0),
+               apply_latency_ms     = CASE WHEN $17 THEN apply_latency_ms
+                                           ELSE 1000 * extract(epoch FROM clock_timestamp() - $18) END,
+               status               = $12,
+               owner                = $13,
+               last_error           = coalesce($14, last_error),
+               last_error_sqlstate  = CASE WHEN $14 IS NULL THEN last_error_sqlstate ELSE $15 END,
+               last_error_position  = CASE WHEN $14 IS NULL THEN last_error_position ELSE $16 END,
+               last_error_at        = CASE WHEN $14 IS NULL THEN last_error_at ELSE now() END,
+               heartbeat_at         = now(),
+               updated_at           = now()
+         WHERE projection_name = $1 AND checkpoint_seq = $2
+        RETURNING checkpoint_seq$u$, p_table)
+       INTO v_seq
+      USING p_name, p_expected_seq, p_snapshot_lo, p_snapshot_hi, p_window_position,
+            p_window_max, p_last_position, p_processed, p_ignored, p_skipped, p_head,
+            p_status, p_owner, p_error, p_error_sqlstate, p_error_position,
+            p_last_txid IS NULL, coalesce(v_committed, p_last_occurred);
+    IF v_seq IS NULL THEN
         RAISE EXCEPTION 'projection %: checkpoint moved by another writer (expected seq %)',
             p_name, p_expected_seq
             USING ERRCODE = 'PJ001';
     END IF;
     RETURN v_seq;
 END;
+$$;
+
+-- The live projection's checkpoint (see projectord_write_checkpoint).
+CREATE OR REPLACE FUNCTION read_model.projectord_save_checkpoint(
+    p_name text, p_expected_seq bigint, p_snapshot_lo text, p_snapshot_hi text,
+    p_window_position bigint, p_window_max bigint, p_last_position bigint, p_processed bigint,
+    p_ignored bigint, p_skipped bigint, p_head bigint, p_status text, p_owner text,
+    p_error text, p_error_sqlstate text, p_error_position bigint, p_last_txid xid8,
+    p_last_occurred timestamptz)
+RETURNS bigint
+LANGUAGE sql
+AS $$
+    SELECT read_model.projectord_write_checkpoint('projection_metadata', p_name, p_expected_seq,
+        p_snapshot_lo, p_snapshot_hi, p_window_position, p_window_max, p_last_position,
+        p_processed, p_ignored, p_skipped, p_head, p_status, p_owner, p_error,
+        p_error_sqlstate, p_error_position, p_last_txid, p_last_occurred)
 $$;

@@ -124,6 +124,10 @@ static const struct key top_keys[] = {
      .def_int = 1000,
      .min = 10,
      .max = 3600000},
+    {.name = "rebuild_on_version_change",
+     .type = KEY_BOOL,
+     .offset = AT(rebuild_on_version_change),
+     .def_int = true},
     {.name = "log", .type = KEY_GROUP, .children = log_keys},
     {.name = "projections", .type = KEY_PROJECTIONS},
     {0},
@@ -158,10 +162,42 @@ static bool looks_like_uri(const char *text)
     return strncmp(text, "postgresql://", 13) == 0 || strncmp(text, "postgres://", 11) == 0;
 }
 
+/* Whether text mentions a password keyword (password, sslpassword), in any case. */
+static bool mentions_password(const char *text)
+{
+    for (const char *p = text; *p != '\0'; p++)
+        if (strncasecmp(p, "password", 8) == 0)
+            return true;
+    return false;
+}
+
+/*
+ * Copy libpq's message into dst with every quoted word but "=" masked: the
+ * word libpq stumbled on may be part of a password ('password=two words'
+ * gives 'missing "=" after "words"').
+ */
+static void copy_masked(char *dst, size_t size, const char *msg)
+{
+    size_t n = 0;
+    for (const char *p = msg; *p != '\0' && n + 1 < size; p++) {
+        const char *end = *p == '"' ? strchr(p + 1, '"') : NULL;
+        if (end == NULL) {
+            dst[n++] = *p;
+            continue;
+        }
+        const char *word = end == p + 2 && p[1] == '=' ? "\"=\"" : "\"***\"";
+        for (const char *m = word; *m != '\0' && n + 1 < size; m++)
+            dst[n++] = *m;
+        p = end;
+    }
+    dst[n] = '\0';
+}
+
 /*
  * libpq's message is passed on for key=value strings ('invalid connection
- * option "hots"') but not for URIs, where it may quote the whole URI,
- * password included.
+ * option "hots"'), with its quoted words masked when the string holds a
+ * password, but not for URIs, where it may quote the whole URI, password
+ * included.
  */
 static bool conninfo_valid(const char *text, char *why, size_t whylen)
 {
@@ -173,9 +209,13 @@ static bool conninfo_valid(const char *text, char *why, size_t whylen)
         PQconninfoFree(opts);
         return true;
     }
-    if (msg != NULL && !looks_like_uri(text)) {
+    if (msg != NULL && !looks_like_uri(text) && whylen > 2) {
         msg[strcspn(msg, "\n")] = '\0';
-        snprintf(why, whylen, ": %s", msg);
+        snprintf(why, whylen, ": ");
+        if (mentions_password(text))
+            copy_masked(why + 2, whylen - 2, msg);
+        else
+            snprintf(why + 2, whylen - 2, "%s", msg);
     }
     PQfreemem(msg);
     return false;

@@ -36,6 +36,7 @@ struct config {
     char *listen_channel;
     int batch_size;
     int poll_interval_ms;
+    bool rebuild_on_version_change; /* rebuild a projection whose compiled-in version changed */
     enum log_level log_level;
     enum log_format log_format;
     size_t n_projections; /* one per compiled-in projection, registry order */

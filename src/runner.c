@@ -38,7 +38,15 @@
 #define CLAIM_INTERVAL_S      2.0 /* how often a standby tries to take a projection over */
 
 /* The runner's own statements, prepared once per session next to the handlers'. */
-enum runner_stmt { RS_OPEN, RS_FETCH, RS_CHECKPOINT, RS_DEAD_LETTER, RS_NOTE, RS_COUNT };
+enum runner_stmt {
+    RS_OPEN,
+    RS_FETCH,
+    RS_CHECKPOINT,
+    RS_REBUILD_CHECKPOINT,
+    RS_DEAD_LETTER,
+    RS_NOTE,
+    RS_COUNT
+};
 static const struct {
     const char *name;
     const char *sql;
@@ -47,6 +55,8 @@ static const struct {
     [RS_OPEN] = {"open_window", SQL_OPEN_WINDOW, 2},
     [RS_FETCH] = {"fetch", SQL_FETCH, 6},
     [RS_CHECKPOINT] = {"checkpoint", SQL_CHECKPOINT, SQL_CHECKPOINT_NPARAMS},
+    [RS_REBUILD_CHECKPOINT] = {"rebuild_checkpoint", SQL_REBUILD_CHECKPOINT,
+                               SQL_CHECKPOINT_NPARAMS},
     [RS_DEAD_LETTER] = {"dead_letter", SQL_DEAD_LETTER, 7},
     [RS_NOTE] = {"note", SQL_NOTE, 6},
 };
@@ -65,6 +75,8 @@ enum rstate {
     R_ROLLBACK, /* a statement failed: waiting for the sync */
     R_COMMIT,   /* checkpoint and sync sent */
     R_NOTE,     /* status-only write in flight */
+    R_SWAP,     /* shadow: trying to swap the rebuilt tables in */
+    R_ABANDON,  /* shadow: giving the rebuild up */
     R_WAIT,     /* backing off before a retry */
     R_DONE,
 };
@@ -110,7 +122,27 @@ struct runner {
     bool heartbeat_due;
     bool announced; /* the status row says what we are doing (not still 'starting') */
     char *types;    /* text[] literal of the handled event types, NULL for all */
+    char *tables;   /* text[] literal of the projection's tables */
     char version[12];
+    char *search_path;
+
+    /*
+     * Rebuilds. The live runner spawns a shadow runner (its child) that
+     * replays everything into shadow tables; when the shadow has caught up
+     * it holds the live runner (no new window), catches up once more and
+     * swaps tables and checkpoint in; the live runner then reloads.
+     */
+    bool shadow;            /* this runner builds the shadow tables */
+    struct runner *parent;  /* shadow: the live runner */
+    struct runner *child;   /* live: the shadow under way, or NULL */
+    bool rebuild_requested; /* live: asked for in the status table, or a version change */
+    bool rebuild_then_stop; /* live: a one-shot `projectord rebuild`: stop when it is done */
+    bool rebuild_ok;        /* live: the last rebuild swapped in */
+    bool held;              /* live: the shadow is finishing; open no new window */
+    bool reload_pending;    /* live: the checkpoint was swapped: load it again */
+    bool rebuild_begun;     /* shadow: its tables and checkpoint row exist */
+    bool caught_up;         /* shadow: the last window opened was empty */
+    bool swapped;           /* shadow: the last swap attempt succeeded */
 
     struct checkpoint cp;
     int64_t head;
@@ -137,6 +169,7 @@ struct runner {
     ev_timer heartbeat_timer;
     ev_timer deferred_timer;
     ev_timer claim_timer;
+    ev_timer reap_timer; /* live: frees a finished child outside its own callbacks */
     struct backoff backoff;
 };
 
@@ -150,6 +183,13 @@ static void next_step(struct runner *r);
 static void send_batch(struct runner *r);
 static void send_checkpoint(struct runner *r);
 static void clear_batch(struct runner *r);
+static void on_claim_done(struct runner *r);
+static void start_rebuild(struct runner *r);
+static void shadow_step(struct runner *r);
+static void send_swap(struct runner *r);
+static void on_swap_done(struct runner *r);
+static void rebuild_over(struct runner *r, bool swapped);
+static int queue_checkpoint(struct runner *r);
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -174,32 +214,50 @@ static int64_t parse_i64(const char *text)
     return text && *text ? strtoll(text, NULL, 10) : 0;
 }
 
-/* A text[] literal of the handled event types; NULL when a handler takes all. */
-static char *types_literal(const struct projection *p)
+/* A text[] literal of items, quoted and escaped. Caller frees; NULL when out of memory. */
+static char *array_literal(const char *const *items, size_t n)
 {
-    if (registry_handles_all(p))
-        return NULL;
     size_t size = 3;
-    for (const struct pj_handler *h = p->handlers; h->event_type; h++)
-        size += 2 * strlen(h->event_type) + 3;
+    for (size_t i = 0; i < n; i++)
+        size += 2 * strlen(items[i]) + 3;
     char *out = malloc(size), *o = out;
     if (!out)
         return NULL;
     *o++ = '{';
-    for (const struct pj_handler *h = p->handlers; h->event_type; h++) {
-        if (h != p->handlers)
+    for (size_t i = 0; i < n; i++) {
+        if (i > 0)
             *o++ = ',';
         *o++ = '"';
-        for (const char *s = h->event_type; *s; s++) {
-            if (*s == '"' || *s == '\\')
+        for (const char *c = items[i]; *c; c++) {
+            if (*c == '"' || *c == '\\')
                 *o++ = '\\';
-            *o++ = *s;
+            *o++ = *c;
         }
         *o++ = '"';
     }
     *o++ = '}';
     *o = '\0';
     return out;
+}
+
+/* The handled event types as text[]; NULL when a handler takes all (or out of memory). */
+static char *types_literal(const struct projection *p)
+{
+    if (registry_handles_all(p))
+        return NULL;
+    const char *types[64];
+    size_t n = 0;
+    for (const struct pj_handler *h = p->handlers; h->event_type && n < 64; h++)
+        types[n++] = h->event_type;
+    return array_literal(types, n);
+}
+
+static char *tables_literal(const struct projection *p)
+{
+    size_t n = 0;
+    while (p->tables[n])
+        n++;
+    return array_literal(p->tables, n);
 }
 
 static bool is_data_error(const char *sqlstate)
@@ -211,6 +269,8 @@ static const char *current_status(const struct runner *r)
 {
     if (r->failed)
         return "failed";
+    if (r->child)
+        return "rebuilding";
     return r->cp.window_open ? "catching_up" : "live";
 }
 
@@ -308,10 +368,13 @@ static void begin_request(struct runner *r, enum rstate state)
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
-struct runner *runner_new(struct ev_loop *loop, const struct projection *p,
-                          const struct projection_config *pc, const struct config *cfg,
-                          const char *owner, struct fleet *fleet, runner_done_cb done,
-                          void *done_arg)
+static void reap_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* A live runner (shadow = NULL), or the shadow that rebuilds parent's tables. */
+static struct runner *create(struct ev_loop *loop, const struct projection *p,
+                             const struct projection_config *pc, const struct config *cfg,
+                             const char *owner, struct fleet *fleet, struct runner *parent,
+                             runner_done_cb done, void *done_arg)
 {
     struct runner *r = calloc(1, sizeof *r);
     if (!r)
@@ -329,8 +392,16 @@ struct runner *runner_new(struct ev_loop *loop, const struct projection *p,
     r->backoff = (struct backoff)BACKOFF_INIT(RETRY_INITIAL_S, RETRY_MAX_S);
     snprintf(r->version, sizeof r->version, "%d", p->version);
     r->types = types_literal(p);
-    r->conn = pgconn_new(loop, p->name, cfg->conninfo, conn_cb, r);
-    if (!r->conn || set_str(&r->cp.lo, SNAPSHOT_NONE) < 0 ||
+    r->tables = tables_literal(p);
+    r->shadow = parent != NULL;
+    r->parent = parent;
+    char label[128], path[128];
+    snprintf(label, sizeof label, "%s%s", p->name, r->shadow ? " (rebuild)" : "");
+    snprintf(path, sizeof path, "%s%s, public", r->shadow ? "projectord_rebuild_" : "read_model",
+             r->shadow ? p->name : "");
+    r->search_path = strdup(path);
+    r->conn = pgconn_new(loop, label, cfg->conninfo, conn_cb, r);
+    if (!r->conn || !r->tables || !r->search_path || set_str(&r->cp.lo, SNAPSHOT_NONE) < 0 ||
         set_str(&r->cp.hi, SNAPSHOT_NONE) < 0 || (!r->types && !registry_handles_all(p))) {
         runner_free(r);
         return NULL;
@@ -344,7 +415,17 @@ struct runner *runner_new(struct ev_loop *loop, const struct projection *p,
     r->deferred_timer.data = r;
     ev_timer_init(&r->claim_timer, claim_cb, CLAIM_INTERVAL_S, 0.0);
     r->claim_timer.data = r;
+    ev_timer_init(&r->reap_timer, reap_cb, 0.0, 0.0);
+    r->reap_timer.data = r;
     return r;
+}
+
+struct runner *runner_new(struct ev_loop *loop, const struct projection *p,
+                          const struct projection_config *pc, const struct config *cfg,
+                          const char *owner, struct fleet *fleet, runner_done_cb done,
+                          void *done_arg)
+{
+    return create(loop, p, pc, cfg, owner, fleet, NULL, done, done_arg);
 }
 
 void runner_free(struct runner *r)
@@ -355,12 +436,16 @@ void runner_free(struct runner *r)
     ev_timer_stop(r->loop, &r->heartbeat_timer);
     ev_timer_stop(r->loop, &r->deferred_timer);
     ev_timer_stop(r->loop, &r->claim_timer);
+    ev_timer_stop(r->loop, &r->reap_timer);
+    runner_free(r->child);
     clear_batch(r);
     batch_free(&r->ctx);
     pgconn_free(r->conn);
     free(r->cp.lo);
     free(r->cp.hi);
     free(r->types);
+    free(r->tables);
+    free(r->search_path);
     free(r);
 }
 
@@ -371,7 +456,8 @@ const char *runner_name(const struct runner *r)
 
 void runner_start(struct runner *r)
 {
-    ev_timer_start(r->loop, &r->heartbeat_timer);
+    if (!r->shadow)
+        ev_timer_start(r->loop, &r->heartbeat_timer);
     pgconn_start(r->conn);
 }
 
@@ -383,14 +469,19 @@ static void finish(struct runner *r)
     ev_timer_stop(r->loop, &r->deferred_timer);
     ev_timer_stop(r->loop, &r->claim_timer);
     pgconn_close(r->conn);
-    log_info("%s: stopped at position %" PRId64, r->proj->name, r->cp.last_position);
+    log_info("%s%s: stopped at position %" PRId64, r->proj->name, r->shadow ? " (rebuild)" : "",
+             r->cp.last_position);
     r->done(r, r->done_arg);
 }
 
 /* ---- requests ----------------------------------------------------------- */
 
+static void after_note(struct runner *r);
+
 static int exec_stmt(struct runner *r, enum runner_stmt st, const char *const *params)
 {
+    if (st == RS_CHECKPOINT && r->shadow)
+        st = RS_REBUILD_CHECKPOINT;
     return pgconn_exec_prepared(r->conn, runner_stmts[st].name, runner_stmts[st].nparams, params);
 }
 
@@ -403,9 +494,27 @@ static void send_note(struct runner *r, const char *status, const char *error, c
         r->proj->name, status, r->owner, error, sqlstate && *sqlstate ? sqlstate : NULL,
         instance_key};
     r->after_note = then;
+    if (r->shadow) {
+        /* The live runner keeps the status row; the rebuild's is its checkpoint. */
+        after_note(r);
+        return;
+    }
     begin_request(r, R_NOTE);
     if (exec_stmt(r, RS_NOTE, params) < 0 || pgconn_sync(r->conn) < 0)
         r->state = R_DOWN; /* PGCONN_LOST follows */
+}
+
+static void wait_and_retry(struct runner *r);
+
+/* What a status note was for, once it is written (or, for a shadow, skipped). */
+static void after_note(struct runner *r)
+{
+    if (r->after_note == NOTE_THEN_DONE)
+        finish(r);
+    else if (r->after_note == NOTE_THEN_WAIT)
+        wait_and_retry(r);
+    else
+        next_step(r);
 }
 
 static void wait_and_retry(struct runner *r)
@@ -441,11 +550,28 @@ static int send_claim_statement(struct runner *r)
     return pgconn_query(r->conn, SQL_CLAIM, 5, params);
 }
 
+/* A shadow creates its tables (once) before its statements can be prepared. */
+static int send_shadow_begin(struct runner *r)
+{
+    const char *params[] = {r->proj->name, r->tables, r->owner};
+    if (!r->shadow || r->rebuild_begun)
+        return 0;
+    return pgconn_query(r->conn, SQL_BEGIN_REBUILD, 3, params);
+}
+
+/* ... and ends its setup by loading its checkpoint. */
+static int send_shadow_load(struct runner *r)
+{
+    const char *params[] = {r->proj->name};
+    return pgconn_query(r->conn, SQL_LOAD_REBUILD, 1, params);
+}
+
 static void send_setup(struct runner *r)
 {
     begin_request(r, R_SETUP);
+    const char *path[] = {r->search_path};
     bool ok = pgconn_query(r->conn, "DEALLOCATE ALL", 0, NULL) == 0 &&
-              pgconn_query(r->conn, SQL_SESSION_SETUP, 0, NULL) == 0;
+              pgconn_query(r->conn, SQL_SESSION_SETUP, 1, path) == 0 && send_shadow_begin(r) == 0;
     for (int i = 0; ok && i < RS_COUNT; i++)
         ok = pgconn_prepare(r->conn, runner_stmts[i].name, runner_stmts[i].sql,
                             runner_stmts[i].nparams) == 0;
@@ -455,7 +581,8 @@ static void send_setup(struct runner *r)
         ok = pgconn_prepare(r->conn, name, r->proj->statements[i].sql,
                             r->proj->statements[i].nparams) == 0;
     }
-    if (!ok || send_claim_statement(r) < 0 || pgconn_sync(r->conn) < 0)
+    if (!ok || (r->shadow ? send_shadow_load(r) : send_claim_statement(r)) < 0 ||
+        pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
 }
 
@@ -477,6 +604,12 @@ static void send_register(struct runner *r)
 /* Another instance holds the projection: look again in a while. */
 static void stand_by(struct runner *r)
 {
+    if (r->rebuild_then_stop) {
+        log_error("%s: another instance took the projection over; ask it to rebuild instead",
+                  r->proj->name);
+        finish(r);
+        return;
+    }
     if (!r->standing_by)
         log_info("%s: standing by (owned by another instance, or this one has its share)",
                  r->proj->name);
@@ -679,7 +812,8 @@ static void next_checkpoint(const struct runner *r, struct checkpoint *next, con
         next->last_position = next->window_pos;
 }
 
-static void send_checkpoint(struct runner *r)
+/* Queue the checkpoint this batch commits (the batch's own statements went before). */
+static int queue_checkpoint(struct runner *r)
 {
     struct checkpoint next;
     const char *status;
@@ -699,7 +833,7 @@ static void send_checkpoint(struct runner *r)
         fmt_i64(ignored, r->ignored),
         fmt_i64(skipped, r->skipped),
         fmt_i64(head, r->head),
-        status,
+        r->shadow && !stop_at ? "rebuilding" : status,
         r->owner,
         stop_at ? stop_at->error : NULL,
         stop_at && stop_at->sqlstate[0] ? stop_at->sqlstate : NULL,
@@ -707,9 +841,14 @@ static void send_checkpoint(struct runner *r)
         r->cut > 0 ? event_value(r, r->cut - 1, FC_TRANSACTION_ID) : NULL,
         r->cut > 0 ? event_value(r, r->cut - 1, FC_OCCURRED_AT) : NULL,
     };
+    return exec_stmt(r, RS_CHECKPOINT, params);
+}
+
+static void send_checkpoint(struct runner *r)
+{
     begin_request(r, R_COMMIT);
     r->new_seq = -1;
-    if (exec_stmt(r, RS_CHECKPOINT, params) < 0 || pgconn_sync(r->conn) < 0)
+    if (queue_checkpoint(r) < 0 || pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
 }
 
@@ -735,11 +874,13 @@ static void committed(struct runner *r)
     backoff_reset(&r->backoff);
     if (stop_at) {
         r->failed = true;
-        log_error("%s: event at position %" PRId64 " (%s) is bad: %s%s%s; projection stopped "
-                  "(on_error = stop)",
-                  r->proj->name, event_position(r, stop_at->index),
-                  event_value(r, stop_at->index, FC_EVENT_TYPE), stop_at->error,
-                  stop_at->sqlstate[0] ? ", SQLSTATE " : "", stop_at->sqlstate);
+        snprintf(r->err_msg, sizeof r->err_msg, "event at position %" PRId64 " (%s): %s",
+                 event_position(r, stop_at->index), event_value(r, stop_at->index, FC_EVENT_TYPE),
+                 stop_at->error);
+        log_error("%s%s: %s%s%s; %s stopped (on_error = stop)", r->proj->name,
+                  r->shadow ? " (rebuild)" : "", r->err_msg,
+                  stop_at->sqlstate[0] ? ", SQLSTATE " : "", stop_at->sqlstate,
+                  r->shadow ? "rebuild" : "projection");
     }
     for (size_t i = 0; stop_at == NULL && i < r->nbad; i++)
         log_warning("%s: event at position %" PRId64 " dead-lettered: %s", r->proj->name,
@@ -786,6 +927,19 @@ static void on_claim_result(struct runner *r, const PGresult *res)
     }
 }
 
+static void on_register_done(struct runner *r);
+
+static void on_setup_done(struct runner *r)
+{
+    if (!r->shadow || r->err_stmt >= 0) {
+        on_claim_done(r);
+        return;
+    }
+    r->set_up = true;
+    r->rebuild_begun = true;
+    on_register_done(r);
+}
+
 static void on_claim_done(struct runner *r)
 {
     if (r->err_stmt >= 0) {
@@ -809,10 +963,26 @@ static void on_claim_done(struct runner *r)
     send_register(r);
 }
 
+/* A projection built by other code than this binary's is rebuilt (if so configured). */
+static void check_version(struct runner *r, const char *stored)
+{
+    if (r->shadow || !stored || strcmp(stored, r->version) == 0 || r->rebuild_requested)
+        return;
+    if (!r->cfg->rebuild_on_version_change) {
+        log_warning("%s: tables built by version %s, this is version %s; not rebuilding "
+                    "(rebuild_on_version_change = false)",
+                    r->proj->name, stored, r->version);
+        return;
+    }
+    log_info("%s: tables built by version %s, this is version %s: rebuilding", r->proj->name,
+             stored, r->version);
+    r->rebuild_requested = true;
+}
+
 static void on_register_result(struct runner *r, const PGresult *res)
 {
     record_error(r, res);
-    if (pgconn_result_ok(res) && PQntuples(res) == 1 && PQnfields(res) == 6) {
+    if (pgconn_result_ok(res) && PQntuples(res) == 1 && PQnfields(res) == 8) {
         if (set_str(&r->cp.lo, PQgetvalue(res, 0, 0)) < 0 ||
             set_str(&r->cp.hi, PQgetvalue(res, 0, 1)) < 0)
             r->err_stmt = (int)r->results;
@@ -821,6 +991,8 @@ static void on_register_result(struct runner *r, const PGresult *res)
         r->cp.last_position = parse_i64(PQgetvalue(res, 0, 4));
         r->cp.seq = parse_i64(PQgetvalue(res, 0, 5));
         r->cp.window_open = strcmp(r->cp.lo, r->cp.hi) != 0;
+        r->rebuild_requested |= strcmp(PQgetvalue(res, 0, 7), "t") == 0;
+        check_version(r, PQgetisnull(res, 0, 6) ? NULL : PQgetvalue(res, 0, 6));
     }
     r->results++;
 }
@@ -838,7 +1010,8 @@ static void on_register_done(struct runner *r)
     }
     snapshot_free(&lo);
     snapshot_free(&hi);
-    log_info("%s: owned by this instance; resuming at position %" PRId64 "%s", r->proj->name,
+    log_info("%s: %s at position %" PRId64 "%s", r->proj->name,
+             r->shadow ? "rebuild resuming" : "owned by this instance; resuming",
              r->cp.last_position, r->cp.window_open ? " (inside a window)" : "");
     r->announced = false;
     r->state = R_IDLE;
@@ -856,6 +1029,7 @@ static void on_open_result(struct runner *r, const PGresult *res)
     if (PQgetisnull(res, 0, 1)) {
         /* Nothing committed in the window: slide without a write. */
         r->heartbeat_due |= !r->announced; /* but say we are live */
+        r->caught_up = true;
         if (set_str(&r->cp.lo, PQgetvalue(res, 0, 0)) < 0 ||
             set_str(&r->cp.hi, PQgetvalue(res, 0, 0)) < 0)
             r->err_stmt = 0;
@@ -937,8 +1111,7 @@ static void on_commit_done(struct runner *r)
     if (strcmp(r->err_state, SQLSTATE_CHECKPOINT_MOVED) == 0) {
         log_warning("%s: %s; reloading it", r->proj->name, r->err_msg);
         clear_batch(r);
-        r->set_up = false;
-        send_setup(r);
+        send_register(r);
         return;
     }
     batch_error(r, "commit batch", r->err_state, r->err_msg);
@@ -948,6 +1121,11 @@ static void on_result(struct runner *r, const PGresult *res)
 {
     switch (r->state) {
     case R_SETUP:
+        if (r->shadow)
+            on_register_result(r, res);
+        else
+            on_claim_result(r, res);
+        break;
     case R_CLAIM:
         on_claim_result(r, res);
         break;
@@ -967,10 +1145,26 @@ static void on_result(struct runner *r, const PGresult *res)
         on_commit_result(r, res);
         break;
     case R_NOTE:
-        if (!pgconn_result_ok(res))
+        if (!pgconn_result_ok(res)) {
             log_warning("%s: status update failed: %s", r->proj->name, pgconn_error_line(res));
-        else if (PQntuples(res) == 1)
+        } else if (PQntuples(res) == 1) {
             r->fleet->instances = (int)parse_i64(PQgetvalue(res, 0, 0));
+            /* While a rebuild runs its request stays set: it is not a new one. */
+            r->rebuild_requested |= !r->child && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+        }
+        break;
+    case R_SWAP: /* the checkpoint's new seq, then whether the swap happened */
+        record_error(r, res);
+        if (pgconn_result_ok(res) && PQntuples(res) == 1 && r->results == 0)
+            r->new_seq = parse_i64(PQgetvalue(res, 0, 0));
+        else if (pgconn_result_ok(res) && PQntuples(res) == 1)
+            r->swapped = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        r->results++;
+        break;
+    case R_ABANDON:
+        if (!pgconn_result_ok(res))
+            log_warning("%s: could not record the failed rebuild: %s", r->proj->name,
+                        pgconn_error_line(res));
         break;
     default:
         break;
@@ -981,6 +1175,8 @@ static void on_sync(struct runner *r)
 {
     switch (r->state) {
     case R_SETUP:
+        on_setup_done(r);
+        break;
     case R_CLAIM:
         on_claim_done(r);
         break;
@@ -1013,12 +1209,13 @@ static void on_sync(struct runner *r)
         on_commit_done(r);
         break;
     case R_NOTE:
-        if (r->after_note == NOTE_THEN_DONE)
-            finish(r);
-        else if (r->after_note == NOTE_THEN_WAIT)
-            wait_and_retry(r);
-        else
-            next_step(r);
+        after_note(r);
+        break;
+    case R_SWAP:
+        on_swap_done(r);
+        break;
+    case R_ABANDON:
+        rebuild_over(r, false);
         break;
     default:
         break;
@@ -1061,22 +1258,146 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
 
 /* ---- scheduling ------------------------------------------------------------ */
 
+/* ---- rebuilds ------------------------------------------------------------- */
+
+static void shadow_done(struct runner *child, void *arg)
+{
+    (void)child;
+    struct runner *r = arg;
+    ev_timer_start(r->loop, &r->reap_timer); /* not from inside the child's callbacks */
+}
+
+static void reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct runner *r = w->data;
+    if (!r->child || r->child->state != R_DONE)
+        return;
+    runner_free(r->child);
+    r->child = NULL;
+    r->held = false;
+    if (r->rebuild_then_stop)
+        runner_stop(r);
+    else if (r->state == R_IDLE)
+        next_step(r);
+}
+
+static void start_rebuild(struct runner *r)
+{
+    r->rebuild_requested = false;
+    r->rebuild_ok = false;
+    r->child = create(r->loop, r->proj, r->pcfg, r->cfg, r->owner, r->fleet, r, shadow_done, r);
+    if (!r->child) {
+        log_error("%s: out of memory starting a rebuild", r->proj->name);
+        return;
+    }
+    log_info("%s: rebuilding into shadow tables (schema projectord_rebuild_%s)", r->proj->name,
+             r->proj->name);
+    runner_start(r->child);
+}
+
+/* The end of a rebuild, swapped in or given up; the live runner goes on. */
+static void rebuild_over(struct runner *r, bool swapped)
+{
+    struct runner *live = r->parent;
+    live->held = false;
+    live->rebuild_ok = swapped;
+    if (swapped) {
+        live->failed = false;
+        live->reload_pending = true;
+        log_info("%s: rebuilt tables swapped in at position %" PRId64, r->proj->name,
+                 r->cp.last_position);
+    }
+    finish(r);
+}
+
+/*
+ * What a shadow does between batches: catch up until a window comes back
+ * empty; then hold the live runner (it opens no new window), catch up once
+ * more, and swap. The last window is opened after the hold, so its snapshot
+ * covers everything the live projection has applied; if the swap still
+ * finds otherwise, it simply goes round again.
+ */
+static void shadow_step(struct runner *r)
+{
+    if (r->failed) {
+        const char *params[] = {r->proj->name, r->err_msg};
+        begin_request(r, R_ABANDON);
+        if (pgconn_query(r->conn, SQL_ABANDON_REBUILD, 2, params) < 0 || pgconn_sync(r->conn) < 0)
+            r->state = R_DOWN;
+        return;
+    }
+    if (r->cp.window_open) {
+        send_fetch(r);
+    } else if (!r->caught_up) {
+        send_open(r);
+    } else if (!r->parent->held) {
+        r->parent->held = true;
+        r->caught_up = false;
+        send_open(r);
+    } else {
+        send_swap(r);
+    }
+}
+
+/* Write the shadow's checkpoint and try the swap, in one transaction. */
+static void send_swap(struct runner *r)
+{
+    char version[12];
+    snprintf(version, sizeof version, "%d", r->proj->version);
+    const char *params[] = {r->proj->name, r->tables, version};
+    clear_batch(r);
+    begin_request(r, R_SWAP);
+    r->new_seq = -1;
+    r->swapped = false;
+    if (queue_checkpoint(r) < 0 || pgconn_query(r->conn, SQL_FINISH_REBUILD, 3, params) < 0 ||
+        pgconn_sync(r->conn) < 0)
+        r->state = R_DOWN;
+}
+
+static void on_swap_done(struct runner *r)
+{
+    if (r->err_stmt >= 0) {
+        batch_error(r, "swap rebuilt tables", r->err_state, r->err_msg);
+        return;
+    }
+    r->cp.seq = r->new_seq;
+    r->dirty = false;
+    if (r->swapped) {
+        rebuild_over(r, true);
+        return;
+    }
+    r->caught_up = false;
+    next_step(r);
+}
+
 /* Decide what to do once a step has completed and the connection is idle. */
 static void next_step(struct runner *r)
 {
     r->state = R_IDLE;
-    bool over_share = r->fleet->owned > fleet_share(r->fleet);
+    bool over_share = !r->shadow && !r->child && r->fleet->owned > fleet_share(r->fleet);
     if ((r->stopping || over_share) && r->dirty) {
         clear_batch(r);
         send_checkpoint(r);
         return;
     }
     if (r->stopping) {
-        send_note(r, r->failed ? "failed" : "stopped", NULL, NULL, NOTE_THEN_DONE);
+        if (r->child)
+            return; /* the rebuild stops first; reap_cb comes back here */
+        if (r->shadow)
+            finish(r);
+        else
+            send_note(r, r->failed ? "failed" : "stopped", NULL, NULL, NOTE_THEN_DONE);
         return;
     }
     if (over_share) {
         send_release(r);
+        return;
+    }
+    if (r->reload_pending) {
+        r->reload_pending = false;
+        send_register(r);
         return;
     }
     if (r->heartbeat_due) {
@@ -1085,11 +1406,17 @@ static void next_step(struct runner *r)
         send_note(r, current_status(r), NULL, NULL, NOTE_THEN_NEXT);
         return;
     }
+    if (r->rebuild_requested && !r->child && !r->shadow)
+        start_rebuild(r);
+    if (r->shadow) {
+        shadow_step(r);
+        return;
+    }
     if (r->failed)
         return;
     if (r->cp.window_open)
         send_fetch(r);
-    else if (r->wake_pending)
+    else if (r->wake_pending && !r->held)
         send_open(r);
 }
 
@@ -1105,6 +1432,8 @@ void runner_stop(struct runner *r)
     if (r->stopping)
         return;
     r->stopping = true;
+    if (r->child)
+        runner_stop(r->child);
     if (r->state == R_IDLE)
         next_step(r);
     else if (r->state == R_DOWN || r->state == R_WAIT || r->state == R_STANDBY)
@@ -1124,7 +1453,7 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
     if (!r->set_up)
         send_setup(r);
-    else if (!r->holds_lock)
+    else if (!r->holds_lock && !r->shadow)
         send_claim(r);
     else
         next_step(r);

@@ -8,12 +8,13 @@
 // clang-format off
 
 /*
- * Handlers name their tables unqualified; see projection.h. The server-side
+ * $1 the search_path: handlers name their tables unqualified, and a rebuild
+ * points them at its shadow schema (projection.h). The server-side
  * keepalives make the server notice a vanished host, and so free the
  * ownership locks it held; tcp_user_timeout bounds unacknowledged sends.
  */
 #define SQL_SESSION_SETUP \
-    "SELECT pg_catalog.set_config('search_path', 'read_model, public', false)," \
+    "SELECT pg_catalog.set_config('search_path', $1, false)," \
     "       pg_catalog.set_config('TimeZone', 'UTC', false)," \
     "       pg_catalog.set_config('DateStyle', 'ISO', false)," \
     "       pg_catalog.set_config('tcp_keepalives_idle', '10', false)," \
@@ -53,7 +54,19 @@
     "   SET status = CASE WHEN $4::bool THEN m.status ELSE 'starting' END,"                        \
     "       owner = EXCLUDED.owner, heartbeat_at = now()"                                          \
     " RETURNING tail_snapshot_lo, tail_snapshot_hi, tail_window_position, tail_window_max,"        \
-    "           last_position, checkpoint_seq"
+    "           last_position, checkpoint_seq, projection_version,"                                  \
+    "           rebuild_requested_at IS NOT NULL"
+
+/* A rebuild's checkpoint, in the columns of SQL_REGISTER. $1 name */
+#define SQL_LOAD_REBUILD                                                                           \
+    "SELECT tail_snapshot_lo, tail_snapshot_hi, tail_window_position, tail_window_max,"           \
+    "       last_position, checkpoint_seq, NULL::int, false"                                      \
+    "  FROM read_model.projection_rebuild WHERE projection_name = $1"
+
+/* See sql/V008__rebuild.sql. $1 name, $2 tables (text[]), $3 owner / version / error */
+#define SQL_BEGIN_REBUILD   "SELECT read_model.projectord_begin_rebuild($1, $2::text[], $3)"
+#define SQL_FINISH_REBUILD  "SELECT read_model.projectord_finish_rebuild($1, $2::text[], $3::int)"
+#define SQL_ABANDON_REBUILD "SELECT read_model.projectord_abandon_rebuild($1, $2)"
 
 /*
  * Open the next window: take a new snapshot hi and find the positions of
@@ -119,6 +132,10 @@ enum fetch_column {
     " $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11::bigint, $12, $13, $14,"    \
     " $15, $16::bigint, $17::xid8, $18::timestamptz)"
 #define SQL_CHECKPOINT_NPARAMS 18
+#define SQL_REBUILD_CHECKPOINT                                                                     \
+    "SELECT read_model.projectord_write_checkpoint('projection_rebuild', $1, $2::bigint, $3, $4,"  \
+    " $5::bigint, $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11::bigint, $12,"  \
+    " $13, $14, $15, $16::bigint, $17::xid8, $18::timestamptz)"
 
 /* $1 name, $2 position, $3 event_id, $4 event_type, $5 error, $6 sqlstate, $7 payload */
 #define SQL_DEAD_LETTER                                                                            \
@@ -130,7 +147,8 @@ enum fetch_column {
 
 /*
  * Heartbeat and status; $4/$5 an error to record, or NULL. Returns how many
- * instances there are ($6 FLEET_INSTANCE_LOCK), for rebalancing.
+ * instances there are ($6 FLEET_INSTANCE_LOCK), for rebalancing, and whether
+ * a rebuild was asked for.
  */
 #define SQL_NOTE \
     "UPDATE read_model.projection_metadata" \
@@ -141,7 +159,8 @@ enum fetch_column {
     " WHERE projection_name = $1" \
     " RETURNING (SELECT count(DISTINCT objid) FROM pg_catalog.pg_locks" \
     "             WHERE locktype = 'advisory' AND classid = $6::int::oid" \
-    "               AND objsubid = 2 AND granted)"
+    "               AND objsubid = 2 AND granted)," \
+    "           rebuild_requested_at IS NOT NULL"
 
 /*
  * Sent when a handler fails after queuing statements of its own: those can
