@@ -27,8 +27,7 @@ static const char *const status_columns[] = {
     "       owner, last_error"                                                                     \
     "  FROM read_model.projection_status ORDER BY projection_name"
 
-/* Connect with a bounded wait; on failure print one line and return NULL. */
-static PGconn *connect_or_report(const struct config *cfg)
+PGconn *cli_connect(const struct config *cfg)
 {
     const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
     const char *vals[] = {CONNECT_TIMEOUT, "projectord", cfg->conninfo ? cfg->conninfo : "", NULL};
@@ -129,7 +128,7 @@ int cli_status(const struct config *cfg, int argc, char **argv)
             return EXIT_USAGE;
         }
     }
-    PGconn *conn = connect_or_report(cfg);
+    PGconn *conn = cli_connect(cfg);
     if (!conn)
         return EXIT_UNAVAILABLE;
     PGresult *res = PQexec(conn, SQL_STATUS);

@@ -6,6 +6,7 @@
 #ifndef PROJECTORD_CLI_H
 #define PROJECTORD_CLI_H
 
+#include <libpq-fe.h>
 #include <stdbool.h>
 
 #include "config.h"
@@ -15,8 +16,17 @@
 #define EXIT_USAGE       64
 #define EXIT_UNAVAILABLE 69
 
+/*
+ * Connect with a bounded wait (connect_timeout, unless the conninfo sets
+ * one); on failure print one line and return NULL. Caller PQfinish()es.
+ */
+PGconn *cli_connect(const struct config *cfg);
+
 /* `status [--json] [--check]`: argv are the command's own arguments. */
 int cli_status(const struct config *cfg, int argc, char **argv);
+
+/* `rebuild NAME... | --all` (rebuild_cmd.c). */
+int cli_rebuild(const struct config *cfg, int argc, char **argv);
 
 /* `list`: the compiled-in projections, their tables and event types. */
 int cli_list(void);

@@ -19,6 +19,8 @@ static void usage(FILE *out)
                  "  status [--json] [--check]\n"
                  "                         print the status table; --check exits 1 when an\n"
                  "                         enabled projection is unhealthy\n"
+                 "  rebuild NAME...|--all  rebuild projections from scratch; readers keep the\n"
+                 "                         old tables until the new ones are swapped in\n"
                  "  list                   compiled-in projections, tables and event types\n"
                  "  check-config           validate the config and print it, secrets masked\n"
                  "options:\n"
@@ -59,8 +61,9 @@ static int dispatch(const struct config *cfg, const char *command, int argc, cha
     if (strcmp(command, "run") == 0 && argc == 0) {
         if (cfg->target_conninfo) {
             /* Accepted by the parser (SPEC §7), but running it half-done would be worse. */
-            fprintf(stderr, "projectord: %s: database.target: a separate read-model database is "
-                            "not supported by this version\n",
+            fprintf(stderr,
+                    "projectord: %s: database.target: a separate read-model database is "
+                    "not supported by this version\n",
                     cfg->source ? cfg->source : "(environment)");
             return EXIT_CONFIG;
         }
@@ -68,6 +71,8 @@ static int dispatch(const struct config *cfg, const char *command, int argc, cha
     }
     if (strcmp(command, "status") == 0)
         return cli_status(cfg, argc, argv);
+    if (strcmp(command, "rebuild") == 0)
+        return cli_rebuild(cfg, argc, argv);
     if (strcmp(command, "check-config") == 0 && argc == 0)
         return cli_check_config(cfg);
     fprintf(stderr, "projectord: %s: unexpected arguments\n", command);
@@ -77,7 +82,8 @@ static int dispatch(const struct config *cfg, const char *command, int argc, cha
 
 static bool known_command(const char *command)
 {
-    static const char *const commands[] = {"run", "status", "list", "check-config", NULL};
+    static const char *const commands[] = {"run",          "status",  "list",
+                                           "check-config", "rebuild", NULL};
     for (const char *const *c = commands; *c; c++)
         if (strcmp(command, *c) == 0)
             return true;
@@ -121,8 +127,14 @@ int main(int argc, char **argv)
         usage(stderr);
         return EXIT_USAGE;
     }
-    if (strcmp(command, "list") == 0)
+    if (strcmp(command, "list") == 0) {
+        if (optind < argc) {
+            fprintf(stderr, "projectord: list: unexpected arguments\n");
+            usage(stderr);
+            return EXIT_USAGE;
+        }
         return cli_list();
+    }
     struct config cfg;
     if (load_config(&cfg, path, level) < 0)
         return EXIT_CONFIG;

@@ -1420,6 +1420,26 @@ static void next_step(struct runner *r)
         send_open(r);
 }
 
+void runner_request_rebuild(struct runner *r, bool then_stop)
+{
+    r->rebuild_requested = true;
+    r->rebuild_then_stop = then_stop;
+}
+
+bool runner_rebuilt(const struct runner *r)
+{
+    return r->rebuild_ok;
+}
+
+bool runner_rebuild_progress(const struct runner *r, int64_t *done, int64_t *total)
+{
+    if (!r->child)
+        return false;
+    *done = r->child->cp.last_position;
+    *total = r->child->head;
+    return true;
+}
+
 void runner_wake(struct runner *r)
 {
     r->wake_pending = true;

@@ -16,6 +16,7 @@
 
 #include <ev.h>
 #include <stdbool.h>
+#include <stdint.h>
 
 #include "config.h"
 #include "fleet.h"
@@ -47,5 +48,18 @@ void runner_wake(struct runner *r);
 void runner_stop(struct runner *r);
 
 const char *runner_name(const struct runner *r);
+
+/*
+ * Rebuild the projection from scratch, the zero-downtime way (a shadow
+ * runner, then a swap). then_stop: for a one-shot `projectord rebuild`,
+ * stop once the rebuild is over. Call before runner_start.
+ */
+void runner_request_rebuild(struct runner *r, bool then_stop);
+
+/* Whether the last rebuild swapped its tables in. */
+bool runner_rebuilt(const struct runner *r);
+
+/* While a rebuild runs: its position and the head it started from. */
+bool runner_rebuild_progress(const struct runner *r, int64_t *done, int64_t *total);
 
 #endif
