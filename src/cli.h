@@ -25,8 +25,12 @@ PGconn *cli_connect(const struct config *cfg);
 /* `status [--json] [--check]`: argv are the command's own arguments. */
 int cli_status(const struct config *cfg, int argc, char **argv);
 
-/* `rebuild NAME... | --all` (rebuild_cmd.c). */
+/* ops_cmd.c: `rebuild NAME... | --all`, `replay-dead-letters NAME`,
+ * `resume NAME`, `dead-letters [NAME]`. */
 int cli_rebuild(const struct config *cfg, int argc, char **argv);
+int cli_replay_dead_letters(const struct config *cfg, int argc, char **argv);
+int cli_resume(const struct config *cfg, int argc, char **argv);
+int cli_dead_letters(const struct config *cfg, int argc, char **argv);
 
 /* `list`: the compiled-in projections, their tables and event types. */
 int cli_list(void);

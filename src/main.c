@@ -21,6 +21,10 @@ static void usage(FILE *out)
                  "                         enabled projection is unhealthy\n"
                  "  rebuild NAME...|--all  rebuild projections from scratch; readers keep the\n"
                  "                         old tables until the new ones are swapped in\n"
+                 "  dead-letters [NAME]    list dead-lettered events\n"
+                 "  replay-dead-letters NAME\n"
+                 "                         re-apply them in position order after a fix\n"
+                 "  resume NAME            restart a failed projection\n"
                  "  list                   compiled-in projections, tables and event types\n"
                  "  check-config           validate the config and print it, secrets masked\n"
                  "options:\n"
@@ -73,6 +77,12 @@ static int dispatch(const struct config *cfg, const char *command, int argc, cha
         return cli_status(cfg, argc, argv);
     if (strcmp(command, "rebuild") == 0)
         return cli_rebuild(cfg, argc, argv);
+    if (strcmp(command, "replay-dead-letters") == 0)
+        return cli_replay_dead_letters(cfg, argc, argv);
+    if (strcmp(command, "resume") == 0)
+        return cli_resume(cfg, argc, argv);
+    if (strcmp(command, "dead-letters") == 0)
+        return cli_dead_letters(cfg, argc, argv);
     if (strcmp(command, "check-config") == 0 && argc == 0)
         return cli_check_config(cfg);
     fprintf(stderr, "projectord: %s: unexpected arguments\n", command);
@@ -82,8 +92,15 @@ static int dispatch(const struct config *cfg, const char *command, int argc, cha
 
 static bool known_command(const char *command)
 {
-    static const char *const commands[] = {"run",          "status",  "list",
-                                           "check-config", "rebuild", NULL};
+    static const char *const commands[] = {"run",
+                                           "status",
+                                           "list",
+                                           "check-config",
+                                           "rebuild",
+                                           "dead-letters",
+                                           "replay-dead-letters",
+                                           "resume",
+                                           NULL};
     for (const char *const *c = commands; *c; c++)
         if (strcmp(command, *c) == 0)
             return true;

@@ -74,10 +74,12 @@ enum rstate {
     R_APPLY,    /* handler statements sent, their results coming */
     R_ROLLBACK, /* a statement failed: waiting for the sync */
     R_COMMIT,   /* checkpoint and sync sent */
-    R_NOTE,     /* status-only write in flight */
-    R_SWAP,     /* shadow: trying to swap the rebuilt tables in */
-    R_ABANDON,  /* shadow: giving the rebuild up */
-    R_WAIT,     /* backing off before a retry */
+    R_NOTE,
+    /* status-only write in flight */ R_SWAP, /* shadow: trying to swap the rebuilt tables in */
+    R_REPLAYED,    /* a replay batch's dead letters dropped, counts moved */
+    R_REPLAY_DONE, /* the replay's end recorded */
+    R_ABANDON,     /* shadow: giving the rebuild up */
+    R_WAIT,        /* backing off before a retry */
     R_DONE,
 };
 
@@ -144,6 +146,14 @@ struct runner {
     bool caught_up;         /* shadow: the last window opened was empty */
     bool swapped;           /* shadow: the last swap attempt succeeded */
 
+    /* Replaying dead letters (projectord replay-dead-letters), in position order. */
+    bool replay_requested;
+    bool replay_then_stop; /* a one-shot replay: stop when it is over */
+    bool replaying;
+    int64_t replay_pos; /* dead letters up to here are done with */
+    int64_t replayed;   /* applied by this replay */
+    bool replay_over;   /* the last replay went through to the end */
+
     struct checkpoint cp;
     int64_t head;
 
@@ -190,6 +200,11 @@ static void send_swap(struct runner *r);
 static void on_swap_done(struct runner *r);
 static void rebuild_over(struct runner *r, bool swapped);
 static int queue_checkpoint(struct runner *r);
+static void send_batch_end(struct runner *r);
+static void send_replay_fetch(struct runner *r);
+static void send_replay_done(struct runner *r);
+static void on_replayed(struct runner *r);
+static void on_replay_done(struct runner *r);
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -695,6 +710,15 @@ static int run_handler(struct runner *r, int i)
     return rc;
 }
 
+/* A replayed event that applied now is no longer a dead letter. */
+static int drop_dead_letter(struct runner *r, int i)
+{
+    const char *params[] = {r->proj->name, event_value(r, i, FC_POSITION)};
+    if (pgconn_query(r->conn, SQL_DROP_DEAD_LETTER, 2, params) < 0)
+        return -1;
+    return batch_record(&r->ctx, BATCH_NO_EVENT, 0);
+}
+
 static int send_dead_letter(struct runner *r, const struct bad_event *b)
 {
     int i = b->index;
@@ -726,7 +750,7 @@ static int queue_event(struct runner *r, int i)
         size_t before = r->ctx.n;
         if (run_handler(r, i) == 0) {
             r->processed++;
-            return 0;
+            return r->replaying ? drop_dead_letter(r, i) : 0;
         }
         if (!r->ctx.err[0])
             return -1;
@@ -741,12 +765,12 @@ static int queue_event(struct runner *r, int i)
             return 1;
         }
     }
-    if (r->pcfg->on_error == ON_ERROR_STOP) {
+    if (r->pcfg->on_error == ON_ERROR_STOP && !r->replaying) {
         r->cut = i;
         return 1;
     }
     r->skipped++;
-    if (send_dead_letter(r, b) < 0)
+    if (send_dead_letter(r, b) < 0) /* replaying: records the new error */
         return -1;
     if (b->sqlstate[0] == '\0')
         return 0;
@@ -770,7 +794,7 @@ static void send_batch(struct runner *r)
             break;
     }
     if (r->ctx.n == 0) {
-        send_checkpoint(r);
+        send_batch_end(r);
         return;
     }
     if (pgconn_flush_request(r->conn) < 0)
@@ -842,6 +866,20 @@ static int queue_checkpoint(struct runner *r)
         r->cut > 0 ? event_value(r, r->cut - 1, FC_OCCURRED_AT) : NULL,
     };
     return exec_stmt(r, RS_CHECKPOINT, params);
+}
+
+/* A tailing batch ends with its checkpoint; a replay batch with its counts. */
+static void send_batch_end(struct runner *r)
+{
+    if (!r->replaying) {
+        send_checkpoint(r);
+        return;
+    }
+    char applied[21];
+    const char *params[] = {r->proj->name, fmt_i64(applied, r->processed)};
+    begin_request(r, R_REPLAYED);
+    if (pgconn_query(r->conn, SQL_REPLAYED, 2, params) < 0 || pgconn_sync(r->conn) < 0)
+        r->state = R_DOWN;
 }
 
 static void send_checkpoint(struct runner *r)
@@ -982,7 +1020,7 @@ static void check_version(struct runner *r, const char *stored)
 static void on_register_result(struct runner *r, const PGresult *res)
 {
     record_error(r, res);
-    if (pgconn_result_ok(res) && PQntuples(res) == 1 && PQnfields(res) == 8) {
+    if (pgconn_result_ok(res) && PQntuples(res) == 1 && PQnfields(res) == 9) {
         if (set_str(&r->cp.lo, PQgetvalue(res, 0, 0)) < 0 ||
             set_str(&r->cp.hi, PQgetvalue(res, 0, 1)) < 0)
             r->err_stmt = (int)r->results;
@@ -992,6 +1030,7 @@ static void on_register_result(struct runner *r, const PGresult *res)
         r->cp.seq = parse_i64(PQgetvalue(res, 0, 5));
         r->cp.window_open = strcmp(r->cp.lo, r->cp.hi) != 0;
         r->rebuild_requested |= strcmp(PQgetvalue(res, 0, 7), "t") == 0;
+        r->replay_requested |= strcmp(PQgetvalue(res, 0, 8), "t") == 0;
         check_version(r, PQgetisnull(res, 0, 6) ? NULL : PQgetvalue(res, 0, 6));
     }
     r->results++;
@@ -1073,7 +1112,7 @@ static void on_apply_result(struct runner *r, const PGresult *res)
             r->state = R_DOWN;
         return;
     }
-    send_checkpoint(r);
+    send_batch_end(r);
 }
 
 static void on_rollback_done(struct runner *r)
@@ -1148,9 +1187,16 @@ static void on_result(struct runner *r, const PGresult *res)
         if (!pgconn_result_ok(res)) {
             log_warning("%s: status update failed: %s", r->proj->name, pgconn_error_line(res));
         } else if (PQntuples(res) == 1) {
-            r->fleet->instances = (int)parse_i64(PQgetvalue(res, 0, 0));
-            /* While a rebuild runs its request stays set: it is not a new one. */
+            r->fleet->instances =
+                (int)parse_i64(PQgetvalue(res, 0, 0)); /* While a rebuild or replay runs its request
+                                                          stays set: it is not a new one. */
             r->rebuild_requested |= !r->child && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+            r->replay_requested |= !r->replaying && strcmp(PQgetvalue(res, 0, 3), "t") == 0;
+            if (r->failed && strcmp(PQgetvalue(res, 0, 2), "t") == 0) {
+                log_info("%s: resumed by request; retrying from the checkpoint", r->proj->name);
+                r->failed = false;
+                r->wake_pending = true;
+            }
         }
         break;
     case R_SWAP: /* the checkpoint's new seq, then whether the swap happened */
@@ -1159,6 +1205,11 @@ static void on_result(struct runner *r, const PGresult *res)
             r->new_seq = parse_i64(PQgetvalue(res, 0, 0));
         else if (pgconn_result_ok(res) && PQntuples(res) == 1)
             r->swapped = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        r->results++;
+        break;
+    case R_REPLAYED:
+    case R_REPLAY_DONE:
+        record_error(r, res);
         r->results++;
         break;
     case R_ABANDON:
@@ -1197,6 +1248,8 @@ static void on_sync(struct runner *r)
             next_step(r);
         else if (r->state == R_OPEN)
             send_fetch(r);
+        else if (r->replaying && r->nevents == 0)
+            send_replay_done(r);
         else if (r->nevents == 0)
             pass_window(r);
         else
@@ -1213,6 +1266,12 @@ static void on_sync(struct runner *r)
         break;
     case R_SWAP:
         on_swap_done(r);
+        break;
+    case R_REPLAYED:
+        on_replayed(r);
+        break;
+    case R_REPLAY_DONE:
+        on_replay_done(r);
         break;
     case R_ABANDON:
         rebuild_over(r, false);
@@ -1257,6 +1316,71 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
 }
 
 /* ---- scheduling ------------------------------------------------------------ */
+
+/* ---- replaying dead letters ---------------------------------------------- */
+
+/*
+ * A replay reads the dead letters in position order, in batches, and applies
+ * each like a tailing batch with on_error = skip: one that applies now loses
+ * its dead letter, one still bad keeps it with the new error. The tail
+ * checkpoint does not move.
+ */
+static void send_replay_fetch(struct runner *r)
+{
+    char after[21], limit[21];
+    const char *params[] = {r->proj->name, fmt_i64(after, r->replay_pos),
+                            fmt_i64(limit, r->cfg->batch_size)};
+    begin_request(r, R_FETCH);
+    if (pgconn_query(r->conn, SQL_FETCH_PLAN, 0, NULL) < 0 ||
+        pgconn_query(r->conn, SQL_FETCH_DEAD_LETTERS, 3, params) < 0 || pgconn_sync(r->conn) < 0)
+        r->state = R_DOWN;
+}
+
+static void on_replayed(struct runner *r)
+{
+    if (r->err_stmt >= 0) {
+        batch_error(r, "replay dead letters", r->err_state, r->err_msg);
+        return;
+    }
+    r->replayed += r->processed;
+    if (r->cut > 0)
+        r->replay_pos = event_position(r, r->cut - 1);
+    for (size_t i = 0; i < r->nbad; i++)
+        log_warning("%s: dead letter at position %" PRId64 " still fails: %s", r->proj->name,
+                    event_position(r, r->bad[i].index), r->bad[i].error);
+    clear_batch(r);
+    next_step(r);
+}
+
+static void send_replay_done(struct runner *r)
+{
+    const char *params[] = {r->proj->name};
+    clear_batch(r);
+    begin_request(r, R_REPLAY_DONE);
+    if (pgconn_query(r->conn, SQL_REPLAY_DONE, 1, params) < 0 || pgconn_sync(r->conn) < 0)
+        r->state = R_DOWN;
+}
+
+static void on_replay_done(struct runner *r)
+{
+    if (r->err_stmt >= 0) {
+        batch_error(r, "finish replay", r->err_state, r->err_msg);
+        return;
+    }
+    r->replaying = false;
+    r->replay_over = true;
+    log_info("%s: replay over: %" PRId64 " dead letter(s) applied", r->proj->name, r->replayed);    r->state = R_IDLE;
+    if (r->replay_then_stop)
+        runner_stop(r);
+    else
+        next_step(r);
+}
+
+void runner_request_replay(struct runner *r, bool then_stop)
+{
+    r->replay_requested = true;
+    r->replay_then_stop = then_stop;
+}
 
 /* ---- rebuilds ------------------------------------------------------------- */
 
@@ -1406,6 +1530,17 @@ static void next_step(struct runner *r)
         send_note(r, current_status(r), NULL, NULL, NOTE_THEN_NEXT);
         return;
     }
+    if (r->replay_requested && !r->replaying && !r->shadow) {
+        log_info("%s: replaying dead letters", r->proj->name);
+        r->replay_requested = false;
+        r->replaying = true;
+        r->replay_pos = 0;
+        r->replayed = 0;
+    }
+    if (r->replaying) {
+        send_replay_fetch(r);
+        return;
+    }
     if (r->rebuild_requested && !r->child && !r->shadow)
         start_rebuild(r);
     if (r->shadow) {
@@ -1424,6 +1559,11 @@ void runner_request_rebuild(struct runner *r, bool then_stop)
 {
     r->rebuild_requested = true;
     r->rebuild_then_stop = then_stop;
+}
+
+bool runner_replayed(const struct runner *r)
+{
+    return r->replay_over;
 }
 
 bool runner_rebuilt(const struct runner *r)

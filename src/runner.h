@@ -56,6 +56,15 @@ const char *runner_name(const struct runner *r);
  */
 void runner_request_rebuild(struct runner *r, bool then_stop);
 
+/*
+ * Re-apply the projection's dead letters, in position order, removing each
+ * that applies now. then_stop: stop once the replay is over.
+ */
+void runner_request_replay(struct runner *r, bool then_stop);
+
+/* Whether the last replay went through every dead letter. */
+bool runner_replayed(const struct runner *r);
+
 /* Whether the last rebuild swapped its tables in. */
 bool runner_rebuilt(const struct runner *r);
 

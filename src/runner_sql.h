@@ -55,12 +55,12 @@
     "       owner = EXCLUDED.owner, heartbeat_at = now()"                                          \
     " RETURNING tail_snapshot_lo, tail_snapshot_hi, tail_window_position, tail_window_max,"        \
     "           last_position, checkpoint_seq, projection_version,"                                  \
-    "           rebuild_requested_at IS NOT NULL"
+    "           rebuild_requested_at IS NOT NULL, replay_requested_at IS NOT NULL"
 
 /* A rebuild's checkpoint, in the columns of SQL_REGISTER. $1 name */
 #define SQL_LOAD_REBUILD                                                                           \
     "SELECT tail_snapshot_lo, tail_snapshot_hi, tail_window_position, tail_window_max,"           \
-    "       last_position, checkpoint_seq, NULL::int, false"                                      \
+    "       last_position, checkpoint_seq, NULL::int, false, false"                               \
     "  FROM read_model.projection_rebuild WHERE projection_name = $1"
 
 /* See sql/V008__rebuild.sql. $1 name, $2 tables (text[]), $3 owner / version / error */
@@ -151,16 +151,50 @@ enum fetch_column {
  * a rebuild was asked for.
  */
 #define SQL_NOTE \
-    "UPDATE read_model.projection_metadata" \
+    "UPDATE read_model.projection_metadata m" \
     "   SET status = $2, owner = $3, heartbeat_at = now()," \
-    "       last_error = coalesce($4, last_error)," \
-    "       last_error_sqlstate = CASE WHEN $4 IS NULL THEN last_error_sqlstate ELSE $5 END," \
-    "       last_error_at = CASE WHEN $4 IS NULL THEN last_error_at ELSE now() END" \
-    " WHERE projection_name = $1" \
+    "       last_error = coalesce($4, m.last_error)," \
+    "       last_error_sqlstate = CASE WHEN $4 IS NULL THEN m.last_error_sqlstate ELSE $5 END," \
+    "       last_error_at = CASE WHEN $4 IS NULL THEN m.last_error_at ELSE now() END," \
+    "       resume_requested_at = NULL" \
+    "  FROM (SELECT resume_requested_at FROM read_model.projection_metadata" \
+    "         WHERE projection_name = $1) AS before" \
+    " WHERE m.projection_name = $1" \
     " RETURNING (SELECT count(DISTINCT objid) FROM pg_catalog.pg_locks" \
     "             WHERE locktype = 'advisory' AND classid = $6::int::oid" \
     "               AND objsubid = 2 AND granted)," \
-    "           rebuild_requested_at IS NOT NULL"
+    "           m.rebuild_requested_at IS NOT NULL," \
+    "           before.resume_requested_at IS NOT NULL," \
+    "           m.replay_requested_at IS NOT NULL"
+
+/* The dead letters to replay, in the columns of SQL_FETCH. $1 name, $2 after, $3 limit */
+#define SQL_FETCH_DEAD_LETTERS \
+    "SELECT e.global_position, e.event_id, e.stream_id, s.aggregate_type, s.aggregate_id," \
+    "       e.event_type, e.event_version, e.aggregate_version, e.event_data, e.metadata," \
+    "       e.occurred_at, e.causation_id, e.correlation_id, e.transaction_id" \
+    "  FROM read_model.projection_dead_letter d" \
+    "  JOIN event_store.domain_event e ON e.global_position = d.global_position" \
+    "  JOIN event_store.event_stream s ON s.stream_id = e.stream_id" \
+    " WHERE d.projection_name = $1 AND d.global_position > $2::bigint" \
+    " ORDER BY d.global_position LIMIT $3::int"
+
+/* A replayed event applied: its dead letter goes. $1 name, $2 position */
+#define SQL_DROP_DEAD_LETTER \
+    "DELETE FROM read_model.projection_dead_letter" \
+    " WHERE projection_name = $1 AND global_position = $2::bigint"
+
+/* A replay batch's commit: $2 dead letters applied now. */
+#define SQL_REPLAYED \
+    "UPDATE read_model.projection_metadata" \
+    "   SET events_skipped = greatest(events_skipped - $2::bigint, 0)," \
+    "       events_processed = events_processed + $2::bigint, updated_at = now()" \
+    " WHERE projection_name = $1"
+
+/* The replay is over. $1 name */
+#define SQL_REPLAY_DONE \
+    "UPDATE read_model.projection_metadata" \
+    "   SET replay_requested_at = NULL, replayed_at = clock_timestamp()" \
+    " WHERE projection_name = $1"
 
 /*
  * Sent when a handler fails after queuing statements of its own: those can

@@ -1,0 +1,445 @@
+/*
+ * ops_cmd: the operator's one-shot commands that act on projections:
+ * `rebuild NAME... | --all`, `replay-dead-letters NAME`, `resume NAME` and
+ * `dead-letters [NAME]`.
+ *
+ * A projection that a running instance owns (its ownership lock is held) is
+ * worked on by that instance: the command sets a request column in the
+ * status table (rebuild_requested_at, replay_requested_at,
+ * resume_requested_at), the owner picks it up with its next heartbeat, and
+ * the command waits for the matching result column (rebuilt_at,
+ * replayed_at), printing the progress the instance records. Projections no
+ * instance owns are worked on here, in a loop of our own: a live runner
+ * takes the ownership lock (an instance starting meanwhile stands by), does
+ * the job and stops. A rebuild keeps the live tables serving until the swap.
+ */
+#include <inttypes.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cli.h"
+#include "fleet.h"
+#include "log.h"
+#include "registry.h"
+#include "runner.h"
+
+#define PROGRESS_INTERVAL_S 1.0
+
+struct progress {
+    const char *name;
+    double started;
+    int64_t first_done;
+};
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+/* One progress line: done / total, rate and ETA; redrawn in place on a terminal. */
+static void print_progress(struct progress *p, int64_t done, int64_t total)
+{
+    double elapsed = now_s() - p->started;
+    double rate = elapsed > 0 ? (double)(done - p->first_done) / elapsed : 0;
+    char eta[32] = "?";
+    if (rate > 0 && total > done)
+        snprintf(eta, sizeof eta, "%.0fs", (double)(total - done) / rate);
+    else if (total <= done)
+        snprintf(eta, sizeof eta, "0s");
+    bool tty = isatty(STDOUT_FILENO);
+    printf("%s%s: %" PRId64 " / %" PRId64 " events (%.0f%%), %.0f events/s, ETA %s%s",
+           tty ? "\r" : "", p->name, done, total,
+           total > 0 ? 100.0 * (double)done / (double)total : 100.0, rate, eta, tty ? "   " : "\n");
+    fflush(stdout);
+}
+
+/* ---- rebuilt here ---------------------------------------------------------- */
+
+struct local {
+    struct ev_loop *loop;
+    struct runner **runners;
+    struct progress *progress;
+    size_t n, running;
+    ev_timer tick;
+};
+
+static void local_done(struct runner *r, void *arg)
+{
+    (void)r;
+    struct local *l = arg;
+    if (--l->running == 0)
+        ev_break(l->loop, EVBREAK_ALL);
+}
+
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    struct local *l = w->data;
+    for (size_t i = 0; i < l->n; i++) {
+        int64_t done, total;
+        if (runner_rebuild_progress(l->runners[i], &done, &total))
+            print_progress(&l->progress[i], done, total);
+    }
+}
+
+enum job { JOB_REBUILD, JOB_REPLAY };
+
+static int run_here(const struct config *cfg, enum job job, const struct projection **projs,
+                    size_t n)
+{
+    static char owner[300];
+    char host[256] = "unknown";
+    gethostname(host, sizeof host - 1);
+    snprintf(owner, sizeof owner, "%s:%ld (%s)", host, (long)getpid(),
+             job == JOB_REBUILD ? "rebuild" : "replay");
+    struct fleet fleet = {.projections = (int)n};
+    struct local l = {.loop = ev_default_loop(EVFLAG_AUTO), .n = n, .running = n};
+    l.runners = calloc(n, sizeof *l.runners);
+    l.progress = calloc(n, sizeof *l.progress);
+    int rc = 0;
+    for (size_t i = 0; l.runners && l.progress && i < n; i++) {
+        l.runners[i] = runner_new(l.loop, projs[i], config_projection(cfg, projs[i]->name), cfg,
+                                  owner, &fleet, local_done, &l);
+        if (!l.runners[i])
+            break;
+        l.progress[i] = (struct progress){.name = projs[i]->name, .started = now_s()};
+        if (job == JOB_REBUILD)
+            runner_request_rebuild(l.runners[i], true);
+        else
+            runner_request_replay(l.runners[i], true);
+        runner_start(l.runners[i]);
+    }
+    ev_timer_init(&l.tick, tick_cb, PROGRESS_INTERVAL_S, PROGRESS_INTERVAL_S);
+    l.tick.data = &l;
+    ev_timer_start(l.loop, &l.tick);
+    ev_run(l.loop, 0);
+    ev_timer_stop(l.loop, &l.tick);
+    for (size_t i = 0; i < n; i++) {
+        bool ok =
+            l.runners && l.runners[i] &&
+            (job == JOB_REPLAY ? runner_replayed(l.runners[i]) : runner_rebuilt(l.runners[i]));
+        const char *what = job == JOB_REPLAY ? "dead letters replayed" : "rebuilt";
+        printf("%s%s: %s%s\n", isatty(STDOUT_FILENO) && job == JOB_REBUILD ? "\n" : "",
+               projs[i]->name, ok ? "" : "not ", what);
+        rc |= !ok;
+        runner_free(l.runners ? l.runners[i] : NULL);
+    }
+    free(l.runners);
+    free(l.progress);
+    return rc ? EXIT_FAILURE_1 : 0;
+}
+
+/* ---- rebuilt by a running instance ----------------------------------------- */
+
+static bool owned_elsewhere(PGconn *conn, const char *name)
+{
+    char key[12];
+    snprintf(key, sizeof key, "%d", FLEET_PROJECTION_LOCK);
+    const char *params[] = {key, name};
+    PGresult *res =
+        PQexecParams(conn,
+                     "SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory'"
+                     "   AND classid = $1::int::oid AND objsubid = 2 AND granted"
+                     "   AND objid = (hashtext($2)::bigint & 4294967295)::oid",
+                     2, NULL, params, NULL, NULL, 0);
+    bool owned = PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "0") != 0;
+    PQclear(res);
+    return owned;
+}
+
+/*
+ * Leave a request for the owner in `column` (one of the request columns,
+ * never user input); returns the request's time as text (caller frees) or
+ * NULL.
+ */
+static char *request(PGconn *conn, const char *name, const char *column)
+{
+    const char *params[] = {name};
+    char sql[256];
+    snprintf(sql, sizeof sql,
+             "UPDATE read_model.projection_metadata SET %s = clock_timestamp()"
+             " WHERE projection_name = $1 RETURNING %s",
+             column, column);
+    PGresult *res = PQexecParams(conn, sql, 1, NULL, params, NULL, NULL, 0);
+    char *at = NULL;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+        at = strdup(PQgetvalue(res, 0, 0));
+    else
+        fprintf(stderr, "projectord: %s: could not ask the owning instance: %s\n", name,
+                PQerrorMessage(conn));
+    PQclear(res);
+    return at;
+}
+
+/* Poll until the owner has swapped a rebuild in after `since`, or given up. */
+static int wait_for_owner(PGconn *conn, const char *name, const char *since)
+{
+    struct progress p = {.name = name, .started = now_s(), .first_done = -1};
+    const char *params[] = {name, since};
+    for (;;) {
+        PGresult *res = PQexecParams(
+            conn,
+            "SELECT m.rebuilt_at >= $2::timestamptz, m.rebuild_requested_at IS NULL,"
+            "       coalesce(r.last_position, 0), coalesce(r.events_total, 0), m.last_error"
+            "  FROM read_model.projection_metadata m"
+            "  LEFT JOIN read_model.projection_rebuild r USING (projection_name)"
+            " WHERE m.projection_name = $1",
+            2, NULL, params, NULL, NULL, 0);
+        if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+            fprintf(stderr, "projectord: rebuild %s: %s\n", name, PQerrorMessage(conn));
+            PQclear(res);
+            return EXIT_FAILURE_1;
+        }
+        bool swapped = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        bool gave_up = !swapped && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
+        int64_t done = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+        int64_t total = strtoll(PQgetvalue(res, 0, 3), NULL, 10);
+        if (gave_up)
+            fprintf(stderr, "projectord: rebuild %s failed: %s\n", name, PQgetvalue(res, 0, 4));
+        PQclear(res);
+        if (swapped || gave_up) {
+            printf("%s%s: %s (by the running instance)\n", isatty(STDOUT_FILENO) ? "\n" : "", name,
+                   swapped ? "rebuilt" : "rebuild failed");
+            return swapped ? 0 : EXIT_FAILURE_1;
+        }
+        if (p.first_done < 0)
+            p.first_done = done;
+        if (total > 0)
+            print_progress(&p, done, total);
+        usleep((useconds_t)(PROGRESS_INTERVAL_S * 1e6));
+    }
+}
+
+/* ---- the command ------------------------------------------------------------- */
+
+static int pick(int argc, char **argv, const struct projection **out, size_t *n)
+{
+    *n = 0;
+    if (argc == 1 && strcmp(argv[0], "--all") == 0) {
+        for (size_t i = 0; i < projection_registry_count; i++)
+            out[(*n)++] = projection_registry[i];
+        return 0;
+    }
+    if (argc == 0) {
+        fprintf(stderr, "projectord: rebuild: name the projections, or --all\n");
+        return -1;
+    }
+    for (int i = 0; i < argc; i++) {
+        const struct projection *p = registry_find(argv[i]);
+        if (!p) {
+            fprintf(stderr, "projectord: rebuild: no projection '%s' (see projectord list)\n",
+                    argv[i]);
+            return -1;
+        }
+        out[(*n)++] = p;
+    }
+    return 0;
+}
+
+int cli_rebuild(const struct config *cfg, int argc, char **argv)
+{
+    const struct projection **projs =
+        calloc(projection_registry_count + (size_t)argc + 1, sizeof *projs);
+    const struct projection **here =
+        calloc(projection_registry_count + (size_t)argc + 1, sizeof *here);
+    size_t n = 0, nhere = 0;
+    int rc = 0;
+    if (!projs || !here || pick(argc, argv, projs, &n) < 0) {
+        free(projs);
+        free(here);
+        return EXIT_USAGE;
+    }
+    PGconn *conn = cli_connect(cfg);
+    if (!conn) {
+        free(projs);
+        free(here);
+        return EXIT_UNAVAILABLE;
+    }
+    char **since = calloc(n, sizeof *since);
+    for (size_t i = 0; since && i < n; i++) {
+        if (!owned_elsewhere(conn, projs[i]->name))
+            here[nhere++] = projs[i];
+        else if (!(since[i] = request(conn, projs[i]->name, "rebuild_requested_at")))
+            rc = EXIT_FAILURE_1;
+    }
+    if (nhere > 0)
+        rc |= run_here(cfg, JOB_REBUILD, here, nhere);
+    for (size_t i = 0; since && i < n; i++) {
+        if (since[i])
+            rc |= wait_for_owner(conn, projs[i]->name, since[i]);
+        free(since[i]);
+    }
+    free(since);
+    PQfinish(conn);
+    free(projs);
+    free(here);
+    return rc ? EXIT_FAILURE_1 : 0;
+}
+
+/* ---- dead letters and failed projections -------------------------------------- */
+
+static int dead_letter_count(PGconn *conn, const char *name)
+{
+    const char *params[] = {name};
+    PGresult *res = PQexecParams(conn,
+                                 "SELECT count(*) FROM read_model.projection_dead_letter"
+                                 " WHERE projection_name = $1",
+                                 1, NULL, params, NULL, NULL, 0);
+    int n = PQresultStatus(res) == PGRES_TUPLES_OK ? atoi(PQgetvalue(res, 0, 0)) : -1;
+    PQclear(res);
+    return n;
+}
+
+/* Poll until `column` of the status row is at or after since. */
+static bool wait_for_column(PGconn *conn, const char *name, const char *column, const char *since)
+{
+    char sql[200];
+    snprintf(sql, sizeof sql,
+             "SELECT %s >= $2::timestamptz FROM read_model.projection_metadata"
+             " WHERE projection_name = $1",
+             column);
+    const char *params[] = {name, since};
+    for (;;) {
+        PGresult *res = PQexecParams(conn, sql, 2, NULL, params, NULL, NULL, 0);
+        bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+        bool done = ok && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        if (!ok)
+            fprintf(stderr, "projectord: %s: %s\n", name, PQerrorMessage(conn));
+        PQclear(res);
+        if (!ok || done)
+            return done;
+        usleep((useconds_t)(PROGRESS_INTERVAL_S * 1e6));
+    }
+}
+
+static const struct projection *one_projection(const char *command, int argc, char **argv)
+{
+    if (argc != 1) {
+        fprintf(stderr, "projectord: %s: name one projection\n", command);
+        return NULL;
+    }
+    const struct projection *p = registry_find(argv[0]);
+    if (!p)
+        fprintf(stderr, "projectord: %s: no projection '%s' (see projectord list)\n", command,
+                argv[0]);
+    return p;
+}
+
+int cli_replay_dead_letters(const struct config *cfg, int argc, char **argv)
+{
+    const struct projection *p = one_projection("replay-dead-letters", argc, argv);
+    if (!p)
+        return EXIT_USAGE;
+    PGconn *conn = cli_connect(cfg);
+    if (!conn)
+        return EXIT_UNAVAILABLE;
+    int before = dead_letter_count(conn, p->name), rc = 0;
+    if (owned_elsewhere(conn, p->name)) {
+        char *since = request(conn, p->name, "replay_requested_at");
+        rc = since && wait_for_column(conn, p->name, "replayed_at", since) ? 0 : EXIT_FAILURE_1;
+        free(since);
+    } else {
+        rc = run_here(cfg, JOB_REPLAY, &p, 1);
+    }
+    int after = dead_letter_count(conn, p->name);
+    printf("%s: %d dead letter(s) before, %d applied, %d still failing\n", p->name, before,
+           before - after, after);
+    PQfinish(conn);
+    return rc;
+}
+
+int cli_resume(const struct config *cfg, int argc, char **argv)
+{
+    const struct projection *p = one_projection("resume", argc, argv);
+    if (!p)
+        return EXIT_USAGE;
+    PGconn *conn = cli_connect(cfg);
+    if (!conn)
+        return EXIT_UNAVAILABLE;
+    const char *params[] = {p->name};
+    int rc = 0;
+    if (owned_elsewhere(conn, p->name)) {
+        char *since = request(conn, p->name, "resume_requested_at");
+        /* The owner clears the request with its next heartbeat, resumed or not. */
+        for (int i = 0; since && i < 60; i++) {
+            PGresult *res =
+                PQexecParams(conn,
+                             "SELECT resume_requested_at IS NULL FROM"
+                             " read_model.projection_metadata WHERE projection_name = $1",
+                             1, NULL, params, NULL, NULL, 0);
+            bool taken = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
+                         strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+            PQclear(res);
+            if (taken)
+                break;
+            usleep(500000);
+        }
+        printf("%s: %s\n", p->name,
+               since ? "resume asked of the owning instance; see `projectord status`"
+                     : "could not ask the owning instance");
+        rc = since ? 0 : EXIT_FAILURE_1;
+        free(since);
+    } else {
+        PGresult *res = PQexecParams(conn,
+                                     "UPDATE read_model.projection_metadata SET status = 'stopped'"
+                                     " WHERE projection_name = $1 AND status = 'failed'",
+                                     1, NULL, params, NULL, NULL, 0);
+        bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
+        if (!ok)
+            fprintf(stderr, "projectord: resume %s: %s\n", p->name, PQerrorMessage(conn));
+        else
+            printf(
+                "%s: %s\n", p->name,
+                strcmp(PQcmdTuples(res), "0") == 0
+                    ? "not failed; nothing to do"
+                    : "no instance runs it; it retries from its checkpoint when projectord starts");
+        PQclear(res);
+        rc = ok ? 0 : EXIT_FAILURE_1;
+    }
+    PQfinish(conn);
+    return rc;
+}
+
+int cli_dead_letters(const struct config *cfg, int argc, char **argv)
+{
+    if (argc > 1 || (argc == 1 && !registry_find(argv[0]))) {
+        fprintf(stderr, "projectord: dead-letters: %s\n",
+                argc > 1 ? "at most one projection" : "no such projection (see projectord list)");
+        return EXIT_USAGE;
+    }
+    PGconn *conn = cli_connect(cfg);
+    if (!conn)
+        return EXIT_UNAVAILABLE;
+    const char *params[] = {argc == 1 ? argv[0] : NULL};
+    PGresult *res = PQexecParams(
+        conn,
+        "SELECT projection_name, global_position, event_type,"
+        "       to_char(failed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
+        "       coalesce(sqlstate, ''), error"
+        "  FROM read_model.projection_dead_letter"
+        " WHERE $1::text IS NULL OR projection_name = $1"
+        " ORDER BY projection_name, global_position",
+        1, NULL, params, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
+        fprintf(stderr, "projectord: dead-letters: %s", PQerrorMessage(conn));
+        rc = EXIT_FAILURE_1;
+    } else {
+        printf("%-14s %12s %-24s %-20s %-8s %s\n", "PROJECTION", "POSITION", "EVENT TYPE",
+               "FAILED AT", "SQLSTATE", "ERROR");
+        for (int i = 0; i < PQntuples(res); i++)
+            printf("%-14s %12s %-24s %-20s %-8s %s\n", PQgetvalue(res, i, 0), PQgetvalue(res, i, 1),
+                   PQgetvalue(res, i, 2), PQgetvalue(res, i, 3), PQgetvalue(res, i, 4),
+                   PQgetvalue(res, i, 5));
+        printf("(%d dead letter%s)\n", PQntuples(res), PQntuples(res) == 1 ? "" : "s");
+    }
+    PQclear(res);
+    PQfinish(conn);
+    return rc;
+}

@@ -1,0 +1,132 @@
+"""Bad events under on_error = skip | stop and the operator's commands for
+them (SPEC §6, §7; issue 3): `dead-letters`, `replay-dead-letters` (with and
+without a running instance) and `resume`.
+
+The scenario: a second user registers with an email the first already has
+(case-insensitively): a unique violation, so a bad event. Then the first
+user changes email, which is the "fix" that lets a replay apply it.
+"""
+
+import uuid
+
+from daemon import Daemon, run_cli
+from eventgen import Command, event
+
+ANN, BOB, CARL = uuid.uuid4(), uuid.uuid4(), uuid.uuid4()
+
+
+def register(uid, email):
+    return Command("User", uid, 0, [event("UserRegistered", {
+        "email": email, "first_name": "F", "last_name": "L"})])
+
+
+def scenario(db):
+    db.append([register(ANN, "ann@example.com"),
+               register(BOB, "ANN@example.com"),                      # duplicate: bad
+               Command("User", BOB, 1, [event("UserLoggedIn", {})]),  # missing row: ignored
+               Command("User", CARL, 0, [event("UserRegistered", {"first_name": "no email"})])])  # bad
+    return {row[0]: row[1] for row in db.query(
+        "SELECT s.aggregate_id, e.global_position FROM event_store.domain_event e "
+        "JOIN event_store.event_stream s USING (stream_id) WHERE e.event_type = 'UserRegistered'")}
+
+
+def fix(db):
+    """The first user moves away from the contested address."""
+    db.append([Command("User", ANN, 1, [event("UserEmailChanged", {"email": "ann@elsewhere.org"})])])
+
+
+def users(db):
+    return dict(db.query("SELECT id, email FROM read_model.users"))
+
+
+def dead_letters(db):
+    return db.query("SELECT global_position, event_type, sqlstate, error IS NOT NULL, payload IS NOT NULL "
+                    "FROM read_model.projection_dead_letter WHERE projection_name = 'users' ORDER BY 1")
+
+
+def test_skip_dead_letters_then_replay_through_the_running_instance(db, start_daemon):
+    positions = scenario(db)
+    daemon = start_daemon(poll_interval_ms=200, projections={
+        "catalog": {}, "event_stats": {}, "orders": {}, "users": {"on_error": "skip"}})
+    rows = daemon.wait_caught_up(timeout=30, allow_skipped=True)
+    assert users(db) == {ANN: "ann@example.com"}
+    assert dead_letters(db) == [(positions[BOB], "UserRegistered", "23505", True, True),
+                                (positions[CARL], "UserRegistered", None, True, True)]
+    assert rows["users"]["events_skipped"] == 2
+    assert rows["users"]["events_ignored"] == 1
+    assert rows["users"]["status"] == "live"
+    assert rows["event_stats"]["events_processed"] == 4
+
+    listed = run_cli(["-c", daemon.config_path, "dead-letters", "users"])
+    assert listed.returncode == 0, listed.stderr
+    assert str(positions[BOB]) in listed.stdout and "23505" in listed.stdout
+    assert "(2 dead letters)" in listed.stdout
+
+    fix(db)
+    daemon.wait_caught_up(timeout=30, allow_skipped=True)
+    replay = run_cli(["-c", daemon.config_path, "replay-dead-letters", "users"], timeout=60)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert "2 dead letter(s) before, 1 applied, 1 still failing" in replay.stdout
+    assert users(db) == {ANN: "ann@elsewhere.org", BOB: "ANN@example.com"}
+    assert [d[0] for d in dead_letters(db)] == [positions[CARL]]
+    row = daemon.status()["users"]
+    assert row["events_skipped"] == 1
+    assert row["replayed_at"] is not None
+
+
+def test_replay_without_a_running_instance(db, workdir, start_daemon):
+    positions = scenario(db)
+    daemon = start_daemon(poll_interval_ms=200, projections={
+        "catalog": {}, "event_stats": {}, "orders": {}, "users": {"on_error": "skip"}})
+    daemon.wait_caught_up(timeout=30, allow_skipped=True)
+    fix(db)
+    daemon.wait_caught_up(timeout=30, allow_skipped=True)
+    assert daemon.stop() == 0
+
+    replay = run_cli(["-c", daemon.config_path, "replay-dead-letters", "users"], timeout=60)
+    assert replay.returncode == 0, replay.stdout + replay.stderr
+    assert "1 applied, 1 still failing" in replay.stdout
+    assert users(db)[BOB] == "ANN@example.com"
+    assert [d[0] for d in dead_letters(db)] == [positions[CARL]]
+
+
+def test_stop_fails_only_that_projection_and_resume_retries_it(db, start_daemon):
+    positions = scenario(db)
+    daemon = start_daemon(poll_interval_ms=200)   # on_error = stop everywhere
+    daemon.wait_until(lambda conn: conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM read_model.projection_metadata"
+        "                WHERE projection_name = 'users' AND status = 'failed')").fetchone()[0],
+        30, "users to fail")
+    row = daemon.status()["users"]
+    assert row["last_error_position"] == positions[BOB]
+    assert row["last_error_sqlstate"] == "23505"
+    assert "duplicate key" in row["last_error"]
+    assert users(db) == {ANN: "ann@example.com"}, "the events before the bad one are applied"
+    assert db.query("SELECT count(*) FROM read_model.projection_dead_letter") == [(0,)]
+    daemon.wait_until(lambda conn: conn.execute(
+        "SELECT count(*) = 3 FROM read_model.projection_metadata WHERE status = 'live'"
+        "   AND projection_name IN ('catalog', 'event_stats', 'orders')").fetchone()[0],
+        10, "the other projections to go on")
+
+    # The operator fixes the read model by hand, then resumes.
+    db.execute("UPDATE read_model.users SET email = 'ann@elsewhere.org' WHERE id = %s", (ANN,))
+    resumed = run_cli(["-c", daemon.config_path, "resume", "users"], timeout=60)
+    assert resumed.returncode == 0, resumed.stderr
+    daemon.wait_until(lambda conn: conn.execute(
+        "SELECT last_position >= %s FROM read_model.projection_metadata WHERE projection_name = 'users'",
+        (positions[CARL] - 1,)).fetchone()[0], 30, "users to get past the duplicate")
+    assert users(db)[BOB] == "ANN@example.com"
+    # ...and stops again at the next bad event, the one without an email.
+    daemon.wait_until(lambda conn: conn.execute(
+        "SELECT status = 'failed' AND last_error_position = %s FROM read_model.projection_metadata "
+        "WHERE projection_name = 'users'", (positions[CARL],)).fetchone()[0], 30, "the next bad event")
+
+
+def test_resume_without_a_running_instance_resets_the_status(db, workdir):
+    db.execute("INSERT INTO read_model.projection_metadata (projection_name, status) VALUES ('users', 'failed')")
+    cli = Daemon(db.conninfo, workdir, name="cli")
+    out = run_cli(["-c", cli.config_path, "resume", "users"])
+    assert out.returncode == 0, out.stderr
+    assert "retries from its checkpoint" in out.stdout
+    assert db.scalar("SELECT status FROM read_model.projection_metadata WHERE projection_name = 'users'") == "stopped"
+    assert run_cli(["-c", cli.config_path, "resume", "nosuch"]).returncode == 64
