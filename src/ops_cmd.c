@@ -146,7 +146,9 @@ static bool owned_elsewhere(PGconn *conn, const char *name)
         PQexecParams(conn,
                      "SELECT count(*) FROM pg_catalog.pg_locks WHERE locktype = 'advisory'"
                      "   AND classid = $1::int::oid AND objsubid = 2 AND granted"
-                     "   AND objid = (hashtext($2)::bigint & 4294967295)::oid",
+                     "   AND objid = (hashtext($2)::bigint & 4294967295)::oid"
+                     "   AND database = (SELECT oid FROM pg_catalog.pg_database"
+                     "                    WHERE datname = pg_catalog.current_database())",
                      2, NULL, params, NULL, NULL, 0);
     bool owned = PQresultStatus(res) == PGRES_TUPLES_OK && strcmp(PQgetvalue(res, 0, 0), "0") != 0;
     PQclear(res);

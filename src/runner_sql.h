@@ -22,10 +22,15 @@
     "       pg_catalog.set_config('tcp_keepalives_count', '3', false)," \
     "       pg_catalog.set_config('tcp_user_timeout', '30000', false)"
 
-/* How many instances hold their presence lock (fleet.h); $1 is FLEET_INSTANCE_LOCK. */
+/*
+ * How many instances hold their presence lock (fleet.h) in this database
+ * (pg_locks shows the whole cluster's); $1 is FLEET_INSTANCE_LOCK.
+ */
 #define SQL_COUNT_INSTANCES \
     "(SELECT count(DISTINCT objid)::int FROM pg_catalog.pg_locks" \
-    "  WHERE locktype = 'advisory' AND classid = $1::int::oid AND objsubid = 2 AND granted)"
+    "  WHERE locktype = 'advisory' AND classid = $1::int::oid AND objsubid = 2 AND granted" \
+    "    AND database = (SELECT oid FROM pg_catalog.pg_database" \
+    "                     WHERE datname = pg_catalog.current_database()))"
 
 /*
  * Take the projection's ownership lock if this instance owns fewer than its
@@ -162,7 +167,9 @@ enum fetch_column {
     " WHERE m.projection_name = $1" \
     " RETURNING (SELECT count(DISTINCT objid) FROM pg_catalog.pg_locks" \
     "             WHERE locktype = 'advisory' AND classid = $6::int::oid" \
-    "               AND objsubid = 2 AND granted)," \
+    "               AND objsubid = 2 AND granted" \
+    "               AND database = (SELECT oid FROM pg_catalog.pg_database" \
+    "                                WHERE datname = pg_catalog.current_database()))," \
     "           m.rebuild_requested_at IS NOT NULL," \
     "           before.resume_requested_at IS NOT NULL," \
     "           m.replay_requested_at IS NOT NULL"
