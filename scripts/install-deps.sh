@@ -10,7 +10,9 @@ packages=(
   # The server (postgresql-15 provides postgresql-contrib-15: uuid-ossp,
   # pgcrypto) and the client tools the tests use (psql).
   postgresql-15 postgresql-client-15
-  python3 python3-psycopg python3-pytest
+  python3 python3-psycopg python3-pytest python3-yaml
+  # systemd-analyze and strace, for the unit file checks (nothing is started).
+  systemd strace
   # Sanitizer and fuzzing builds (libFuzzer's runtime is in libclang-rt).
   clang libclang-rt-14-dev
 )

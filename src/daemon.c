@@ -16,10 +16,12 @@
 #include "fleet.h"
 #include "listener.h"
 #include "log.h"
+#include "notify.h"
 #include "registry.h"
 #include "runner.h"
 
-#define STOP_GRACE_S 30.0
+#define STOP_GRACE_S    30.0
+#define NOTIFY_STATUS_S 5.0 /* STATUS= refresh when there is no watchdog */
 
 struct daemon {
     struct ev_loop *loop;
@@ -33,6 +35,8 @@ struct daemon {
     ev_timer poll_timer;
     ev_timer stop_timer;
     ev_signal sigterm, sigint, sighup;
+    ev_timer notify_timer; /* systemd: WATCHDOG=1 and STATUS= (notify.h) */
+    bool ready;            /* READY=1 sent */
     bool stopping;
     int exit_code;
 };
@@ -50,6 +54,49 @@ static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     wake_all(w->data);
 }
+
+/* -- systemd notifications (notify.h): no-ops without NOTIFY_SOCKET -- */
+
+static void notify_summary(const struct daemon *d)
+{
+    const char *state = d->stopping ? "stopping" : d->ready ? "running" : "connecting";
+    notify_status("%s: %zu projection(s) enabled, %d owned by this instance, %d instance(s)", state,
+                  d->nrunners, d->fleet.owned, d->fleet.instances);
+}
+
+/* The listener wakes us after each (re)connect: the first one means ready. */
+static void listener_wake(void *arg)
+{
+    struct daemon *d = arg;
+    if (!d->ready) {
+        d->ready = true;
+        notify_ready();
+        notify_summary(d);
+    }
+    wake_all(d);
+}
+
+static void notify_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    if (notify_watchdog_interval() > 0)
+        notify_watchdog();
+    notify_summary(w->data);
+}
+
+static void notify_setup(struct daemon *d)
+{
+    if (!notify_enabled())
+        return;
+    double watchdog_s = notify_watchdog_interval();
+    double every = watchdog_s > 0 ? watchdog_s : NOTIFY_STATUS_S;
+    ev_timer_init(&d->notify_timer, notify_timer_cb, 0.0, every);
+    d->notify_timer.data = d;
+    ev_timer_start(d->loop, &d->notify_timer);
+}
+
+/* -- end of systemd notifications -- */
 
 static void runner_done(struct runner *r, void *arg)
 {
@@ -75,6 +122,8 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
     if (d->stopping)
         return;
     d->stopping = true;
+    notify_stopping();
+    notify_summary(d);
     log_info("received %s: finishing the batches in flight", strsignal(w->signum));
     ev_timer_stop(loop, &d->poll_timer);
     listener_free(d->listener);
@@ -146,6 +195,8 @@ static void teardown(struct daemon *d)
     ev_signal_stop(d->loop, &d->sighup);
     ev_timer_stop(d->loop, &d->poll_timer);
     ev_timer_stop(d->loop, &d->stop_timer);
+    ev_timer_stop(d->loop, &d->notify_timer);
+    notify_close();
 }
 
 int daemon_run(const struct config *cfg)
@@ -170,14 +221,15 @@ int daemon_run(const struct config *cfg)
     }
     if (d.nrunners == 0)
         log_warning("no projection is enabled: nothing to do");
-    d.listener =
-        listener_new(d.loop, cfg->conninfo, cfg->listen_channel, d.fleet.instance_id, wake_all, &d);
+    d.listener = listener_new(d.loop, cfg->conninfo, cfg->listen_channel, d.fleet.instance_id,
+                              listener_wake, &d);
     if (!d.listener) {
         log_error("out of memory");
         teardown(&d);
         return 1;
     }
     setup_watchers(&d);
+    notify_setup(&d);
     log_info("projectord %s starting as %s with %zu projection(s)", PROJECTORD_VERSION, d.owner,
              d.nrunners);
     listener_start(d.listener);

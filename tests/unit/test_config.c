@@ -385,7 +385,7 @@ static void test_unknown_keys(void **state)
     (void)state;
     expect_error("batch_size = 5;\nbatchsize = 5;\n", 2,
                  "batchsize: unknown key (valid here: database, listen_channel, batch_size, "
-                 "poll_interval_ms, log, projections)");
+                 "poll_interval_ms, rebuild_on_version_change, log, projections)");
     expect_error("database = {\n  conninfo = \"\";\n  host = \"x\";\n};\n", 3,
                  "database.host: unknown key (valid here: conninfo, target)");
     expect_error("log = { level = \"info\"; destination = \"syslog\"; };\n", 1,
@@ -395,7 +395,7 @@ static void test_unknown_keys(void **state)
     /* Keys are case-sensitive, as in libconfig itself. */
     expect_error("Batch_size = 5;\n", 1,
                  "Batch_size: unknown key (valid here: database, listen_channel, batch_size, "
-                 "poll_interval_ms, log, projections)");
+                 "poll_interval_ms, rebuild_on_version_change, log, projections)");
 }
 
 static void test_unknown_projection(void **state)

@@ -1,0 +1,461 @@
+"""Operations and packaging: the systemd unit (systemd-analyze verify and
+security), the `cmake --install` layout, the systemd notification protocol
+checked against a test socket, the Dockerfile and docker-compose.yml (docker
+cannot run here, so they are parsed and checked), and the environment-only
+configuration a container uses, end to end with the real daemon."""
+
+import glob
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import time
+from urllib.parse import urlsplit
+
+import pytest
+import yaml
+
+import oracle
+from daemon import BIN, EXIT_OK, REPO_ROOT, SLOWDOWN, Daemon, clean_env, run_cli
+from eventgen import generate_mix
+from pgcluster import free_port
+
+UNIT = os.path.join(REPO_ROOT, "systemd", "projectord.service")
+MAX_EXPOSURE = 2.0
+DEFAULT_CONFIG = "/etc/projectord/projectord.conf"
+
+
+def run(argv, **kwargs):
+    return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          timeout=120, **kwargs)
+
+
+def systemd_analyze():
+    path = shutil.which("systemd-analyze")
+    if not path:
+        pytest.skip("systemd-analyze is not installed (Debian package systemd)")
+    return path
+
+
+@pytest.fixture(scope="module")
+def installed(tmp_path_factory):
+    """`cmake --install` of the build the tests run into a temporary prefix;
+    returns the prefix (PREFIX/bin/projectord, ...)."""
+    build_dir = os.path.dirname(BIN)
+    if not os.path.exists(os.path.join(build_dir, "CMakeCache.txt")):
+        pytest.skip(f"{BIN} is not in a CMake build directory")
+    prefix = str(tmp_path_factory.mktemp("install") / "usr")
+    proc = run(["cmake", "--install", build_dir, "--prefix", prefix])
+    assert proc.returncode == 0, proc.stdout
+    return prefix
+
+
+# --------------------------------------------------------------------------
+# cmake --install and the unit file
+# --------------------------------------------------------------------------
+
+def test_install_layout(installed):
+    binary = os.path.join(installed, "bin", "projectord")
+    assert os.access(binary, os.X_OK)
+    assert run([binary, "--version"]).stdout.startswith("projectord ")
+    assert os.path.isfile(os.path.join(installed, "etc", "projectord", "projectord.conf"))
+    want_sql = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO_ROOT, "sql", "V*.sql")))
+    got_sql = sorted(os.listdir(os.path.join(installed, "share", "projectord", "sql")))
+    assert got_sql == want_sql and want_sql
+    with open(os.path.join(installed, "lib", "systemd", "system", "projectord.service")) as f, \
+            open(UNIT) as g:
+        assert f.read() == g.read()
+    assert os.path.isfile(os.path.join(installed, "share", "doc", "projectord", "README.md"))
+
+
+def unit_settings(path=UNIT):
+    """{key: [values]} of the unit's [Service] section."""
+    settings, section = {}, None
+    with open(path) as f:
+        for line in f:
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            if line.startswith("["):
+                section = line
+            elif section == "[Service]":
+                key, _, value = line.partition("=")
+                settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_unit_file_settings():
+    s = unit_settings()
+    assert s["Type"] == ["notify"]  # notify-reload needs systemd 253; Debian 12 has 252
+    assert s["Restart"] == ["on-failure"]
+    assert re.fullmatch(r"/bin/kill -HUP \$MAINPID", s["ExecReload"][0])
+    assert s["WatchdogSec"] and s["NotifyAccess"] == ["main"]
+    assert s["ExecStart"][0].split()[-1] == "run" and " -c " not in s["ExecStart"][0]
+    assert s["DynamicUser"] == ["yes"] and s["CapabilityBoundingSet"] == [""]
+
+
+def test_unit_file_verifies(installed, tmp_path):
+    """systemd-analyze verify on the installed unit, its ExecStart pointed at
+    the installed binary (verify checks that it exists). Unknown keys are
+    only warnings, so any output at all fails the test."""
+    analyze = systemd_analyze()
+    with open(os.path.join(installed, "lib", "systemd", "system", "projectord.service")) as f:
+        text = f.read()
+    binary = os.path.join(installed, "bin", "projectord")
+    text, n = re.subn(r"(?m)^ExecStart=/usr/bin/projectord\b", f"ExecStart={binary}", text)
+    assert n == 1
+    unit = tmp_path / "projectord.service"
+    unit.write_text(text)
+    proc = run([analyze, "verify", "--man=no", str(unit)])
+    assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout
+
+
+def test_unit_file_exposure():
+    analyze = systemd_analyze()
+    proc = run([analyze, "security", "--offline=true", "--no-pager", UNIT])
+    match = re.search(r"Overall exposure level for projectord\.service: (\d+(?:\.\d+)?)", proc.stdout)
+    assert match, proc.stdout
+    exposure = float(match.group(1))
+    assert exposure <= MAX_EXPOSURE, proc.stdout
+
+
+# --------------------------------------------------------------------------
+# The notification protocol (sd_notify(3)) against a test socket
+# --------------------------------------------------------------------------
+
+class NotifySocket:
+    """The service manager's end: a datagram socket the daemon is told
+    about through NOTIFY_SOCKET; records (time, {VAR: value}) per datagram."""
+
+    def __init__(self, path):
+        self.path = path
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.sock.bind(path)
+        self.messages = []
+
+    def close(self):
+        self.sock.close()
+
+    def env(self, **extra):
+        return {"NOTIFY_SOCKET": self.path, **extra}
+
+    def _receive(self, until):
+        self.sock.settimeout(max(until - time.monotonic(), 0.001))
+        try:
+            data = self.sock.recv(4096).decode()
+        except socket.timeout:
+            return None
+        fields = dict(line.split("=", 1) for line in data.split("\n") if line)
+        self.messages.append((time.monotonic(), fields))
+        return fields
+
+    def wait_for(self, key, match=lambda value: True, timeout=10):
+        """The first message from now on with key set to a matching value."""
+        until = time.monotonic() + timeout * SLOWDOWN
+        while time.monotonic() < until:
+            fields = self._receive(until)
+            if fields is not None and key in fields and match(fields[key]):
+                return fields
+        raise AssertionError(f"no {key}= within {timeout}s; got {self.messages}")
+
+    def collect(self, seconds):
+        until = time.monotonic() + seconds
+        while time.monotonic() < until:
+            self._receive(until)
+
+    def times(self, key):
+        return [t for t, fields in self.messages if key in fields]
+
+    def values(self, key):
+        return [fields[key] for _, fields in self.messages if key in fields]
+
+
+@pytest.fixture
+def notify_socket(workdir):
+    ns = NotifySocket(os.path.join(workdir, "notify.sock"))
+    yield ns
+    ns.close()
+
+
+def daemon_sessions(db):
+    return db.scalar("SELECT count(*) FROM pg_stat_activity"
+                     " WHERE datname = current_database() AND application_name = 'projectord'")
+
+
+def stop_and_expect_stopping(daemon, ns):
+    daemon.kill(signal.SIGTERM)
+    ns.wait_for("STOPPING", lambda v: v == "1")
+    assert daemon.wait(timeout=40) == EXIT_OK
+    ns.collect(0.2)  # what was sent after STOPPING=1
+
+
+def test_notify_protocol(db, start_daemon, notify_socket):
+    """READY=1 once, after the daemon connected; STATUS= summaries;
+    WATCHDOG=1 every WATCHDOG_USEC/2; STOPPING=1 on SIGTERM. WATCHDOG_PID is
+    left unset (the daemon's pid is not known before it starts): any pid
+    then takes the watchdog, as sd_watchdog_enabled(3) says."""
+    ns = notify_socket
+    daemon = start_daemon(env=ns.env(WATCHDOG_USEC="2000000"))
+    ns.wait_for("READY", lambda v: v == "1", timeout=15)
+    assert daemon_sessions(db) >= 1, "READY=1 before any connection to the database"
+    daemon.wait_started()
+
+    ns.wait_for("STATUS", lambda v: v.startswith("running") and "4 owned" in v)
+    ns.collect(3.5 * SLOWDOWN)
+    beats = ns.times("WATCHDOG")
+    assert len(beats) >= 3, ns.messages
+    gaps = [b - a for a, b in zip(beats, beats[1:])]
+    assert all(0.5 <= g <= 1.5 * SLOWDOWN for g in gaps), gaps
+    assert all(v == "1" for v in ns.values("WATCHDOG"))
+
+    stop_and_expect_stopping(daemon, ns)
+    assert ns.values("READY") == ["1"]
+    for status in ns.values("STATUS"):
+        assert "\n" not in status and re.match(r"(connecting|running|stopping): ", status), status
+    assert ns.values("STATUS")[-1].startswith("stopping")
+
+
+def test_notify_no_ready_while_the_database_is_unreachable(start_daemon, notify_socket):
+    ns = notify_socket
+    closed = f"host=127.0.0.1 port={free_port()} dbname=nothing user=postgres"
+    daemon = start_daemon(conninfo=closed, env=ns.env(WATCHDOG_USEC="2000000"))
+    ns.collect(3.0 * SLOWDOWN)
+    assert "READY" not in [k for _, fields in ns.messages for k in fields], ns.messages
+    assert len(ns.times("WATCHDOG")) >= 2, "the watchdog must be fed while connecting"
+    assert ns.values("STATUS") and ns.values("STATUS")[0].startswith("connecting")
+    stop_and_expect_stopping(daemon, ns)
+
+
+def test_notify_watchdog_pid_of_another_process(db, start_daemon, notify_socket):
+    """WATCHDOG_PID naming another process: that watchdog is not ours, so no
+    WATCHDOG=1; the rest of the protocol goes on."""
+    ns = notify_socket
+    daemon = start_daemon(env=ns.env(WATCHDOG_USEC="200000", WATCHDOG_PID="1"))
+    ns.wait_for("READY", lambda v: v == "1", timeout=15)
+    ns.collect(1.0)
+    assert ns.times("WATCHDOG") == []
+    stop_and_expect_stopping(daemon, ns)
+
+
+# --------------------------------------------------------------------------
+# Dockerfile and docker-compose.yml (parsed: no docker engine here)
+# --------------------------------------------------------------------------
+
+def dockerfile_stages(path=os.path.join(REPO_ROOT, "Dockerfile")):
+    """[(FROM arguments, [(INSTRUCTION, arguments)])] per stage."""
+    with open(path) as f:
+        text = re.sub(r"\\\n", " ", "".join(l for l in f if not l.lstrip().startswith("#")))
+    stages = []
+    for line in text.splitlines():
+        if not line.strip():
+            continue
+        word, _, args = line.strip().partition(" ")
+        word, args = word.upper(), re.sub(r"\s+", " ", args.strip())
+        if word == "FROM":
+            stages.append((args, []))
+        else:
+            assert stages, f"{word} before FROM"
+            stages[-1][1].append((word, args))
+    return stages
+
+
+def apt_packages(instructions):
+    packages = set()
+    for word, args in instructions:
+        for m in re.finditer(r"apt-get install ([^&;|]*)", args):
+            packages |= {p for p in m.group(1).split() if not p.startswith("-")}
+    return packages
+
+
+def exec_form(args):
+    """A JSON-array instruction argument ("exec form") as a list."""
+    return json.loads(args)
+
+
+def library_owners(binary):
+    """{shared library the binary needs: Debian packages that ship a file of
+    that name}; sanitizer runtimes (test builds only) left out."""
+    if not shutil.which("dpkg") or not shutil.which("readelf"):
+        pytest.skip("needs dpkg and readelf (Debian)")
+    out = run(["readelf", "-d", binary]).stdout
+    owners = {}
+    for lib in re.findall(r"\(NEEDED\)\s+Shared library: \[(.+?)\]", out):
+        if not re.match(r"lib(asan|ubsan|clang_rt)", lib):
+            listing = run(["dpkg", "-S", f"*/{lib}"]).stdout
+            owners[lib] = {p.split(":")[0] for line in listing.splitlines()
+                           for p in line.split(": ")[0].split(", ")}
+    return owners
+
+
+def test_dockerfile():
+    stages = dockerfile_stages()
+    assert len(stages) >= 2, "multi-stage: a build stage and a runtime stage"
+    assert all(frm.split()[0] == "debian:bookworm-slim" for frm, _ in stages)
+    (build_from, build), (_, runtime) = stages[0], stages[-1]
+    build_name = build_from.split()[-1]
+    assert re.search(r"\bAS \w+$", build_from, re.I)
+    assert {"cmake", "pkg-config", "libpq-dev", "libev-dev", "libconfig-dev",
+            "libjansson-dev"} <= apt_packages(build)
+    for word, args in build:
+        if word == "COPY" and not args.startswith("--"):
+            for src in args.split()[:-1]:
+                assert os.path.exists(os.path.join(REPO_ROOT, src)), f"COPY {src}: no such path"
+
+    rt_packages = apt_packages(runtime)
+    for lib, owners in library_owners(BIN).items():  # libc6 is in every image
+        assert owners & (rt_packages | {"libc6"}), f"{lib} ({', '.join(owners)}) is not installed"
+    assert {"libpq5", "libev4", "libconfig9", "libjansson4", "ca-certificates"} <= rt_packages
+    assert not any(p.endswith("-dev") or p in ("build-essential", "cmake") for p in rt_packages)
+    for word, args in runtime:
+        if word == "COPY":
+            assert args.startswith(f"--from={build_name} "), f"runtime COPY not from the build: {args}"
+            assert "/etc" not in args, "no config file in the image: environment only"
+
+    last = {word: args for word, args in runtime}
+    assert "USER" in last and last["USER"].split(":")[0] not in ("root", "0")
+    check = re.sub(r"^(--\S+ )*CMD ", "", last["HEALTHCHECK"])
+    assert exec_form(check) == ["projectord", "status", "--check"]
+    assert exec_form(last["ENTRYPOINT"]) == ["projectord"]
+    assert exec_form(last["CMD"]) == ["run"]
+
+
+def environment(service):
+    env = service.get("environment") or {}
+    if isinstance(env, list):
+        env = dict(item.split("=", 1) for item in env)
+    return {k: str(v) for k, v in env.items()}
+
+
+def test_docker_compose():
+    with open(os.path.join(REPO_ROOT, "docker-compose.yml")) as f:
+        services = yaml.safe_load(f)["services"]
+    pg, pd = services["postgres"], services["projectord"]
+
+    assert pg["image"].startswith("postgres:")
+    assert any(re.fullmatch(r"\./sql:/docker-entrypoint-initdb\.d(:ro)?", v) for v in pg["volumes"])
+    pg_env = environment(pg)
+    db, user, password = pg_env["POSTGRES_DB"], pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"]
+    test = pg["healthcheck"]["test"]
+    test = test if isinstance(test, list) else ["CMD-SHELL", test]
+    assert "pg_isready" in " ".join(test)
+
+    assert "build" in pd or "image" in pd
+    pd_env = environment(pd)
+    url = urlsplit(pd_env["PROJECTORD_DATABASE_URL"])
+    assert url.scheme in ("postgres", "postgresql")
+    assert (url.hostname, url.username, url.password, url.path) == ("postgres", user, password, f"/{db}")
+    assert "PROJECTORD_LOG_LEVEL" in pd_env
+    # Environment only: no config file mounted, no -c.
+    assert not any("/etc/projectord" in str(v) for v in pd.get("volumes", []))
+    assert "-c" not in str(pd.get("command", "")).split()
+    assert pd["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+# --------------------------------------------------------------------------
+# Environment-only configuration, end to end (what the container does)
+# --------------------------------------------------------------------------
+
+class EnvOnlyDaemon(Daemon):
+    """`projectord run` with no -c: the default path, absent here, and the
+    environment only; wrapper: a command to run it under (strace)."""
+
+    wrapper = []
+
+    def start(self):
+        self.starts += 1
+        with open(self.log_path, "a") as log:
+            self.proc = subprocess.Popen(self.wrapper + [BIN, "run"], stdout=log,
+                                         stderr=subprocess.STDOUT, env=clean_env(**self.env))
+        return self
+
+    def kill(self, sig=signal.SIGTERM):
+        """Signal projectord itself, also under the wrapper (its child)."""
+        pid = self.proc.pid
+        if self.wrapper:
+            with open(f"/proc/{pid}/task/{pid}/children") as f:
+                pid = int(f.read().split()[0])
+        os.kill(pid, sig)
+
+
+def env_only(db):
+    return {"PROJECTORD_DATABASE_URL": f"postgresql://postgres@127.0.0.1:{db.cluster.port}/{db.name}",
+            "PROJECTORD_LOG_LEVEL": "debug"}
+
+
+def test_environment_only_configuration(db, workdir):
+    if os.path.exists(DEFAULT_CONFIG):
+        pytest.skip(f"{DEFAULT_CONFIG} exists on this machine")
+    env = env_only(db)
+    proc = run_cli(["check-config"], env=clean_env(**env))
+    assert proc.returncode == EXIT_OK and "no file" in proc.stdout, proc.stdout + proc.stderr
+
+    daemon = EnvOnlyDaemon(db.conninfo, workdir, name="envonly", env=env)
+    try:
+        daemon.start()
+        db.append_all(generate_mix(seed=7, n_events=300))
+        daemon.wait_caught_up()
+        with db.connect() as conn:
+            oracle.assert_read_model_matches_fold(conn)
+        proc = run_cli(["status", "--check"], env=clean_env(**env))
+        assert proc.returncode == EXIT_OK, proc.stdout + proc.stderr
+        assert re.search(r"\.c:\d+: ", daemon.log(tail=100000)), "PROJECTORD_LOG_LEVEL=debug ignored"
+        assert daemon.stop() == EXIT_OK
+    finally:
+        daemon.close()
+
+
+# --------------------------------------------------------------------------
+# The unit's SystemCallFilter lets the daemon do its work
+# --------------------------------------------------------------------------
+
+def syscall_set(analyze, names):
+    """The system calls of names (groups like @system-service expanded)."""
+    calls = set()
+    for name in names:
+        if not name.startswith("@"):
+            calls.add(name)
+            continue
+        out = run([analyze, "syscall-filter", "--no-pager", name]).stdout.splitlines()[1:]
+        entries = [l.strip() for l in out if l.strip() and not l.strip().startswith("#")]
+        calls |= syscall_set(analyze, entries)
+    return calls
+
+
+def test_syscalls_allowed_by_the_unit_filter(db, workdir):
+    """No systemd to run the unit here: run the daemon under strace through
+    start, catch-up, live events, SIGHUP and SIGTERM, and check every system
+    call it made against the unit's SystemCallFilter= lines."""
+    analyze = systemd_analyze()
+    if not shutil.which("strace"):
+        pytest.skip("strace is not installed")
+    if re.search(r"lib(asan|ubsan)", run(["readelf", "-d", BIN]).stdout):
+        pytest.skip("a sanitizer runtime makes system calls of its own")
+    allowed = set()
+    for line in unit_settings()["SystemCallFilter"]:
+        if line.startswith("~"):
+            allowed -= syscall_set(analyze, line[1:].split())
+        else:
+            allowed |= syscall_set(analyze, line.split())
+
+    trace = os.path.join(workdir, "strace.out")
+    commands = generate_mix(seed=11, n_events=250)
+    db.append_all(commands[:-20])
+    daemon = EnvOnlyDaemon(db.conninfo, workdir, name="straced", env=env_only(db))
+    daemon.wrapper = ["strace", "-f", "-qq", "-o", trace]
+    try:
+        daemon.start()
+        daemon.wait_caught_up(timeout=60)
+        db.append(commands[-20:])  # live, one by one
+        daemon.wait_caught_up(timeout=60)
+        daemon.kill(signal.SIGHUP)
+        time.sleep(0.5)
+        assert daemon.stop(timeout=40) == EXIT_OK
+    finally:
+        daemon.close()
+    with open(trace) as f:
+        used = {m.group(1) for m in re.finditer(r"(?m)^\d+\s+([a-z0-9_]+)\(", f.read())}
+    assert {"connect", "epoll_wait", "sendto"} <= used, "strace saw nothing useful"
+    assert used - {"execve"} <= allowed, f"blocked by SystemCallFilter: {sorted(used - allowed)}"
