@@ -695,6 +695,7 @@ static void test_print_defaults(void **state)
                               "listen_channel = \"domain_event\";\n"
                               "batch_size = 1000;\n"
                               "poll_interval_ms = 1000;\n"
+                              "rebuild_on_version_change = true;\n"
                               "log = { level = \"info\"; format = \"text\"; };\n"
                               "projections = {\n"
                               "  catalog = { enabled = true; on_error = \"stop\"; };\n"
