@@ -3,7 +3,10 @@
  *
  * Each enabled projection gets a runner with its own connection, so one
  * slow or failed projection never holds the others back. The listener and
- * the poll timer only wake runners; runners decide what to read.
+ * the poll timer only wake runners; runners decide what to read. SIGHUP
+ * reloads the configuration file: log level and format, batch size, poll
+ * interval, on_error and enabling or disabling a projection take effect at
+ * once; a changed database or channel needs a restart, and the log says so.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -25,11 +28,13 @@
 
 struct daemon {
     struct ev_loop *loop;
-    const struct config *cfg;
+    struct config *cfg;         /* reloads update it in place: runners read it */
+    const char *config_path;    /* NULL: the default path */
+    const char *level_override; /* -l, which a reload must not undo */
     char owner[300];
     struct fleet fleet;
-    struct runner **runners;
-    size_t nrunners;
+    struct runner **runners; /* one slot per compiled-in projection, registry order */
+    bool *active;            /* the slot's runner runs (not disabled, not finished) */
     size_t nrunning;
     struct listener *listener;
     ev_timer poll_timer;
@@ -44,8 +49,9 @@ struct daemon {
 static void wake_all(void *arg)
 {
     struct daemon *d = arg;
-    for (size_t i = 0; i < d->nrunners; i++)
-        runner_wake(d->runners[i]);
+    for (size_t i = 0; i < projection_registry_count; i++)
+        if (d->active[i])
+            runner_wake(d->runners[i]);
 }
 
 static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -61,7 +67,7 @@ static void notify_summary(const struct daemon *d)
 {
     const char *state = d->stopping ? "stopping" : d->ready ? "running" : "connecting";
     notify_status("%s: %zu projection(s) enabled, %d owned by this instance, %d instance(s)", state,
-                  d->nrunners, d->fleet.owned, d->fleet.instances);
+                  d->nrunning, d->fleet.owned, d->fleet.instances);
 }
 
 /* The listener wakes us after each (re)connect: the first one means ready. */
@@ -100,9 +106,14 @@ static void notify_setup(struct daemon *d)
 
 static void runner_done(struct runner *r, void *arg)
 {
-    (void)r;
     struct daemon *d = arg;
-    if (--d->nrunning == 0)
+    for (size_t i = 0; i < projection_registry_count; i++)
+        if (d->runners[i] == r && d->active[i]) {
+            d->active[i] = false;
+            d->nrunning--;
+        }
+    /* A runner disabled by a reload stays in its slot until re-enabled or teardown. */
+    if (d->stopping && d->nrunning == 0)
         ev_break(d->loop, EVBREAK_ALL);
 }
 
@@ -133,38 +144,123 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
         ev_break(loop, EVBREAK_ALL);
         return;
     }
-    for (size_t i = 0; i < d->nrunners; i++)
-        runner_stop(d->runners[i]);
+    for (size_t i = 0; i < projection_registry_count; i++)
+        if (d->active[i])
+            runner_stop(d->runners[i]);
 }
 
-static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+/* Start the runner of registry slot i. Returns 0, or -1 when out of memory. */
+static int start_runner(struct daemon *d, size_t i)
 {
-    (void)loop;
-    (void)w;
-    (void)revents;
-    log_warning("received SIGHUP: live reload is not supported yet; restart to apply changes");
+    const struct projection *p = projection_registry[i];
+    runner_free(d->runners[i]); /* a finished one, from before a reload disabled it */
+    d->runners[i] = runner_new(d->loop, p, config_projection(d->cfg, p->name), d->cfg, d->owner,
+                               &d->fleet, runner_done, d);
+    if (!d->runners[i])
+        return -1;
+    d->active[i] = true;
+    d->nrunning++;
+    d->fleet.projections++;
+    return 0;
 }
 
 static int add_runners(struct daemon *d)
 {
     d->runners = calloc(projection_registry_count, sizeof *d->runners);
-    if (!d->runners)
+    d->active = calloc(projection_registry_count, sizeof *d->active);
+    if (!d->runners || !d->active)
         return -1;
     for (size_t i = 0; i < projection_registry_count; i++) {
-        const struct projection *p = projection_registry[i];
-        const struct projection_config *pc = config_projection(d->cfg, p->name);
-        if (!pc || !pc->enabled) {
-            log_info("%s: disabled in the configuration", p->name);
-            continue;
-        }
-        struct runner *r = runner_new(d->loop, p, pc, d->cfg, d->owner, &d->fleet, runner_done, d);
-        if (!r)
+        if (!d->cfg->projections[i].enabled)
+            log_info("%s: disabled in the configuration", projection_registry[i]->name);
+        else if (start_runner(d, i) < 0)
             return -1;
-        d->runners[d->nrunners++] = r;
     }
-    d->nrunning = d->nrunners;
-    d->fleet.projections = (int)d->nrunners;
     return 0;
+}
+
+static bool same_text(const char *a, const char *b)
+{
+    return (a == NULL && b == NULL) || (a && b && strcmp(a, b) == 0);
+}
+
+/* Settings a running daemon can not change. */
+static void warn_restart_needed(const struct config *old, const struct config *next)
+{
+    if (!same_text(old->conninfo, next->conninfo))
+        log_warning("reload: database.conninfo changed: restart projectord to apply it");
+    if (!same_text(old->target_conninfo, next->target_conninfo))
+        log_warning("reload: database.target changed: restart projectord to apply it");
+    if (!same_text(old->listen_channel, next->listen_channel))
+        log_warning("reload: listen_channel changed: restart projectord to apply it");
+}
+
+/* Enable, disable and re-police projections as the new file says. */
+static void apply_projections(struct daemon *d, const struct config *next)
+{
+    for (size_t i = 0; i < projection_registry_count; i++) {
+        struct projection_config *pc = &d->cfg->projections[i];
+        const struct projection_config *np = &next->projections[i];
+        pc->on_error = np->on_error;
+        if (pc->enabled == np->enabled)
+            continue;
+        pc->enabled = np->enabled;
+        log_info("reload: %s %s", pc->name, np->enabled ? "enabled" : "disabled");
+        if (np->enabled) {
+            if (start_runner(d, i) == 0)
+                runner_start(d->runners[i]);
+            else
+                log_error("reload: %s: out of memory", pc->name);
+        } else if (d->active[i]) {
+            d->fleet.projections--;
+            runner_stop(d->runners[i]);
+        }
+    }
+}
+
+static void reload(struct daemon *d)
+{
+    const char *names[64];
+    for (size_t i = 0; i < projection_registry_count && i < 64; i++)
+        names[i] = projection_registry[i]->name;
+    struct config next;
+    char err[1024];
+    if (config_load(&next, d->config_path, names, projection_registry_count, err, sizeof err) < 0) {
+        log_error("reload: %s; keeping the running configuration", err);
+        return;
+    }
+    if (d->level_override)
+        log_level_parse(d->level_override, &next.log_level);
+    warn_restart_needed(d->cfg, &next);
+    log_setup(next.log_level, next.log_format);
+    d->cfg->log_level = next.log_level;
+    d->cfg->log_format = next.log_format;
+    d->cfg->batch_size = next.batch_size;
+    d->cfg->rebuild_on_version_change = next.rebuild_on_version_change;
+    if (d->cfg->poll_interval_ms != next.poll_interval_ms) {
+        d->cfg->poll_interval_ms = next.poll_interval_ms;
+        d->poll_timer.repeat = next.poll_interval_ms / 1000.0;
+        ev_timer_again(d->loop, &d->poll_timer);
+    }
+    apply_projections(d, &next);
+    config_free(&next);
+    log_info("reload: configuration applied (batch_size %d, poll_interval_ms %d, log level %s)",
+             d->cfg->batch_size, d->cfg->poll_interval_ms, log_level_name(d->cfg->log_level));
+}
+
+static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct daemon *d = w->data;
+    if (d->stopping)
+        return;
+    log_info("received SIGHUP: reloading the configuration");
+    notify_reloading();
+    reload(d);
+    if (d->ready)
+        notify_ready(); /* systemd waits for READY=1 after RELOADING=1 */
+    notify_summary(d);
 }
 
 static void setup_watchers(struct daemon *d)
@@ -187,9 +283,10 @@ static void setup_watchers(struct daemon *d)
 static void teardown(struct daemon *d)
 {
     listener_free(d->listener);
-    for (size_t i = 0; i < d->nrunners; i++)
+    for (size_t i = 0; d->runners && i < projection_registry_count; i++)
         runner_free(d->runners[i]);
     free(d->runners);
+    free(d->active);
     ev_signal_stop(d->loop, &d->sigterm);
     ev_signal_stop(d->loop, &d->sigint);
     ev_signal_stop(d->loop, &d->sighup);
@@ -199,9 +296,9 @@ static void teardown(struct daemon *d)
     notify_close();
 }
 
-int daemon_run(const struct config *cfg)
+int daemon_run(struct config *cfg, const char *config_path, const char *level_override)
 {
-    struct daemon d = {.cfg = cfg};
+    struct daemon d = {.cfg = cfg, .config_path = config_path, .level_override = level_override};
     d.loop = ev_default_loop(EVFLAG_AUTO);
     if (!d.loop) {
         log_error("cannot initialise the event loop");
@@ -219,8 +316,8 @@ int daemon_run(const struct config *cfg)
         teardown(&d);
         return 1;
     }
-    if (d.nrunners == 0)
-        log_warning("no projection is enabled: nothing to do");
+    if (d.nrunning == 0)
+        log_warning("no projection is enabled: nothing to do (a reload may enable some)");
     d.listener = listener_new(d.loop, cfg->conninfo, cfg->listen_channel, d.fleet.instance_id,
                               listener_wake, &d);
     if (!d.listener) {
@@ -231,10 +328,11 @@ int daemon_run(const struct config *cfg)
     setup_watchers(&d);
     notify_setup(&d);
     log_info("projectord %s starting as %s with %zu projection(s)", PROJECTORD_VERSION, d.owner,
-             d.nrunners);
+             d.nrunning);
     listener_start(d.listener);
-    for (size_t i = 0; i < d.nrunners; i++)
-        runner_start(d.runners[i]);
+    for (size_t i = 0; i < projection_registry_count; i++)
+        if (d.active[i])
+            runner_start(d.runners[i]);
 
     ev_run(d.loop, 0);
 

@@ -9,8 +9,10 @@
 
 /*
  * Run until SIGTERM or SIGINT, then let each runner finish its batch in
- * flight and return the exit code (0 after a clean stop). cfg is borrowed.
+ * flight and return the exit code (0 after a clean stop). cfg is borrowed
+ * and updated in place by SIGHUP reloads, which read config_path again
+ * (NULL: the default path); level_override is -l, which reloads keep.
  */
-int daemon_run(const struct config *cfg);
+int daemon_run(struct config *cfg, const char *config_path, const char *level_override);
 
 #endif

@@ -60,7 +60,8 @@ static int load_config(struct config *cfg, const char *path, const char *level)
     return 0;
 }
 
-static int dispatch(const struct config *cfg, const char *command, int argc, char **argv)
+static int dispatch(struct config *cfg, const char *path, const char *level, const char *command,
+                    int argc, char **argv)
 {
     if (strcmp(command, "run") == 0 && argc == 0) {
         if (cfg->target_conninfo) {
@@ -71,7 +72,7 @@ static int dispatch(const struct config *cfg, const char *command, int argc, cha
                     cfg->source ? cfg->source : "(environment)");
             return EXIT_CONFIG;
         }
-        return daemon_run(cfg);
+        return daemon_run(cfg, path, level);
     }
     if (strcmp(command, "status") == 0)
         return cli_status(cfg, argc, argv);
@@ -155,7 +156,7 @@ int main(int argc, char **argv)
     struct config cfg;
     if (load_config(&cfg, path, level) < 0)
         return EXIT_CONFIG;
-    int rc = dispatch(&cfg, command, argc - optind, argv + optind);
+    int rc = dispatch(&cfg, path, level, command, argc - optind, argv + optind);
     config_free(&cfg);
     return rc;
 }
