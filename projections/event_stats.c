@@ -1,7 +1,10 @@
 /*
  * event_stats: per event type, how many events, their first and last
  * global_position and the newest occurred_at (SPEC §4), for every event.
- * The payload is not read.
+ *
+ * Set-based: a batch touches a few rows many times, so the handler only
+ * collects (type, position, occurred_at) and flush writes the whole batch
+ * with one statement that aggregates in SQL. The payload is not read.
  */
 #include "projection.h"
 
@@ -10,23 +13,55 @@ enum {
 };
 
 static const struct pj_statement statements[] = {
-    /* $1 event_type, $2 global_position, $3 occurred_at|NULL */
-    [ST_COUNT] = {"INSERT INTO event_type_stats AS s (event_type, event_count, first_position,"
-                  "                                   last_position, last_occurred_at)"
-                  " VALUES ($1::text, 1, $2::bigint, $2::bigint, $3::timestamptz)"
-                  " ON CONFLICT (event_type) DO UPDATE SET event_count = s.event_count + 1,"
-                  "   first_position = least(s.first_position, excluded.first_position),"
-                  "   last_position = greatest(s.last_position, excluded.last_position),"
-                  "   last_occurred_at = greatest(s.last_occurred_at, excluded.last_occurred_at)",
-                  3},
+    /* $1 event types, $2 positions, $3 occurred_at (NULLs allowed): one element per event */
+    [ST_COUNT] =
+        {"INSERT INTO event_type_stats AS s (event_type, event_count, first_position,"
+         "                                   last_position, last_occurred_at)"
+         " SELECT t, count(*), min(p), max(p), max(o)"
+         "   FROM unnest($1::text[], $2::bigint[], $3::timestamptz[]) AS e(t, p, o)"
+         "  GROUP BY t"
+         " ON CONFLICT (event_type) DO UPDATE"
+         "   SET event_count = s.event_count + excluded.event_count,"
+         "       first_position = least(s.first_position, excluded.first_position),"
+         "       last_position = greatest(s.last_position, excluded.last_position),"
+         "       last_occurred_at = greatest(s.last_occurred_at, excluded.last_occurred_at)",
+         3},
     {NULL, 0},
+};
+
+struct batch {
+    struct pj_textarr types, positions, occurred;
 };
 
 static int any_event(struct pj_ctx *ctx, const struct pj_event *ev, const json_t *payload)
 {
     (void)payload;
-    const char *params[] = {ev->event_type, ev->position_text, ev->occurred_at};
+    struct batch *b = pj_state(ctx);
+    if (pj_textarr_add(&b->types, ev->event_type) < 0 ||
+        pj_textarr_add(&b->positions, ev->position_text) < 0 ||
+        pj_textarr_add(&b->occurred, ev->occurred_at) < 0)
+        return pj_bad(ctx, "out of memory");
+    return 0;
+}
+
+static int flush(struct pj_ctx *ctx, void *state)
+{
+    struct batch *b = state;
+    if (b->types.n == 0)
+        return 0;
+    const char *params[] = {pj_textarr_literal(&b->types), pj_textarr_literal(&b->positions),
+                            pj_textarr_literal(&b->occurred)};
+    if (!params[0] || !params[1] || !params[2])
+        return pj_bad(ctx, "out of memory");
     return pj_exec(ctx, ST_COUNT, params, 0);
+}
+
+static void release(void *state)
+{
+    struct batch *b = state;
+    pj_textarr_free(&b->types);
+    pj_textarr_free(&b->positions);
+    pj_textarr_free(&b->occurred);
 }
 
 static const struct pj_handler handlers[] = {
@@ -44,4 +79,7 @@ const struct projection projection_event_stats = {
     .tables = tables,
     .statements = statements,
     .handlers = handlers,
+    .state_size = sizeof(struct batch),
+    .flush = flush,
+    .release = release,
 };

@@ -4,6 +4,7 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "batch.h"
 
@@ -15,24 +16,107 @@ static int statement_count(const struct projection *p)
     return n;
 }
 
-void batch_init(struct pj_ctx *b, const struct projection *p, struct pgconn *conn)
+int batch_init(struct pj_ctx *b, const struct projection *p, struct pgconn *conn)
 {
     *b = (struct pj_ctx){
         .conn = conn, .proj = p, .nstatements = statement_count(p), .event = BATCH_NO_EVENT};
+    if (p->state_size > 0 && !(b->state = calloc(1, p->state_size)))
+        return -1;
+    return 0;
+}
+
+static void release_state(struct pj_ctx *b)
+{
+    if (b->state && b->proj->release)
+        b->proj->release(b->state);
+    if (b->state)
+        memset(b->state, 0, b->proj->state_size);
 }
 
 void batch_free(struct pj_ctx *b)
 {
+    release_state(b);
+    free(b->state);
     free(b->stmts);
+    b->state = NULL;
     b->stmts = NULL;
     b->n = b->cap = 0;
 }
 
 void batch_reset(struct pj_ctx *b)
 {
+    release_state(b);
     b->n = 0;
     b->event = BATCH_NO_EVENT;
     b->err[0] = '\0';
+}
+
+int batch_flush(struct pj_ctx *b)
+{
+    b->event = BATCH_NO_EVENT;
+    b->err[0] = '\0';
+    return b->proj->flush ? b->proj->flush(b, b->state) : 0;
+}
+
+void *pj_state(struct pj_ctx *ctx)
+{
+    return ctx->state;
+}
+
+/* Room for one more element of at most need bytes (quoted and escaped). */
+static int textarr_reserve(struct pj_textarr *a, size_t need)
+{
+    if (a->len + need + 3 <= a->cap)
+        return 0;
+    size_t cap = a->cap ? a->cap : 1024;
+    while (cap < a->len + need + 3)
+        cap *= 2;
+    char *grown = realloc(a->buf, cap);
+    if (!grown)
+        return -1;
+    a->buf = grown;
+    a->cap = cap;
+    return 0;
+}
+
+int pj_textarr_add(struct pj_textarr *a, const char *value)
+{
+    size_t need = value ? 2 * strlen(value) + 3 : 5;
+    if (textarr_reserve(a, need) < 0)
+        return -1;
+    a->buf[a->len++] = a->n++ ? ',' : '{';
+    if (!value) {
+        memcpy(a->buf + a->len, "NULL", 4);
+        a->len += 4;
+        return 0;
+    }
+    a->buf[a->len++] = '"';
+    for (const char *c = value; *c; c++) {
+        if (*c == '"' || *c == '\\')
+            a->buf[a->len++] = '\\';
+        a->buf[a->len++] = *c;
+    }
+    a->buf[a->len++] = '"';
+    return 0;
+}
+
+const char *pj_textarr_literal(struct pj_textarr *a)
+{
+    if (textarr_reserve(a, 0) < 0)
+        return NULL;
+    if (a->n == 0)
+        a->buf[a->len] = '{';
+    /* Close without committing the brace, so more can be added. */
+    size_t end = a->n == 0 ? a->len + 1 : a->len;
+    a->buf[end] = '}';
+    a->buf[end + 1] = '\0';
+    return a->buf;
+}
+
+void pj_textarr_free(struct pj_textarr *a)
+{
+    free(a->buf);
+    *a = (struct pj_textarr){0};
 }
 
 int batch_record(struct pj_ctx *b, int event, unsigned flags)

@@ -31,13 +31,18 @@ struct pj_ctx {
     char err[BATCH_ERR_MAX];
     struct batch_stmt *stmts;
     size_t n, cap;
+    void *state; /* the projection's per-batch state (state_size bytes) */
 };
 
-void batch_init(struct pj_ctx *b, const struct projection *p, struct pgconn *conn);
+/* Returns 0, or -1 when out of memory (the state). */
+int batch_init(struct pj_ctx *b, const struct projection *p, struct pgconn *conn);
 void batch_free(struct pj_ctx *b);
 
-/* Forget the statements of the previous batch. */
+/* Forget the statements of the previous batch; zero the projection's state. */
 void batch_reset(struct pj_ctx *b);
+
+/* After the batch's events: the projection's flush, if it has one. Returns its result. */
+int batch_flush(struct pj_ctx *b);
 
 /* Record a statement just sent on b->conn. Returns 0, or -1 out of memory. */
 int batch_record(struct pj_ctx *b, int event, unsigned flags);

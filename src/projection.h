@@ -78,6 +78,16 @@ struct pj_statement {
     int nparams;
 };
 
+/*
+ * Set-based work (optional). A projection whose batch touches few rows many
+ * times (counters, aggregates) can collect values in per-batch state while
+ * its handlers run and write them with one statement at the end: flush runs
+ * after the batch's last event and may pj_exec; release frees what the
+ * state points to. The state (state_size bytes, pj_state) is zeroed before
+ * each attempt of a batch, as a batch can be sent again. A statement queued
+ * by flush belongs to no single event: if it fails, the batch is retried,
+ * never dead-lettered.
+ */
 struct projection {
     const char *name;
     int version; /* bump when the read model must be rebuilt */
@@ -85,7 +95,31 @@ struct projection {
     const char *const *tables;             /* NULL-terminated, unqualified */
     const struct pj_statement *statements; /* terminated by {NULL, 0}; index = statement id */
     const struct pj_handler *handlers;     /* terminated by {NULL, NULL, 0} */
+    size_t state_size;
+    int (*flush)(struct pj_ctx *ctx, void *state);
+    void (*release)(void *state);
 };
+
+/* The projection's per-batch state (state_size bytes), or NULL without one. */
+void *pj_state(struct pj_ctx *ctx);
+
+/*
+ * A growing text[] literal, for passing a batch's values as one array
+ * parameter ("{a,NULL,\"b c\"}"). Zero-initialise; pj_textarr_free releases.
+ */
+struct pj_textarr {
+    char *buf;
+    size_t len, cap;
+    size_t n;
+};
+
+/* Append value (NULL for SQL NULL). Returns 0, or -1 when out of memory. */
+int pj_textarr_add(struct pj_textarr *a, const char *value);
+
+/* The literal so far ("{}" when empty); valid until the next add or free. */
+const char *pj_textarr_literal(struct pj_textarr *a);
+
+void pj_textarr_free(struct pj_textarr *a);
 
 /* pj_exec flags */
 #define PJ_COUNT_IGNORED 0x1 /* no row affected means the target row is missing: count it */

@@ -421,7 +421,10 @@ static struct runner *create(struct ev_loop *loop, const struct projection *p,
         runner_free(r);
         return NULL;
     }
-    batch_init(&r->ctx, p, r->conn);
+    if (batch_init(&r->ctx, p, r->conn) < 0) {
+        runner_free(r);
+        return NULL;
+    }
     ev_init(&r->retry_timer, retry_cb);
     r->retry_timer.data = r;
     ev_timer_init(&r->heartbeat_timer, heartbeat_cb, HEARTBEAT_S, HEARTBEAT_S);
@@ -792,6 +795,13 @@ static void send_batch(struct runner *r)
         }
         if (rc > 0)
             break;
+    }
+    if (batch_flush(&r->ctx) < 0) {
+        /* The batch's statements are on the wire: only dropping the session undoes them. */
+        log_error("%s: the projection's batch flush failed: %s", r->proj->name,
+                  r->ctx.err[0] ? r->ctx.err : "could not queue a statement");
+        pgconn_reset(r->conn, "batch flush failed");
+        return;
     }
     if (r->ctx.n == 0) {
         send_batch_end(r);
@@ -1369,7 +1379,8 @@ static void on_replay_done(struct runner *r)
     }
     r->replaying = false;
     r->replay_over = true;
-    log_info("%s: replay over: %" PRId64 " dead letter(s) applied", r->proj->name, r->replayed);    r->state = R_IDLE;
+    log_info("%s: replay over: %" PRId64 " dead letter(s) applied", r->proj->name, r->replayed);
+    r->state = R_IDLE;
     if (r->replay_then_stop)
         runner_stop(r);
     else
