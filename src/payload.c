@@ -52,11 +52,87 @@ static void one_line(char *err)
             *p = ' ';
 }
 
+/*
+ * jsonb accepts documents nested thousands of levels deep (its limit is the
+ * server's stack) but jansson's parser stops at 2048 levels, and the
+ * contract only reads a payload's top levels. So a document too deep for
+ * jansson is decoded again with every container deeper than PRUNE_DEPTH
+ * emptied: the same fields, their deep values [] or {}. The text is
+ * event_data as PostgreSQL prints jsonb, so it is valid JSON; any other
+ * text is checked by jansson again after pruning.
+ */
+#define PRUNE_DEPTH 64
+
+/* Index of the bracket that closes the container opened at text[i], or len. */
+static size_t container_end(const char *text, size_t len, size_t i)
+{
+    size_t depth = 0;
+    bool in_string = false;
+    for (; i < len; i++) {
+        char c = text[i];
+        if (in_string) {
+            if (c == '\\')
+                i++;
+            else if (c == '"')
+                in_string = false;
+        } else if (c == '"') {
+            in_string = true;
+        } else if (c == '[' || c == '{') {
+            depth++;
+        } else if ((c == ']' || c == '}') && --depth == 0) {
+            return i;
+        }
+    }
+    return len;
+}
+
+/* A copy of text with the containers deeper than PRUNE_DEPTH emptied, or NULL. */
+static char *prune_deep(const char *text, size_t len, size_t *outlen)
+{
+    char *out = malloc(len + 2); /* an unterminated last container grows by one */
+    size_t n = 0, depth = 0;
+    bool in_string = false;
+    if (out == NULL)
+        return NULL;
+    for (size_t i = 0; i < len; i++) {
+        char c = text[i];
+        if (in_string) {
+            out[n++] = c;
+            if (c == '\\' && i + 1 < len)
+                out[n++] = text[++i];
+            else if (c == '"')
+                in_string = false;
+        } else if ((c == '[' || c == '{') && depth == PRUNE_DEPTH) {
+            out[n++] = c;
+            out[n++] = c == '[' ? ']' : '}';
+            i = container_end(text, len, i);
+        } else {
+            if (c == '"')
+                in_string = true;
+            else if (c == '[' || c == '{')
+                depth++;
+            else if ((c == ']' || c == '}') && depth > 0)
+                depth--;
+            out[n++] = c;
+        }
+    }
+    *outlen = n;
+    return out;
+}
+
 json_t *payload_decode(const char *text, size_t len, char *err, size_t errlen)
 {
     json_error_t jerr;
     /* JSON_ALLOW_NUL: "\u0000" decodes, and payload_string rejects it by name. */
-    json_t *v = json_loadb(text, len, JSON_DECODE_ANY | JSON_ALLOW_NUL, &jerr);
+    const size_t flags = JSON_DECODE_ANY | JSON_ALLOW_NUL;
+    json_t *v = json_loadb(text, len, flags, &jerr);
+    if (v == NULL && json_error_code(&jerr) == json_error_stack_overflow) {
+        size_t n;
+        char *pruned = prune_deep(text, len, &n);
+        if (pruned != NULL)
+            v = json_loadb(pruned, n, flags, &jerr);
+        free(pruned);
+    }
     if (v == NULL) {
         snprintf(err, errlen, "payload is not valid JSON: %s at line %d column %d", jerr.text,
                  jerr.line, jerr.column);

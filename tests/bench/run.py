@@ -133,6 +133,76 @@ def proc_cpu_ns(pid):
     return total if found else None
 
 
+def total_busy_ticks():
+    """Busy clock ticks of all CPUs since boot, and all ticks."""
+    with open("/proc/stat") as f:
+        v = [int(x) for x in f.readline().split()[1:]]
+    return sum(v) - v[3] - v[4], sum(v)
+
+
+def ppid_of(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return int(f.read().rsplit(")", 1)[1].split()[1])
+    except (FileNotFoundError, ProcessLookupError, IndexError, ValueError):
+        return None
+
+
+class LoadMeter:
+    """How much CPU *other* processes used during a phase (the box may be
+    shared): all busy CPU time minus ours (this script, the daemon, pgbench,
+    and every process of our cluster), sampled often enough to catch most
+    short-lived processes of ours before they exit."""
+
+    def __init__(self, cluster):
+        self.cluster = cluster
+        self.tracked = set()
+        self.first = {}
+        self.last = {}
+        self.t0 = None
+
+    def track(self, pid):
+        self.tracked.add(pid)
+
+    def _ours(self):
+        pids = {os.getpid()} | self.tracked
+        try:
+            with open(os.path.join(self.cluster.datadir, "postmaster.pid")) as f:
+                pm = int(f.readline())
+            pids.add(pm)
+            for d in os.listdir("/proc"):
+                if d.isdigit() and ppid_of(int(d)) == pm:
+                    pids.add(int(d))
+        except (OSError, ValueError):
+            pass
+        return pids
+
+    def start(self):
+        self.first, self.last = {}, {}
+        self.t0 = total_busy_ticks()
+        self.sample()
+
+    def sample(self):
+        if self.t0 is None:
+            return
+        for pid in self._ours():
+            t = proc_cpu_ticks(pid)
+            if t is None:
+                continue
+            self.first.setdefault(pid, t if not self.last else 0)
+            self.last[pid] = t
+
+    def others_pct(self):
+        """Percent of all cores used by other processes since start()."""
+        self.sample()
+        busy1, all1 = total_busy_ticks()
+        ours = sum(self.last[p] - self.first[p] for p in self.last)
+        return max(0.0, 100.0 * (busy1 - self.t0[0] - ours) / max(1, all1 - self.t0[1]))
+
+
+LOAD = None  # the run's LoadMeter
+
+
 # ---------------------------------------------------------------------------
 # The daemon
 # ---------------------------------------------------------------------------
@@ -265,6 +335,8 @@ def wait_caught_up(conninfo, daemon, names, timeout, t0=None, samples=None, inte
                 raise BenchError(f"projectord exited with {daemon.proc.returncode}:\n{daemon.log_tail()}")
             rows = metadata(conn)
             now = time.monotonic()
+            if LOAD is not None:
+                LOAD.sample()
             for n in names:
                 row = rows.get(n)
                 if row is None:
@@ -408,7 +480,10 @@ def catch_up(args, workdir, conninfo, name, enabled, total_events, timeout):
     samples = []
     try:
         d.start()
+        LOAD.start()
+        LOAD.track(d.pid)
         reached = wait_caught_up(conninfo, d, enabled, timeout, samples=samples)
+        others = LOAD.others_pct()
         hwm = proc_status_kb(d.pid, "VmHWM")
         rss = proc_status_kb(d.pid, "VmRSS")
         cpu_d = (proc_cpu_ns(d.pid) or 0) / 1e9
@@ -437,6 +512,7 @@ def catch_up(args, workdir, conninfo, name, enabled, total_events, timeout):
         "rss_curve": rss_curve,
         "daemon_cpu_s": cpu_d,
         "backends_cpu_s": cpu_b,
+        "others_pct": others,
         "exit_code": rc,
     }
 
@@ -449,9 +525,10 @@ def run_reference(conninfo, timeout_s):
         conn.execute(f"SET statement_timeout = '{int(timeout_s)}s'")
         pid = conn.execute("SELECT pg_backend_pid()").fetchone()[0]
         cpu0 = proc_cpu_ns(pid) or 0
+        LOAD.start()
         t = time.monotonic()
         conn.execute("CALL ref.run_projections(1000)")
-        return time.monotonic() - t, ((proc_cpu_ns(pid) or 0) - cpu0) / 1e9
+        return time.monotonic() - t, ((proc_cpu_ns(pid) or 0) - cpu0) / 1e9, LOAD.others_pct()
 
 
 def parse_pgbench(text):
@@ -491,21 +568,45 @@ def live_run(args, cluster, dbname, daemon, rate, seconds, clients):
                "-c", str(clients), "-j", str(min(clients, 2)), "-R", str(rate), "-T", str(seconds),
                "-h", "127.0.0.1", "-p", str(cluster.port), "-U", "postgres", dbname]
         log(f"live {rate}/s for {seconds}s: {' '.join(cmd[1:])}")
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                env=daemon_env())
+        LOAD.start()
+        outf = tempfile.TemporaryFile("w+")
+        proc = subprocess.Popen(cmd, stdout=outf, stderr=subprocess.STDOUT, text=True, env=daemon_env())
+        LOAD.track(proc.pid)
         try:
-            out, _ = proc.communicate(timeout=seconds + 60)
+            deadline = time.monotonic() + seconds + 60
+            while proc.poll() is None and time.monotonic() < deadline:
+                LOAD.sample()
+                time.sleep(0.2)
         finally:
             if proc.poll() is None:
                 proc.kill()
                 proc.wait()
+        others = LOAD.others_pct()
+        outf.seek(0)
+        out = outf.read()
+        outf.close()
         if proc.returncode != 0:
             raise BenchError(f"pgbench exited {proc.returncode}:\n{out}")
         elapsed, dcpu, _, bcpu = meter.read()
-        wait_caught_up(conninfo, daemon, daemon.enabled, 120, t0=time.monotonic())
+        t_end = time.monotonic()
+        # orders is the projection measured; the others must catch up too,
+        # and how far behind they are is worth reporting if they do not.
+        wait_caught_up(conninfo, daemon, ["orders"], 180, t0=t_end)
+        drain_s = time.monotonic() - t_end
+        lag = {}
+        try:
+            wait_caught_up(conninfo, daemon, daemon.enabled, 30, t0=t_end)
+        except BenchError:
+            head = head_position(conn)
+            lag = {n: head - r["last_position"] for n, r in metadata(conn).items()
+                   if n in daemon.enabled and r["last_position"] < head}
+            log(f"after the live run, still behind the head by {lag} events after 30 s")
         appended = head_position(conn) - start
         n, p, mx, mn = conn.execute(LATENCY_SQL, (start,)).fetchone()
     res = parse_pgbench(out)
+    res["drain_s"] = drain_s
+    res["others_pct"] = others
+    res["behind_after_30s"] = lag
     res.update({"rate": rate, "seconds": seconds, "clients": clients, "appended": appended,
                 "measured": n, "p50": p[0] if p else None, "p95": p[1] if p else None,
                 "p99": p[2] if p else None, "max": mx, "min": mn,
@@ -514,15 +615,26 @@ def live_run(args, cluster, dbname, daemon, rate, seconds, clients):
 
 
 def idle_run(daemon, conninfo, seconds):
+    note = None
     with connect(conninfo) as conn:
-        wait_caught_up(conninfo, daemon, daemon.enabled, 60, t0=time.monotonic())
+        try:
+            wait_caught_up(conninfo, daemon, daemon.enabled, 60, t0=time.monotonic())
+        except BenchError as exc:
+            if not daemon.alive():
+                raise
+            note = "not caught up before the idle measurement: " + str(exc).split("\n")[0]
+            log(note)
         time.sleep(2)
         meter = CpuMeter(daemon, conn)
-        # Sleep without touching the database from here: our own polling
-        # would wake nobody, but keep the measurement clean anyway.
-        time.sleep(seconds)
+        LOAD.start()
+        # Do not touch the database meanwhile: only the daemon's own work counts.
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            time.sleep(min(1.0, max(0.0, end - time.monotonic())))
+            LOAD.sample()
         elapsed, dcpu, ticks, bcpu = meter.read()
-    return {"seconds": elapsed, "daemon_cpu_s": dcpu, "daemon_ticks": ticks,
+        others = LOAD.others_pct()
+    return {"seconds": elapsed, "daemon_cpu_s": dcpu, "daemon_ticks": ticks, "note": note, "others_pct": others,
             "daemon_pct": 100 * dcpu / elapsed, "backends_cpu_s": bcpu,
             "backends_pct": 100 * bcpu / elapsed}
 
@@ -552,6 +664,7 @@ def render(R):
             f">= {fmt_int(TARGETS['catchup_eps'])} events/s", met(c["eps"] >= TARGETS["catchup_eps"]))
         add("  CPU during catch-up: daemon / its PostgreSQL backends",
             f"{c['daemon_cpu_s']:.1f} s / {c['backends_cpu_s']:.1f} s (wall {c['seconds']:.1f} s, 2 cores)")
+        add("  other processes on the box meanwhile", f"{c['others_pct']:.0f} % of 2 cores")
         for p in PROJECTIONS:
             if p in c["per_projection"]:
                 add(f"  {p} reached the head at", f"{c['per_projection'][p]:.1f} s "
@@ -559,7 +672,7 @@ def render(R):
     ref = R.get("reference")
     if ref:
         add("PL/pgSQL reference, same events", f"{ref['seconds']:.1f} s = {fmt_int(ref['eps'])} events/s "
-            f"(one backend, {ref['backend_cpu_s']:.1f} s CPU)")
+            f"(one backend, {ref['backend_cpu_s']:.1f} s CPU; others on the box {ref['others_pct']:.0f} %)")
         if c:
             ratio = c["eps"] / ref["eps"]
             add("projectord / reference throughput", f"{ratio:.2f}x", ">= 1.0x", met(ratio >= TARGETS["ratio"]))
@@ -575,12 +688,16 @@ def render(R):
     for lv in R.get("live", []):
         target = TARGETS["p99_1000"] if lv["rate"] <= 1000 else TARGETS["p99_5000"]
         add(f"Live {fmt_int(lv['rate'])} events/s ({lv['clients']} clients, {lv['seconds']} s): achieved",
-            f"{lv['tps']:.0f} events/s, {fmt_int(lv['measured'])} measured; append {lv['append_latency_ms']:.2f} ms avg")
-        add(f"  commit-to-read-model p50 / p95 / p99 / max",
+            f"{lv['tps']:.0f} events/s, {fmt_int(lv['measured'])} of {fmt_int(lv['appended'])} measured; append {lv['append_latency_ms']:.2f} ms avg")
+        add("  commit-to-read-model p50 / p95 / p99 / max",
             f"{lv['p50']:.2f} / {lv['p95']:.2f} / {lv['p99']:.2f} / {lv['max']:.2f} ms",
             f"p99 <= {target:g} ms", met(lv["p99"] <= target))
-        add("  CPU: daemon / its PostgreSQL backends",
-            f"{lv['daemon_cpu_pct']:.1f} % / {lv['backends_cpu_pct']:.1f} % of one core")
+        add("  CPU: daemon / its PostgreSQL backends / other processes",
+            f"{lv['daemon_cpu_pct']:.1f} % / {lv['backends_cpu_pct']:.1f} % of one core / "
+            f"{lv['others_pct']:.0f} % of 2 cores")
+        behind = "" if not lv["behind_after_30s"] else \
+            "; still behind 30 s later: " + ", ".join(f"{k} {v:,}" for k, v in lv["behind_after_30s"].items())
+        add("  orders caught up after the writers stopped", f"{lv['drain_s']:.1f} s{behind}")
     if c:
         add(f"Peak RSS, {fmt_int(N)}-event catch-up", f"{c['hwm_kb'] / 1024:.1f} MB (VmHWM)",
             f"<= {TARGETS['rss_mb']:g} MB", met(c["hwm_kb"] / 1024 <= TARGETS["rss_mb"]))
@@ -590,6 +707,7 @@ def render(R):
     if big:
         add(f"Catch-up, {fmt_int(big['events'])} events (--big)", f"{big['seconds']:.1f} s = {fmt_int(big['eps'])} events/s",
             f">= {fmt_int(TARGETS['catchup_eps'])} events/s", met(big["eps"] >= TARGETS["catchup_eps"]))
+        add("  other processes on the box meanwhile", f"{big['others_pct']:.0f} % of 2 cores")
         add(f"Peak RSS, {fmt_int(big['events'])}-event catch-up", f"{big['hwm_kb'] / 1024:.1f} MB (VmHWM)",
             f"<= {TARGETS['rss_mb']:g} MB", met(big["hwm_kb"] / 1024 <= TARGETS["rss_mb"]))
         curve = ", ".join(f"{int(f * 100)}%: {kb / 1024:.1f}" for f, kb in big["rss_curve"])
@@ -599,7 +717,12 @@ def render(R):
         add(f"Idle CPU, daemon, {idle['seconds']:.0f} s", f"{idle['daemon_pct']:.3f} % of one core "
             f"({idle['daemon_cpu_s'] * 1000:.1f} ms CPU)", f"<= {TARGETS['idle_pct']:g} %",
             met(idle["daemon_pct"] <= TARGETS["idle_pct"]))
-        add("  its PostgreSQL backends while idle", f"{idle['backends_pct']:.3f} % of one core")
+        add("  its PostgreSQL backends while idle", f"{idle['backends_pct']:.3f} % of one core "
+            f"(other processes on the box: {idle['others_pct']:.0f} % of 2 cores)")
+        if idle.get("note"):
+            add("  note", idle["note"])
+    for e in R.get("errors", []):
+        add("ERROR", e)
 
     w = [max(len(r[i]) for r in rows + [("Measure", "Result", "Target", "")]) for i in range(4)]
     lines = [f"| {'Measure'.ljust(w[0])} | {'Result'.ljust(w[1])} | {'Target'.ljust(w[2])} | {'Met?'.ljust(w[3])} |",
@@ -673,6 +796,8 @@ def main(argv=None):
                          "and use its binary and sql/")
     ap.add_argument("--sql-dir", default=os.path.join(REPO, "sql"), help="schema migrations to apply")
     ap.add_argument("--workdir", help="parent directory of the throwaway cluster (default: $TMPDIR)")
+    ap.add_argument("--wait-quiet", type=int, default=0, metavar="SECONDS",
+                    help="first wait up to SECONDS for the machine to be under 15 %% busy (shared boxes)")
     ap.add_argument("--keep", action="store_true", help="keep the cluster directory (stopped) at the end")
     ap.add_argument("--out", default=os.path.join(HERE, "last-run.txt"), help="results file (.json alongside)")
     args = ap.parse_args(argv)
@@ -714,10 +839,19 @@ def main(argv=None):
         raise SystemExit(f"{args.bin} is missing: build it (cmake -B build && cmake --build build) or pass --bin")
     R["binary"] = args.bin
     R["busy_before"] = other_cpu_busy()
+    if args.wait_quiet:
+        deadline = time.monotonic() + args.wait_quiet
+        while R["busy_before"] > 15 and time.monotonic() < deadline:
+            log(f"the machine is {R['busy_before']:.0f} % busy; waiting for it to be quiet "
+                f"(--wait-quiet, {deadline - time.monotonic():.0f} s left)")
+            time.sleep(10)
+            R["busy_before"] = other_cpu_busy(5)
     if R["busy_before"] > 10:
         log(f"WARNING: the machine is already {R['busy_before']:.0f} % busy (of 2 cores) before the "
             "benchmark starts: other processes will slow it down")
     cluster = PgCluster(os.path.join(basedir, "pg"), sql_dir=args.sql_dir)
+    global LOAD
+    LOAD = LoadMeter(cluster)
     daemon = None
     try:
         log(f"cluster in {basedir}")
@@ -775,14 +909,14 @@ def main(argv=None):
 
         # ---- 2. the reference --------------------------------------------
         log("reference: CALL ref.run_projections(1000)")
-        ref_s, ref_cpu = run_reference(conninfo, timeout * 5)
+        ref_s, ref_cpu, ref_others = run_reference(conninfo, timeout * 5)
         with connect(conninfo) as conn:
             cmp = compare_tables(conn)
             R["consistency"] = consistency(conn)
             if args.profile:
                 R["profile_reference"] = top_statements(conn)
         diff_rows = sum(v[2] + v[3] for v in cmp.values())
-        R["reference"] = {"seconds": ref_s, "eps": N / ref_s, "backend_cpu_s": ref_cpu, "same": diff_rows == 0, "diff_rows": diff_rows,
+        R["reference"] = {"seconds": ref_s, "eps": N / ref_s, "backend_cpu_s": ref_cpu, "others_pct": ref_others, "same": diff_rows == 0, "diff_rows": diff_rows,
                           "tables": {t: v[:4] for t, v in cmp.items()}}
         log(f"reference: {ref_s:.1f} s = {N / ref_s:,.0f} events/s; "
             f"{'same rows as projectord' if diff_rows == 0 else f'{diff_rows} rows DIFFER'}")
@@ -810,6 +944,7 @@ def main(argv=None):
 
         # ---- 4. live latency, 5. idle ------------------------------------
         daemon = Daemon(args.bin, workdir, "live", conninfo, PROJECTIONS).start()
+        LOAD.track(daemon.pid)
         wait_caught_up(conninfo, daemon, PROJECTIONS, 60)
         R["live"] = []
         if args.profile:
@@ -817,11 +952,20 @@ def main(argv=None):
                 reset_statements(conn)
         for rate in rates:
             clients = 4 if rate <= 1000 else 8
-            lv = live_run(args, cluster, "bench", daemon, rate, live_s, clients)
+            try:
+                lv = live_run(args, cluster, "bench", daemon, rate, live_s, clients)
+            except BenchError as exc:
+                # Keep going: the other numbers are still worth having.
+                R.setdefault("errors", []).append(f"live {rate}/s: {str(exc).splitlines()[0]}")
+                log(f"live {rate}/s failed: {exc}")
+                if not daemon.alive():
+                    raise
+                continue
             R["live"].append(lv)
             log(f"live {rate}/s: achieved {lv['tps']:.0f}/s, {lv['measured']} measured, "
                 f"p50 {lv['p50']:.2f} p95 {lv['p95']:.2f} p99 {lv['p99']:.2f} max {lv['max']:.2f} ms; "
-                f"daemon {lv['daemon_cpu_pct']:.1f} % CPU, its backends {lv['backends_cpu_pct']:.1f} %")
+                f"daemon {lv['daemon_cpu_pct']:.1f} % CPU, its backends {lv['backends_cpu_pct']:.1f} %; "
+                f"orders drained {lv['drain_s']:.1f} s after the writers stopped")
         if args.profile:
             with connect(conninfo) as conn:
                 R["profile_live"] = top_statements(conn)

@@ -3,7 +3,9 @@
 - `cluster`: one throwaway PostgreSQL per test file (session), port free on
   127.0.0.1, so ctest can run files in parallel;
 - `db`: a fresh database per test with sql/ applied;
-- `start_daemon`: starts the real projectord against `db`;
+- `start_daemon`: starts the real projectord against `db`, connected as the
+  least-privilege role `projectord` (sql/V007; daemon.DAEMON_USER) while
+  the tests append and inspect as `postgres`;
 - on failure, the server log tail and every daemon's log are attached to
   the report (pytest prints them under the failure).
 """
@@ -95,7 +97,8 @@ def workdir():
 @pytest.fixture
 def start_daemon(request, db, workdir):
     """start_daemon(**config) -> a running Daemon on `db` (config: see
-    daemon.config_text). At teardown each daemon still running must stop
+    daemon.config_text; also env, user, daemon_conninfo: see Daemon). At
+    teardown each daemon still running must stop
     cleanly on SIGTERM (else it is killed and the test errors)."""
     daemons = request.node.daemons = []
 

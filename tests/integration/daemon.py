@@ -5,21 +5,38 @@ exit codes, signals and the read_model.projection_metadata table.
 """
 
 import os
+import re
+import shlex
 import signal
 import subprocess
 import time
 
 import psycopg
+from psycopg.conninfo import make_conninfo
 
 from oracle import PROJECTIONS
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.abspath(os.environ.get("PROJECTORD_BIN", os.path.join(REPO_ROOT, "build", "projectord")))
 
-# ASan builds are several times slower; deadlines scale with this.
+# ASan builds are several times slower, valgrind much more; deadlines scale
+# with this.
 SLOWDOWN = float(os.environ.get("PROJECTORD_TEST_SLOWDOWN", "1"))
 
+# A command prefixed to every projectord process the tests start, e.g.
+# "valgrind --leak-check=full --error-exitcode=99 --log-file=/tmp/vg.%p"
+# (scripts/valgrind.sh).
+WRAPPER = shlex.split(os.environ.get("PROJECTORD_WRAPPER", ""))
+
+# The role the daemon connects as: the least-privilege role of
+# sql/V007__projectord_role.sql (the test clusters trust local TCP, so no
+# password), while the tests append and inspect as the owner, postgres.
+DAEMON_USER = os.environ.get("PROJECTORD_TEST_DAEMON_USER", "projectord")
+
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_CONFIG = 0, 1, 64, 69, 78
+
+# A valgrind summary line with something in it (when its log goes to stderr).
+VALGRIND_ERROR = re.compile(r"==\d+== (ERROR SUMMARY: [1-9]|\s*definitely lost: [1-9])")
 
 
 class ProjectordError(AssertionError):
@@ -35,6 +52,11 @@ def clean_env(**overrides):
     return env
 
 
+def libconfig_string(text):
+    """text as a libconfig string literal."""
+    return '"' + text.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
 def config_text(conninfo=None, batch_size=1000, poll_interval_ms=1000, level="debug",
                 projections=None, extra=""):
     """A libconfig file in SPEC §7's format.
@@ -46,7 +68,7 @@ def config_text(conninfo=None, batch_size=1000, poll_interval_ms=1000, level="de
         projections = {name: {} for name in PROJECTIONS}
     lines = []
     if conninfo is not None:
-        lines.append(f'database = {{ conninfo = "{conninfo}"; }};')
+        lines.append(f'database = {{ conninfo = {libconfig_string(conninfo)}; }};')
     lines += [f"batch_size = {batch_size};",
               f"poll_interval_ms = {poll_interval_ms};",
               f'log = {{ level = "{level}"; }};',
@@ -61,27 +83,54 @@ def config_text(conninfo=None, batch_size=1000, poll_interval_ms=1000, level="de
     return "\n".join(lines) + "\n"
 
 
+def as_user(conninfo, user):
+    """conninfo (key=value or URI) connecting as `user` instead; unchanged
+    when user is None or conninfo is empty."""
+    if not user or not conninfo:
+        return conninfo
+    return make_conninfo(conninfo, user=user)
+
+
+def command(args):
+    """argv for projectord with args, behind PROJECTORD_WRAPPER if set."""
+    return WRAPPER + [BIN] + list(args)
+
+
 def run_cli(args, env=None, timeout=30):
     """Run a one-shot projectord command; returns the CompletedProcess."""
-    return subprocess.run([BIN] + list(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, env=env if env is not None else clean_env(), timeout=timeout)
+    return subprocess.run(command(args), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, errors="replace", env=env if env is not None else clean_env(),
+                          timeout=timeout * SLOWDOWN)
 
 
 class Daemon:
     """One `projectord -c FILE run` process writing to a log file.
 
-    workdir: a directory for the config file and the log.
+    conninfo: the database, as the tests connect to it (status, waiting);
+    user: the role the daemon connects as (default DAEMON_USER; None keeps
+    conninfo's own); daemon_conninfo: what goes in the config file instead
+    of conninfo with that user (None: no conninfo in the file at all, e.g.
+    when the environment gives it); workdir: a directory for the config
+    file and the log.
     """
 
-    def __init__(self, conninfo, workdir, name="projectord", env=None, **config):
+    _UNSET = object()
+
+    def __init__(self, conninfo, workdir, name="projectord", env=None, user=DAEMON_USER,
+                 daemon_conninfo=_UNSET, **config):
         self.conninfo = conninfo
+        if daemon_conninfo is Daemon._UNSET:
+            daemon_conninfo = as_user(conninfo, user)
+        self.daemon_conninfo = daemon_conninfo
         self.workdir = workdir
         self.config_path = os.path.join(workdir, f"{name}.conf")
         self.log_path = os.path.join(workdir, f"{name}.log")
         self.env = env or {}
         self.projections = config.get("projections") or {p: {} for p in PROJECTIONS}
-        with open(self.config_path, "w") as f:
-            f.write(config_text(conninfo, **config))
+        # 0600: it may hold a password (the daemon warns about a readable one).
+        fd = os.open(self.config_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w") as f:
+            f.write(config_text(daemon_conninfo, **config))
         self.proc = None
         self.starts = 0
         self._saved_log = None
@@ -98,11 +147,12 @@ class Daemon:
             raise ProjectordError(f"{BIN} does not exist: build it first (cmake -B build && "
                                   "cmake --build build) or set PROJECTORD_BIN")
         self.starts += 1
+        argv = command(["-c", self.config_path, "run"])
         with open(self.log_path, "a") as log:
-            log.write(f"----- start #{self.starts}: {BIN} -c {self.config_path} run\n")
+            log.write(f"----- start #{self.starts}: {shlex.join(argv)}\n")
             log.flush()
-            self.proc = subprocess.Popen([BIN, "-c", self.config_path, "run"], stdout=log,
-                                         stderr=subprocess.STDOUT, env=clean_env(**self.env))
+            self.proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT,
+                                         env=clean_env(**self.env))
         return self
 
     def alive(self):
@@ -134,9 +184,10 @@ class Daemon:
         self._saved_log = self._read_log()
 
     def sanitizer_report(self):
-        """The first line of an ASan/UBSan/LSan report in the log, or None."""
+        """The first line of an ASan/UBSan/LSan or valgrind report in the
+        log, or None."""
         for line in self._read_log().splitlines():
-            if "Sanitizer" in line or "runtime error:" in line:
+            if "Sanitizer" in line or "runtime error:" in line or VALGRIND_ERROR.search(line):
                 return line.strip()
         return None
 

@@ -7,6 +7,8 @@ side (ctest runs test files in parallel). PostgreSQL refuses to run as root,
 so when we are root the server binaries run as the `postgres` user.
 
 As a module:   c = PgCluster(tempdir); c.start(); c.create_database("app")
+               PgCluster(tempdir, settings={"ssl": "on"}, hba=PASSWORD_HBA) for
+               a cluster with extra server settings or its own pg_hba.conf
 As a CLI:      pgcluster.py start DIR            -> prints a conninfo
                pgcluster.py createdb DIR NAME    -> applies sql/, prints a conninfo
                pgcluster.py stop DIR [--mode immediate]
@@ -43,6 +45,17 @@ SERVER_SETTINGS = {
     "log_connections": "off",
 }
 
+# pg_hba.conf for a cluster where every role but postgres needs a password
+# over TCP (SCRAM): the harness itself keeps connecting as postgres without
+# one. The default (hba=None) is initdb's: trust for everyone.
+PASSWORD_HBA = [
+    "local all all trust",
+    "host all postgres 127.0.0.1/32 trust",
+    "host all postgres ::1/128 trust",
+    "host all all 127.0.0.1/32 scram-sha-256",
+    "host all all ::1/128 scram-sha-256",
+]
+
 
 def free_port():
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
@@ -74,12 +87,17 @@ class PgCluster:
     CLI can find a cluster started by an earlier invocation.
     """
 
-    def __init__(self, basedir, sql_dir=SQL_DIR):
+    def __init__(self, basedir, sql_dir=SQL_DIR, settings=None, hba=None):
+        """settings: extra server settings {name: value as written in
+        postgresql.conf}, on top of SERVER_SETTINGS; hba: the lines of
+        pg_hba.conf (None: initdb's trust). Both apply from init on."""
         self.basedir = os.path.abspath(basedir)
         self.datadir = os.path.join(self.basedir, "data")
         self.logfile = os.path.join(self.basedir, "postgres.log")
         self.sql_dir = sql_dir
         self.port = None
+        self.settings = dict(settings or {})
+        self.hba = list(hba) if hba is not None else None
         self._load_state()
 
     # -- lifecycle ---------------------------------------------------------
@@ -95,6 +113,8 @@ class PgCluster:
                          "--nosync", "-E", "UTF8", "--locale=C", "--no-instructions"]))
         self.port = free_port()
         self._write_settings()
+        if self.hba is not None:
+            self._write_hba()
         self._save_state()
 
     def start(self, timeout=60):
@@ -125,6 +145,31 @@ class PgCluster:
         """Stop with `mode`, then start again on the same port."""
         self.stop(mode)
         self.start()
+
+    def reload(self):
+        """Make the server re-read its configuration files (pg_hba.conf too)."""
+        if self.is_running():
+            self._pg_ctl("reload")
+
+    def set_hba(self, lines):
+        """Replace pg_hba.conf (initialising the cluster if needed); a
+        running server reloads it."""
+        self.init()
+        self.hba = list(lines)
+        self._write_hba()
+        self._save_state()
+        self.reload()
+
+    def install_file(self, src, name, mode=0o600):
+        """Copy src into the data directory as `name`, owned by the server
+        user (e.g. TLS certificates and keys, which must not be readable by
+        others); returns the path."""
+        self.init()
+        dest = os.path.join(self.datadir, name)
+        shutil.copyfile(src, dest)
+        os.chmod(dest, mode)
+        self._give_to_postgres(dest)
+        return dest
 
     def cleanup(self):
         """Stop (immediately: nothing to keep) and remove everything."""
@@ -159,9 +204,13 @@ class PgCluster:
         return files
 
     def apply_schema(self, dbname):
-        """Apply every migration to dbname with psql -v ON_ERROR_STOP=1 -f."""
+        """Apply every migration to dbname with psql -v ON_ERROR_STOP=1 -f,
+        in one psql run (-f FILE for each, in order; it stops at the first
+        error): several times faster than one psql per file."""
+        args = []
         for path in self.migrations():
-            self.psql(dbname, "-f", path)
+            args += ["-f", path]
+        self.psql(dbname, *args)
 
     def create_database(self, name, schema=True):
         """CREATE DATABASE name (with sql/ applied); returns its conninfo."""
@@ -189,12 +238,18 @@ class PgCluster:
 
     def _write_settings(self):
         """Our settings go to postgresql.auto.conf, which wins over postgresql.conf."""
-        settings = dict(SERVER_SETTINGS, port=str(self.port),
+        settings = dict(SERVER_SETTINGS, **self.settings, port=str(self.port),
                         unix_socket_directories=f"'{self.basedir}'")
         text = "".join(f"{k} = {v}\n" for k, v in settings.items())
         path = os.path.join(self.datadir, "postgresql.auto.conf")
         with open(path, "w") as f:
             f.write(text)
+        self._give_to_postgres(path)
+
+    def _write_hba(self):
+        path = os.path.join(self.datadir, "pg_hba.conf")
+        with open(path, "w") as f:
+            f.write("".join(line + "\n" for line in self.hba))
         self._give_to_postgres(path)
 
     def _check_reachable(self):
@@ -209,15 +264,23 @@ class PgCluster:
             shutil.chown(path, "postgres", "postgres")
 
     def _save_state(self):
+        state = {"port": self.port, "settings": self.settings, "hba": self.hba}
         with open(os.path.join(self.basedir, STATE_FILE), "w") as f:
-            json.dump({"port": self.port}, f)
+            json.dump(state, f)
 
     def _load_state(self):
+        """A cluster made earlier (e.g. by the CLI) keeps its port, and its
+        settings and pg_hba.conf unless the caller gave others."""
         try:
             with open(os.path.join(self.basedir, STATE_FILE)) as f:
-                self.port = json.load(f)["port"]
+                state = json.load(f)
         except FileNotFoundError:
-            pass
+            return
+        self.port = state["port"]
+        if not self.settings:
+            self.settings = state.get("settings") or {}
+        if self.hba is None:
+            self.hba = state.get("hba")
 
 
 def main(argv=None):

@@ -8,6 +8,7 @@
 #include <stdint.h>
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -135,29 +136,60 @@ static void test_decode_integer_beyond_int64(void **state)
     assert_null(payload_decode(text, strlen(text), err, sizeof err));
 }
 
+/* {"a": DEPTH nested arrays, "b": "after"<tail>; caller frees. */
+static char *deep_text(int depth, const char *tail, size_t *len)
+{
+    const char *head = "{\"a\": ", *field = ", \"b\": \"after\"";
+    *len = strlen(head) + 2 * (size_t)depth + strlen(field) + strlen(tail);
+    char *text = malloc(*len + 1);
+    assert_non_null(text);
+    char *p = text;
+    p += sprintf(p, "%s", head);
+    memset(p, '[', (size_t)depth);
+    p += depth;
+    memset(p, ']', (size_t)depth);
+    p += depth;
+    sprintf(p, "%s%s", field, tail);
+    return text;
+}
+
 static void test_decode_deep_nesting(void **state)
 {
     (void)state;
-    enum { DEPTH = 10000 };
-    const char *head = "{\"a\": ";
-    size_t len = strlen(head) + 2 * DEPTH + 1;
-    char *text = malloc(len + 1);
-    assert_non_null(text);
-    char *p = text;
-    memcpy(p, head, strlen(head));
-    p += strlen(head);
-    memset(p, '[', DEPTH);
-    p += DEPTH;
-    memset(p, ']', DEPTH);
-    p += DEPTH;
-    *p++ = '}';
-    *p = '\0';
-
+    /* jansson stops at 2048 levels, jsonb does not: deeper containers are
+     * emptied and the top-level fields still read. */
+    size_t len;
+    char *text = deep_text(10000, "}", &len);
     char err[ERRLEN] = "";
     json_t *v = payload_decode(text, len, err, sizeof err);
-    /* jansson stops at its depth limit (2048): an error, not a crash. */
-    assert_null(v);
+    assert_non_null(v);
+    const char *b;
+    assert_int_equal(payload_string(v, "b", &b, err, sizeof err), 0);
+    assert_string_equal(b, "after");
+    const json_t *a = json_object_get(v, "a");
+    int depth = 0;
+    for (; json_is_array(a) && json_array_size(a) == 1; a = json_array_get(a, 0))
+        depth++;
+    assert_true(json_is_array(a) && json_array_size(a) == 0);
+    assert_true(depth >= 32 && depth < 2048);
+    json_decref(v);
+    free(text);
+
+    /* Text that is not JSON stays an error after pruning. */
+    text = deep_text(10000, ", }", &len);
+    assert_null(payload_decode(text, len, err, sizeof err));
     assert_non_null(strstr(err, "payload is not valid JSON: "));
+    free(text);
+    text = deep_text(3000, "", &len); /* unterminated */
+    assert_null(payload_decode(text, len, err, sizeof err));
+    free(text);
+    /* Brackets inside strings are not nesting. */
+    text = deep_text(5000, ", \"c\": \"[[{\\\"]\"}", &len);
+    v = payload_decode(text, len, err, sizeof err);
+    assert_non_null(v);
+    assert_int_equal(payload_string(v, "c", &b, err, sizeof err), 0);
+    assert_string_equal(b, "[[{\"]");
+    json_decref(v);
     free(text);
 }
 
