@@ -13,7 +13,9 @@ checked to be refused at append time.
 
 import json
 import os
+import shutil
 import socket
+import subprocess
 import threading
 import time
 import uuid
@@ -23,8 +25,9 @@ import psycopg
 import pytest
 
 import oracle
-from daemon import (EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, clean_env,
-                    config_text, metadata, run_cli)
+from daemon import (BIN, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE,
+                    SLOWDOWN, clean_env, config_text, metadata, run_cli)
+from daemon import command as daemon_command
 from pgcluster import free_port
 
 MB = 1 << 20
@@ -655,6 +658,65 @@ def test_status_against_a_broken_server_exits_69_within_the_connect_timeout(work
     assert elapsed < 12, f"status took {elapsed:.1f}s (connect timeout is 5 s)"
     if not close_at_once:
         assert "timeout" in proc.stderr.lower(), proc.stderr
+
+
+# Every command that talks to the database and then exits (SPEC §6).
+ONE_SHOT_COMMANDS = [["status", "--check"], ["rebuild", "--all"], ["dead-letters"],
+                     ["replay-dead-letters", "users"], ["resume", "users"]]
+
+
+@pytest.mark.parametrize("server", ["closed-port", "hung-server", "closing-server"])
+@pytest.mark.parametrize("args", ONE_SHOT_COMMANDS, ids=lambda a: " ".join(a))
+def test_one_shot_commands_exit_69_when_the_database_is_unreachable(workdir, args, server):
+    """Every one-shot command, not only `status`, gives up on a database it
+    cannot reach with exit 69 and one line on stderr, within the connect
+    timeout (5 s): nothing refused, a server that never answers, one that
+    hangs up. Without a connect timeout a hung server would hang `rebuild`
+    or `resume` forever; retrying like `run` does would never exit."""
+    silent = None if server == "closed-port" else SilentServer(close_at_once=server == "closing-server")
+    try:
+        conninfo = closed_conninfo() if silent is None else \
+            f"host=127.0.0.1 port={silent.port} dbname=x user=projectord"
+        path = os.path.join(workdir, "p.conf")
+        with open(path, "w") as f:
+            f.write(config_text(conninfo))
+        started = time.monotonic()
+        proc = run_cli(["-c", path] + args, timeout=30)
+        elapsed = time.monotonic() - started
+    finally:
+        if silent is not None:
+            silent.close()
+    assert proc.returncode == EXIT_UNAVAILABLE, (proc.returncode, proc.stderr)
+    lines = stderr_lines(proc)
+    assert len(lines) == 1 and "connect" in lines[0], lines
+    assert elapsed < 5 + 7 * SLOWDOWN, f"{args[0]} took {elapsed:.1f}s (connect timeout is 5 s)"
+
+
+def test_config_without_read_permission_exits_78_with_one_line(workdir):
+    """A config file that exists but that the daemon's user may not read
+    (mode 000: open() fails with EACCES, unlike the missing/directory cases
+    above) is a configuration error: exit 78 and one line naming the file,
+    for every command, never a crash or a default configuration. Root reads
+    any file, so as root the commands run as `nobody` (setpriv)."""
+    path = os.path.join(workdir, "projectord.conf")
+    with open(path, "w") as f:
+        f.write(config_text(closed_conninfo()))
+    os.chmod(path, 0)
+    prefix = []
+    if os.geteuid() == 0:
+        setpriv = shutil.which("setpriv")
+        if setpriv is None:
+            pytest.skip("running as root without setpriv: cannot test an unreadable file")
+        prefix = [setpriv, "--reuid=65534", "--regid=65534", "--clear-groups"]
+        os.chmod(workdir, 0o711)          # nobody may reach the file, not read it
+        if subprocess.run(prefix + ["test", "-x", BIN]).returncode != 0:
+            pytest.skip(f"nobody cannot execute {BIN}")
+    for command in ("check-config", "run", "status"):
+        proc = subprocess.run(prefix + daemon_command(["-c", path, command]), capture_output=True,
+                              text=True, env=clean_env(), timeout=15 * SLOWDOWN)
+        assert proc.returncode == EXIT_CONFIG, (command, proc.returncode, proc.stderr)
+        lines = stderr_lines(proc)
+        assert len(lines) == 1 and path in lines[0] and "Permission denied" in lines[0], lines
 
 
 def test_status_without_the_schema_exits_1_with_one_line(cluster, workdir):
