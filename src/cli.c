@@ -30,7 +30,8 @@ static const char *const status_columns[] = {
 PGconn *cli_connect(const struct config *cfg)
 {
     const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
-    const char *vals[] = {CONNECT_TIMEOUT, "projectord", cfg->conninfo ? cfg->conninfo : "", NULL};
+    const char *target = config_target(cfg);
+    const char *vals[] = {CONNECT_TIMEOUT, "projectord", target ? target : "", NULL};
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
     if (conn && PQstatus(conn) == CONNECTION_OK)
         return conn;

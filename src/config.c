@@ -626,20 +626,29 @@ static int load_file(struct loader *ld, bool must_exist)
     return 0;
 }
 
+/* A connection string from the environment variable `name`, when set and not empty. */
+static int env_conninfo(struct loader *ld, const char *name, char **dest)
+{
+    const char *url = getenv(name);
+    char why[256] = "";
+    if (url == NULL || url[0] == '\0')
+        return 0;
+    if (!conninfo_valid(url, why, sizeof(why)))
+        return report(ld, "%s: must be %s%s", name, CONNINFO_EXPECT, why);
+    if (set_text(dest, url) != 0)
+        return report(ld, "out of memory");
+    return 0;
+}
+
 /* Containers configure through the environment, so it wins over the file. */
 static int apply_environment(struct loader *ld)
 {
-    const char *url = getenv("PROJECTORD_DATABASE_URL");
     const char *level = getenv("PROJECTORD_LOG_LEVEL");
     const struct key *level_key = find_key(log_keys, "level");
-    char why[256] = "";
 
-    if (url != NULL && url[0] != '\0') {
-        if (!conninfo_valid(url, why, sizeof(why)))
-            return report(ld, "PROJECTORD_DATABASE_URL: must be %s%s", CONNINFO_EXPECT, why);
-        if (set_text(&ld->cfg->conninfo, url) != 0)
-            return report(ld, "out of memory");
-    }
+    if (env_conninfo(ld, "PROJECTORD_DATABASE_URL", &ld->cfg->conninfo) != 0 ||
+        env_conninfo(ld, "PROJECTORD_TARGET_DATABASE_URL", &ld->cfg->target_conninfo) != 0)
+        return -1;
     if (level != NULL && level[0] != '\0' && level_key->parse(level, &ld->cfg->log_level) != 0)
         return report(ld, "PROJECTORD_LOG_LEVEL: unknown %s '%s' (%s)", level_key->what, level,
                       level_key->choices);

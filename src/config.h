@@ -73,6 +73,12 @@ const struct projection_config *config_projection(const struct config *cfg, cons
 /* Print the effective configuration in libconfig syntax, secrets masked. */
 void config_print(const struct config *cfg, FILE *out);
 
+/* The read-model database: database.target, or the event store's when unset. */
+static inline const char *config_target(const struct config *cfg)
+{
+    return cfg->target_conninfo ? cfg->target_conninfo : cfg->conninfo;
+}
+
 /*
  * A copy of conninfo (key=value or URI) safe to log: the password, if any,
  * replaced by "********". Returns NULL only when out of memory; an

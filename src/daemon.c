@@ -318,8 +318,8 @@ int daemon_run(struct config *cfg, const char *config_path, const char *level_ov
     }
     if (d.nrunning == 0)
         log_warning("no projection is enabled: nothing to do (a reload may enable some)");
-    d.listener = listener_new(d.loop, cfg->conninfo, cfg->listen_channel, d.fleet.instance_id,
-                              listener_wake, &d);
+    d.listener = listener_new(d.loop, cfg->conninfo, cfg->target_conninfo, cfg->listen_channel,
+                              d.fleet.instance_id, listener_wake, &d);
     if (!d.listener) {
         log_error("out of memory");
         teardown(&d);

@@ -63,17 +63,8 @@ static int load_config(struct config *cfg, const char *path, const char *level)
 static int dispatch(struct config *cfg, const char *path, const char *level, const char *command,
                     int argc, char **argv)
 {
-    if (strcmp(command, "run") == 0 && argc == 0) {
-        if (cfg->target_conninfo) {
-            /* Accepted by the parser (SPEC §7), but running it half-done would be worse. */
-            fprintf(stderr,
-                    "projectord: %s: database.target: a separate read-model database is "
-                    "not supported by this version\n",
-                    cfg->source ? cfg->source : "(environment)");
-            return EXIT_CONFIG;
-        }
+    if (strcmp(command, "run") == 0 && argc == 0)
         return daemon_run(cfg, path, level);
-    }
     if (strcmp(command, "status") == 0)
         return cli_status(cfg, argc, argv);
     if (strcmp(command, "rebuild") == 0)

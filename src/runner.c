@@ -51,9 +51,10 @@ static const struct {
     const char *name;
     const char *sql;
     int nparams;
+    bool source; /* reads the event store: runs on the source connection */
 } runner_stmts[RS_COUNT] = {
-    [RS_OPEN] = {"open_window", SQL_OPEN_WINDOW, 2},
-    [RS_FETCH] = {"fetch", SQL_FETCH, 6},
+    [RS_OPEN] = {"open_window", SQL_OPEN_WINDOW, 2, true},
+    [RS_FETCH] = {"fetch", SQL_FETCH, 6, true},
     [RS_CHECKPOINT] = {"checkpoint", SQL_CHECKPOINT, SQL_CHECKPOINT_NPARAMS},
     [RS_REBUILD_CHECKPOINT] = {"rebuild_checkpoint", SQL_REBUILD_CHECKPOINT,
                                SQL_CHECKPOINT_NPARAMS},
@@ -62,20 +63,21 @@ static const struct {
 };
 
 enum rstate {
-    R_DOWN,     /* waiting for the connection */
-    R_SETUP,    /* session setup and first claim in flight */
-    R_STANDBY,  /* another instance owns the projection: claim again later */
-    R_CLAIM,    /* trying to take ownership */
-    R_REGISTER, /* owner now: loading the checkpoint */
-    R_RELEASE,  /* handing the projection over to another instance */
-    R_IDLE,     /* waiting for a wake-up */
-    R_OPEN,     /* opening a window */
-    R_FETCH,    /* reading a batch */
-    R_APPLY,    /* handler statements sent, their results coming */
-    R_ROLLBACK, /* a statement failed: waiting for the sync */
-    R_COMMIT,   /* checkpoint and sync sent */
-    R_NOTE,
-    /* status-only write in flight */ R_SWAP, /* shadow: trying to swap the rebuilt tables in */
+    R_DOWN,        /* waiting for the connection */
+    R_SETUP,       /* session setup and first claim in flight */
+    R_STANDBY,     /* another instance owns the projection: claim again later */
+    R_CLAIM,       /* trying to take ownership */
+    R_REGISTER,    /* owner now: loading the checkpoint */
+    R_RELEASE,     /* handing the projection over to another instance */
+    R_IDLE,        /* waiting for a wake-up */
+    R_OPEN,        /* opening a window */
+    R_FETCH,       /* reading a batch */
+    R_APPLY,       /* handler statements sent, their results coming */
+    R_ROLLBACK,    /* a statement failed: waiting for the sync */
+    R_COMMIT,      /* checkpoint and sync sent */
+    R_NOTE,        /* status-only write in flight */
+    R_SWAP,        /* shadow: trying to swap the rebuilt tables in */
+    R_REPLAY_LIST, /* reading the positions of the next dead letters to replay */
     R_REPLAYED,    /* a replay batch's dead letters dropped, counts moved */
     R_REPLAY_DONE, /* the replay's end recorded */
     R_ABANDON,     /* shadow: giving the rebuild up */
@@ -111,7 +113,17 @@ struct runner {
     struct fleet *fleet;
     runner_done_cb done;
     void *done_arg;
+    /*
+     * conn writes the read model, checkpoints, status and holds the
+     * ownership lock; src reads the event store. They are one connection
+     * unless database.target names a separate read-model database, and then
+     * src only ever runs the read-only OPEN and FETCH steps.
+     */
     struct pgconn *conn;
+    struct pgconn *src;
+    bool src_ready;         /* separate src: its session is set up */
+    bool src_setup_bad;     /* separate src: a setup statement failed */
+    char *replay_positions; /* bigint[] literal of the next dead letters, NULL when none */
     enum rstate state;
     bool wake_pending;
     bool stopping;
@@ -180,7 +192,9 @@ struct runner {
     ev_timer deferred_timer;
     ev_timer claim_timer;
     ev_timer reap_timer; /* live: frees a finished child outside its own callbacks */
+    ev_timer src_retry_timer;
     struct backoff backoff;
+    struct backoff src_backoff;
 };
 
 static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGresult *res,
@@ -189,6 +203,7 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void claim_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void src_retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void next_step(struct runner *r);
 static void send_batch(struct runner *r);
 static void send_checkpoint(struct runner *r);
@@ -202,6 +217,8 @@ static void rebuild_over(struct runner *r, bool swapped);
 static int queue_checkpoint(struct runner *r);
 static void send_batch_end(struct runner *r);
 static void send_replay_fetch(struct runner *r);
+static void on_replay_listed(struct runner *r);
+static void on_replay_list_result(struct runner *r, const PGresult *res);
 static void send_replay_done(struct runner *r);
 static void on_replayed(struct runner *r);
 static void on_replay_done(struct runner *r);
@@ -405,6 +422,7 @@ static struct runner *create(struct ev_loop *loop, const struct projection *p,
                          .state = R_DOWN,
                          .err_stmt = -1};
     r->backoff = (struct backoff)BACKOFF_INIT(RETRY_INITIAL_S, RETRY_MAX_S);
+    r->src_backoff = r->backoff;
     snprintf(r->version, sizeof r->version, "%d", p->version);
     r->types = types_literal(p);
     r->tables = tables_literal(p);
@@ -415,9 +433,16 @@ static struct runner *create(struct ev_loop *loop, const struct projection *p,
     snprintf(path, sizeof path, "%s%s, public", r->shadow ? "projectord_rebuild_" : "read_model",
              r->shadow ? p->name : "");
     r->search_path = strdup(path);
-    r->conn = pgconn_new(loop, label, cfg->conninfo, conn_cb, r);
-    if (!r->conn || !r->tables || !r->search_path || set_str(&r->cp.lo, SNAPSHOT_NONE) < 0 ||
-        set_str(&r->cp.hi, SNAPSHOT_NONE) < 0 || (!r->types && !registry_handles_all(p))) {
+    r->conn = pgconn_new(loop, label, config_target(cfg), conn_cb, r);
+    r->src = r->conn;
+    if (cfg->target_conninfo) {
+        char src_label[sizeof label + 16];
+        snprintf(src_label, sizeof src_label, "%s (event store)", label);
+        r->src = pgconn_new(loop, src_label, cfg->conninfo, conn_cb, r);
+    }
+    if (!r->conn || !r->src || !r->tables || !r->search_path ||
+        set_str(&r->cp.lo, SNAPSHOT_NONE) < 0 || set_str(&r->cp.hi, SNAPSHOT_NONE) < 0 ||
+        (!r->types && !registry_handles_all(p))) {
         runner_free(r);
         return NULL;
     }
@@ -435,6 +460,8 @@ static struct runner *create(struct ev_loop *loop, const struct projection *p,
     r->claim_timer.data = r;
     ev_timer_init(&r->reap_timer, reap_cb, 0.0, 0.0);
     r->reap_timer.data = r;
+    ev_init(&r->src_retry_timer, src_retry_cb);
+    r->src_retry_timer.data = r;
     return r;
 }
 
@@ -455,10 +482,14 @@ void runner_free(struct runner *r)
     ev_timer_stop(r->loop, &r->deferred_timer);
     ev_timer_stop(r->loop, &r->claim_timer);
     ev_timer_stop(r->loop, &r->reap_timer);
+    ev_timer_stop(r->loop, &r->src_retry_timer);
     runner_free(r->child);
     clear_batch(r);
     batch_free(&r->ctx);
+    if (r->src != r->conn)
+        pgconn_free(r->src);
     pgconn_free(r->conn);
+    free(r->replay_positions);
     free(r->cp.lo);
     free(r->cp.hi);
     free(r->types);
@@ -477,6 +508,8 @@ void runner_start(struct runner *r)
     if (!r->shadow)
         ev_timer_start(r->loop, &r->heartbeat_timer);
     pgconn_start(r->conn);
+    if (r->src != r->conn)
+        pgconn_start(r->src);
 }
 
 static void finish(struct runner *r)
@@ -486,7 +519,10 @@ static void finish(struct runner *r)
     ev_timer_stop(r->loop, &r->heartbeat_timer);
     ev_timer_stop(r->loop, &r->deferred_timer);
     ev_timer_stop(r->loop, &r->claim_timer);
+    ev_timer_stop(r->loop, &r->src_retry_timer);
     pgconn_close(r->conn);
+    if (r->src != r->conn)
+        pgconn_close(r->src);
     log_info("%s%s: stopped at position %" PRId64, r->proj->name, r->shadow ? " (rebuild)" : "",
              r->cp.last_position);
     r->done(r, r->done_arg);
@@ -500,7 +536,8 @@ static int exec_stmt(struct runner *r, enum runner_stmt st, const char *const *p
 {
     if (st == RS_CHECKPOINT && r->shadow)
         st = RS_REBUILD_CHECKPOINT;
-    return pgconn_exec_prepared(r->conn, runner_stmts[st].name, runner_stmts[st].nparams, params);
+    return pgconn_exec_prepared(runner_stmts[st].source ? r->src : r->conn, runner_stmts[st].name,
+                                runner_stmts[st].nparams, params);
 }
 
 static void send_note(struct runner *r, const char *status, const char *error, const char *sqlstate,
@@ -584,15 +621,89 @@ static int send_shadow_load(struct runner *r)
     return pgconn_query(r->conn, SQL_LOAD_REBUILD, 1, params);
 }
 
+/* The session settings, then the runner's statements that run on connection c. */
+static bool queue_session(struct runner *r, struct pgconn *c, const char *search_path)
+{
+    const char *path[] = {search_path};
+    bool ok = pgconn_query(c, "DEALLOCATE ALL", 0, NULL) == 0 &&
+              pgconn_query(c, SQL_SESSION_SETUP, 1, path) == 0;
+    for (int i = 0; ok && i < RS_COUNT; i++)
+        if ((c == r->src) == runner_stmts[i].source || r->src == r->conn)
+            ok = pgconn_prepare(c, runner_stmts[i].name, runner_stmts[i].sql,
+                                runner_stmts[i].nparams) == 0;
+    return ok;
+}
+
+/* A separate event-store connection: its session only (it holds no state of ours). */
+static void send_src_setup(struct runner *r)
+{
+    r->src_ready = false;
+    r->src_setup_bad = false;
+    if (!queue_session(r, r->src, "public") || pgconn_sync(r->src) < 0)
+        return; /* PGCONN_LOST follows, and a reconnect */
+}
+
+static void on_src_result(struct runner *r, const PGresult *res)
+{
+    if (!pgconn_result_ok(res) && !r->src_setup_bad) {
+        r->src_setup_bad = true;
+        log_error("%s: event store session setup failed: %s (SQLSTATE %s); retrying with backoff",
+                  r->proj->name, pgconn_error_line(res), pgconn_sqlstate(res));
+    }
+}
+
+/* Setup failed on a working connection (e.g. no access to event_store): try again later. */
+static void src_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct runner *r = w->data;
+    if (pgconn_idle(r->src))
+        send_src_setup(r);
+}
+
+static void on_src_setup_done(struct runner *r)
+{
+    if (r->src_setup_bad) {
+        ev_timer_set(&r->src_retry_timer, backoff_next(&r->src_backoff, (uint32_t)rand()), 0.0);
+        ev_timer_start(r->loop, &r->src_retry_timer);
+        return;
+    }
+    backoff_reset(&r->src_backoff);
+    r->src_ready = true;
+    if (r->state == R_IDLE)
+        next_step(r); /* a step may have been waiting for it */
+}
+
+/*
+ * Steps that read the event store wait (in R_IDLE) until its connection is
+ * up and done with any request the runner gave up on; its setup or that
+ * request's sync calls next_step again.
+ */
+static bool src_usable(struct runner *r)
+{
+    if (r->src == r->conn || (r->src_ready && pgconn_idle(r->src)))
+        return true;
+    r->state = R_IDLE;
+    return false;
+}
+
+/* A send on the event store connection failed: PGCONN_LOST follows (or came). */
+static void src_send_failed(struct runner *r)
+{
+    if (r->src == r->conn) {
+        r->state = R_DOWN;
+        return;
+    }
+    r->src_ready = false;
+    r->wake_pending = true;
+    r->state = R_IDLE;
+}
+
 static void send_setup(struct runner *r)
 {
     begin_request(r, R_SETUP);
-    const char *path[] = {r->search_path};
-    bool ok = pgconn_query(r->conn, "DEALLOCATE ALL", 0, NULL) == 0 &&
-              pgconn_query(r->conn, SQL_SESSION_SETUP, 1, path) == 0 && send_shadow_begin(r) == 0;
-    for (int i = 0; ok && i < RS_COUNT; i++)
-        ok = pgconn_prepare(r->conn, runner_stmts[i].name, runner_stmts[i].sql,
-                            runner_stmts[i].nparams) == 0;
+    bool ok = queue_session(r, r->conn, r->search_path) && send_shadow_begin(r) == 0;
     for (int i = 0; ok && r->proj->statements[i].sql; i++) {
         char name[16];
         batch_stmt_name(i, name);
@@ -655,6 +766,8 @@ static void send_release(struct runner *r)
 
 static void send_open(struct runner *r)
 {
+    if (!src_usable(r))
+        return;
     struct snapshot lo;
     if (snapshot_parse(r->cp.lo, &lo) < 0) {
         batch_error(r, "open window", "", "stored snapshot is malformed");
@@ -670,13 +783,15 @@ static void send_open(struct runner *r)
     const char *params[] = {p.xip_lo, p.xmax_lo};
     begin_request(r, R_OPEN);
     r->wake_pending = false;
-    if (exec_stmt(r, RS_OPEN, params) < 0 || pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
+    if (exec_stmt(r, RS_OPEN, params) < 0 || pgconn_sync(r->src) < 0)
+        src_send_failed(r);
     tailwin_params_free(&p);
 }
 
 static void send_fetch(struct runner *r)
 {
+    if (!src_usable(r))
+        return;
     char pos[21], max[21], limit[21];
     const char *params[] = {fmt_i64(pos, r->cp.window_pos),
                             fmt_i64(max, r->cp.window_max ? r->cp.window_max : INT64_MAX),
@@ -685,9 +800,9 @@ static void send_fetch(struct runner *r)
                             r->types,
                             fmt_i64(limit, r->cfg->batch_size)};
     begin_request(r, R_FETCH);
-    if (pgconn_query(r->conn, SQL_FETCH_PLAN, 0, NULL) < 0 || exec_stmt(r, RS_FETCH, params) < 0 ||
-        pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
+    if (pgconn_query(r->src, SQL_FETCH_PLAN, 0, NULL) < 0 || exec_stmt(r, RS_FETCH, params) < 0 ||
+        pgconn_sync(r->src) < 0)
+        src_send_failed(r);
 }
 
 /* ---- building a batch ----------------------------------------------------- */
@@ -1100,7 +1215,7 @@ static void on_fetch_result(struct runner *r, PGresult *res)
     if (r->results++ == 0 || !pgconn_result_ok(res))
         return; /* the first is the planner setting */
     clear_batch(r);
-    r->events = pgconn_take_result(r->conn);
+    r->events = pgconn_take_result(r->src);
     r->nevents = PQntuples(res);
     r->more = r->nevents >= r->cfg->batch_size;
 }
@@ -1217,6 +1332,9 @@ static void on_result(struct runner *r, const PGresult *res)
             r->swapped = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
         r->results++;
         break;
+    case R_REPLAY_LIST:
+        on_replay_list_result(r, res);
+        break;
     case R_REPLAYED:
     case R_REPLAY_DONE:
         record_error(r, res);
@@ -1277,6 +1395,9 @@ static void on_sync(struct runner *r)
     case R_SWAP:
         on_swap_done(r);
         break;
+    case R_REPLAY_LIST:
+        on_replay_listed(r);
+        break;
     case R_REPLAYED:
         on_replayed(r);
         break;
@@ -1291,12 +1412,55 @@ static void on_sync(struct runner *r)
     }
 }
 
+/*
+ * A separate event store connection. Its results belong to the step in
+ * flight only while that step is a read (OPEN, FETCH); anything else comes
+ * from a request the runner gave up on when the other connection broke.
+ */
+static void src_event(struct runner *r, enum pgconn_event ev, const PGresult *res)
+{
+    bool reading = r->state == R_OPEN || r->state == R_FETCH;
+    switch (ev) {
+    case PGCONN_READY:
+        send_src_setup(r);
+        break;
+    case PGCONN_LOST:
+        r->src_ready = false;
+        ev_timer_stop(r->loop, &r->src_retry_timer);
+        if (reading) {
+            clear_batch(r);
+            r->wake_pending = true;
+            r->state = R_IDLE; /* the setup after the reconnect calls next_step */
+        }
+        break;
+    case PGCONN_RESULT:
+        if (!r->src_ready)
+            on_src_result(r, res);
+        else if (reading)
+            on_result(r, res);
+        break;
+    case PGCONN_SYNC:
+        if (!r->src_ready)
+            on_src_setup_done(r);
+        else if (reading)
+            on_sync(r);
+        else if (r->state == R_IDLE)
+            next_step(r);
+        break;
+    case PGCONN_NOTIFY:
+        break;
+    }
+}
+
 static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGresult *res,
                     const PGnotify *notify)
 {
-    (void)c;
     (void)notify;
     struct runner *r = arg;
+    if (c == r->src && c != r->conn) {
+        src_event(r, ev, res);
+        return;
+    }
     switch (ev) {
     case PGCONN_READY:
         send_setup(r);
@@ -1340,10 +1504,41 @@ static void send_replay_fetch(struct runner *r)
     char after[21], limit[21];
     const char *params[] = {r->proj->name, fmt_i64(after, r->replay_pos),
                             fmt_i64(limit, r->cfg->batch_size)};
-    begin_request(r, R_FETCH);
-    if (pgconn_query(r->conn, SQL_FETCH_PLAN, 0, NULL) < 0 ||
-        pgconn_query(r->conn, SQL_FETCH_DEAD_LETTERS, 3, params) < 0 || pgconn_sync(r->conn) < 0)
+    free(r->replay_positions);
+    r->replay_positions = NULL;
+    begin_request(r, R_REPLAY_LIST);
+    if (pgconn_query(r->conn, SQL_LIST_DEAD_LETTERS, 3, params) < 0 || pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
+}
+
+static void on_replay_list_result(struct runner *r, const PGresult *res)
+{
+    record_error(r, res);
+    r->results++;
+    if (pgconn_result_ok(res) && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) &&
+        set_str(&r->replay_positions, PQgetvalue(res, 0, 0)) < 0)
+        r->err_stmt = 0;
+}
+
+/* The listed dead letters' events, from the event store (maybe another database). */
+static void on_replay_listed(struct runner *r)
+{
+    if (r->err_stmt >= 0) {
+        batch_error(r, "list dead letters", r->err_state, r->err_msg);
+        return;
+    }
+    if (!r->replay_positions) {
+        send_replay_done(r);
+        return;
+    }
+    r->state = R_IDLE;
+    if (!src_usable(r))
+        return; /* next_step lists them again once it is */
+    const char *params[] = {r->replay_positions};
+    begin_request(r, R_FETCH);
+    if (pgconn_query(r->src, SQL_FETCH_PLAN, 0, NULL) < 0 ||
+        pgconn_query(r->src, SQL_FETCH_POSITIONS, 1, params) < 0 || pgconn_sync(r->src) < 0)
+        src_send_failed(r);
 }
 
 static void on_replayed(struct runner *r)

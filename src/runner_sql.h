@@ -100,13 +100,17 @@
  * SQL_FETCH_PLAN goes first in the same request: a bitmap scan would read
  * and sort the whole rest of the window for every batch of a long catch-up.
  */
+/* Events with their envelope, in the columns of enum fetch_column. */
+#define SQL_EVENTS \
+    "SELECT e.global_position, e.event_id, e.stream_id, s.aggregate_type, s.aggregate_id," \
+    "       e.event_type, e.event_version, e.aggregate_version, e.event_data, e.metadata," \
+    "       e.occurred_at, e.causation_id, e.correlation_id, e.transaction_id" \
+    "  FROM event_store.domain_event e" \
+    "  JOIN event_store.event_stream s ON s.stream_id = e.stream_id"
+
 #define SQL_FETCH_PLAN "SELECT pg_catalog.set_config('enable_bitmapscan', 'off', true)"
 #define SQL_FETCH                                                                                  \
-    "SELECT e.global_position, e.event_id, e.stream_id, s.aggregate_type, s.aggregate_id,"         \
-    "       e.event_type, e.event_version, e.aggregate_version, e.event_data, e.metadata,"         \
-    "       e.occurred_at, e.causation_id, e.correlation_id, e.transaction_id"                     \
-    "  FROM event_store.domain_event e"                                                            \
-    "  JOIN event_store.event_stream s ON s.stream_id = e.stream_id"                               \
+    SQL_EVENTS                                                                                     \
     " WHERE e.global_position > $1::bigint AND e.global_position <= $2::bigint"                    \
     "   AND pg_visible_in_snapshot(e.transaction_id, $3::pg_snapshot)"                             \
     "   AND NOT pg_visible_in_snapshot(e.transaction_id, $4::pg_snapshot)"                         \
@@ -174,16 +178,22 @@ enum fetch_column {
     "           before.resume_requested_at IS NOT NULL," \
     "           m.replay_requested_at IS NOT NULL"
 
-/* The dead letters to replay, in the columns of SQL_FETCH. $1 name, $2 after, $3 limit */
-#define SQL_FETCH_DEAD_LETTERS \
-    "SELECT e.global_position, e.event_id, e.stream_id, s.aggregate_type, s.aggregate_id," \
-    "       e.event_type, e.event_version, e.aggregate_version, e.event_data, e.metadata," \
-    "       e.occurred_at, e.causation_id, e.correlation_id, e.transaction_id" \
-    "  FROM read_model.projection_dead_letter d" \
-    "  JOIN event_store.domain_event e ON e.global_position = d.global_position" \
-    "  JOIN event_store.event_stream s ON s.stream_id = e.stream_id" \
-    " WHERE d.projection_name = $1 AND d.global_position > $2::bigint" \
-    " ORDER BY d.global_position LIMIT $3::int"
+/*
+ * The positions of the next dead letters to replay, as a bigint[] literal
+ * (NULL when none): the dead letters live with the read model, which may be
+ * another database than the events. $1 name, $2 after, $3 limit
+ */
+#define SQL_LIST_DEAD_LETTERS \
+    "SELECT array_agg(global_position ORDER BY global_position)::text" \
+    "  FROM (SELECT global_position FROM read_model.projection_dead_letter" \
+    "         WHERE projection_name = $1 AND global_position > $2::bigint" \
+    "         ORDER BY global_position LIMIT $3::int) d"
+
+/* Those events, in the columns of SQL_FETCH and position order. $1 bigint[] */
+#define SQL_FETCH_POSITIONS \
+    SQL_EVENTS \
+    " WHERE e.global_position = ANY($1::bigint[])" \
+    " ORDER BY e.global_position"
 
 /* A replayed event applied: its dead letter goes. $1 name, $2 position */
 #define SQL_DROP_DEAD_LETTER \

@@ -58,8 +58,10 @@ def libconfig_string(text):
 
 
 def config_text(conninfo=None, batch_size=1000, poll_interval_ms=1000, level="debug",
-                projections=None, extra=""):
+                projections=None, extra="", target=None):
     """A libconfig file in SPEC §7's format.
+
+    target: database.target, a separate read-model database (None: unset).
 
     projections: {name: {"enabled": bool, "on_error": str}}; by default all
     four are enabled with on_error = "stop".
@@ -67,8 +69,10 @@ def config_text(conninfo=None, batch_size=1000, poll_interval_ms=1000, level="de
     if projections is None:
         projections = {name: {} for name in PROJECTIONS}
     lines = []
-    if conninfo is not None:
-        lines.append(f'database = {{ conninfo = {libconfig_string(conninfo)}; }};')
+    database = [f"{key} = {libconfig_string(value)};"
+                for key, value in (("conninfo", conninfo), ("target", target)) if value is not None]
+    if database:
+        lines.append(f'database = {{ {" ".join(database)} }};')
     lines += [f"batch_size = {batch_size};",
               f"poll_interval_ms = {poll_interval_ms};",
               f'log = {{ level = "{level}"; }};',
@@ -111,14 +115,19 @@ class Daemon:
     conninfo's own); daemon_conninfo: what goes in the config file instead
     of conninfo with that user (None: no conninfo in the file at all, e.g.
     when the environment gives it); workdir: a directory for the config
-    file and the log.
+    file and the log; target: a separate read-model database
+    (database.target) as the tests connect to it: status and waiting then
+    look there, and the head position in conninfo's event store.
     """
 
     _UNSET = object()
 
     def __init__(self, conninfo, workdir, name="projectord", env=None, user=DAEMON_USER,
-                 daemon_conninfo=_UNSET, **config):
-        self.conninfo = conninfo
+                 daemon_conninfo=_UNSET, target=None, **config):
+        self.events_conninfo = conninfo
+        self.conninfo = target or conninfo
+        if target:
+            config["target"] = as_user(target, user)
         if daemon_conninfo is Daemon._UNSET:
             daemon_conninfo = as_user(conninfo, user)
         self.daemon_conninfo = daemon_conninfo
@@ -242,7 +251,7 @@ class Daemon:
         has failed: the daemon is up and tailing."""
         def started(conn):
             rows = metadata(conn)
-            check_sane(rows, self.enabled, head_position(conn))
+            check_sane(rows, self.enabled, self.head(conn))
             return all(n in rows for n in self.enabled) and rows
         return self.wait_until(started, timeout, "the projections to start")
 
@@ -251,12 +260,19 @@ class Daemon:
         event committed so far (last_position >= head) and says it is
         catching_up or live; fail at once if one has failed."""
         def caught_up(conn):
-            head = head_position(conn)
+            head = self.head(conn)
             rows = metadata(conn)
             check_sane(rows, self.enabled, head, allow_skipped)
             return all(n in rows and rows[n]["last_position"] >= head
                        and rows[n]["status"] in ("live", "catching_up") for n in self.enabled) and rows
         return self.wait_until(caught_up, timeout, "the projections to catch up")
+
+    def head(self, conn):
+        """The event store's head position; conn is the status database."""
+        if self.events_conninfo == self.conninfo:
+            return head_position(conn)
+        with psycopg.connect(self.events_conninfo, autocommit=True, connect_timeout=5) as events:
+            return head_position(events)
 
 
 def head_position(conn):

@@ -147,6 +147,7 @@ static int clear_env(void **state)
     (void)state;
     unsetenv("PROJECTORD_DATABASE_URL");
     unsetenv("PROJECTORD_LOG_LEVEL");
+    unsetenv("PROJECTORD_TARGET_DATABASE_URL");
     return 0;
 }
 
@@ -485,6 +486,25 @@ static void test_env_overrides_file(void **state)
     clear_env(NULL);
 }
 
+static void test_env_target(void **state)
+{
+    (void)state;
+    struct config cfg;
+    char path[PATH_BUF], err[1024];
+    setenv("PROJECTORD_TARGET_DATABASE_URL", "postgresql://reads@envhost/readmodel", 1);
+    load_ok(&cfg, "database = { conninfo = \"host=filehost\"; target = \"host=t\"; };\n");
+    assert_string_equal(cfg.conninfo, "host=filehost");
+    assert_string_equal(cfg.target_conninfo, "postgresql://reads@envhost/readmodel");
+    config_free(&cfg);
+
+    write_conf("batch_size = 5;\n", path, sizeof(path));
+    setenv("PROJECTORD_TARGET_DATABASE_URL", "hots=x", 1);
+    assert_int_equal(config_load(&cfg, path, names, N_NAMES, err, sizeof(err)), -1);
+    assert_string_equal(err, "PROJECTORD_TARGET_DATABASE_URL: must be a libpq connection string "
+                             "(key=value pairs or a postgresql:// URI): invalid connection "
+                             "option \"hots\"");
+}
+
 static void test_env_without_file(void **state)
 {
     (void)state;
@@ -816,6 +836,7 @@ int main(void)
         T(test_bad_conninfo),
         T(test_no_error_buffer),
         T(test_env_overrides_file),
+        T(test_env_target),
         T(test_env_without_file),
         T(test_empty_env_is_ignored),
         T(test_env_errors),
