@@ -987,7 +987,8 @@ static int queue_checkpoint(struct runner *r)
         stop_at ? stop_at->error : NULL,
         stop_at && stop_at->sqlstate[0] ? stop_at->sqlstate : NULL,
         stop_at ? fmt_i64(errpos, event_position(r, stop_at->index)) : NULL,
-        r->cut > 0 ? event_value(r, r->cut - 1, FC_TRANSACTION_ID) : NULL,
+        /* Another database may be another cluster, whose commit log can't date it. */
+        r->cut > 0 && r->src == r->conn ? event_value(r, r->cut - 1, FC_TRANSACTION_ID) : NULL,
         r->cut > 0 ? event_value(r, r->cut - 1, FC_OCCURRED_AT) : NULL,
     };
     return exec_stmt(r, RS_CHECKPOINT, params);

@@ -10,17 +10,19 @@ read_model tables must stay empty, so writes that went to the wrong
 database fail it too.
 """
 
+import datetime as dt
 import json
 import os
 import signal
 import time
+import uuid
 
 import pytest
 
 import oracle
 from conftest import Database
 from daemon import run_cli
-from eventgen import generate_mix
+from eventgen import Command, event, generate_mix
 from test_dead_letters import ANN, BOB, CARL, dead_letters, fix, scenario, users
 
 ALL_TABLES = tuple(oracle.TABLES)
@@ -171,3 +173,26 @@ def test_target_without_the_schema_is_retried_not_fatal(db, cluster, start_daemo
     finally:
         if os.environ.get("PROJECTORD_KEEP_TMP") != "1" and cluster.is_running():
             cluster.drop_database(name)
+
+
+@pytest.mark.parametrize("separate", [False, True], ids=["same_database", "separate_database"])
+def test_apply_latency_from_commit_time_or_occurred_at(db, reads, start_daemon, separate):
+    """The status table's apply_latency_ms (issue 4): with one database it
+    runs from the event's commit timestamp (track_commit_timestamp is on in
+    the test cluster), so an event that says it occurred an hour ago but
+    was committed just now shows a latency of well under a minute; with a
+    separate read-model database, whose cluster's commit log can not date
+    the event store's transactions, it runs from occurred_at: an hour."""
+    daemon = start_daemon(target=reads.conninfo if separate else None, poll_interval_ms=100)
+    status_db = reads if separate else db
+    daemon.wait_started()
+    hour_ago = dt.datetime.now(dt.timezone.utc) - dt.timedelta(hours=1)
+    db.append([Command("Session", uuid.uuid4(), 0, [event("PageViewed", {"path": "/"}, at=hour_ago)])])
+    daemon.wait_caught_up(timeout=30)
+    latency = status_db.scalar("SELECT apply_latency_ms FROM read_model.projection_metadata "
+                               "WHERE projection_name = 'event_stats'")
+    assert latency is not None
+    if separate:
+        assert 3_600_000 <= latency < 3_600_000 + 60_000, latency
+    else:
+        assert 0 <= latency < 60_000, latency
