@@ -17,8 +17,8 @@
 #define EXIT_UNAVAILABLE 69
 
 /*
- * Connect to the read-model database (config_target) with a bounded wait (connect_timeout, unless the conninfo sets
- * one); on failure print one line and return NULL. Caller PQfinish()es.
+ * Connect to the read-model database (config_target) with a bounded wait (connect_timeout, unless
+ * the conninfo sets one); on failure print one line and return NULL. Caller PQfinish()es.
  */
 PGconn *cli_connect(const struct config *cfg);
 

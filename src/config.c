@@ -19,6 +19,8 @@
 #include <strings.h>
 #include <sys/stat.h>
 
+#include "metrics.h"
+
 enum key_type {
     KEY_TEXT,        /* owned char *; an empty value is stored as NULL (unset) */
     KEY_ENUM,        /* a word, stored by the key's parse function */
@@ -56,6 +58,7 @@ struct loader {
 };
 
 static bool channel_valid(const char *text, char *why, size_t whylen);
+static bool address_valid(const char *text, char *why, size_t whylen);
 static bool conninfo_valid(const char *text, char *why, size_t whylen);
 static int parse_level(const char *text, void *dest);
 static const char *level_name(const void *dest);
@@ -104,6 +107,15 @@ static const struct key log_keys[] = {
     {0},
 };
 
+static const struct key metrics_keys[] = {
+    {.name = "listen",
+     .type = KEY_TEXT,
+     .offset = AT(metrics_listen),
+     .valid = address_valid,
+     .expect = "HOST:PORT, e.g. \"127.0.0.1:9187\" or \"[::1]:9187\""},
+    {0},
+};
+
 static const struct key top_keys[] = {
     {.name = "database", .type = KEY_GROUP, .children = database_keys},
     {.name = "listen_channel",
@@ -129,6 +141,7 @@ static const struct key top_keys[] = {
      .offset = AT(rebuild_on_version_change),
      .def_int = true},
     {.name = "log", .type = KEY_GROUP, .children = log_keys},
+    {.name = "metrics", .type = KEY_GROUP, .children = metrics_keys},
     {.name = "projections", .type = KEY_PROJECTIONS},
     {0},
 };
@@ -155,6 +168,14 @@ static bool channel_valid(const char *text, char *why, size_t whylen)
     if (len == 0 || len > 63 || strchr("abcdefghijklmnopqrstuvwxyz_", text[0]) == NULL)
         return false;
     return strspn(text, "abcdefghijklmnopqrstuvwxyz0123456789_$") == len;
+}
+
+static bool address_valid(const char *text, char *why, size_t whylen)
+{
+    (void)why, (void)whylen;
+    char host[256], port[8];
+    return text[0] == '\0' ||
+           metrics_parse_address(text, host, sizeof host, port, sizeof port) == 0;
 }
 
 static bool looks_like_uri(const char *text)

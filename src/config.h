@@ -34,6 +34,7 @@ struct config {
     char *conninfo;        /* event store (and default read model) database; NULL: PG* vars */
     char *target_conninfo; /* read-model database; NULL: same as conninfo */
     char *listen_channel;
+    char *metrics_listen; /* HOST:PORT of the Prometheus endpoint; NULL: none */
     int batch_size;
     int poll_interval_ms;
     bool rebuild_on_version_change; /* rebuild a projection whose compiled-in version changed */

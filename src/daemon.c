@@ -19,9 +19,11 @@
 #include "fleet.h"
 #include "listener.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "registry.h"
 #include "runner.h"
+#include "runner_metrics.h"
 
 #define STOP_GRACE_S    30.0
 #define NOTIFY_STATUS_S 5.0 /* STATUS= refresh when there is no watchdog */
@@ -33,8 +35,10 @@ struct daemon {
     const char *level_override; /* -l, which a reload must not undo */
     char owner[300];
     struct fleet fleet;
-    struct runner **runners; /* one slot per compiled-in projection, registry order */
-    bool *active;            /* the slot's runner runs (not disabled, not finished) */
+    struct runner **runners;    /* one slot per compiled-in projection, registry order */
+    bool *active;               /* the slot's runner runs (not disabled, not finished) */
+    struct runner_stats *stats; /* the slot's counts, kept across runner restarts */
+    struct metrics_server *metrics;
     size_t nrunning;
     struct listener *listener;
     ev_timer poll_timer;
@@ -155,7 +159,7 @@ static int start_runner(struct daemon *d, size_t i)
     const struct projection *p = projection_registry[i];
     runner_free(d->runners[i]); /* a finished one, from before a reload disabled it */
     d->runners[i] = runner_new(d->loop, p, config_projection(d->cfg, p->name), d->cfg, d->owner,
-                               &d->fleet, runner_done, d);
+                               &d->fleet, &d->stats[i], runner_done, d);
     if (!d->runners[i])
         return -1;
     d->active[i] = true;
@@ -168,7 +172,8 @@ static int add_runners(struct daemon *d)
 {
     d->runners = calloc(projection_registry_count, sizeof *d->runners);
     d->active = calloc(projection_registry_count, sizeof *d->active);
-    if (!d->runners || !d->active)
+    d->stats = calloc(projection_registry_count, sizeof *d->stats);
+    if (!d->runners || !d->active || !d->stats)
         return -1;
     for (size_t i = 0; i < projection_registry_count; i++) {
         if (!d->cfg->projections[i].enabled)
@@ -193,6 +198,8 @@ static void warn_restart_needed(const struct config *old, const struct config *n
         log_warning("reload: database.target changed: restart projectord to apply it");
     if (!same_text(old->listen_channel, next->listen_channel))
         log_warning("reload: listen_channel changed: restart projectord to apply it");
+    if (!same_text(old->metrics_listen, next->metrics_listen))
+        log_warning("reload: metrics.listen changed: restart projectord to apply it");
 }
 
 /* Enable, disable and re-police projections as the new file says. */
@@ -280,13 +287,37 @@ static void setup_watchers(struct daemon *d)
     ev_signal_start(d->loop, &d->sighup);
 }
 
+static void render_metrics(struct mbuf *out, void *arg)
+{
+    struct daemon *d = arg;
+    runner_metrics_render(out, d->runners, d->stats, projection_registry_count, d->fleet.instances);
+}
+
+/* The Prometheus endpoint, if configured; failing to listen is a startup error. */
+static int start_metrics(struct daemon *d)
+{
+    char err[512];
+    if (!d->cfg->metrics_listen)
+        return 0;
+    d->metrics =
+        metrics_listen(d->loop, d->cfg->metrics_listen, render_metrics, d, err, sizeof err);
+    if (!d->metrics) {
+        log_error("metrics.listen: %s", err);
+        return -1;
+    }
+    log_info("metrics: serving http://%s/metrics", d->cfg->metrics_listen);
+    return 0;
+}
+
 static void teardown(struct daemon *d)
 {
     listener_free(d->listener);
+    metrics_close(d->metrics);
     for (size_t i = 0; d->runners && i < projection_registry_count; i++)
         runner_free(d->runners[i]);
     free(d->runners);
     free(d->active);
+    free(d->stats);
     ev_signal_stop(d->loop, &d->sigterm);
     ev_signal_stop(d->loop, &d->sigint);
     ev_signal_stop(d->loop, &d->sighup);
@@ -322,6 +353,10 @@ int daemon_run(struct config *cfg, const char *config_path, const char *level_ov
                               d.fleet.instance_id, listener_wake, &d);
     if (!d.listener) {
         log_error("out of memory");
+        teardown(&d);
+        return 1;
+    }
+    if (start_metrics(&d) < 0) {
         teardown(&d);
         return 1;
     }

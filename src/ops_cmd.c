@@ -105,7 +105,7 @@ static int run_here(const struct config *cfg, enum job job, const struct project
     int rc = 0;
     for (size_t i = 0; l.runners && l.progress && i < n; i++) {
         l.runners[i] = runner_new(l.loop, projs[i], config_projection(cfg, projs[i]->name), cfg,
-                                  owner, &fleet, local_done, &l);
+                                  owner, &fleet, NULL, local_done, &l);
         if (!l.runners[i])
             break;
         l.progress[i] = (struct progress){.name = projs[i]->name, .started = now_s()};

@@ -111,6 +111,8 @@ struct runner {
     const struct config *cfg;
     const char *owner;
     struct fleet *fleet;
+    struct runner_stats *stats; /* the daemon's, or own_stats */
+    struct runner_stats own_stats;
     runner_done_cb done;
     void *done_arg;
     /*
@@ -185,6 +187,8 @@ struct runner {
     char err_state[6];
     char err_msg[BATCH_ERR_MAX];
     int64_t new_seq;
+    double latency;       /* of the batch being committed, in seconds; < 0 if unknown */
+    double batch_started; /* ev_time() of its fetch */
     enum after_note after_note;
 
     ev_timer retry_timer;
@@ -405,8 +409,8 @@ static void reap_cb(struct ev_loop *loop, ev_timer *w, int revents);
 /* A live runner (shadow = NULL), or the shadow that rebuilds parent's tables. */
 static struct runner *create(struct ev_loop *loop, const struct projection *p,
                              const struct projection_config *pc, const struct config *cfg,
-                             const char *owner, struct fleet *fleet, struct runner *parent,
-                             runner_done_cb done, void *done_arg)
+                             const char *owner, struct fleet *fleet, struct runner_stats *stats,
+                             struct runner *parent, runner_done_cb done, void *done_arg)
 {
     struct runner *r = calloc(1, sizeof *r);
     if (!r)
@@ -421,6 +425,7 @@ static struct runner *create(struct ev_loop *loop, const struct projection *p,
                          .done_arg = done_arg,
                          .state = R_DOWN,
                          .err_stmt = -1};
+    r->stats = stats ? stats : &r->own_stats;
     r->backoff = (struct backoff)BACKOFF_INIT(RETRY_INITIAL_S, RETRY_MAX_S);
     r->src_backoff = r->backoff;
     snprintf(r->version, sizeof r->version, "%d", p->version);
@@ -467,10 +472,10 @@ static struct runner *create(struct ev_loop *loop, const struct projection *p,
 
 struct runner *runner_new(struct ev_loop *loop, const struct projection *p,
                           const struct projection_config *pc, const struct config *cfg,
-                          const char *owner, struct fleet *fleet, runner_done_cb done,
-                          void *done_arg)
+                          const char *owner, struct fleet *fleet, struct runner_stats *stats,
+                          runner_done_cb done, void *done_arg)
 {
-    return create(loop, p, pc, cfg, owner, fleet, NULL, done, done_arg);
+    return create(loop, p, pc, cfg, owner, fleet, stats, NULL, done, done_arg);
 }
 
 void runner_free(struct runner *r)
@@ -501,6 +506,19 @@ void runner_free(struct runner *r)
 const char *runner_name(const struct runner *r)
 {
     return r->proj->name;
+}
+
+void runner_gauges(const struct runner *r, struct runner_gauges *out)
+{
+    *out = (struct runner_gauges){
+        .owned = r->holds_lock,
+        .failed = r->failed,
+        .last_position = r->cp.last_position,
+        .head_position = r->head,
+        .status = r->state == R_DONE ? "stopped"
+                  : r->holds_lock    ? current_status(r)
+                                     : "standby",
+    };
 }
 
 void runner_start(struct runner *r)
@@ -587,6 +605,7 @@ static void batch_error(struct runner *r, const char *what, const char *sqlstate
 {
     log_error("%s: %s failed: %s (SQLSTATE %s); retrying with backoff", r->proj->name, what,
               message, sqlstate && *sqlstate ? sqlstate : "none");
+    r->stats->errors++;
     clear_batch(r);
     char line[BATCH_ERR_MAX];
     snprintf(line, sizeof line, "%s: %s", what, message);
@@ -800,6 +819,7 @@ static void send_fetch(struct runner *r)
                             r->types,
                             fmt_i64(limit, r->cfg->batch_size)};
     begin_request(r, R_FETCH);
+    r->batch_started = ev_time();
     if (pgconn_query(r->src, SQL_FETCH_PLAN, 0, NULL) < 0 || exec_stmt(r, RS_FETCH, params) < 0 ||
         pgconn_sync(r->src) < 0)
         src_send_failed(r);
@@ -1016,6 +1036,8 @@ static void send_checkpoint(struct runner *r)
         r->state = R_DOWN;
 }
 
+static void count_batch(struct runner *r);
+
 static void committed(struct runner *r)
 {
     struct checkpoint next;
@@ -1051,8 +1073,24 @@ static void committed(struct runner *r)
                     event_position(r, r->bad[i].index), r->bad[i].error);
     log_debug("%s: committed %d events up to position %" PRId64 " (%" PRId64 " ignored)",
               r->proj->name, r->cut, r->cp.last_position, r->ignored);
+    count_batch(r);
     clear_batch(r);
     next_step(r);
+}
+
+/* A committed batch, for the metrics (a checkpoint-only write is no batch). */
+static void count_batch(struct runner *r)
+{
+    struct runner_stats *s = r->stats;
+    if (r->cut == 0 && r->nbad == 0)
+        return;
+    s->batches++;
+    s->events_processed += (uint64_t)r->processed;
+    s->events_ignored += (uint64_t)r->ignored;
+    s->events_skipped += (uint64_t)r->skipped;
+    histogram_observe(&s->batch_seconds, ev_time() - r->batch_started);
+    if (r->latency >= 0)
+        histogram_observe(&s->latency_seconds, r->latency);
 }
 
 /*
@@ -1263,8 +1301,10 @@ static void on_commit_result(struct runner *r, const PGresult *res)
 {
     record_error(r, res);
     r->results++;
-    if (pgconn_result_ok(res) && PQntuples(res) == 1)
+    if (pgconn_result_ok(res) && PQntuples(res) == 1) {
         r->new_seq = parse_i64(PQgetvalue(res, 0, 0));
+        r->latency = PQgetisnull(res, 0, 1) ? -1.0 : strtod(PQgetvalue(res, 0, 1), NULL);
+    }
 }
 
 static void on_commit_done(struct runner *r)
@@ -1426,6 +1466,7 @@ static void src_event(struct runner *r, enum pgconn_event ev, const PGresult *re
         send_src_setup(r);
         break;
     case PGCONN_LOST:
+        r->stats->connection_losses++;
         r->src_ready = false;
         ev_timer_stop(r->loop, &r->src_retry_timer);
         if (reading) {
@@ -1467,6 +1508,7 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
         send_setup(r);
         break;
     case PGCONN_LOST:
+        r->stats->connection_losses++;
         r->set_up = false;
         if (r->holds_lock)
             r->fleet->owned--;
@@ -1618,7 +1660,8 @@ static void start_rebuild(struct runner *r)
 {
     r->rebuild_requested = false;
     r->rebuild_ok = false;
-    r->child = create(r->loop, r->proj, r->pcfg, r->cfg, r->owner, r->fleet, r, shadow_done, r);
+    r->child =
+        create(r->loop, r->proj, r->pcfg, r->cfg, r->owner, r->fleet, NULL, r, shadow_done, r);
     if (!r->child) {
         log_error("%s: out of memory starting a rebuild", r->proj->name);
         return;

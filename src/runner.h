@@ -20,9 +20,32 @@
 
 #include "config.h"
 #include "fleet.h"
+#include "metrics.h"
 #include "projection.h"
 
 struct runner;
+
+/*
+ * What a runner counts, for the metrics endpoint. The daemon owns one per
+ * projection, so the counts outlive a runner that a reload restarts.
+ */
+struct runner_stats {
+    uint64_t events_processed, events_skipped, events_ignored; /* as in the status table */
+    uint64_t batches;                                          /* committed */
+    uint64_t errors;                  /* failed steps, retried with backoff */
+    uint64_t connection_losses;       /* of either of its connections */
+    struct histogram batch_seconds;   /* from a batch's fetch to its commit */
+    struct histogram latency_seconds; /* a batch's newest event: its commit to ours */
+};
+
+/* The runner's state now, for gauges. status is a static string. */
+struct runner_gauges {
+    bool owned;
+    bool failed;
+    int64_t last_position;
+    int64_t head_position; /* as of the last window opened */
+    const char *status;
+};
 
 /* Called once when a stopping runner has finished (see runner_stop). */
 typedef void (*runner_done_cb)(struct runner *r, void *arg);
@@ -30,12 +53,12 @@ typedef void (*runner_done_cb)(struct runner *r, void *arg);
 /*
  * Returns NULL when out of memory. The runner owns its projection only while
  * it holds the ownership lock (fleet.h); fleet is shared with the daemon's
- * other runners.
+ * other runners. stats (borrowed; NULL: not counted) is added to.
  */
 struct runner *runner_new(struct ev_loop *loop, const struct projection *p,
                           const struct projection_config *pc, const struct config *cfg,
-                          const char *owner, struct fleet *fleet, runner_done_cb done,
-                          void *done_arg);
+                          const char *owner, struct fleet *fleet, struct runner_stats *stats,
+                          runner_done_cb done, void *done_arg);
 void runner_free(struct runner *r);
 
 /* Connect and start projecting. */
@@ -48,6 +71,8 @@ void runner_wake(struct runner *r);
 void runner_stop(struct runner *r);
 
 const char *runner_name(const struct runner *r);
+
+void runner_gauges(const struct runner *r, struct runner_gauges *out);
 
 /*
  * Rebuild the projection from scratch, the zero-downtime way (a shadow

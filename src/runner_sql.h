@@ -135,16 +135,29 @@ enum fetch_column {
     FC_TRANSACTION_ID,
 };
 
-/* See read_model.projectord_save_checkpoint in sql/V002. */
+/*
+ * The commit-to-apply latency of the batch's newest event in seconds, for
+ * the metrics: as the checkpoint function computes apply_latency_ms, from
+ * its commit timestamp ($17 its transaction) when the server keeps them,
+ * else from its occurred_at ($18); NULL for a batch without events.
+ */
+#define SQL_APPLY_LATENCY                                                                          \
+    ", extract(epoch FROM clock_timestamp() - coalesce("                                          \
+    "    CASE WHEN $17::xid8 IS NOT NULL"                                                          \
+    "          AND pg_catalog.current_setting('track_commit_timestamp') = 'on'"                    \
+    "         THEN pg_catalog.pg_xact_commit_timestamp(pg_catalog.xid($17::xid8)) END,"            \
+    "    $18::timestamptz))"
+
+/* See read_model.projectord_save_checkpoint in sql/V002. Returns the new seq, the latency. */
 #define SQL_CHECKPOINT                                                                             \
     "SELECT read_model.projectord_save_checkpoint($1, $2::bigint, $3, $4, $5::bigint,"             \
     " $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11::bigint, $12, $13, $14,"    \
-    " $15, $16::bigint, $17::xid8, $18::timestamptz)"
+    " $15, $16::bigint, $17::xid8, $18::timestamptz)" SQL_APPLY_LATENCY
 #define SQL_CHECKPOINT_NPARAMS 18
 #define SQL_REBUILD_CHECKPOINT                                                                     \
     "SELECT read_model.projectord_write_checkpoint('projection_rebuild', $1, $2::bigint, $3, $4,"  \
     " $5::bigint, $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11::bigint, $12,"  \
-    " $13, $14, $15, $16::bigint, $17::xid8, $18::timestamptz)"
+    " $13, $14, $15, $16::bigint, $17::xid8, $18::timestamptz)" SQL_APPLY_LATENCY
 
 /* $1 name, $2 position, $3 event_id, $4 event_type, $5 error, $6 sqlstate, $7 payload */
 #define SQL_DEAD_LETTER                                                                            \

@@ -163,6 +163,7 @@ static void test_full_file(void **state)
                   "batch_size = 500;\n"
                   "poll_interval_ms = 250;\n"
                   "log = { level = \"debug\"; format = \"json\"; };\n"
+                  "metrics = { listen = \"[::1]:9187\"; };\n"
                   "projections = {\n"
                   "  users = { on_error = \"skip\"; };\n"
                   "  orders = { enabled = false; on_error = \"skip\"; };\n"
@@ -174,6 +175,7 @@ static void test_full_file(void **state)
     assert_int_equal(cfg.poll_interval_ms, 250);
     assert_int_equal(cfg.log_level, LOG_LEVEL_DEBUG);
     assert_int_equal(cfg.log_format, LOG_FORMAT_JSON);
+    assert_string_equal(cfg.metrics_listen, "[::1]:9187");
     assert_non_null(cfg.source);
     assert_non_null(strstr(cfg.source, tmpdir));
 
@@ -386,7 +388,7 @@ static void test_unknown_keys(void **state)
     (void)state;
     expect_error("batch_size = 5;\nbatchsize = 5;\n", 2,
                  "batchsize: unknown key (valid here: database, listen_channel, batch_size, "
-                 "poll_interval_ms, rebuild_on_version_change, log, projections)");
+                 "poll_interval_ms, rebuild_on_version_change, log, metrics, projections)");
     expect_error("database = {\n  conninfo = \"\";\n  host = \"x\";\n};\n", 3,
                  "database.host: unknown key (valid here: conninfo, target)");
     expect_error("log = { level = \"info\"; destination = \"syslog\"; };\n", 1,
@@ -396,7 +398,7 @@ static void test_unknown_keys(void **state)
     /* Keys are case-sensitive, as in libconfig itself. */
     expect_error("Batch_size = 5;\n", 1,
                  "Batch_size: unknown key (valid here: database, listen_channel, batch_size, "
-                 "poll_interval_ms, rebuild_on_version_change, log, projections)");
+                 "poll_interval_ms, rebuild_on_version_change, log, metrics, projections)");
 }
 
 static void test_unknown_projection(void **state)
@@ -484,6 +486,23 @@ static void test_env_overrides_file(void **state)
     assert_int_equal(cfg.log_level, LOG_LEVEL_ERROR);
     config_free(&cfg);
     clear_env(NULL);
+}
+
+static void test_metrics_listen(void **state)
+{
+    (void)state;
+    struct config cfg;
+    load_ok(&cfg, "metrics = { listen = \"\"; };\n");
+    assert_null(cfg.metrics_listen);
+    config_free(&cfg);
+    expect_error("metrics = { listen = \"9187\"; };\n", 1,
+                 "metrics.listen: must be HOST:PORT, e.g. \"127.0.0.1:9187\" or \"[::1]:9187\" "
+                 "(got '9187')");
+    expect_error("\nmetrics = { listen = \"localhost:99999\"; };\n", 2,
+                 "metrics.listen: must be HOST:PORT, e.g. \"127.0.0.1:9187\" or \"[::1]:9187\" "
+                 "(got 'localhost:99999')");
+    expect_error("metrics = { listn = \"localhost:9\"; };\n", 1,
+                 "metrics.listn: unknown key (valid here: listen)");
 }
 
 static void test_env_target(void **state)
@@ -717,6 +736,7 @@ static void test_print_defaults(void **state)
                               "poll_interval_ms = 1000;\n"
                               "rebuild_on_version_change = true;\n"
                               "log = { level = \"info\"; format = \"text\"; };\n"
+                              "metrics = { listen = \"\"; };\n"
                               "projections = {\n"
                               "  catalog = { enabled = true; on_error = \"stop\"; };\n"
                               "  event_stats = { enabled = true; on_error = \"stop\"; };\n"
@@ -837,6 +857,7 @@ int main(void)
         T(test_no_error_buffer),
         T(test_env_overrides_file),
         T(test_env_target),
+        T(test_metrics_listen),
         T(test_env_without_file),
         T(test_empty_env_is_ignored),
         T(test_env_errors),

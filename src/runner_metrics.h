@@ -1,0 +1,21 @@
+/*
+ * runner_metrics: the daemon's runners as Prometheus text (metrics.h), one
+ * series per projection, labelled projection="NAME".
+ */
+#ifndef PROJECTORD_RUNNER_METRICS_H
+#define PROJECTORD_RUNNER_METRICS_H
+
+#include <stddef.h>
+
+#include "metrics.h"
+#include "runner.h"
+
+/*
+ * Append every metric family to out. runners[i] (NULL: never started, left
+ * out) counts into stats[i]; instances is the number of instances running
+ * against the database, as last counted.
+ */
+void runner_metrics_render(struct mbuf *out, struct runner *const *runners,
+                           const struct runner_stats *stats, size_t n, int instances);
+
+#endif
