@@ -10,6 +10,7 @@
   the report (pytest prints them under the failure).
 """
 
+import contextlib
 import itertools
 import os
 import shutil
@@ -94,16 +95,17 @@ def workdir():
         shutil.rmtree(path, ignore_errors=True)
 
 
-@pytest.fixture
-def start_daemon(request, db, workdir):
-    """start_daemon(**config) -> a running Daemon on `db` (config: see
-    daemon.config_text; also env, user, daemon_conninfo: see Daemon). At
-    teardown each daemon still running must stop
+@contextlib.contextmanager
+def daemon_starter(request, workdir, default_conninfo=None):
+    """The body of a start_daemon-like fixture: yields start(**kwargs) ->
+    a running Daemon (kwargs: see Daemon; conninfo defaults to
+    default_conninfo). At teardown each daemon still running must stop
     cleanly on SIGTERM (else it is killed and the test errors)."""
     daemons = request.node.daemons = []
 
     def start(name=None, conninfo=None, **config):
-        d = Daemon(conninfo or db.conninfo, workdir, name=name or f"projectord{len(daemons) + 1}", **config)
+        d = Daemon(conninfo or default_conninfo, workdir, name=name or f"projectord{len(daemons) + 1}",
+                   **config)
         daemons.append(d)
         return d.start()
 
@@ -113,6 +115,15 @@ def start_daemon(request, db, workdir):
     finally:
         for d in daemons:
             d.close()
+
+
+@pytest.fixture
+def start_daemon(request, db, workdir):
+    """start_daemon(**config) -> a running Daemon on `db` (config: see
+    daemon.config_text; also env, user, daemon_conninfo, target: see
+    Daemon)."""
+    with daemon_starter(request, workdir, db.conninfo) as start:
+        yield start
 
 
 def check_clean_exit(request, daemons):

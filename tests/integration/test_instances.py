@@ -123,4 +123,5 @@ def test_standby_never_writes_over_the_owner(db, start_daemon):
                 assert pos >= before[0] and seq >= before[1], f"{name} went backwards"
                 seen[name] = (pos, seq)
         time.sleep(0.05)
+    assert second.alive(), "the second instance died beside the first"
     assert_exact(db, first)

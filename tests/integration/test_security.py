@@ -28,9 +28,8 @@ import pytest
 from psycopg import sql
 
 import oracle
-from conftest import KEEP_TMP, Database, check_clean_exit
-from daemon import (EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, Daemon, clean_env, config_text,
-                    metadata, run_cli)
+from conftest import KEEP_TMP, Database, daemon_starter
+from daemon import EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, clean_env, config_text, run_cli
 from eventgen import Command, event
 from pgcluster import PASSWORD_HBA, PgCluster, free_port
 from scenarios import users_scenario
@@ -303,20 +302,9 @@ def sdaemon(request, workdir):
     """sdaemon(db, conninfo, env, **config) -> a started Daemon that connects
     with conninfo (as written in its config file) and env; the test
     inspects db as postgres."""
-    daemons = request.node.daemons = []
-
-    def start(db, conninfo, env=None, **config):
-        d = Daemon(db.conninfo, workdir, name=f"projectord{len(daemons) + 1}", env=env,
-                   daemon_conninfo=conninfo, **config)
-        daemons.append(d)
-        return d.start()
-
-    yield start
-    try:
-        check_clean_exit(request, daemons)
-    finally:
-        for d in daemons:
-            d.close()
+    with daemon_starter(request, workdir) as start:
+        yield lambda db, conninfo, env=None, **config: start(
+            conninfo=db.conninfo, env=env, daemon_conninfo=conninfo, **config)
 
 
 def cli(daemon, *args):
