@@ -13,22 +13,20 @@
  * with the bad event dead-lettered (skip) or the batch cut before it (stop).
  *
  * Every callback runs on the loop, so it may do anything; the only state
- * shared with the outside is the wake/stop flags.
+ * shared with the outside is the wake/stop flags. Rebuilds and dead-letter
+ * replays are modes of this machine, in runner_rebuild.c and
+ * runner_replay.c (runner_int.h).
  */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-#include "backoff.h"
-#include "batch.h"
 #include "fleet.h"
 #include "log.h"
 #include "payload.h"
-#include "pgconn.h"
 #include "registry.h"
-#include "runner.h"
-#include "runner_sql.h"
+#include "runner_int.h"
 #include "tailwin.h"
 
 #define HEARTBEAT_S           5.0
@@ -62,145 +60,6 @@ static const struct {
     [RS_NOTE] = {"note", SQL_NOTE, 6},
 };
 
-enum rstate {
-    R_DOWN,        /* waiting for the connection */
-    R_SETUP,       /* session setup and first claim in flight */
-    R_STANDBY,     /* another instance owns the projection: claim again later */
-    R_CLAIM,       /* trying to take ownership */
-    R_REGISTER,    /* owner now: loading the checkpoint */
-    R_RELEASE,     /* handing the projection over to another instance */
-    R_IDLE,        /* waiting for a wake-up */
-    R_OPEN,        /* opening a window */
-    R_FETCH,       /* reading a batch */
-    R_APPLY,       /* handler statements sent, their results coming */
-    R_ROLLBACK,    /* a statement failed: waiting for the sync */
-    R_COMMIT,      /* checkpoint and sync sent */
-    R_NOTE,        /* status-only write in flight */
-    R_SWAP,        /* shadow: trying to swap the rebuilt tables in */
-    R_REPLAY_LIST, /* reading the positions of the next dead letters to replay */
-    R_REPLAYED,    /* a replay batch's dead letters dropped, counts moved */
-    R_REPLAY_DONE, /* the replay's end recorded */
-    R_ABANDON,     /* shadow: giving the rebuild up */
-    R_WAIT,        /* backing off before a retry */
-    R_DONE,
-};
-
-enum after_note { NOTE_THEN_NEXT, NOTE_THEN_WAIT, NOTE_THEN_DONE };
-
-struct bad_event {
-    int index;
-    char sqlstate[6];
-    char *error;
-};
-
-/* The checkpoint as committed (or, between OPEN and COMMIT, the open window). */
-struct checkpoint {
-    char *lo;
-    char *hi;
-    int64_t window_pos; /* events of the window up to here are applied */
-    int64_t window_max; /* highest position in the window; 0 if unknown */
-    int64_t last_position;
-    int64_t seq;
-    bool window_open;
-};
-
-struct runner {
-    struct ev_loop *loop;
-    const struct projection *proj;
-    const struct projection_config *pcfg;
-    const struct config *cfg;
-    const char *owner;
-    struct fleet *fleet;
-    struct runner_stats *stats; /* the daemon's, or own_stats */
-    struct runner_stats own_stats;
-    runner_done_cb done;
-    void *done_arg;
-    /*
-     * conn writes the read model, checkpoints, status and holds the
-     * ownership lock; src reads the event store. They are one connection
-     * unless database.target names a separate read-model database, and then
-     * src only ever runs the read-only OPEN and FETCH steps.
-     */
-    struct pgconn *conn;
-    struct pgconn *src;
-    bool src_ready;         /* separate src: its session is set up */
-    bool src_setup_bad;     /* separate src: a setup statement failed */
-    char *replay_positions; /* bigint[] literal of the next dead letters, NULL when none */
-    enum rstate state;
-    bool wake_pending;
-    bool stopping;
-    bool failed;      /* stopped by a bad event (on_error = stop) until the process restarts */
-    bool set_up;      /* this connection's statements are prepared */
-    bool holds_lock;  /* this connection holds the ownership lock */
-    bool claimed;     /* the last claim got the lock */
-    bool standing_by; /* said so in the log already */
-    bool dirty;       /* passed events not handled here; the checkpoint write is deferred */
-    bool heartbeat_due;
-    bool announced; /* the status row says what we are doing (not still 'starting') */
-    char *types;    /* text[] literal of the handled event types, NULL for all */
-    char *tables;   /* text[] literal of the projection's tables */
-    char version[12];
-    char *search_path;
-
-    /*
-     * Rebuilds. The live runner spawns a shadow runner (its child) that
-     * replays everything into shadow tables; when the shadow has caught up
-     * it holds the live runner (no new window), catches up once more and
-     * swaps tables and checkpoint in; the live runner then reloads.
-     */
-    bool shadow;            /* this runner builds the shadow tables */
-    struct runner *parent;  /* shadow: the live runner */
-    struct runner *child;   /* live: the shadow under way, or NULL */
-    bool rebuild_requested; /* live: asked for in the status table, or a version change */
-    bool rebuild_then_stop; /* live: a one-shot `projectord rebuild`: stop when it is done */
-    bool rebuild_ok;        /* live: the last rebuild swapped in */
-    bool held;              /* live: the shadow is finishing; open no new window */
-    bool reload_pending;    /* live: the checkpoint was swapped: load it again */
-    bool rebuild_begun;     /* shadow: its tables and checkpoint row exist */
-    bool caught_up;         /* shadow: the last window opened was empty */
-    bool swapped;           /* shadow: the last swap attempt succeeded */
-
-    /* Replaying dead letters (projectord replay-dead-letters), in position order. */
-    bool replay_requested;
-    bool replay_then_stop; /* a one-shot replay: stop when it is over */
-    bool replaying;
-    int64_t replay_pos; /* dead letters up to here are done with */
-    int64_t replayed;   /* applied by this replay */
-    bool replay_over;   /* the last replay went through to the end */
-
-    struct checkpoint cp;
-    int64_t head;
-
-    /* the batch */
-    PGresult *events;
-    int nevents;
-    int cut;   /* events [0, cut) are in the batch; cut < nevents only for on_error=stop */
-    bool more; /* the fetch was full: the window may hold more */
-    struct bad_event *bad;
-    size_t nbad;
-    struct pj_ctx ctx;
-    size_t results;
-    int64_t processed;
-    int64_t ignored;
-    int64_t skipped;
-    int err_stmt; /* index of the first failed statement, or -1 */
-    char err_state[6];
-    char err_msg[BATCH_ERR_MAX];
-    int64_t new_seq;
-    double latency;       /* of the batch being committed, in seconds; < 0 if unknown */
-    double batch_started; /* ev_time() of its fetch */
-    enum after_note after_note;
-
-    ev_timer retry_timer;
-    ev_timer heartbeat_timer;
-    ev_timer deferred_timer;
-    ev_timer claim_timer;
-    ev_timer reap_timer; /* live: frees a finished child outside its own callbacks */
-    ev_timer src_retry_timer;
-    struct backoff backoff;
-    struct backoff src_backoff;
-};
-
 static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGresult *res,
                     const PGnotify *notify);
 static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
@@ -208,28 +67,14 @@ static void heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void claim_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void src_retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
-static void next_step(struct runner *r);
 static void send_batch(struct runner *r);
 static void send_checkpoint(struct runner *r);
-static void clear_batch(struct runner *r);
 static void on_claim_done(struct runner *r);
-static void start_rebuild(struct runner *r);
-static void shadow_step(struct runner *r);
-static void send_swap(struct runner *r);
-static void on_swap_done(struct runner *r);
-static void rebuild_over(struct runner *r, bool swapped);
-static int queue_checkpoint(struct runner *r);
 static void send_batch_end(struct runner *r);
-static void send_replay_fetch(struct runner *r);
-static void on_replay_listed(struct runner *r);
-static void on_replay_list_result(struct runner *r, const PGresult *res);
-static void send_replay_done(struct runner *r);
-static void on_replayed(struct runner *r);
-static void on_replay_done(struct runner *r);
 
 /* ---- helpers ---------------------------------------------------------- */
 
-static int set_str(char **dst, const char *src)
+int rn_set_str(char **dst, const char *src)
 {
     char *copy = strdup(src);
     if (!copy)
@@ -239,7 +84,7 @@ static int set_str(char **dst, const char *src)
     return 0;
 }
 
-static const char *fmt_i64(char buf[21], int64_t v)
+const char *rn_fmt_i64(char buf[21], int64_t v)
 {
     snprintf(buf, 21, "%" PRId64, v);
     return buf;
@@ -311,7 +156,7 @@ static const char *current_status(const struct runner *r)
 }
 
 /* Forget the batch: what was fetched, its bad events and its counts. */
-static void clear_batch(struct runner *r)
+void rn_clear_batch(struct runner *r)
 {
     if (r->events)
         PQclear(r->events);
@@ -352,12 +197,12 @@ static struct bad_event *add_bad(struct runner *r, int index, const char *sqlsta
     return b;
 }
 
-static const char *event_value(const struct runner *r, int i, enum fetch_column col)
+const char *rn_event_value(const struct runner *r, int i, enum fetch_column col)
 {
     return PQgetisnull(r->events, i, col) ? NULL : PQgetvalue(r->events, i, col);
 }
 
-static int64_t event_position(const struct runner *r, int i)
+int64_t rn_event_position(const struct runner *r, int i)
 {
     return parse_i64(PQgetvalue(r->events, i, FC_POSITION));
 }
@@ -365,27 +210,27 @@ static int64_t event_position(const struct runner *r, int i)
 static void fill_event(const struct runner *r, int i, struct pj_event *ev)
 {
     *ev = (struct pj_event){
-        .position = event_position(r, i),
-        .position_text = event_value(r, i, FC_POSITION),
-        .event_id = event_value(r, i, FC_EVENT_ID),
-        .stream_id = event_value(r, i, FC_STREAM_ID),
-        .aggregate_type = event_value(r, i, FC_AGGREGATE_TYPE),
-        .aggregate_id = event_value(r, i, FC_AGGREGATE_ID),
-        .event_type = event_value(r, i, FC_EVENT_TYPE),
-        .event_version = (int32_t)parse_i64(event_value(r, i, FC_EVENT_VERSION)),
-        .aggregate_version = (int32_t)parse_i64(event_value(r, i, FC_AGGREGATE_VERSION)),
-        .aggregate_version_text = event_value(r, i, FC_AGGREGATE_VERSION),
-        .event_data = event_value(r, i, FC_EVENT_DATA),
-        .metadata = event_value(r, i, FC_METADATA),
-        .occurred_at = event_value(r, i, FC_OCCURRED_AT),
-        .causation_id = event_value(r, i, FC_CAUSATION_ID),
-        .correlation_id = event_value(r, i, FC_CORRELATION_ID),
-        .transaction_id = event_value(r, i, FC_TRANSACTION_ID),
+        .position = rn_event_position(r, i),
+        .position_text = rn_event_value(r, i, FC_POSITION),
+        .event_id = rn_event_value(r, i, FC_EVENT_ID),
+        .stream_id = rn_event_value(r, i, FC_STREAM_ID),
+        .aggregate_type = rn_event_value(r, i, FC_AGGREGATE_TYPE),
+        .aggregate_id = rn_event_value(r, i, FC_AGGREGATE_ID),
+        .event_type = rn_event_value(r, i, FC_EVENT_TYPE),
+        .event_version = (int32_t)parse_i64(rn_event_value(r, i, FC_EVENT_VERSION)),
+        .aggregate_version = (int32_t)parse_i64(rn_event_value(r, i, FC_AGGREGATE_VERSION)),
+        .aggregate_version_text = rn_event_value(r, i, FC_AGGREGATE_VERSION),
+        .event_data = rn_event_value(r, i, FC_EVENT_DATA),
+        .metadata = rn_event_value(r, i, FC_METADATA),
+        .occurred_at = rn_event_value(r, i, FC_OCCURRED_AT),
+        .causation_id = rn_event_value(r, i, FC_CAUSATION_ID),
+        .correlation_id = rn_event_value(r, i, FC_CORRELATION_ID),
+        .transaction_id = rn_event_value(r, i, FC_TRANSACTION_ID),
     };
 }
 
 /* Remember the request's first failed statement; those after it only say "aborted". */
-static void record_error(struct runner *r, const PGresult *res)
+void rn_record_error(struct runner *r, const PGresult *res)
 {
     if (r->err_stmt >= 0 || PQresultStatus(res) != PGRES_FATAL_ERROR)
         return;
@@ -395,7 +240,7 @@ static void record_error(struct runner *r, const PGresult *res)
 }
 
 /* Start a request: results are counted and errors recorded from here. */
-static void begin_request(struct runner *r, enum rstate state)
+void rn_begin_request(struct runner *r, enum rstate state)
 {
     r->state = state;
     r->results = 0;
@@ -404,13 +249,11 @@ static void begin_request(struct runner *r, enum rstate state)
 
 /* ---- lifecycle ---------------------------------------------------------- */
 
-static void reap_cb(struct ev_loop *loop, ev_timer *w, int revents);
-
 /* A live runner (shadow = NULL), or the shadow that rebuilds parent's tables. */
-static struct runner *create(struct ev_loop *loop, const struct projection *p,
-                             const struct projection_config *pc, const struct config *cfg,
-                             const char *owner, struct fleet *fleet, struct runner_stats *stats,
-                             struct runner *parent, runner_done_cb done, void *done_arg)
+struct runner *rn_create(struct ev_loop *loop, const struct projection *p,
+                         const struct projection_config *pc, const struct config *cfg,
+                         const char *owner, struct fleet *fleet, struct runner_stats *stats,
+                         struct runner *parent, runner_done_cb done, void *done_arg)
 {
     struct runner *r = calloc(1, sizeof *r);
     if (!r)
@@ -446,7 +289,7 @@ static struct runner *create(struct ev_loop *loop, const struct projection *p,
         r->src = pgconn_new(loop, src_label, cfg->conninfo, conn_cb, r);
     }
     if (!r->conn || !r->src || !r->tables || !r->search_path ||
-        set_str(&r->cp.lo, SNAPSHOT_NONE) < 0 || set_str(&r->cp.hi, SNAPSHOT_NONE) < 0 ||
+        rn_set_str(&r->cp.lo, SNAPSHOT_NONE) < 0 || rn_set_str(&r->cp.hi, SNAPSHOT_NONE) < 0 ||
         (!r->types && !registry_handles_all(p))) {
         runner_free(r);
         return NULL;
@@ -463,7 +306,7 @@ static struct runner *create(struct ev_loop *loop, const struct projection *p,
     r->deferred_timer.data = r;
     ev_timer_init(&r->claim_timer, claim_cb, CLAIM_INTERVAL_S, 0.0);
     r->claim_timer.data = r;
-    ev_timer_init(&r->reap_timer, reap_cb, 0.0, 0.0);
+    ev_timer_init(&r->reap_timer, rebuild_reap_cb, 0.0, 0.0);
     r->reap_timer.data = r;
     ev_init(&r->src_retry_timer, src_retry_cb);
     r->src_retry_timer.data = r;
@@ -475,7 +318,7 @@ struct runner *runner_new(struct ev_loop *loop, const struct projection *p,
                           const char *owner, struct fleet *fleet, struct runner_stats *stats,
                           runner_done_cb done, void *done_arg)
 {
-    return create(loop, p, pc, cfg, owner, fleet, stats, NULL, done, done_arg);
+    return rn_create(loop, p, pc, cfg, owner, fleet, stats, NULL, done, done_arg);
 }
 
 void runner_free(struct runner *r)
@@ -489,7 +332,7 @@ void runner_free(struct runner *r)
     ev_timer_stop(r->loop, &r->reap_timer);
     ev_timer_stop(r->loop, &r->src_retry_timer);
     runner_free(r->child);
-    clear_batch(r);
+    rn_clear_batch(r);
     batch_free(&r->ctx);
     if (r->src != r->conn)
         pgconn_free(r->src);
@@ -530,7 +373,7 @@ void runner_start(struct runner *r)
         pgconn_start(r->src);
 }
 
-static void finish(struct runner *r)
+void rn_finish(struct runner *r)
 {
     r->state = R_DONE;
     ev_timer_stop(r->loop, &r->retry_timer);
@@ -572,7 +415,7 @@ static void send_note(struct runner *r, const char *status, const char *error, c
         after_note(r);
         return;
     }
-    begin_request(r, R_NOTE);
+    rn_begin_request(r, R_NOTE);
     if (exec_stmt(r, RS_NOTE, params) < 0 || pgconn_sync(r->conn) < 0)
         r->state = R_DOWN; /* PGCONN_LOST follows */
 }
@@ -583,11 +426,11 @@ static void wait_and_retry(struct runner *r);
 static void after_note(struct runner *r)
 {
     if (r->after_note == NOTE_THEN_DONE)
-        finish(r);
+        rn_finish(r);
     else if (r->after_note == NOTE_THEN_WAIT)
         wait_and_retry(r);
     else
-        next_step(r);
+        rn_next_step(r);
 }
 
 static void wait_and_retry(struct runner *r)
@@ -600,13 +443,12 @@ static void wait_and_retry(struct runner *r)
 }
 
 /* Errors that are not the event's fault: log, record, and try again later. */
-static void batch_error(struct runner *r, const char *what, const char *sqlstate,
-                        const char *message)
+void rn_step_failed(struct runner *r, const char *what, const char *sqlstate, const char *message)
 {
     log_error("%s: %s failed: %s (SQLSTATE %s); retrying with backoff", r->proj->name, what,
               message, sqlstate && *sqlstate ? sqlstate : "none");
     r->stats->errors++;
-    clear_batch(r);
+    rn_clear_batch(r);
     char line[BATCH_ERR_MAX];
     snprintf(line, sizeof line, "%s: %s", what, message);
     send_note(r, current_status(r), line, sqlstate, NOTE_THEN_WAIT);
@@ -622,22 +464,6 @@ static int send_claim_statement(struct runner *r)
     const char *params[] = {instance_key, owned, total, projection_key, r->proj->name};
     r->claimed = false;
     return pgconn_query(r->conn, SQL_CLAIM, 5, params);
-}
-
-/* A shadow creates its tables (once) before its statements can be prepared. */
-static int send_shadow_begin(struct runner *r)
-{
-    const char *params[] = {r->proj->name, r->tables, r->owner};
-    if (!r->shadow || r->rebuild_begun)
-        return 0;
-    return pgconn_query(r->conn, SQL_BEGIN_REBUILD, 3, params);
-}
-
-/* ... and ends its setup by loading its checkpoint. */
-static int send_shadow_load(struct runner *r)
-{
-    const char *params[] = {r->proj->name};
-    return pgconn_query(r->conn, SQL_LOAD_REBUILD, 1, params);
 }
 
 /* The session settings, then the runner's statements that run on connection c. */
@@ -691,7 +517,7 @@ static void on_src_setup_done(struct runner *r)
     backoff_reset(&r->src_backoff);
     r->src_ready = true;
     if (r->state == R_IDLE)
-        next_step(r); /* a step may have been waiting for it */
+        rn_next_step(r); /* a step may have been waiting for it */
 }
 
 /*
@@ -699,7 +525,7 @@ static void on_src_setup_done(struct runner *r)
  * up and done with any request the runner gave up on; its setup or that
  * request's sync calls next_step again.
  */
-static bool src_usable(struct runner *r)
+bool rn_src_usable(struct runner *r)
 {
     if (r->src == r->conn || (r->src_ready && pgconn_idle(r->src)))
         return true;
@@ -708,7 +534,7 @@ static bool src_usable(struct runner *r)
 }
 
 /* A send on the event store connection failed: PGCONN_LOST follows (or came). */
-static void src_send_failed(struct runner *r)
+void rn_src_send_failed(struct runner *r)
 {
     if (r->src == r->conn) {
         r->state = R_DOWN;
@@ -721,29 +547,29 @@ static void src_send_failed(struct runner *r)
 
 static void send_setup(struct runner *r)
 {
-    begin_request(r, R_SETUP);
-    bool ok = queue_session(r, r->conn, r->search_path) && send_shadow_begin(r) == 0;
+    rn_begin_request(r, R_SETUP);
+    bool ok = queue_session(r, r->conn, r->search_path) && rebuild_queue_begin(r) == 0;
     for (int i = 0; ok && r->proj->statements[i].sql; i++) {
         char name[16];
         batch_stmt_name(i, name);
         ok = pgconn_prepare(r->conn, name, r->proj->statements[i].sql,
                             r->proj->statements[i].nparams) == 0;
     }
-    if (!ok || (r->shadow ? send_shadow_load(r) : send_claim_statement(r)) < 0 ||
+    if (!ok || (r->shadow ? rebuild_queue_load(r) : send_claim_statement(r)) < 0 ||
         pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
 }
 
 static void send_claim(struct runner *r)
 {
-    begin_request(r, R_CLAIM);
+    rn_begin_request(r, R_CLAIM);
     if (send_claim_statement(r) < 0 || pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
 }
 
 static void send_register(struct runner *r)
 {
-    begin_request(r, R_REGISTER);
+    rn_begin_request(r, R_REGISTER);
     const char *params[] = {r->proj->name, r->version, r->owner, r->failed ? "t" : "f"};
     if (pgconn_query(r->conn, SQL_REGISTER, 4, params) < 0 || pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
@@ -755,7 +581,7 @@ static void stand_by(struct runner *r)
     if (r->rebuild_then_stop) {
         log_error("%s: another instance took the projection over; ask it to rebuild instead",
                   r->proj->name);
-        finish(r);
+        rn_finish(r);
         return;
     }
     if (!r->standing_by)
@@ -778,51 +604,51 @@ static void send_release(struct runner *r)
     r->holds_lock = false;
     log_info("%s: handing over to another instance (%d instances, share %d)", r->proj->name,
              r->fleet->instances, fleet_share(r->fleet));
-    begin_request(r, R_RELEASE);
+    rn_begin_request(r, R_RELEASE);
     if (pgconn_query(r->conn, SQL_RELEASE, 2, params) < 0 || pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
 }
 
-static void send_open(struct runner *r)
+void rn_send_open(struct runner *r)
 {
-    if (!src_usable(r))
+    if (!rn_src_usable(r))
         return;
     struct snapshot lo;
     if (snapshot_parse(r->cp.lo, &lo) < 0) {
-        batch_error(r, "open window", "", "stored snapshot is malformed");
+        rn_step_failed(r, "open window", "", "stored snapshot is malformed");
         return;
     }
     struct tailwin_params p;
     int rc = tailwin_params(&lo, &p);
     snapshot_free(&lo);
     if (rc < 0) {
-        batch_error(r, "open window", "", "out of memory");
+        rn_step_failed(r, "open window", "", "out of memory");
         return;
     }
     const char *params[] = {p.xip_lo, p.xmax_lo};
-    begin_request(r, R_OPEN);
+    rn_begin_request(r, R_OPEN);
     r->wake_pending = false;
     if (exec_stmt(r, RS_OPEN, params) < 0 || pgconn_sync(r->src) < 0)
-        src_send_failed(r);
+        rn_src_send_failed(r);
     tailwin_params_free(&p);
 }
 
-static void send_fetch(struct runner *r)
+void rn_send_fetch(struct runner *r)
 {
-    if (!src_usable(r))
+    if (!rn_src_usable(r))
         return;
     char pos[21], max[21], limit[21];
-    const char *params[] = {fmt_i64(pos, r->cp.window_pos),
-                            fmt_i64(max, r->cp.window_max ? r->cp.window_max : INT64_MAX),
+    const char *params[] = {rn_fmt_i64(pos, r->cp.window_pos),
+                            rn_fmt_i64(max, r->cp.window_max ? r->cp.window_max : INT64_MAX),
                             r->cp.hi,
                             r->cp.lo,
                             r->types,
-                            fmt_i64(limit, r->cfg->batch_size)};
-    begin_request(r, R_FETCH);
+                            rn_fmt_i64(limit, r->cfg->batch_size)};
+    rn_begin_request(r, R_FETCH);
     r->batch_started = ev_time();
     if (pgconn_query(r->src, SQL_FETCH_PLAN, 0, NULL) < 0 || exec_stmt(r, RS_FETCH, params) < 0 ||
         pgconn_sync(r->src) < 0)
-        src_send_failed(r);
+        rn_src_send_failed(r);
 }
 
 /* ---- building a batch ----------------------------------------------------- */
@@ -848,25 +674,16 @@ static int run_handler(struct runner *r, int i)
     return rc;
 }
 
-/* A replayed event that applied now is no longer a dead letter. */
-static int drop_dead_letter(struct runner *r, int i)
-{
-    const char *params[] = {r->proj->name, event_value(r, i, FC_POSITION)};
-    if (pgconn_query(r->conn, SQL_DROP_DEAD_LETTER, 2, params) < 0)
-        return -1;
-    return batch_record(&r->ctx, BATCH_NO_EVENT, 0);
-}
-
 static int send_dead_letter(struct runner *r, const struct bad_event *b)
 {
     int i = b->index;
     const char *params[] = {r->proj->name,
-                            event_value(r, i, FC_POSITION),
-                            event_value(r, i, FC_EVENT_ID),
-                            event_value(r, i, FC_EVENT_TYPE),
+                            rn_event_value(r, i, FC_POSITION),
+                            rn_event_value(r, i, FC_EVENT_ID),
+                            rn_event_value(r, i, FC_EVENT_TYPE),
                             b->error,
                             b->sqlstate[0] ? b->sqlstate : NULL,
-                            event_value(r, i, FC_EVENT_DATA)};
+                            rn_event_value(r, i, FC_EVENT_DATA)};
     if (exec_stmt(r, RS_DEAD_LETTER, params) < 0)
         return -1;
     return batch_record(&r->ctx, BATCH_NO_EVENT, 0);
@@ -888,7 +705,7 @@ static int queue_event(struct runner *r, int i)
         size_t before = r->ctx.n;
         if (run_handler(r, i) == 0) {
             r->processed++;
-            return r->replaying ? drop_dead_letter(r, i) : 0;
+            return r->replaying ? replay_drop_dead_letter(r, i) : 0;
         }
         if (!r->ctx.err[0])
             return -1;
@@ -919,7 +736,7 @@ static int queue_event(struct runner *r, int i)
 static void send_batch(struct runner *r)
 {
     batch_reset(&r->ctx);
-    begin_request(r, R_APPLY);
+    rn_begin_request(r, R_APPLY);
     r->processed = r->ignored = r->skipped = 0;
     r->cut = r->nevents;
     for (int i = 0; i < r->nevents; i++) {
@@ -964,16 +781,16 @@ static void next_checkpoint(const struct runner *r, struct checkpoint *next, con
             *status = "catching_up";
         }
         if (r->cut > 0)
-            next->window_pos = event_position(r, r->cut - 1);
+            next->window_pos = rn_event_position(r, r->cut - 1);
     } else if (r->more) {
         *status = "catching_up";
-        next->window_pos = event_position(r, r->nevents - 1);
+        next->window_pos = rn_event_position(r, r->nevents - 1);
     } else {
         /* Window exhausted: everything visible in hi is applied. */
         next->window_open = false;
         next->window_pos = 0;
-        if (r->nevents > 0 && event_position(r, r->nevents - 1) > next->last_position)
-            next->last_position = event_position(r, r->nevents - 1);
+        if (r->nevents > 0 && rn_event_position(r, r->nevents - 1) > next->last_position)
+            next->last_position = rn_event_position(r, r->nevents - 1);
         if (r->cp.window_max > next->last_position)
             next->last_position = r->cp.window_max;
     }
@@ -982,7 +799,7 @@ static void next_checkpoint(const struct runner *r, struct checkpoint *next, con
 }
 
 /* Queue the checkpoint this batch commits (the batch's own statements went before). */
-static int queue_checkpoint(struct runner *r)
+int rn_queue_checkpoint(struct runner *r)
 {
     struct checkpoint next;
     const char *status;
@@ -992,24 +809,24 @@ static int queue_checkpoint(struct runner *r)
         errpos[21];
     const char *params[SQL_CHECKPOINT_NPARAMS] = {
         r->proj->name,
-        fmt_i64(seq, r->cp.seq),
+        rn_fmt_i64(seq, r->cp.seq),
         next.window_open ? r->cp.lo : r->cp.hi,
         r->cp.hi,
-        fmt_i64(pos, next.window_pos),
-        fmt_i64(wmax, next.window_open ? r->cp.window_max : 0),
-        fmt_i64(last, next.last_position),
-        fmt_i64(processed, r->processed),
-        fmt_i64(ignored, r->ignored),
-        fmt_i64(skipped, r->skipped),
-        fmt_i64(head, r->head),
+        rn_fmt_i64(pos, next.window_pos),
+        rn_fmt_i64(wmax, next.window_open ? r->cp.window_max : 0),
+        rn_fmt_i64(last, next.last_position),
+        rn_fmt_i64(processed, r->processed),
+        rn_fmt_i64(ignored, r->ignored),
+        rn_fmt_i64(skipped, r->skipped),
+        rn_fmt_i64(head, r->head),
         r->shadow && !stop_at ? "rebuilding" : status,
         r->owner,
         stop_at ? stop_at->error : NULL,
         stop_at && stop_at->sqlstate[0] ? stop_at->sqlstate : NULL,
-        stop_at ? fmt_i64(errpos, event_position(r, stop_at->index)) : NULL,
+        stop_at ? rn_fmt_i64(errpos, rn_event_position(r, stop_at->index)) : NULL,
         /* Another database may be another cluster, whose commit log can't date it. */
-        r->cut > 0 && r->src == r->conn ? event_value(r, r->cut - 1, FC_TRANSACTION_ID) : NULL,
-        r->cut > 0 ? event_value(r, r->cut - 1, FC_OCCURRED_AT) : NULL,
+        r->cut > 0 && r->src == r->conn ? rn_event_value(r, r->cut - 1, FC_TRANSACTION_ID) : NULL,
+        r->cut > 0 ? rn_event_value(r, r->cut - 1, FC_OCCURRED_AT) : NULL,
     };
     return exec_stmt(r, RS_CHECKPOINT, params);
 }
@@ -1022,17 +839,17 @@ static void send_batch_end(struct runner *r)
         return;
     }
     char applied[21];
-    const char *params[] = {r->proj->name, fmt_i64(applied, r->processed)};
-    begin_request(r, R_REPLAYED);
+    const char *params[] = {r->proj->name, rn_fmt_i64(applied, r->processed)};
+    rn_begin_request(r, R_REPLAYED);
     if (pgconn_query(r->conn, SQL_REPLAYED, 2, params) < 0 || pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
 }
 
 static void send_checkpoint(struct runner *r)
 {
-    begin_request(r, R_COMMIT);
+    rn_begin_request(r, R_COMMIT);
     r->new_seq = -1;
-    if (queue_checkpoint(r) < 0 || pgconn_sync(r->conn) < 0)
+    if (rn_queue_checkpoint(r) < 0 || pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
 }
 
@@ -1044,7 +861,7 @@ static void committed(struct runner *r)
     const char *status;
     const struct bad_event *stop_at;
     next_checkpoint(r, &next, &status, &stop_at);
-    if (!next.window_open && set_str(&r->cp.lo, r->cp.hi) < 0) {
+    if (!next.window_open && rn_set_str(&r->cp.lo, r->cp.hi) < 0) {
         pgconn_reset(r->conn, "out of memory");
         return;
     }
@@ -1061,8 +878,8 @@ static void committed(struct runner *r)
     if (stop_at) {
         r->failed = true;
         snprintf(r->err_msg, sizeof r->err_msg, "event at position %" PRId64 " (%s): %s",
-                 event_position(r, stop_at->index), event_value(r, stop_at->index, FC_EVENT_TYPE),
-                 stop_at->error);
+                 rn_event_position(r, stop_at->index),
+                 rn_event_value(r, stop_at->index, FC_EVENT_TYPE), stop_at->error);
         log_error("%s%s: %s%s%s; %s stopped (on_error = stop)", r->proj->name,
                   r->shadow ? " (rebuild)" : "", r->err_msg,
                   stop_at->sqlstate[0] ? ", SQLSTATE " : "", stop_at->sqlstate,
@@ -1070,12 +887,12 @@ static void committed(struct runner *r)
     }
     for (size_t i = 0; stop_at == NULL && i < r->nbad; i++)
         log_warning("%s: event at position %" PRId64 " dead-lettered: %s", r->proj->name,
-                    event_position(r, r->bad[i].index), r->bad[i].error);
+                    rn_event_position(r, r->bad[i].index), r->bad[i].error);
     log_debug("%s: committed %d events up to position %" PRId64 " (%" PRId64 " ignored)",
               r->proj->name, r->cut, r->cp.last_position, r->ignored);
     count_batch(r);
-    clear_batch(r);
-    next_step(r);
+    rn_clear_batch(r);
+    rn_next_step(r);
 }
 
 /* A committed batch, for the metrics (a checkpoint-only write is no batch). */
@@ -1100,7 +917,7 @@ static void count_batch(struct runner *r)
  */
 static void pass_window(struct runner *r)
 {
-    if (set_str(&r->cp.lo, r->cp.hi) < 0) {
+    if (rn_set_str(&r->cp.lo, r->cp.hi) < 0) {
         pgconn_reset(r->conn, "out of memory");
         return;
     }
@@ -1112,8 +929,8 @@ static void pass_window(struct runner *r)
     r->dirty = true;
     if (!ev_is_active(&r->deferred_timer))
         ev_timer_start(r->loop, &r->deferred_timer);
-    clear_batch(r);
-    next_step(r);
+    rn_clear_batch(r);
+    rn_next_step(r);
 }
 
 /* ---- results -------------------------------------------------------------- */
@@ -1121,7 +938,7 @@ static void pass_window(struct runner *r)
 /* Setup and claim requests end with the claim; its answer is the last result. */
 static void on_claim_result(struct runner *r, const PGresult *res)
 {
-    record_error(r, res);
+    rn_record_error(r, res);
     r->results++;
     if (pgconn_result_ok(res) && PQntuples(res) == 1 && PQnfields(res) == 2) {
         r->claimed = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
@@ -1152,7 +969,7 @@ static void on_claim_done(struct runner *r)
     }
     r->set_up = true;
     if (r->stopping) {
-        finish(r);
+        rn_finish(r);
         return;
     }
     if (!r->claimed) {
@@ -1165,28 +982,12 @@ static void on_claim_done(struct runner *r)
     send_register(r);
 }
 
-/* A projection built by other code than this binary's is rebuilt (if so configured). */
-static void check_version(struct runner *r, const char *stored)
-{
-    if (r->shadow || !stored || strcmp(stored, r->version) == 0 || r->rebuild_requested)
-        return;
-    if (!r->cfg->rebuild_on_version_change) {
-        log_warning("%s: tables built by version %s, this is version %s; not rebuilding "
-                    "(rebuild_on_version_change = false)",
-                    r->proj->name, stored, r->version);
-        return;
-    }
-    log_info("%s: tables built by version %s, this is version %s: rebuilding", r->proj->name,
-             stored, r->version);
-    r->rebuild_requested = true;
-}
-
 static void on_register_result(struct runner *r, const PGresult *res)
 {
-    record_error(r, res);
+    rn_record_error(r, res);
     if (pgconn_result_ok(res) && PQntuples(res) == 1 && PQnfields(res) == 9) {
-        if (set_str(&r->cp.lo, PQgetvalue(res, 0, 0)) < 0 ||
-            set_str(&r->cp.hi, PQgetvalue(res, 0, 1)) < 0)
+        if (rn_set_str(&r->cp.lo, PQgetvalue(res, 0, 0)) < 0 ||
+            rn_set_str(&r->cp.hi, PQgetvalue(res, 0, 1)) < 0)
             r->err_stmt = (int)r->results;
         r->cp.window_pos = parse_i64(PQgetvalue(res, 0, 2));
         r->cp.window_max = parse_i64(PQgetvalue(res, 0, 3));
@@ -1195,7 +996,7 @@ static void on_register_result(struct runner *r, const PGresult *res)
         r->cp.window_open = strcmp(r->cp.lo, r->cp.hi) != 0;
         r->rebuild_requested |= strcmp(PQgetvalue(res, 0, 7), "t") == 0;
         r->replay_requested |= strcmp(PQgetvalue(res, 0, 8), "t") == 0;
-        check_version(r, PQgetisnull(res, 0, 6) ? NULL : PQgetvalue(res, 0, 6));
+        rebuild_check_version(r, PQgetisnull(res, 0, 6) ? NULL : PQgetvalue(res, 0, 6));
     }
     r->results++;
 }
@@ -1203,12 +1004,12 @@ static void on_register_result(struct runner *r, const PGresult *res)
 static void on_register_done(struct runner *r)
 {
     if (r->err_stmt >= 0) {
-        batch_error(r, "load checkpoint", r->err_state, r->err_msg);
+        rn_step_failed(r, "load checkpoint", r->err_state, r->err_msg);
         return;
     }
     struct snapshot lo, hi;
     if (snapshot_parse(r->cp.lo, &lo) < 0 || snapshot_parse(r->cp.hi, &hi) < 0) {
-        batch_error(r, "load checkpoint", "", "stored snapshot is malformed");
+        rn_step_failed(r, "load checkpoint", "", "stored snapshot is malformed");
         return;
     }
     snapshot_free(&lo);
@@ -1219,12 +1020,12 @@ static void on_register_done(struct runner *r)
     r->announced = false;
     r->state = R_IDLE;
     r->wake_pending = true;
-    next_step(r);
+    rn_next_step(r);
 }
 
 static void on_open_result(struct runner *r, const PGresult *res)
 {
-    record_error(r, res);
+    rn_record_error(r, res);
     r->results++;
     if (!pgconn_result_ok(res) || PQntuples(res) != 1)
         return;
@@ -1233,13 +1034,13 @@ static void on_open_result(struct runner *r, const PGresult *res)
         /* Nothing committed in the window: slide without a write. */
         r->heartbeat_due |= !r->announced; /* but say we are live */
         r->caught_up = true;
-        if (set_str(&r->cp.lo, PQgetvalue(res, 0, 0)) < 0 ||
-            set_str(&r->cp.hi, PQgetvalue(res, 0, 0)) < 0)
+        if (rn_set_str(&r->cp.lo, PQgetvalue(res, 0, 0)) < 0 ||
+            rn_set_str(&r->cp.hi, PQgetvalue(res, 0, 0)) < 0)
             r->err_stmt = 0;
         r->cp.window_open = false;
         return;
     }
-    if (set_str(&r->cp.lo, r->cp.hi) < 0 || set_str(&r->cp.hi, PQgetvalue(res, 0, 0)) < 0) {
+    if (rn_set_str(&r->cp.lo, r->cp.hi) < 0 || rn_set_str(&r->cp.hi, PQgetvalue(res, 0, 0)) < 0) {
         r->err_stmt = 0;
         return;
     }
@@ -1250,10 +1051,10 @@ static void on_open_result(struct runner *r, const PGresult *res)
 
 static void on_fetch_result(struct runner *r, PGresult *res)
 {
-    record_error(r, res);
+    rn_record_error(r, res);
     if (r->results++ == 0 || !pgconn_result_ok(res))
         return; /* the first is the planner setting */
-    clear_batch(r);
+    rn_clear_batch(r);
     r->events = pgconn_take_result(r->src);
     r->nevents = PQntuples(res);
     r->more = r->nevents >= r->cfg->batch_size;
@@ -1262,7 +1063,7 @@ static void on_fetch_result(struct runner *r, PGresult *res)
 static void on_apply_result(struct runner *r, const PGresult *res)
 {
     const struct batch_stmt *st = batch_stmt(&r->ctx, r->results);
-    record_error(r, res);
+    rn_record_error(r, res);
     if (st && (st->flags & PJ_COUNT_IGNORED) && pgconn_result_ok(res) &&
         strcmp(PQcmdTuples((PGresult *)res), "0") == 0) {
         r->ignored++;
@@ -1294,12 +1095,12 @@ static void on_rollback_done(struct runner *r)
         send_batch(r);
         return;
     }
-    batch_error(r, "apply batch", r->err_state, r->err_msg);
+    rn_step_failed(r, "apply batch", r->err_state, r->err_msg);
 }
 
 static void on_commit_result(struct runner *r, const PGresult *res)
 {
-    record_error(r, res);
+    rn_record_error(r, res);
     r->results++;
     if (pgconn_result_ok(res) && PQntuples(res) == 1) {
         r->new_seq = parse_i64(PQgetvalue(res, 0, 0));
@@ -1315,11 +1116,11 @@ static void on_commit_done(struct runner *r)
     }
     if (strcmp(r->err_state, SQLSTATE_CHECKPOINT_MOVED) == 0) {
         log_warning("%s: %s; reloading it", r->proj->name, r->err_msg);
-        clear_batch(r);
+        rn_clear_batch(r);
         send_register(r);
         return;
     }
-    batch_error(r, "commit batch", r->err_state, r->err_msg);
+    rn_step_failed(r, "commit batch", r->err_state, r->err_msg);
 }
 
 static void on_result(struct runner *r, const PGresult *res)
@@ -1365,26 +1166,14 @@ static void on_result(struct runner *r, const PGresult *res)
             }
         }
         break;
-    case R_SWAP: /* the checkpoint's new seq, then whether the swap happened */
-        record_error(r, res);
-        if (pgconn_result_ok(res) && PQntuples(res) == 1 && r->results == 0)
-            r->new_seq = parse_i64(PQgetvalue(res, 0, 0));
-        else if (pgconn_result_ok(res) && PQntuples(res) == 1)
-            r->swapped = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-        r->results++;
+    case R_SWAP:
+    case R_ABANDON:
+        rebuild_on_result(r, res);
         break;
     case R_REPLAY_LIST:
-        on_replay_list_result(r, res);
-        break;
     case R_REPLAYED:
     case R_REPLAY_DONE:
-        record_error(r, res);
-        r->results++;
-        break;
-    case R_ABANDON:
-        if (!pgconn_result_ok(res))
-            log_warning("%s: could not record the failed rebuild: %s", r->proj->name,
-                        pgconn_error_line(res));
+        replay_on_result(r, res);
         break;
     default:
         break;
@@ -1405,20 +1194,21 @@ static void on_sync(struct runner *r)
         break;
     case R_RELEASE:
         if (r->stopping)
-            finish(r);
+            rn_finish(r);
         else
             stand_by(r);
         break;
     case R_OPEN:
     case R_FETCH:
         if (r->err_stmt >= 0)
-            batch_error(r, r->state == R_OPEN ? "open window" : "fetch", r->err_state, r->err_msg);
+            rn_step_failed(r, r->state == R_OPEN ? "open window" : "fetch", r->err_state,
+                           r->err_msg);
         else if (r->state == R_OPEN && !r->cp.window_open)
-            next_step(r);
+            rn_next_step(r);
         else if (r->state == R_OPEN)
-            send_fetch(r);
+            rn_send_fetch(r);
         else if (r->replaying && r->nevents == 0)
-            send_replay_done(r);
+            replay_finish(r);
         else if (r->nevents == 0)
             pass_window(r);
         else
@@ -1434,19 +1224,13 @@ static void on_sync(struct runner *r)
         after_note(r);
         break;
     case R_SWAP:
-        on_swap_done(r);
+    case R_ABANDON:
+        rebuild_on_sync(r);
         break;
     case R_REPLAY_LIST:
-        on_replay_listed(r);
-        break;
     case R_REPLAYED:
-        on_replayed(r);
-        break;
     case R_REPLAY_DONE:
-        on_replay_done(r);
-        break;
-    case R_ABANDON:
-        rebuild_over(r, false);
+        replay_on_sync(r);
         break;
     default:
         break;
@@ -1470,7 +1254,7 @@ static void src_event(struct runner *r, enum pgconn_event ev, const PGresult *re
         r->src_ready = false;
         ev_timer_stop(r->loop, &r->src_retry_timer);
         if (reading) {
-            clear_batch(r);
+            rn_clear_batch(r);
             r->wake_pending = true;
             r->state = R_IDLE; /* the setup after the reconnect calls next_step */
         }
@@ -1487,7 +1271,7 @@ static void src_event(struct runner *r, enum pgconn_event ev, const PGresult *re
         else if (reading)
             on_sync(r);
         else if (r->state == R_IDLE)
-            next_step(r);
+            rn_next_step(r);
         break;
     case PGCONN_NOTIFY:
         break;
@@ -1514,10 +1298,10 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
             r->fleet->owned--;
         r->holds_lock = false;
         ev_timer_stop(r->loop, &r->claim_timer);
-        clear_batch(r);
+        rn_clear_batch(r);
         ev_timer_stop(r->loop, &r->retry_timer);
         if (r->stopping)
-            finish(r);
+            rn_finish(r);
         else
             r->state = R_DOWN;
         break;
@@ -1534,233 +1318,21 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
 
 /* ---- scheduling ------------------------------------------------------------ */
 
-/* ---- replaying dead letters ---------------------------------------------- */
-
-/*
- * A replay reads the dead letters in position order, in batches, and applies
- * each like a tailing batch with on_error = skip: one that applies now loses
- * its dead letter, one still bad keeps it with the new error. The tail
- * checkpoint does not move.
- */
-static void send_replay_fetch(struct runner *r)
-{
-    char after[21], limit[21];
-    const char *params[] = {r->proj->name, fmt_i64(after, r->replay_pos),
-                            fmt_i64(limit, r->cfg->batch_size)};
-    free(r->replay_positions);
-    r->replay_positions = NULL;
-    begin_request(r, R_REPLAY_LIST);
-    if (pgconn_query(r->conn, SQL_LIST_DEAD_LETTERS, 3, params) < 0 || pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
-}
-
-static void on_replay_list_result(struct runner *r, const PGresult *res)
-{
-    record_error(r, res);
-    r->results++;
-    if (pgconn_result_ok(res) && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) &&
-        set_str(&r->replay_positions, PQgetvalue(res, 0, 0)) < 0)
-        r->err_stmt = 0;
-}
-
-/* The listed dead letters' events, from the event store (maybe another database). */
-static void on_replay_listed(struct runner *r)
-{
-    if (r->err_stmt >= 0) {
-        batch_error(r, "list dead letters", r->err_state, r->err_msg);
-        return;
-    }
-    if (!r->replay_positions) {
-        send_replay_done(r);
-        return;
-    }
-    r->state = R_IDLE;
-    if (!src_usable(r))
-        return; /* next_step lists them again once it is */
-    const char *params[] = {r->replay_positions};
-    begin_request(r, R_FETCH);
-    if (pgconn_query(r->src, SQL_FETCH_PLAN, 0, NULL) < 0 ||
-        pgconn_query(r->src, SQL_FETCH_POSITIONS, 1, params) < 0 || pgconn_sync(r->src) < 0)
-        src_send_failed(r);
-}
-
-static void on_replayed(struct runner *r)
-{
-    if (r->err_stmt >= 0) {
-        batch_error(r, "replay dead letters", r->err_state, r->err_msg);
-        return;
-    }
-    r->replayed += r->processed;
-    if (r->cut > 0)
-        r->replay_pos = event_position(r, r->cut - 1);
-    for (size_t i = 0; i < r->nbad; i++)
-        log_warning("%s: dead letter at position %" PRId64 " still fails: %s", r->proj->name,
-                    event_position(r, r->bad[i].index), r->bad[i].error);
-    clear_batch(r);
-    next_step(r);
-}
-
-static void send_replay_done(struct runner *r)
-{
-    const char *params[] = {r->proj->name};
-    clear_batch(r);
-    begin_request(r, R_REPLAY_DONE);
-    if (pgconn_query(r->conn, SQL_REPLAY_DONE, 1, params) < 0 || pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
-}
-
-static void on_replay_done(struct runner *r)
-{
-    if (r->err_stmt >= 0) {
-        batch_error(r, "finish replay", r->err_state, r->err_msg);
-        return;
-    }
-    r->replaying = false;
-    r->replay_over = true;
-    log_info("%s: replay over: %" PRId64 " dead letter(s) applied", r->proj->name, r->replayed);
-    r->state = R_IDLE;
-    if (r->replay_then_stop)
-        runner_stop(r);
-    else
-        next_step(r);
-}
-
-void runner_request_replay(struct runner *r, bool then_stop)
-{
-    r->replay_requested = true;
-    r->replay_then_stop = then_stop;
-}
-
-/* ---- rebuilds ------------------------------------------------------------- */
-
-static void shadow_done(struct runner *child, void *arg)
-{
-    (void)child;
-    struct runner *r = arg;
-    ev_timer_start(r->loop, &r->reap_timer); /* not from inside the child's callbacks */
-}
-
-static void reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    struct runner *r = w->data;
-    if (!r->child || r->child->state != R_DONE)
-        return;
-    runner_free(r->child);
-    r->child = NULL;
-    r->held = false;
-    if (r->rebuild_then_stop)
-        runner_stop(r);
-    else if (r->state == R_IDLE)
-        next_step(r);
-}
-
-static void start_rebuild(struct runner *r)
-{
-    r->rebuild_requested = false;
-    r->rebuild_ok = false;
-    r->child =
-        create(r->loop, r->proj, r->pcfg, r->cfg, r->owner, r->fleet, NULL, r, shadow_done, r);
-    if (!r->child) {
-        log_error("%s: out of memory starting a rebuild", r->proj->name);
-        return;
-    }
-    log_info("%s: rebuilding into shadow tables (schema projectord_rebuild_%s)", r->proj->name,
-             r->proj->name);
-    runner_start(r->child);
-}
-
-/* The end of a rebuild, swapped in or given up; the live runner goes on. */
-static void rebuild_over(struct runner *r, bool swapped)
-{
-    struct runner *live = r->parent;
-    live->held = false;
-    live->rebuild_ok = swapped;
-    if (swapped) {
-        live->failed = false;
-        live->reload_pending = true;
-        log_info("%s: rebuilt tables swapped in at position %" PRId64, r->proj->name,
-                 r->cp.last_position);
-    }
-    finish(r);
-}
-
-/*
- * What a shadow does between batches: catch up until a window comes back
- * empty; then hold the live runner (it opens no new window), catch up once
- * more, and swap. The last window is opened after the hold, so its snapshot
- * covers everything the live projection has applied; if the swap still
- * finds otherwise, it simply goes round again.
- */
-static void shadow_step(struct runner *r)
-{
-    if (r->failed) {
-        const char *params[] = {r->proj->name, r->err_msg};
-        begin_request(r, R_ABANDON);
-        if (pgconn_query(r->conn, SQL_ABANDON_REBUILD, 2, params) < 0 || pgconn_sync(r->conn) < 0)
-            r->state = R_DOWN;
-        return;
-    }
-    if (r->cp.window_open) {
-        send_fetch(r);
-    } else if (!r->caught_up) {
-        send_open(r);
-    } else if (!r->parent->held) {
-        r->parent->held = true;
-        r->caught_up = false;
-        send_open(r);
-    } else {
-        send_swap(r);
-    }
-}
-
-/* Write the shadow's checkpoint and try the swap, in one transaction. */
-static void send_swap(struct runner *r)
-{
-    char version[12];
-    snprintf(version, sizeof version, "%d", r->proj->version);
-    const char *params[] = {r->proj->name, r->tables, version};
-    clear_batch(r);
-    begin_request(r, R_SWAP);
-    r->new_seq = -1;
-    r->swapped = false;
-    if (queue_checkpoint(r) < 0 || pgconn_query(r->conn, SQL_FINISH_REBUILD, 3, params) < 0 ||
-        pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
-}
-
-static void on_swap_done(struct runner *r)
-{
-    if (r->err_stmt >= 0) {
-        batch_error(r, "swap rebuilt tables", r->err_state, r->err_msg);
-        return;
-    }
-    r->cp.seq = r->new_seq;
-    r->dirty = false;
-    if (r->swapped) {
-        rebuild_over(r, true);
-        return;
-    }
-    r->caught_up = false;
-    next_step(r);
-}
-
 /* Decide what to do once a step has completed and the connection is idle. */
-static void next_step(struct runner *r)
+void rn_next_step(struct runner *r)
 {
     r->state = R_IDLE;
     bool over_share = !r->shadow && !r->child && r->fleet->owned > fleet_share(r->fleet);
     if ((r->stopping || over_share) && r->dirty) {
-        clear_batch(r);
+        rn_clear_batch(r);
         send_checkpoint(r);
         return;
     }
     if (r->stopping) {
         if (r->child)
-            return; /* the rebuild stops first; reap_cb comes back here */
+            return; /* the rebuild stops first; rebuild_reap_cb comes back here */
         if (r->shadow)
-            finish(r);
+            rn_finish(r);
         else
             send_note(r, r->failed ? "failed" : "stopped", NULL, NULL, NOTE_THEN_DONE);
         return;
@@ -1788,53 +1360,28 @@ static void next_step(struct runner *r)
         r->replayed = 0;
     }
     if (r->replaying) {
-        send_replay_fetch(r);
+        replay_fetch(r);
         return;
     }
     if (r->rebuild_requested && !r->child && !r->shadow)
-        start_rebuild(r);
+        rebuild_start(r);
     if (r->shadow) {
-        shadow_step(r);
+        rebuild_step(r);
         return;
     }
     if (r->failed)
         return;
     if (r->cp.window_open)
-        send_fetch(r);
+        rn_send_fetch(r);
     else if (r->wake_pending && !r->held)
-        send_open(r);
-}
-
-void runner_request_rebuild(struct runner *r, bool then_stop)
-{
-    r->rebuild_requested = true;
-    r->rebuild_then_stop = then_stop;
-}
-
-bool runner_replayed(const struct runner *r)
-{
-    return r->replay_over;
-}
-
-bool runner_rebuilt(const struct runner *r)
-{
-    return r->rebuild_ok;
-}
-
-bool runner_rebuild_progress(const struct runner *r, int64_t *done, int64_t *total)
-{
-    if (!r->child)
-        return false;
-    *done = r->child->cp.last_position;
-    *total = r->child->head;
-    return true;
+        rn_send_open(r);
 }
 
 void runner_wake(struct runner *r)
 {
     r->wake_pending = true;
     if (r->state == R_IDLE && !r->failed && !r->stopping)
-        next_step(r);
+        rn_next_step(r);
 }
 
 void runner_stop(struct runner *r)
@@ -1845,9 +1392,9 @@ void runner_stop(struct runner *r)
     if (r->child)
         runner_stop(r->child);
     if (r->state == R_IDLE)
-        next_step(r);
+        rn_next_step(r);
     else if (r->state == R_DOWN || r->state == R_WAIT || r->state == R_STANDBY)
-        finish(r);
+        rn_finish(r);
 }
 
 static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -1866,7 +1413,7 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
     else if (!r->holds_lock && !r->shadow)
         send_claim(r);
     else
-        next_step(r);
+        rn_next_step(r);
 }
 
 static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -1879,7 +1426,7 @@ static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents)
         ev_timer_start(loop, w); /* busy: the batch under way will carry it, or try again */
         return;
     }
-    clear_batch(r);
+    rn_clear_batch(r);
     send_checkpoint(r);
 }
 
@@ -1900,5 +1447,5 @@ static void heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
     /* Often due while a step is in flight (the poll timer ticks with it): next_step sends it. */
     r->heartbeat_due = true;
     if (r->state == R_IDLE && pgconn_idle(r->conn))
-        next_step(r);
+        rn_next_step(r);
 }

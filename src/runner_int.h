@@ -1,0 +1,247 @@
+/*
+ * runner_int: the runner's insides, shared by its modules and by nobody
+ * else: runner.c (the state machine: setup, ownership, tailing, batches,
+ * checkpoints), runner_rebuild.c (the shadow runner of a rebuild) and
+ * runner_replay.c (replaying dead letters). Everything here runs on the
+ * loop; a step sends one request and sets the state its results come back
+ * in.
+ */
+#ifndef PROJECTORD_RUNNER_INT_H
+#define PROJECTORD_RUNNER_INT_H
+
+#include <ev.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "backoff.h"
+#include "batch.h"
+#include "pgconn.h"
+#include "runner.h"
+#include "runner_sql.h"
+
+enum rstate {
+    R_DOWN,        /* waiting for the connection */
+    R_SETUP,       /* session setup and first claim in flight */
+    R_STANDBY,     /* another instance owns the projection: claim again later */
+    R_CLAIM,       /* trying to take ownership */
+    R_REGISTER,    /* owner now: loading the checkpoint */
+    R_RELEASE,     /* handing the projection over to another instance */
+    R_IDLE,        /* waiting for a wake-up */
+    R_OPEN,        /* opening a window */
+    R_FETCH,       /* reading a batch */
+    R_APPLY,       /* handler statements sent, their results coming */
+    R_ROLLBACK,    /* a statement failed: waiting for the sync */
+    R_COMMIT,      /* checkpoint and sync sent */
+    R_NOTE,        /* status-only write in flight */
+    R_SWAP,        /* shadow: trying to swap the rebuilt tables in */
+    R_REPLAY_LIST, /* reading the positions of the next dead letters to replay */
+    R_REPLAYED,    /* a replay batch's dead letters dropped, counts moved */
+    R_REPLAY_DONE, /* the replay's end recorded */
+    R_ABANDON,     /* shadow: giving the rebuild up */
+    R_WAIT,        /* backing off before a retry */
+    R_DONE,
+};
+
+enum after_note { NOTE_THEN_NEXT, NOTE_THEN_WAIT, NOTE_THEN_DONE };
+
+struct bad_event {
+    int index;
+    char sqlstate[6];
+    char *error;
+};
+
+/* The checkpoint as committed (or, between OPEN and COMMIT, the open window). */
+struct checkpoint {
+    char *lo;
+    char *hi;
+    int64_t window_pos; /* events of the window up to here are applied */
+    int64_t window_max; /* highest position in the window; 0 if unknown */
+    int64_t last_position;
+    int64_t seq;
+    bool window_open;
+};
+
+struct runner {
+    struct ev_loop *loop;
+    const struct projection *proj;
+    const struct projection_config *pcfg;
+    const struct config *cfg;
+    const char *owner;
+    struct fleet *fleet;
+    struct runner_stats *stats; /* the daemon's, or own_stats */
+    struct runner_stats own_stats;
+    runner_done_cb done;
+    void *done_arg;
+    /*
+     * conn writes the read model, checkpoints, status and holds the
+     * ownership lock; src reads the event store. They are one connection
+     * unless database.target names a separate read-model database, and then
+     * src only ever runs the read-only OPEN and FETCH steps.
+     */
+    struct pgconn *conn;
+    struct pgconn *src;
+    bool src_ready;         /* separate src: its session is set up */
+    bool src_setup_bad;     /* separate src: a setup statement failed */
+    char *replay_positions; /* bigint[] literal of the next dead letters, NULL when none */
+    enum rstate state;
+    bool wake_pending;
+    bool stopping;
+    bool failed;      /* stopped by a bad event (on_error = stop) until the process restarts */
+    bool set_up;      /* this connection's statements are prepared */
+    bool holds_lock;  /* this connection holds the ownership lock */
+    bool claimed;     /* the last claim got the lock */
+    bool standing_by; /* said so in the log already */
+    bool dirty;       /* passed events not handled here; the checkpoint write is deferred */
+    bool heartbeat_due;
+    bool announced; /* the status row says what we are doing (not still 'starting') */
+    char *types;    /* text[] literal of the handled event types, NULL for all */
+    char *tables;   /* text[] literal of the projection's tables */
+    char version[12];
+    char *search_path;
+
+    /*
+     * Rebuilds. The live runner spawns a shadow runner (its child) that
+     * replays everything into shadow tables; when the shadow has caught up
+     * it holds the live runner (no new window), catches up once more and
+     * swaps tables and checkpoint in; the live runner then reloads.
+     */
+    bool shadow;            /* this runner builds the shadow tables */
+    struct runner *parent;  /* shadow: the live runner */
+    struct runner *child;   /* live: the shadow under way, or NULL */
+    bool rebuild_requested; /* live: asked for in the status table, or a version change */
+    bool rebuild_then_stop; /* live: a one-shot `projectord rebuild`: stop when it is done */
+    bool rebuild_ok;        /* live: the last rebuild swapped in */
+    bool held;              /* live: the shadow is finishing; open no new window */
+    bool reload_pending;    /* live: the checkpoint was swapped: load it again */
+    bool rebuild_begun;     /* shadow: its tables and checkpoint row exist */
+    bool caught_up;         /* shadow: the last window opened was empty */
+    bool swapped;           /* shadow: the last swap attempt succeeded */
+
+    /* Replaying dead letters (projectord replay-dead-letters), in position order. */
+    bool replay_requested;
+    bool replay_then_stop; /* a one-shot replay: stop when it is over */
+    bool replaying;
+    int64_t replay_pos; /* dead letters up to here are done with */
+    int64_t replayed;   /* applied by this replay */
+    bool replay_over;   /* the last replay went through to the end */
+
+    struct checkpoint cp;
+    int64_t head;
+
+    /* the batch */
+    PGresult *events;
+    int nevents;
+    int cut;   /* events [0, cut) are in the batch; cut < nevents only for on_error=stop */
+    bool more; /* the fetch was full: the window may hold more */
+    struct bad_event *bad;
+    size_t nbad;
+    struct pj_ctx ctx;
+    size_t results;
+    int64_t processed;
+    int64_t ignored;
+    int64_t skipped;
+    int err_stmt; /* index of the first failed statement, or -1 */
+    char err_state[6];
+    char err_msg[BATCH_ERR_MAX];
+    int64_t new_seq;
+    double latency;       /* of the batch being committed, in seconds; < 0 if unknown */
+    double batch_started; /* ev_time() of its fetch */
+    enum after_note after_note;
+
+    ev_timer retry_timer;
+    ev_timer heartbeat_timer;
+    ev_timer deferred_timer;
+    ev_timer claim_timer;
+    ev_timer reap_timer; /* live: frees a finished child outside its own callbacks */
+    ev_timer src_retry_timer;
+    struct backoff backoff;
+    struct backoff src_backoff;
+};
+
+/* ---- runner.c ------------------------------------------------------------ */
+
+/* A live runner (parent NULL), or the shadow that rebuilds parent's tables. */
+struct runner *rn_create(struct ev_loop *loop, const struct projection *p,
+                         const struct projection_config *pc, const struct config *cfg,
+                         const char *owner, struct fleet *fleet, struct runner_stats *stats,
+                         struct runner *parent, runner_done_cb done, void *done_arg);
+
+/* Decide what to do once a step has completed and the connection is idle. */
+void rn_next_step(struct runner *r);
+
+/* Stop for good: close the connections, then call the done callback. */
+void rn_finish(struct runner *r);
+
+/* Start a request in `state`: results are counted and errors recorded from here. */
+void rn_begin_request(struct runner *r, enum rstate state);
+
+/* Remember the request's first failed statement (the others only say "aborted"). */
+void rn_record_error(struct runner *r, const PGresult *res);
+
+/* A step failed, not by an event's fault: log, record, retry with backoff. */
+void rn_step_failed(struct runner *r, const char *what, const char *sqlstate, const char *message);
+
+/* Forget the batch: what was fetched, its bad events and its counts. */
+void rn_clear_batch(struct runner *r);
+
+/* Queue the checkpoint the batch commits, after the batch's own statements. */
+int rn_queue_checkpoint(struct runner *r);
+
+/* The tailing steps: open the next window; fetch the next batch of it. */
+void rn_send_open(struct runner *r);
+void rn_send_fetch(struct runner *r);
+
+/*
+ * Whether the event store connection can take a read now; if not, the
+ * runner waits in R_IDLE and is stepped again once it can.
+ */
+bool rn_src_usable(struct runner *r);
+
+/* A send on the event store connection failed. */
+void rn_src_send_failed(struct runner *r);
+
+/* Helpers. rn_set_str: copy src into *dst (freeing the old), -1 when out of memory. */
+int rn_set_str(char **dst, const char *src);
+const char *rn_fmt_i64(char buf[21], int64_t v);
+const char *rn_event_value(const struct runner *r, int i, enum fetch_column col);
+int64_t rn_event_position(const struct runner *r, int i);
+
+/* ---- runner_rebuild.c ---------------------------------------------------- */
+
+/* Setup of a shadow's session: create its tables (once), then load its checkpoint. */
+int rebuild_queue_begin(struct runner *r);
+int rebuild_queue_load(struct runner *r);
+
+/* Ask for a rebuild when the stored version is not this binary's (if so configured). */
+void rebuild_check_version(struct runner *r, const char *stored);
+
+/* Spawn the shadow runner. */
+void rebuild_start(struct runner *r);
+
+/* A shadow's next step between batches. */
+void rebuild_step(struct runner *r);
+
+/* Frees a finished shadow, outside its own callbacks. */
+void rebuild_reap_cb(struct ev_loop *loop, ev_timer *w, int revents);
+
+/* Results and sync of the R_SWAP and R_ABANDON steps. */
+void rebuild_on_result(struct runner *r, const PGresult *res);
+void rebuild_on_sync(struct runner *r);
+
+/* ---- runner_replay.c ----------------------------------------------------- */
+
+/* Replay the next batch of dead letters (or finish when none are left). */
+void replay_fetch(struct runner *r);
+
+/* Record the end of the replay. */
+void replay_finish(struct runner *r);
+
+/* Inside a replay batch: event i applied, so its dead letter goes. */
+int replay_drop_dead_letter(struct runner *r, int i);
+
+/* Results and sync of the R_REPLAY_LIST, R_REPLAYED and R_REPLAY_DONE steps. */
+void replay_on_result(struct runner *r, const PGresult *res);
+void replay_on_sync(struct runner *r);
+
+#endif

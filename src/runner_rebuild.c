@@ -1,0 +1,212 @@
+/*
+ * runner_rebuild: rebuilding a projection from scratch without downtime, a
+ * mode of the runner (runner_int.h).
+ *
+ * The live runner spawns a shadow runner (its child) that replays the whole
+ * event store into shadow tables (schema projectord_rebuild_NAME, made by
+ * sql/V008's functions) with its own checkpoint row in
+ * read_model.projection_rebuild, while the live runner goes on. When the
+ * shadow has caught up it holds the live runner (no new window), catches
+ * up once more and swaps tables and checkpoint in one transaction; the
+ * live runner then reloads its checkpoint. A failed or interrupted rebuild
+ * leaves the live tables alone; the next one starts over.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "log.h"
+#include "runner_int.h"
+#include "runner_sql.h"
+
+static void send_swap(struct runner *r);
+
+/* A shadow creates its tables (once) before its statements can be prepared. */
+int rebuild_queue_begin(struct runner *r)
+{
+    const char *params[] = {r->proj->name, r->tables, r->owner};
+    if (!r->shadow || r->rebuild_begun)
+        return 0;
+    return pgconn_query(r->conn, SQL_BEGIN_REBUILD, 3, params);
+}
+
+/* ... and ends its setup by loading its checkpoint. */
+int rebuild_queue_load(struct runner *r)
+{
+    const char *params[] = {r->proj->name};
+    return pgconn_query(r->conn, SQL_LOAD_REBUILD, 1, params);
+}
+
+/* A projection built by other code than this binary's is rebuilt (if so configured). */
+void rebuild_check_version(struct runner *r, const char *stored)
+{
+    if (r->shadow || !stored || strcmp(stored, r->version) == 0 || r->rebuild_requested)
+        return;
+    if (!r->cfg->rebuild_on_version_change) {
+        log_warning("%s: tables built by version %s, this is version %s; not rebuilding "
+                    "(rebuild_on_version_change = false)",
+                    r->proj->name, stored, r->version);
+        return;
+    }
+    log_info("%s: tables built by version %s, this is version %s: rebuilding", r->proj->name,
+             stored, r->version);
+    r->rebuild_requested = true;
+}
+
+static void shadow_done(struct runner *child, void *arg)
+{
+    (void)child;
+    struct runner *r = arg;
+    ev_timer_start(r->loop, &r->reap_timer); /* not from inside the child's callbacks */
+}
+
+void rebuild_reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct runner *r = w->data;
+    if (!r->child || r->child->state != R_DONE)
+        return;
+    runner_free(r->child);
+    r->child = NULL;
+    r->held = false;
+    if (r->rebuild_then_stop)
+        runner_stop(r);
+    else if (r->state == R_IDLE)
+        rn_next_step(r);
+}
+
+void rebuild_start(struct runner *r)
+{
+    r->rebuild_requested = false;
+    r->rebuild_ok = false;
+    r->child =
+        rn_create(r->loop, r->proj, r->pcfg, r->cfg, r->owner, r->fleet, NULL, r, shadow_done, r);
+    if (!r->child) {
+        log_error("%s: out of memory starting a rebuild", r->proj->name);
+        return;
+    }
+    log_info("%s: rebuilding into shadow tables (schema projectord_rebuild_%s)", r->proj->name,
+             r->proj->name);
+    runner_start(r->child);
+}
+
+/* The end of a rebuild, swapped in or given up; the live runner goes on. */
+static void rebuild_over(struct runner *r, bool swapped)
+{
+    struct runner *live = r->parent;
+    live->held = false;
+    live->rebuild_ok = swapped;
+    if (swapped) {
+        live->failed = false;
+        live->reload_pending = true;
+        log_info("%s: rebuilt tables swapped in at position %" PRId64, r->proj->name,
+                 r->cp.last_position);
+    }
+    rn_finish(r);
+}
+
+/*
+ * What a shadow does between batches: catch up until a window comes back
+ * empty; then hold the live runner (it opens no new window), catch up once
+ * more, and swap. The last window is opened after the hold, so its snapshot
+ * covers everything the live projection has applied; if the swap still
+ * finds otherwise, it simply goes round again.
+ */
+void rebuild_step(struct runner *r)
+{
+    if (r->failed) {
+        const char *params[] = {r->proj->name, r->err_msg};
+        rn_begin_request(r, R_ABANDON);
+        if (pgconn_query(r->conn, SQL_ABANDON_REBUILD, 2, params) < 0 || pgconn_sync(r->conn) < 0)
+            r->state = R_DOWN;
+        return;
+    }
+    if (r->cp.window_open) {
+        rn_send_fetch(r);
+    } else if (!r->caught_up) {
+        rn_send_open(r);
+    } else if (!r->parent->held) {
+        r->parent->held = true;
+        r->caught_up = false;
+        rn_send_open(r);
+    } else {
+        send_swap(r);
+    }
+}
+
+/* Write the shadow's checkpoint and try the swap, in one transaction. */
+static void send_swap(struct runner *r)
+{
+    char version[12];
+    snprintf(version, sizeof version, "%d", r->proj->version);
+    const char *params[] = {r->proj->name, r->tables, version};
+    rn_clear_batch(r);
+    rn_begin_request(r, R_SWAP);
+    r->new_seq = -1;
+    r->swapped = false;
+    if (rn_queue_checkpoint(r) < 0 || pgconn_query(r->conn, SQL_FINISH_REBUILD, 3, params) < 0 ||
+        pgconn_sync(r->conn) < 0)
+        r->state = R_DOWN;
+}
+
+static void on_swap_done(struct runner *r)
+{
+    if (r->err_stmt >= 0) {
+        rn_step_failed(r, "swap rebuilt tables", r->err_state, r->err_msg);
+        return;
+    }
+    r->cp.seq = r->new_seq;
+    r->dirty = false;
+    if (r->swapped) {
+        rebuild_over(r, true);
+        return;
+    }
+    r->caught_up = false;
+    rn_next_step(r);
+}
+
+void runner_request_rebuild(struct runner *r, bool then_stop)
+{
+    r->rebuild_requested = true;
+    r->rebuild_then_stop = then_stop;
+}
+
+bool runner_rebuilt(const struct runner *r)
+{
+    return r->rebuild_ok;
+}
+
+bool runner_rebuild_progress(const struct runner *r, int64_t *done, int64_t *total)
+{
+    if (!r->child)
+        return false;
+    *done = r->child->cp.last_position;
+    *total = r->child->head;
+    return true;
+}
+
+void rebuild_on_result(struct runner *r, const PGresult *res)
+{
+    if (r->state == R_ABANDON) {
+        if (!pgconn_result_ok(res))
+            log_warning("%s: could not record the failed rebuild: %s", r->proj->name,
+                        pgconn_error_line(res));
+        return;
+    }
+    /* R_SWAP: the checkpoint's new seq, then whether the swap happened. */
+    rn_record_error(r, res);
+    if (pgconn_result_ok(res) && PQntuples(res) == 1 && r->results == 0)
+        r->new_seq = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
+    else if (pgconn_result_ok(res) && PQntuples(res) == 1)
+        r->swapped = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    r->results++;
+}
+
+void rebuild_on_sync(struct runner *r)
+{
+    if (r->state == R_ABANDON)
+        rebuild_over(r, false);
+    else
+        on_swap_done(r);
+}

@@ -1,0 +1,144 @@
+/*
+ * runner_replay: re-applying a projection's dead letters
+ * (`projectord replay-dead-letters`), a mode of the runner (runner_int.h).
+ *
+ * A replay reads the dead letters in position order, in batches: their
+ * positions from the read-model database, then their events from the event
+ * store (another database, maybe). Each batch is applied like a tailing
+ * batch with on_error = skip: a dead letter that applies now is removed in
+ * the same transaction, one still bad keeps it with the new error. The
+ * tail checkpoint does not move.
+ *
+ *   REPLAY_LIST --> FETCH --> APPLY --> REPLAYED --> REPLAY_LIST ...
+ *        |  (none left)
+ *        +--> REPLAY_DONE
+ */
+#include <inttypes.h>
+#include <stdlib.h>
+
+#include "log.h"
+#include "runner_int.h"
+#include "runner_sql.h"
+
+/* A replayed event that applied now is no longer a dead letter. */
+int replay_drop_dead_letter(struct runner *r, int i)
+{
+    const char *params[] = {r->proj->name, rn_event_value(r, i, FC_POSITION)};
+    if (pgconn_query(r->conn, SQL_DROP_DEAD_LETTER, 2, params) < 0)
+        return -1;
+    return batch_record(&r->ctx, BATCH_NO_EVENT, 0);
+}
+
+void replay_fetch(struct runner *r)
+{
+    char after[21], limit[21];
+    const char *params[] = {r->proj->name, rn_fmt_i64(after, r->replay_pos),
+                            rn_fmt_i64(limit, r->cfg->batch_size)};
+    free(r->replay_positions);
+    r->replay_positions = NULL;
+    rn_begin_request(r, R_REPLAY_LIST);
+    if (pgconn_query(r->conn, SQL_LIST_DEAD_LETTERS, 3, params) < 0 || pgconn_sync(r->conn) < 0)
+        r->state = R_DOWN;
+}
+
+static void on_replay_list_result(struct runner *r, const PGresult *res)
+{
+    rn_record_error(r, res);
+    r->results++;
+    if (pgconn_result_ok(res) && PQntuples(res) == 1 && !PQgetisnull(res, 0, 0) &&
+        rn_set_str(&r->replay_positions, PQgetvalue(res, 0, 0)) < 0)
+        r->err_stmt = 0;
+}
+
+/* The listed dead letters' events, from the event store (maybe another database). */
+static void on_replay_listed(struct runner *r)
+{
+    if (r->err_stmt >= 0) {
+        rn_step_failed(r, "list dead letters", r->err_state, r->err_msg);
+        return;
+    }
+    if (!r->replay_positions) {
+        replay_finish(r);
+        return;
+    }
+    r->state = R_IDLE;
+    if (!rn_src_usable(r))
+        return; /* rn_next_step lists them again once it is */
+    const char *params[] = {r->replay_positions};
+    rn_begin_request(r, R_FETCH);
+    if (pgconn_query(r->src, SQL_FETCH_PLAN, 0, NULL) < 0 ||
+        pgconn_query(r->src, SQL_FETCH_POSITIONS, 1, params) < 0 || pgconn_sync(r->src) < 0)
+        rn_src_send_failed(r);
+}
+
+static void on_replayed(struct runner *r)
+{
+    if (r->err_stmt >= 0) {
+        rn_step_failed(r, "replay dead letters", r->err_state, r->err_msg);
+        return;
+    }
+    r->replayed += r->processed;
+    if (r->cut > 0)
+        r->replay_pos = rn_event_position(r, r->cut - 1);
+    for (size_t i = 0; i < r->nbad; i++)
+        log_warning("%s: dead letter at position %" PRId64 " still fails: %s", r->proj->name,
+                    rn_event_position(r, r->bad[i].index), r->bad[i].error);
+    rn_clear_batch(r);
+    rn_next_step(r);
+}
+
+void replay_finish(struct runner *r)
+{
+    const char *params[] = {r->proj->name};
+    rn_clear_batch(r);
+    rn_begin_request(r, R_REPLAY_DONE);
+    if (pgconn_query(r->conn, SQL_REPLAY_DONE, 1, params) < 0 || pgconn_sync(r->conn) < 0)
+        r->state = R_DOWN;
+}
+
+static void on_replay_done(struct runner *r)
+{
+    if (r->err_stmt >= 0) {
+        rn_step_failed(r, "finish replay", r->err_state, r->err_msg);
+        return;
+    }
+    r->replaying = false;
+    r->replay_over = true;
+    log_info("%s: replay over: %" PRId64 " dead letter(s) applied", r->proj->name, r->replayed);
+    r->state = R_IDLE;
+    if (r->replay_then_stop)
+        runner_stop(r);
+    else
+        rn_next_step(r);
+}
+
+bool runner_replayed(const struct runner *r)
+{
+    return r->replay_over;
+}
+
+void runner_request_replay(struct runner *r, bool then_stop)
+{
+    r->replay_requested = true;
+    r->replay_then_stop = then_stop;
+}
+
+void replay_on_result(struct runner *r, const PGresult *res)
+{
+    if (r->state == R_REPLAY_LIST) {
+        on_replay_list_result(r, res);
+        return;
+    }
+    rn_record_error(r, res);
+    r->results++;
+}
+
+void replay_on_sync(struct runner *r)
+{
+    if (r->state == R_REPLAY_LIST)
+        on_replay_listed(r);
+    else if (r->state == R_REPLAYED)
+        on_replayed(r);
+    else
+        on_replay_done(r);
+}
