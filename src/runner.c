@@ -1256,7 +1256,9 @@ static void src_event(struct runner *r, enum pgconn_event ev, const PGresult *re
         if (reading) {
             rn_clear_batch(r);
             r->wake_pending = true;
-            r->state = R_IDLE; /* the setup after the reconnect calls next_step */
+            r->state = R_IDLE; /* the setup after the reconnect calls rn_next_step */
+            if (r->stopping)
+                rn_next_step(r); /* stopping needs only the read-model connection */
         }
         break;
     case PGCONN_RESULT:
