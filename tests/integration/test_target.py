@@ -21,7 +21,7 @@ import pytest
 
 import oracle
 from conftest import Database
-from daemon import run_cli
+from daemon import SLOWDOWN, run_cli
 from eventgen import Command, event, generate_mix
 from test_dead_letters import ANN, BOB, CARL, dead_letters, fix, scenario, users
 
@@ -54,8 +54,9 @@ def assert_exact(events, reads, rows):
 
 
 def kill_backends(database, user="projectord"):
-    """pg_terminate_backend for the daemon's sessions on one database only."""
-    return database.scalar(
+    """pg_terminate_backend for the daemon's sessions on one database only
+    (asked from the maintenance database, which stays reachable)."""
+    return Database(database.cluster, "postgres").scalar(
         "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
         "WHERE datname = %s AND usename = %s AND pid <> pg_backend_pid()", (database.name, user))
 
@@ -73,11 +74,11 @@ def test_catch_up_kill_9_and_live_into_a_separate_database(db, reads, start_daem
     """Catch-up from the source into the target, a kill -9 midway, then
     live events woken by NOTIFY on the source: exact, nothing in the source's
     read model, and `projectord status` reads the target."""
-    commands = generate_mix(seed=7001, n_events=32_000, days=4)
+    commands = generate_mix(seed=7001, n_events=20_000, days=4)
     backlog, live = commands[:-800], commands[-800:]  # one mix: its emails stay unique
     db.append_all(backlog)
     daemon = start_daemon(target=reads.conninfo, batch_size=500, poll_interval_ms=60_000)
-    wait_progress(reads, 3_000)
+    wait_progress(reads, 2_000)
     daemon.kill(signal.SIGKILL)
     daemon.wait()
     daemon.start()
@@ -105,7 +106,7 @@ def test_either_database_dropping_the_daemon_mid_catch_up(db, reads, start_daemo
     its own and the result is exact (a fetch lost with the source must be
     sent again; a batch lost with the target must be retried from the
     stored checkpoint)."""
-    db.append_all(generate_mix(seed=7003, n_events=40_000, days=4))
+    db.append_all(generate_mix(seed=7003, n_events=25_000, days=4))
     daemon = start_daemon(target=reads.conninfo, batch_size=250, poll_interval_ms=200)
     killed = {"source": 0, "target": 0}
     for round_ in range(8):
@@ -196,3 +197,25 @@ def test_apply_latency_from_commit_time_or_occurred_at(db, reads, start_daemon, 
         assert 3_600_000 <= latency < 3_600_000 + 60_000, latency
     else:
         assert 0 <= latency < 60_000, latency
+
+
+def test_sigterm_while_the_event_store_is_unreachable(db, reads, start_daemon):
+    """The event store database refuses connections (the daemon's sessions
+    there are gone): the projections wait for it, the status stays in the
+    target, and SIGTERM still stops everything cleanly, at once."""
+    db.append_all(generate_mix(seed=7005, n_events=8_000, days=2))
+    daemon = start_daemon(target=reads.conninfo, batch_size=200, poll_interval_ms=100)
+    wait_progress(reads, 1)
+    db.cluster.psql("postgres", "-c", f'ALTER DATABASE "{db.name}" ALLOW_CONNECTIONS false')
+    try:
+        assert kill_backends(db) > 0
+        time.sleep(1)
+        assert daemon.alive()
+        started = time.monotonic()
+        assert daemon.stop(timeout=10) == 0
+        assert time.monotonic() - started < 5 * SLOWDOWN, "stopping waited for the event store"
+        rows = {r[0]: r[1] for r in reads.query(
+            "SELECT projection_name, status FROM read_model.projection_metadata")}
+        assert set(rows.values()) == {"stopped"}, rows
+    finally:
+        db.cluster.psql("postgres", "-c", f'ALTER DATABASE "{db.name}" ALLOW_CONNECTIONS true')
