@@ -683,6 +683,9 @@ def render(R):
     for p, rb in R.get("rebuild", {}).items():
         add(f"Rebuild {p} (emulated)", f"{rb['seconds']:.1f} s = {fmt_int(N / rb['seconds'])} events/s scanned, "
             f"{fmt_int(R['handled'][p] / rb['seconds'])}/s its own; peak RSS {rb['hwm_kb'] / 1024:.1f} MB")
+        # Alone, so its CPU split says where this projection's time goes.
+        add("  CPU: daemon / its PostgreSQL backend / others",
+            f"{rb['daemon_cpu_s']:.1f} s / {rb['backends_cpu_s']:.1f} s / {rb['others_pct']:.0f} % of 2 cores")
     if R.get("rebuild_same") is not None:
         add("rebuilt result = reference result", "yes" if R["rebuild_same"] else "NO")
     for lv in R.get("live", []):
