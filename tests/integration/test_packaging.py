@@ -208,7 +208,15 @@ def test_notify_protocol(db, start_daemon, notify_socket):
     beats = ns.times("WATCHDOG")
     assert len(beats) >= 3, ns.messages
     gaps = [b - a for a, b in zip(beats, beats[1:])]
-    assert all(0.5 <= g <= 1.5 * SLOWDOWN for g in gaps), gaps
+    # Never late. Never early either, on a normal build; when a slow build
+    # (valgrind, PROJECTORD_TEST_SLOWDOWN > 1) stalls the loop, a beat comes
+    # late and libev keeps the schedule, so the next gap shrinks: there the
+    # beats must only come every second on average, not faster.
+    assert all(g <= 1.5 * SLOWDOWN for g in gaps), gaps
+    if SLOWDOWN == 1:
+        assert all(g >= 0.5 for g in gaps), gaps
+    else:
+        assert sum(gaps) / len(gaps) >= 0.75, gaps
     assert all(v == "1" for v in ns.values("WATCHDOG"))
 
     stop_and_expect_stopping(daemon, ns)
