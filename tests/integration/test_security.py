@@ -257,9 +257,16 @@ def sdb(secure_cluster):
         secure_cluster.drop_database(name)
 
 
+# One-shot commands wait 5 s for a connection (src/cli.c), TLS handshake and
+# SCRAM's 4096 iterations included; under valgrind those alone take longer.
+# A conninfo's own connect_timeout wins, so slow builds stretch it here.
+SLOW_CONNECT = {"connect_timeout": str(int(5 * SLOWDOWN))} if SLOWDOWN > 1 else {}
+
+
 def kv(db, password=None, **extra):
     """A key=value conninfo for projectord on db (libpq quoting)."""
-    params = dict(host="127.0.0.1", port=db.cluster.port, dbname=db.name, user="projectord")
+    params = dict(host="127.0.0.1", port=db.cluster.port, dbname=db.name, user="projectord",
+                  **SLOW_CONNECT)
     params.update(extra)
     if password is not None:
         params["password"] = password
@@ -267,8 +274,9 @@ def kv(db, password=None, **extra):
 
 
 def uri(db, password, port=None):
+    query = "".join(f"?{k}={v}" for k, v in SLOW_CONNECT.items())
     return (f"postgresql://projectord:{quote(password, safe='')}@127.0.0.1:"
-            f"{port or db.cluster.port}/{db.name}")
+            f"{port or db.cluster.port}/{db.name}{query}")
 
 
 def passfile(workdir, db, password, port=None):
