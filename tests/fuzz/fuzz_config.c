@@ -29,7 +29,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     fclose(f);
     struct config cfg;
     char err[1024];
-    if (config_load_path(&cfg, path, true, names, projection_registry_count, err, sizeof err) == 0)
+    int rc = config_load_path(&cfg, path, true, names, projection_registry_count, err, sizeof err);
+    unlink(path); /* no file left in /tmp when the run ends (the input is in libFuzzer's hands) */
+    if (rc == 0)
         config_free(&cfg);
     else if (strchr(err, '\n'))
         abort(); /* the contract: one line */
