@@ -88,8 +88,9 @@ static void listener_wake(void *arg)
 
 static void notify_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    (void)loop;
     (void)revents;
+    /* From now: after a stalled loop, libev would fire the beats missed in a burst. */
+    ev_timer_again(loop, w);
     if (notify_watchdog_interval() > 0)
         notify_watchdog();
     notify_summary(w->data);

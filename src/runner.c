@@ -57,7 +57,7 @@ static const struct {
     [RS_REBUILD_CHECKPOINT] = {"rebuild_checkpoint", SQL_REBUILD_CHECKPOINT,
                                SQL_CHECKPOINT_NPARAMS},
     [RS_DEAD_LETTER] = {"dead_letter", SQL_DEAD_LETTER, 7},
-    [RS_NOTE] = {"note", SQL_NOTE, 6},
+    [RS_NOTE] = {"note", SQL_NOTE, 7},
 };
 
 static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGresult *res,
@@ -404,11 +404,12 @@ static int exec_stmt(struct runner *r, enum runner_stmt st, const char *const *p
 static void send_note(struct runner *r, const char *status, const char *error, const char *sqlstate,
                       enum after_note then)
 {
-    char instance_key[12];
+    char instance_key[12], instance_id[12];
     snprintf(instance_key, sizeof instance_key, "%d", FLEET_INSTANCE_LOCK);
+    snprintf(instance_id, sizeof instance_id, "%d", r->fleet->instance_id);
     const char *params[] = {
-        r->proj->name, status, r->owner, error, sqlstate && *sqlstate ? sqlstate : NULL,
-        instance_key};
+        r->proj->name, status,     r->owner, error, sqlstate && *sqlstate ? sqlstate : NULL,
+        instance_key,  instance_id};
     r->after_note = then;
     if (r->shadow) {
         /* The live runner keeps the status row; the rebuild's is its checkpoint. */
@@ -456,14 +457,15 @@ void rn_step_failed(struct runner *r, const char *what, const char *sqlstate, co
 
 static int send_claim_statement(struct runner *r)
 {
-    char instance_key[12], owned[12], total[12], projection_key[12];
+    char instance_key[12], owned[12], total[12], projection_key[12], instance_id[12];
     snprintf(instance_key, sizeof instance_key, "%d", FLEET_INSTANCE_LOCK);
+    snprintf(instance_id, sizeof instance_id, "%d", r->fleet->instance_id);
     snprintf(owned, sizeof owned, "%d", r->fleet->owned);
     snprintf(total, sizeof total, "%d", r->fleet->projections);
     snprintf(projection_key, sizeof projection_key, "%d", FLEET_PROJECTION_LOCK);
-    const char *params[] = {instance_key, owned, total, projection_key, r->proj->name};
+    const char *params[] = {instance_key, owned, total, projection_key, r->proj->name, instance_id};
     r->claimed = false;
-    return pgconn_query(r->conn, SQL_CLAIM, 5, params);
+    return pgconn_query(r->conn, SQL_CLAIM, 6, params);
 }
 
 /* The session settings, then the runner's statements that run on connection c. */

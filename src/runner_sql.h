@@ -24,24 +24,28 @@
 
 /*
  * How many instances hold their presence lock (fleet.h) in this database
- * (pg_locks shows the whole cluster's); $1 is FLEET_INSTANCE_LOCK.
+ * (pg_locks shows the whole cluster's), this one counted even before its
+ * listener has taken its own: a runner may ask first. key and self are the
+ * parameters holding FLEET_INSTANCE_LOCK and this instance's id.
  */
-#define SQL_COUNT_INSTANCES \
-    "(SELECT count(DISTINCT objid)::int FROM pg_catalog.pg_locks" \
-    "  WHERE locktype = 'advisory' AND classid = $1::int::oid AND objsubid = 2 AND granted" \
-    "    AND database = (SELECT oid FROM pg_catalog.pg_database" \
-    "                     WHERE datname = pg_catalog.current_database()))"
+#define SQL_COUNT_INSTANCES(key, self) \
+    "(SELECT count(*)::int FROM (" \
+    "   SELECT objid FROM pg_catalog.pg_locks" \
+    "    WHERE locktype = 'advisory' AND classid = " key "::int::oid AND objsubid = 2" \
+    "      AND granted AND database = (SELECT oid FROM pg_catalog.pg_database" \
+    "                                   WHERE datname = pg_catalog.current_database())" \
+    "   UNION SELECT " self "::int::oid) i)"
 
 /*
  * Take the projection's ownership lock if this instance owns fewer than its
  * share. $1 FLEET_INSTANCE_LOCK, $2 owned here, $3 projections enabled,
- * $4 FLEET_PROJECTION_LOCK, $5 name. Returns whether it is ours now, and
- * how many instances there are.
+ * $4 FLEET_PROJECTION_LOCK, $5 name, $6 this instance's id. Returns whether
+ * it is ours now, and how many instances there are.
  */
 #define SQL_CLAIM \
-    "SELECT CASE WHEN $2::int < ceil($3::numeric / greatest(1, n))" \
+    "SELECT CASE WHEN $2::int < ceil($3::numeric / n)" \
     "            THEN pg_try_advisory_lock($4::int, hashtext($5)) ELSE false END, n" \
-    "  FROM " SQL_COUNT_INSTANCES " AS c(n)"
+    "  FROM " SQL_COUNT_INSTANCES("$1", "$6") " AS c(n)"
 
 /* $1 FLEET_PROJECTION_LOCK, $2 name */
 #define SQL_RELEASE "SELECT pg_advisory_unlock($1::int, hashtext($2))"
@@ -177,8 +181,8 @@ enum fetch_column {
 
 /*
  * Heartbeat and status; $4/$5 an error to record, or NULL. Returns how many
- * instances there are ($6 FLEET_INSTANCE_LOCK), for rebalancing, and whether
- * a rebuild was asked for.
+ * instances there are ($6 FLEET_INSTANCE_LOCK, $7 this instance's id), for
+ * rebalancing, and whether a rebuild, a resume or a replay was asked for.
  */
 #define SQL_NOTE \
     "UPDATE read_model.projection_metadata m" \
@@ -190,11 +194,7 @@ enum fetch_column {
     "  FROM (SELECT resume_requested_at FROM read_model.projection_metadata" \
     "         WHERE projection_name = $1) AS before" \
     " WHERE m.projection_name = $1" \
-    " RETURNING (SELECT count(DISTINCT objid) FROM pg_catalog.pg_locks" \
-    "             WHERE locktype = 'advisory' AND classid = $6::int::oid" \
-    "               AND objsubid = 2 AND granted" \
-    "               AND database = (SELECT oid FROM pg_catalog.pg_database" \
-    "                                WHERE datname = pg_catalog.current_database()))," \
+    " RETURNING " SQL_COUNT_INSTANCES("$6", "$7") "," \
     "           m.rebuild_requested_at IS NOT NULL," \
     "           before.resume_requested_at IS NOT NULL," \
     "           m.replay_requested_at IS NOT NULL"

@@ -84,6 +84,9 @@ def test_only_get_metrics_is_served(db, start_daemon):
     port = free_port()
     daemon = start_daemon(poll_interval_ms=200, extra=metrics_config(port))
     daemon.wait_started()
+    # Before the first heartbeat: the claims counted this instance even if
+    # they ran before its listener took its presence lock.
+    assert scrape(port)[("projectord_instances", ())] == 1
     with pytest.raises(urllib.error.HTTPError) as err:
         urllib.request.urlopen(f"http://127.0.0.1:{port}/", timeout=10)
     assert err.value.code == 404
