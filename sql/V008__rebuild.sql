@@ -45,8 +45,9 @@ SET search_path = pg_catalog, pg_temp
 SET client_min_messages = warning
 AS $$
 DECLARE
-    v_schema name := read_model.projectord_shadow_schema(p_name);
-    v_table  text;
+    v_schema  name := read_model.projectord_shadow_schema(p_name);
+    v_table   text;
+    v_options text[];
 BEGIN
     IF p_name !~ '^[a-z_][a-z0-9_]*$' THEN
         RAISE EXCEPTION 'projectord_begin_rebuild: bad projection name %', p_name;
@@ -57,6 +58,13 @@ BEGIN
     FOREACH v_table IN ARRAY p_tables LOOP
         EXECUTE format('CREATE TABLE %I.%I (LIKE read_model.%I INCLUDING ALL)',
                        v_schema, v_table, v_table);
+        -- LIKE copies no storage parameters (fillfactor, autovacuum_*): carry them over.
+        SELECT c.reloptions INTO v_options FROM pg_class c
+         WHERE c.oid = format('read_model.%I', v_table)::regclass;
+        IF v_options IS NOT NULL THEN
+            EXECUTE format('ALTER TABLE %I.%I SET (%s)', v_schema, v_table,
+                           array_to_string(v_options, ', '));
+        END IF;
         EXECUTE format('GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON %I.%I TO %I',
                        v_schema, v_table, session_user);
     END LOOP;

@@ -10,9 +10,8 @@
 -- projections down 5 % (tests/bench/RESULTS.md). The tables are no larger:
 -- fewer dead versions make up for the free space.
 --
--- Only pages written from now on use it. A rebuild's shadow tables are made
--- with CREATE TABLE (LIKE ... INCLUDING ALL), which does not copy storage
--- parameters: after a rebuild, apply this file again. Idempotent.
+-- Only pages written from now on use it; a rebuild's shadow tables get it
+-- from the live ones (V008's projectord_begin_rebuild). Idempotent.
 
 ALTER TABLE read_model.users SET (fillfactor = 75);
 ALTER TABLE read_model.orders SET (fillfactor = 75);

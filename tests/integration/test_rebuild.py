@@ -102,6 +102,10 @@ def test_rebuild_without_a_running_daemon(db, workdir):
     assert db.query(SHADOWS) == []
     versions = dict(db.query("SELECT projection_name, projection_version FROM read_model.projection_metadata"))
     assert versions == {"catalog": 1, "users": 1}
+    # The swapped-in tables keep the live ones' storage parameters (sql/V020).
+    options = dict(db.query("SELECT relname, reloptions FROM pg_class "
+                            "WHERE oid IN ('read_model.users'::regclass, 'read_model.products'::regclass)"))
+    assert options == {"users": ["fillfactor=75"], "products": ["fillfactor=75"]}
 
 
 def test_rebuild_of_an_unknown_projection_is_a_usage_error(db, workdir):
