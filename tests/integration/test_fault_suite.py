@@ -201,12 +201,29 @@ def kill_9(daemon):
 def sleep_until_kill(daemon, rng, n, span):
     """Sleep until a random moment to kill the daemon: odd rounds count from
     the start of its process (the kill may land in its startup), even rounds
-    from the moment all its projections run. Without the even rounds a slow
-    daemon (valgrind: seconds to start) would only ever be killed while
-    starting, and the scenario would test no kill during catch-up."""
+    from the moment all its projections run."""
     if n % 2 == 0:
         daemon.wait_started()
     time.sleep(rng.uniform(*span) * SLOWDOWN)
+
+
+def wait_mid_catch_up(daemon, admin, rng, timeout=60):
+    """Return once the slowest projection is a random part of the way
+    through the backlog, so the kill that follows lands in the middle of a
+    catch-up by construction rather than by timing (a fast daemon is done
+    with a backlog before a random sleep ends; a slow one, under valgrind,
+    would only ever be killed while starting)."""
+    daemon.wait_started()
+    with faults.connect(admin) as conn:
+        def slowest():
+            return min(r["last_position"] for r in metadata(conn).values())
+        floor = slowest()
+        top = conn.execute("SELECT max(global_position) FROM event_store.domain_event").fetchone()[0]
+        target = floor + (top - floor) * rng.uniform(0.1, 0.6)
+        deadline = time.monotonic() + timeout * SLOWDOWN
+        while slowest() < target:
+            assert daemon.alive() and time.monotonic() < deadline, "the catch-up did not progress"
+            time.sleep(0.005)
 
 
 def test_kill_9_during_catch_up_and_live_load(db, admin, start_daemon, rng, kills=COUNTS["kills"]):
@@ -216,13 +233,19 @@ def test_kill_9_during_catch_up_and_live_load(db, admin, start_daemon, rng, kill
     mid_catch_up = 0
     catch_up_kills = kills // 2
     for n in range(catch_up_kills):
-        sleep_until_kill(daemon, rng, n, (0.1, 0.7))
+        if n % 2 == 0:
+            wait_mid_catch_up(daemon, admin, rng)
+        else:
+            time.sleep(rng.uniform(0.1, 0.7) * SLOWDOWN)  # from its start: may land in startup
         kill_9(daemon)
         with faults.connect(admin) as conn:
             rows = metadata(conn)
             if rows:
                 mid_catch_up += min(r["last_position"] for r in rows.values()) < backlog_head
             faults.assert_stats_match_checkpoint(conn)
+        # A fresh backlog while it is down: every round restarts into a catch-up.
+        db.append_all(faults.mix(seed=rng.randrange(1 << 30), n_events=6000))
+        backlog_head = head(admin)
         daemon.start()
 
     base = count_events(admin)
@@ -270,6 +293,13 @@ def test_early_xid_writers_mixed_with_faults(cluster, db, admin, start_daemon, r
                 kill_9(daemon)
                 daemon.start()
         writers.wait_commits(20, timeout=60 * SLOWDOWN)
+        # A fast daemon gets through the plan before a holder's long
+        # transaction ends: let at least one end, and one early writer commit.
+        deadline = time.monotonic() + 30 * SLOWDOWN
+        while writers.stats_get("holds") == 0 or writers.stats_get("early_commits") == 0:
+            writers.check()
+            assert time.monotonic() < deadline, "no long transaction or early commit ended"
+            time.sleep(0.05)
         stats = finish(daemon, admin, writers, base)
     finally:
         writers.stop_event.set()
