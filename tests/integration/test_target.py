@@ -23,7 +23,7 @@ import oracle
 from conftest import Database
 from daemon import SLOWDOWN, run_cli
 from eventgen import Command, event, generate_mix
-from test_dead_letters import ANN, BOB, CARL, dead_letters, fix, scenario, users
+from test_dead_letters import ANN, BOB, CARL, dead_letters, replay_after_fix, scenario, users
 
 ALL_TABLES = tuple(oracle.TABLES)
 
@@ -131,12 +131,7 @@ def test_dead_letters_replay_and_rebuild_across_databases(db, reads, start_daemo
     assert dead_letters(reads) == [(positions[BOB], "UserRegistered", "23505", True, True),
                                    (positions[CARL], "UserRegistered", None, True, True)]
 
-    fix(db)
-    daemon.wait_caught_up(timeout=30, allow_skipped=True)
-    replay = run_cli(["-c", daemon.config_path, "replay-dead-letters", "users"], timeout=60)
-    assert replay.returncode == 0, replay.stdout + replay.stderr
-    assert "2 dead letter(s) before, 1 applied, 1 still failing" in replay.stdout
-    assert users(reads) == {ANN: "ann@elsewhere.org", BOB: "ANN@example.com"}
+    replay_after_fix(daemon, db, reads)
 
     db.append_all(generate_mix(seed=7004, n_events=3_000, days=2))
     rebuild = run_cli(["-c", daemon.config_path, "rebuild", "catalog", "event_stats"], timeout=120)
