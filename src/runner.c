@@ -535,16 +535,27 @@ bool rn_src_usable(struct runner *r)
     return false;
 }
 
-/* A send on the event store connection failed: PGCONN_LOST follows (or came). */
-void rn_src_send_failed(struct runner *r)
+/*
+ * A read on a separate event store connection is lost: wait in R_IDLE for
+ * the connection's setup to step us again, unless stopping, which needs only
+ * the read-model connection.
+ */
+static void abandon_read(struct runner *r)
 {
-    if (r->src == r->conn) {
-        r->state = R_DOWN;
-        return;
-    }
     r->src_ready = false;
     r->wake_pending = true;
     r->state = R_IDLE;
+    if (r->stopping)
+        rn_next_step(r);
+}
+
+/* A send on the event store connection failed: PGCONN_LOST follows (or came). */
+void rn_src_send_failed(struct runner *r)
+{
+    if (r->src == r->conn)
+        r->state = R_DOWN;
+    else
+        abandon_read(r);
 }
 
 static void send_setup(struct runner *r)
@@ -1257,10 +1268,7 @@ static void src_event(struct runner *r, enum pgconn_event ev, const PGresult *re
         ev_timer_stop(r->loop, &r->src_retry_timer);
         if (reading) {
             rn_clear_batch(r);
-            r->wake_pending = true;
-            r->state = R_IDLE; /* the setup after the reconnect calls rn_next_step */
-            if (r->stopping)
-                rn_next_step(r); /* stopping needs only the read-model connection */
+            abandon_read(r);
         }
         break;
     case PGCONN_RESULT:
