@@ -17,6 +17,7 @@
 
 #include "daemon.h"
 #include "fleet.h"
+#include "readshare.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
@@ -53,6 +54,7 @@ struct daemon {
 static void wake_all(void *arg)
 {
     struct daemon *d = arg;
+    readshare_wake_round(d->fleet.share);
     for (size_t i = 0; i < projection_registry_count; i++)
         if (d->active[i])
             runner_wake(d->runners[i]);
@@ -319,6 +321,7 @@ static void teardown(struct daemon *d)
     free(d->runners);
     free(d->active);
     free(d->stats);
+    readshare_free(d->fleet.share);
     ev_signal_stop(d->loop, &d->sigterm);
     ev_signal_stop(d->loop, &d->sigint);
     ev_signal_stop(d->loop, &d->sighup);
@@ -343,7 +346,8 @@ int daemon_run(struct config *cfg, const char *config_path, const char *level_ov
     d.fleet.instance_id =
         (int)(((unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL)) & 0x7fffffff);
 
-    if (add_runners(&d) < 0) {
+    d.fleet.share = readshare_new(d.loop, cfg->batch_size, READSHARE_AHEAD);
+    if (!d.fleet.share || add_runners(&d) < 0) {
         log_error("out of memory");
         teardown(&d);
         return 1;

@@ -14,14 +14,17 @@
 #ifndef PROJECTORD_FLEET_H
 #define PROJECTORD_FLEET_H
 
+struct readshare;
+
 #define FLEET_PROJECTION_LOCK 1886546532 /* "prjd" */
 #define FLEET_INSTANCE_LOCK   1886546537 /* "prji" */
 
 struct fleet {
-    int projections; /* enabled here (every instance is expected to run the same config) */
-    int owned;       /* projections this instance holds the lock of */
-    int instances;   /* instances seen holding their presence lock, at the last count */
-    int instance_id; /* key2 of this instance's presence lock */
+    int projections;         /* enabled here (every instance is expected to run the same config) */
+    int owned;               /* projections this instance holds the lock of */
+    int instances;           /* instances seen holding their presence lock, at the last count */
+    int instance_id;         /* key2 of this instance's presence lock */
+    struct readshare *share; /* the runners' shared reads (readshare.h), or NULL */
 };
 
 /* The most projections one instance should own. */

@@ -39,6 +39,7 @@
 enum runner_stmt {
     RS_OPEN,
     RS_FETCH,
+    RS_FETCH_CELL,
     RS_CHECKPOINT,
     RS_REBUILD_CHECKPOINT,
     RS_DEAD_LETTER,
@@ -51,8 +52,9 @@ static const struct {
     int nparams;
     bool source; /* reads the event store: runs on the source connection */
 } runner_stmts[RS_COUNT] = {
-    [RS_OPEN] = {"open_window", SQL_OPEN_WINDOW, 2, true},
+    [RS_OPEN] = {"open_window", SQL_OPEN_WINDOW, 3, true},
     [RS_FETCH] = {"fetch", SQL_FETCH, 6, true},
+    [RS_FETCH_CELL] = {"fetch_cell", SQL_FETCH_CELL, 5, true},
     [RS_CHECKPOINT] = {"checkpoint", SQL_CHECKPOINT, SQL_CHECKPOINT_NPARAMS},
     [RS_REBUILD_CHECKPOINT] = {"rebuild_checkpoint", SQL_REBUILD_CHECKPOINT,
                                SQL_CHECKPOINT_NPARAMS},
@@ -71,6 +73,7 @@ static void send_batch(struct runner *r);
 static void send_checkpoint(struct runner *r);
 static void on_claim_done(struct runner *r);
 static void send_batch_end(struct runner *r);
+static void share_kick(void *arg);
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -158,10 +161,18 @@ static const char *current_status(const struct runner *r)
 /* Forget the batch: what was fetched, its bad events and its counts. */
 void rn_clear_batch(struct runner *r)
 {
-    if (r->events)
+    if (r->sbatch) {
+        if (r->sbatch->pending) /* its read was given up: nobody may wait for it */
+            readshare_failed(r->fleet->share, r->sbatch);
+        readshare_release(r->fleet->share, r->sbatch);
+    } else if (r->events) {
         PQclear(r->events);
+    }
+    r->sbatch = NULL;
     r->events = NULL;
+    r->ev0 = 0;
     r->nevents = 0;
+    r->batch_end = 0;
     r->cut = 0;
     r->more = false;
     r->processed = r->ignored = r->skipped = 0;
@@ -170,6 +181,16 @@ void rn_clear_batch(struct runner *r)
     free(r->bad);
     r->bad = NULL;
     r->nbad = 0;
+}
+
+/* A read failed or was given up: runners waiting for it must not wait longer. */
+static void read_failed(struct runner *r)
+{
+    if (r->open_ticket)
+        readshare_open_failed(r->fleet->share, r->open_ticket);
+    r->open_ticket = 0;
+    if (r->sbatch)
+        rn_clear_batch(r);
 }
 
 static struct bad_event *find_bad(struct runner *r, int index)
@@ -199,12 +220,12 @@ static struct bad_event *add_bad(struct runner *r, int index, const char *sqlsta
 
 const char *rn_event_value(const struct runner *r, int i, enum fetch_column col)
 {
-    return PQgetisnull(r->events, i, col) ? NULL : PQgetvalue(r->events, i, col);
+    return PQgetisnull(r->events, r->ev0 + i, col) ? NULL : PQgetvalue(r->events, r->ev0 + i, col);
 }
 
 int64_t rn_event_position(const struct runner *r, int i)
 {
-    return parse_i64(PQgetvalue(r->events, i, FC_POSITION));
+    return parse_i64(PQgetvalue(r->events, r->ev0 + i, FC_POSITION));
 }
 
 static void fill_event(const struct runner *r, int i, struct pj_event *ev)
@@ -310,6 +331,10 @@ struct runner *rn_create(struct ev_loop *loop, const struct projection *p,
     r->reap_timer.data = r;
     ev_init(&r->src_retry_timer, src_retry_cb);
     r->src_retry_timer.data = r;
+    if (!r->shadow && fleet->share) {
+        readshare_join(fleet->share, &r->share, share_kick, r);
+        r->share.sharing = true; /* until it turns out another instance owns the projection */
+    }
     return r;
 }
 
@@ -325,6 +350,9 @@ void runner_free(struct runner *r)
 {
     if (!r)
         return;
+    if (r->open_ticket)
+        readshare_open_failed(r->fleet->share, r->open_ticket);
+    readshare_leave(&r->share);
     ev_timer_stop(r->loop, &r->retry_timer);
     ev_timer_stop(r->loop, &r->heartbeat_timer);
     ev_timer_stop(r->loop, &r->deferred_timer);
@@ -542,6 +570,7 @@ bool rn_src_usable(struct runner *r)
  */
 static void abandon_read(struct runner *r)
 {
+    read_failed(r);
     r->src_ready = false;
     r->wake_pending = true;
     r->state = R_IDLE;
@@ -591,6 +620,7 @@ static void send_register(struct runner *r)
 /* Another instance holds the projection: look again in a while. */
 static void stand_by(struct runner *r)
 {
+    r->share.sharing = false;
     if (r->rebuild_then_stop) {
         log_error("%s: another instance took the projection over; ask it to rebuild instead",
                   r->proj->name);
@@ -622,9 +652,88 @@ static void send_release(struct runner *r)
         r->state = R_DOWN;
 }
 
+/* Take a window another runner opened from our lo (readshare.h). */
+static void adopt_window(struct runner *r, const struct rs_window *w)
+{
+    r->wake_pending = false;
+    r->head = w->head;
+    if (w->empty) {
+        r->heartbeat_due |= !r->announced;
+        if (rn_set_str(&r->cp.lo, w->hi) < 0 || rn_set_str(&r->cp.hi, w->hi) < 0) {
+            pgconn_reset(r->conn, "out of memory");
+            return;
+        }
+        r->cp.window_open = false;
+        rn_next_step(r);
+        return;
+    }
+    if (rn_set_str(&r->cp.lo, r->cp.hi) < 0 || rn_set_str(&r->cp.hi, w->hi) < 0) {
+        pgconn_reset(r->conn, "out of memory");
+        return;
+    }
+    r->cp.window_open = true;
+    r->cp.window_pos = w->first - 1;
+    r->cp.window_max = w->last;
+    rn_send_fetch(r);
+}
+
+/* Whether hi sees everything lo does, so that (lo, hi) is a window. */
+static bool hi_covers_lo(const char *hi_text, const char *lo_text)
+{
+    struct snapshot hi, lo;
+    if (snapshot_parse(hi_text, &hi) < 0)
+        return false;
+    if (snapshot_parse(lo_text, &lo) < 0) {
+        snapshot_free(&hi);
+        return false;
+    }
+    bool covers = snapshot_covers(&hi, &lo);
+    snapshot_free(&hi);
+    snapshot_free(&lo);
+    return covers;
+}
+
+/*
+ * Whether to open through the share: RS_SEND and RS_AT send an open (at
+ * *hi for RS_AT), RS_WAIT and RS_HIT are dealt with here.
+ */
+static enum rs_answer share_open(struct runner *r, const char **hi)
+{
+    *hi = NULL;
+    r->open_ticket = 0;
+    if (r->shadow || !readshare_active(&r->share))
+        return RS_SEND;
+    struct rs_window w;
+    enum rs_answer a = readshare_open(&r->share, r->cp.lo, &w);
+    switch (a) {
+    case RS_WAIT:
+        r->state = R_IDLE;
+        break;
+    case RS_HIT:
+        adopt_window(r, &w);
+        break;
+    case RS_AT:
+        if (hi_covers_lo(w.hi, r->cp.lo)) {
+            *hi = w.hi;
+            break;
+        }
+        a = RS_SEND;
+        r->open_ticket = readshare_open_sent(&r->share, r->cp.lo);
+        break;
+    case RS_SEND:
+        r->open_ticket = readshare_open_sent(&r->share, r->cp.lo);
+        break;
+    }
+    return a;
+}
+
 void rn_send_open(struct runner *r)
 {
     if (!rn_src_usable(r))
+        return;
+    const char *hi;
+    enum rs_answer a = share_open(r, &hi);
+    if (a == RS_WAIT || a == RS_HIT)
         return;
     struct snapshot lo;
     if (snapshot_parse(r->cp.lo, &lo) < 0) {
@@ -638,7 +747,7 @@ void rn_send_open(struct runner *r)
         rn_step_failed(r, "open window", "", "out of memory");
         return;
     }
-    const char *params[] = {p.xip_lo, p.xmax_lo};
+    const char *params[] = {p.xip_lo, p.xmax_lo, hi};
     rn_begin_request(r, R_OPEN);
     r->wake_pending = false;
     if (exec_stmt(r, RS_OPEN, params) < 0 || pgconn_sync(r->src) < 0)
@@ -646,13 +755,69 @@ void rn_send_open(struct runner *r)
     tailwin_params_free(&p);
 }
 
+static void after_fetch(struct runner *r);
+
+/* The window's last position, or the end of all positions when unknown. */
+static int64_t window_max(const struct runner *r)
+{
+    return r->cp.window_max ? r->cp.window_max : INT64_MAX;
+}
+
+/* Our part of a shared batch: its events after our position. */
+static void use_shared_batch(struct runner *r, struct rs_batch *b)
+{
+    r->sbatch = b;
+    r->events = b->res;
+    int n = PQntuples(b->res);
+    r->ev0 = 0;
+    while (r->ev0 < n && parse_i64(PQgetvalue(b->res, r->ev0, FC_POSITION)) <= r->cp.window_pos)
+        r->ev0++;
+    r->nevents = n - r->ev0;
+    r->batch_end = b->end;
+    r->more = b->end < window_max(r);
+}
+
+/* Fetch through the share: true when it answered (the batch, or wait). */
+static bool share_fetch(struct runner *r)
+{
+    if (r->shadow || r->replaying || !readshare_active(&r->share))
+        return false;
+    struct rs_batch *b;
+    enum rs_answer a = readshare_fetch(&r->share, r->cp.lo, r->cp.hi, r->cp.window_pos, &b);
+    if (a == RS_WAIT) {
+        r->state = R_IDLE;
+        return true;
+    }
+    if (a == RS_SEND) {
+        if (!b)
+            return false;
+        char pos[21], max[21], size[21];
+        const char *params[] = {rn_fmt_i64(pos, r->cp.window_pos), rn_fmt_i64(max, window_max(r)),
+                                r->cp.hi, r->cp.lo,
+                                rn_fmt_i64(size, readshare_grid(r->fleet->share))};
+        rn_clear_batch(r);
+        r->sbatch = b;
+        rn_begin_request(r, R_FETCH);
+        r->batch_started = ev_time();
+        if (pgconn_query(r->src, SQL_FETCH_PLAN, 0, NULL) < 0 ||
+            exec_stmt(r, RS_FETCH_CELL, params) < 0 || pgconn_sync(r->src) < 0)
+            rn_src_send_failed(r);
+        return true;
+    }
+    rn_clear_batch(r);
+    r->batch_started = ev_time();
+    use_shared_batch(r, b);
+    after_fetch(r);
+    return true;
+}
+
 void rn_send_fetch(struct runner *r)
 {
-    if (!rn_src_usable(r))
+    if (!rn_src_usable(r) || share_fetch(r))
         return;
     char pos[21], max[21], limit[21];
     const char *params[] = {rn_fmt_i64(pos, r->cp.window_pos),
-                            rn_fmt_i64(max, r->cp.window_max ? r->cp.window_max : INT64_MAX),
+                            rn_fmt_i64(max, window_max(r)),
                             r->cp.hi,
                             r->cp.lo,
                             r->types,
@@ -666,19 +831,21 @@ void rn_send_fetch(struct runner *r)
 
 /* ---- building a batch ----------------------------------------------------- */
 
+/* Returns 1 when the projection has no handler for event i (a shared batch holds every type). */
 static int run_handler(struct runner *r, int i)
 {
     struct pj_event ev;
     fill_event(r, i, &ev);
     const struct pj_handler *h = registry_handler(r->proj, ev.event_type);
     if (!h)
-        return 0;
+        return 1;
     r->ctx.event = i;
     r->ctx.err[0] = '\0';
     json_t *payload = NULL;
     if (!(h->flags & PJ_NO_PAYLOAD)) {
-        payload = payload_decode(ev.event_data, (size_t)PQgetlength(r->events, i, FC_EVENT_DATA),
-                                 r->ctx.err, sizeof r->ctx.err);
+        payload =
+            payload_decode(ev.event_data, (size_t)PQgetlength(r->events, r->ev0 + i, FC_EVENT_DATA),
+                           r->ctx.err, sizeof r->ctx.err);
         if (!payload)
             return -1;
     }
@@ -716,7 +883,10 @@ static int queue_event(struct runner *r, int i)
     struct bad_event *b = find_bad(r, i);
     if (!b) {
         size_t before = r->ctx.n;
-        if (run_handler(r, i) == 0) {
+        int rc = run_handler(r, i);
+        if (rc == 1)
+            return 0;
+        if (rc == 0) {
             r->processed++;
             return r->replaying ? replay_drop_dead_letter(r, i) : 0;
         }
@@ -785,6 +955,17 @@ static void next_checkpoint(const struct runner *r, struct checkpoint *next, con
     *next = r->cp;
     *stop_at = NULL;
     *status = "live";
+    if (!r->events) {
+        /*
+         * No batch: a deferred write of progress made in memory. The window
+         * stays as it is; the runner may be waiting in the middle of it.
+         */
+        if (next->window_open)
+            *status = "catching_up";
+        if (next->window_open && next->window_pos > next->last_position)
+            next->last_position = next->window_pos;
+        return;
+    }
     if (r->cut < r->nevents) {
         /* Cut short at a bad event: the rest of the window is still to come. */
         if (r->pcfg->on_error == ON_ERROR_STOP) {
@@ -797,7 +978,7 @@ static void next_checkpoint(const struct runner *r, struct checkpoint *next, con
             next->window_pos = rn_event_position(r, r->cut - 1);
     } else if (r->more) {
         *status = "catching_up";
-        next->window_pos = rn_event_position(r, r->nevents - 1);
+        next->window_pos = r->batch_end;
     } else {
         /* Window exhausted: everything visible in hi is applied. */
         next->window_open = false;
@@ -901,8 +1082,8 @@ static void committed(struct runner *r)
     for (size_t i = 0; stop_at == NULL && i < r->nbad; i++)
         log_warning("%s: event at position %" PRId64 " dead-lettered: %s", r->proj->name,
                     rn_event_position(r, r->bad[i].index), r->bad[i].error);
-    log_debug("%s: committed %d events up to position %" PRId64 " (%" PRId64 " ignored)",
-              r->proj->name, r->cut, r->cp.last_position, r->ignored);
+    log_debug("%s: committed %" PRId64 " events up to position %" PRId64 " (%" PRId64 " ignored)",
+              r->proj->name, r->processed, r->cp.last_position, r->ignored);
     count_batch(r);
     rn_clear_batch(r);
     rn_next_step(r);
@@ -1036,12 +1217,26 @@ static void on_register_done(struct runner *r)
     rn_next_step(r);
 }
 
+/* Our open's answer, for the runners waiting on it (readshare.h). */
+static void publish_open(struct runner *r, const PGresult *res)
+{
+    struct rs_window w = {.hi = PQgetvalue(res, 0, 0),
+                          .first = parse_i64(PQgetvalue(res, 0, 1)),
+                          .last = parse_i64(PQgetvalue(res, 0, 2)),
+                          .head = parse_i64(PQgetvalue(res, 0, 3)),
+                          .empty = PQgetisnull(res, 0, 1)};
+    readshare_open_done(r->fleet->share, r->open_ticket, &w);
+    r->open_ticket = 0;
+}
+
 static void on_open_result(struct runner *r, const PGresult *res)
 {
     rn_record_error(r, res);
     r->results++;
     if (!pgconn_result_ok(res) || PQntuples(res) != 1)
         return;
+    if (r->open_ticket)
+        publish_open(r, res);
     r->head = parse_i64(PQgetvalue(res, 0, 3));
     if (PQgetisnull(res, 0, 1)) {
         /* Nothing committed in the window: slide without a write. */
@@ -1067,10 +1262,16 @@ static void on_fetch_result(struct runner *r, PGresult *res)
     rn_record_error(r, res);
     if (r->results++ == 0 || !pgconn_result_ok(res))
         return; /* the first is the planner setting */
+    if (r->sbatch && r->sbatch->pending) {
+        readshare_fetched(r->fleet->share, r->sbatch, pgconn_take_result(r->src), window_max(r));
+        use_shared_batch(r, r->sbatch);
+        return;
+    }
     rn_clear_batch(r);
     r->events = pgconn_take_result(r->src);
     r->nevents = PQntuples(res);
     r->more = r->nevents >= r->cfg->batch_size;
+    r->batch_end = r->nevents > 0 ? rn_event_position(r, r->nevents - 1) : 0;
 }
 
 static void on_apply_result(struct runner *r, const PGresult *res)
@@ -1193,6 +1394,31 @@ static void on_result(struct runner *r, const PGresult *res)
     }
 }
 
+/* Whether the batch holds an event this projection handles. */
+static bool handles_any(const struct runner *r)
+{
+    for (int i = 0; i < r->nevents; i++)
+        if (registry_handler(r->proj, rn_event_value(r, i, FC_EVENT_TYPE)))
+            return true;
+    return false;
+}
+
+static void after_fetch(struct runner *r)
+{
+    if (r->replaying && r->nevents == 0) {
+        replay_finish(r);
+    } else if (r->sbatch && r->more && !handles_any(r)) {
+        /* Nothing of ours in this part of the window: move on without a write. */
+        r->cp.window_pos = r->batch_end;
+        rn_clear_batch(r);
+        rn_next_step(r);
+    } else if (r->nevents == 0 || (r->sbatch && !handles_any(r))) {
+        pass_window(r);
+    } else {
+        send_batch(r);
+    }
+}
+
 static void on_sync(struct runner *r)
 {
     switch (r->state) {
@@ -1213,19 +1439,17 @@ static void on_sync(struct runner *r)
         break;
     case R_OPEN:
     case R_FETCH:
-        if (r->err_stmt >= 0)
+        if (r->err_stmt >= 0) {
+            read_failed(r);
             rn_step_failed(r, r->state == R_OPEN ? "open window" : "fetch", r->err_state,
                            r->err_msg);
-        else if (r->state == R_OPEN && !r->cp.window_open)
+        } else if (r->state == R_OPEN && !r->cp.window_open) {
             rn_next_step(r);
-        else if (r->state == R_OPEN)
+        } else if (r->state == R_OPEN) {
             rn_send_fetch(r);
-        else if (r->replaying && r->nevents == 0)
-            replay_finish(r);
-        else if (r->nevents == 0)
-            pass_window(r);
-        else
-            send_batch(r);
+        } else {
+            after_fetch(r);
+        }
         break;
     case R_ROLLBACK:
         on_rollback_done(r);
@@ -1310,6 +1534,7 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
             r->fleet->owned--;
         r->holds_lock = false;
         ev_timer_stop(r->loop, &r->claim_timer);
+        read_failed(r);
         rn_clear_batch(r);
         ev_timer_stop(r->loop, &r->retry_timer);
         if (r->stopping)
@@ -1330,10 +1555,21 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
 
 /* ---- scheduling ------------------------------------------------------------ */
 
+/* The share has news for a runner that waited on it (called from the loop). */
+static void share_kick(void *arg)
+{
+    struct runner *r = arg;
+    if (r->state == R_IDLE && !r->failed)
+        rn_next_step(r);
+}
+
 /* Decide what to do once a step has completed and the connection is idle. */
 void rn_next_step(struct runner *r)
 {
     r->state = R_IDLE;
+    r->share.sharing = r->holds_lock && !r->failed && !r->stopping && !r->replaying;
+    if (!r->cp.window_open && r->share.lo)
+        readshare_left(&r->share);
     bool over_share = !r->shadow && !r->child && r->fleet->owned > fleet_share(r->fleet);
     if ((r->stopping || over_share) && r->dirty) {
         rn_clear_batch(r);
@@ -1391,6 +1627,7 @@ void rn_next_step(struct runner *r)
 
 void runner_wake(struct runner *r)
 {
+    readshare_woken(&r->share);
     r->wake_pending = true;
     if (r->state == R_IDLE && !r->failed && !r->stopping)
         rn_next_step(r);

@@ -17,6 +17,7 @@
 #include "backoff.h"
 #include "batch.h"
 #include "pgconn.h"
+#include "readshare.h"
 #include "runner.h"
 #include "runner_sql.h"
 
@@ -129,11 +130,18 @@ struct runner {
     struct checkpoint cp;
     int64_t head;
 
+    /* Reading with the instance's other runners (readshare.h); live runners only. */
+    struct rs_member share;
+    uint64_t open_ticket;    /* our open is the share's (0: not shared) */
+    struct rs_batch *sbatch; /* the shared batch the events come from, or NULL */
+
     /* the batch */
-    PGresult *events;
+    PGresult *events; /* owned unless sbatch holds it */
+    int ev0;          /* the batch's first row in events (a shared batch may start earlier) */
     int nevents;
-    int cut;   /* events [0, cut) are in the batch; cut < nevents only for on_error=stop */
-    bool more; /* the fetch was full: the window may hold more */
+    int64_t batch_end; /* the window's events up to here are in the batch */
+    int cut;           /* events [0, cut) are in the batch; cut < nevents only for on_error=stop */
+    bool more;         /* the fetch was full: the window may hold more */
     struct bad_event *bad;
     size_t nbad;
     struct pj_ctx ctx;

@@ -78,10 +78,11 @@
 #define SQL_ABANDON_REBUILD "SELECT read_model.projectord_abandon_rebuild($1, $2)"
 
 /*
- * Open the next window: take a new snapshot hi and find the positions of
- * the window's events through the transaction_id index.
- * $1 xip(lo) as xid8[], $2 xmax(lo). Returns hi, min and max position in
- * the window (NULL when empty), and the head position.
+ * Open the next window: take a new snapshot hi (or use $3, one another
+ * runner took: readshare.h) and find the positions of the window's events
+ * through the transaction_id index.
+ * $1 xip(lo) as xid8[], $2 xmax(lo), $3 hi or NULL. Returns hi, min and max
+ * position in the window (NULL when empty), and the head position.
  *
  * OFFSET 0 fences the aggregates from the rows: left to itself the planner
  * turns min() and max() into walks of the global_position index with the
@@ -91,7 +92,7 @@
  * holds only the window's (tests/bench/RESULTS.md, finding 1).
  */
 #define SQL_OPEN_WINDOW \
-    "WITH w AS MATERIALIZED (SELECT pg_current_snapshot() AS hi)" \
+    "WITH w AS MATERIALIZED (SELECT coalesce($3::pg_snapshot, pg_current_snapshot()) AS hi)" \
     " SELECT w.hi::text, b.first_position, b.last_position," \
     "        (SELECT coalesce(max(global_position), 0) FROM event_store.domain_event)" \
     "   FROM w, LATERAL (" \
@@ -129,6 +130,27 @@
     "   AND ($5::text[] IS NULL OR e.event_type = ANY($5::text[]))"                                \
     " ORDER BY e.global_position"                                                                  \
     " LIMIT $6::int"
+
+/*
+ * A shared batch (readshare.h): every event type, ending on the grid of $5
+ * positions that starts at the first event of the window after $1, so
+ * runners at different points of one cell meet at its end. ($1 position
+ * done, $2 window's last position, $3 hi, $4 lo, $5 batch size.) The first
+ * event is found by the same ordered walk as the batch.
+ */
+#define SQL_FETCH_CELL_WINDOW                                                                      \
+    "   AND pg_visible_in_snapshot(e.transaction_id, $3::pg_snapshot)"                             \
+    "   AND NOT pg_visible_in_snapshot(e.transaction_id, $4::pg_snapshot)"
+#define SQL_FETCH_CELL                                                                             \
+    "WITH f AS (SELECT min(e.global_position) AS first FROM event_store.domain_event e"            \
+    "            WHERE e.global_position > $1::bigint AND e.global_position <= $2::bigint"         \
+    SQL_FETCH_CELL_WINDOW ") "                                                                     \
+    SQL_EVENTS " CROSS JOIN f"                                                                     \
+    " WHERE e.global_position > $1::bigint"                                                        \
+    "   AND e.global_position <= least($2::bigint, ((f.first - 1) / $5::int + 1) * $5::int)"      \
+    SQL_FETCH_CELL_WINDOW                                                                          \
+    " ORDER BY e.global_position"                                                                  \
+    " LIMIT $5::int"
 
 enum fetch_column {
     FC_POSITION,

@@ -92,6 +92,16 @@ bool snapshot_visible(const struct snapshot *s, uint64_t xid)
     return !in_xip(s, xid);
 }
 
+bool snapshot_covers(const struct snapshot *newer, const struct snapshot *older)
+{
+    if (newer->xmax < older->xmax)
+        return false;
+    for (size_t i = 0; i < newer->nxip; i++)
+        if (snapshot_visible(older, newer->xip[i]))
+            return false;
+    return true;
+}
+
 bool tailwin_contains(const struct snapshot *lo, const struct snapshot *hi, uint64_t xid)
 {
     return snapshot_visible(hi, xid) && !snapshot_visible(lo, xid);

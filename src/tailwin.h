@@ -44,6 +44,12 @@ void snapshot_free(struct snapshot *s);
 /* pg_visible_in_snapshot() */
 bool snapshot_visible(const struct snapshot *s, uint64_t xid);
 
+/*
+ * True if every transaction visible in older is visible in newer, so that
+ * (older, newer) is a window: a hi must never see less than its lo.
+ */
+bool snapshot_covers(const struct snapshot *newer, const struct snapshot *older);
+
 /* True if xid is in the window (lo, hi]: visible in hi and not in lo. */
 bool tailwin_contains(const struct snapshot *lo, const struct snapshot *hi, uint64_t xid);
 

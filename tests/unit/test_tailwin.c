@@ -98,6 +98,30 @@ static void params_literal(void **state)
     snapshot_free(&lo);
 }
 
+static bool covers(const char *newer, const char *older)
+{
+    struct snapshot n, o;
+    assert_int_equal(snapshot_parse(newer, &n), 0);
+    assert_int_equal(snapshot_parse(older, &o), 0);
+    bool c = snapshot_covers(&n, &o);
+    snapshot_free(&n);
+    snapshot_free(&o);
+    return c;
+}
+
+/* A shared hi (readshare.h) is taken only when it sees all that lo sees. */
+static void covers_only_newer(void **state)
+{
+    (void)state;
+    assert_true(covers("750:760:752,755", SNAPSHOT_NONE));
+    assert_true(covers("750:760:752,755", "750:760:752,755"));
+    assert_true(covers("755:790:755", "750:760:752,755"));  /* 752 ended, 755 still running */
+    assert_false(covers("750:760:752,755", "755:790:755")); /* older: misses 760..789 */
+    assert_true(covers("750:760:752", "750:760:752,755"));  /* 755 committed since */
+    assert_false(covers("750:760:752,755", "750:760:752")); /* 755 visible in lo, not in hi */
+    assert_false(covers("700:700:", "750:760:752"));
+}
+
 /* ---- model check -------------------------------------------------------- */
 
 #define MAX_TX    200
@@ -183,11 +207,9 @@ static void windows_deliver_each_commit_once(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(parse_valid),
-        cmocka_unit_test(parse_malformed),
-        cmocka_unit_test(visibility),
-        cmocka_unit_test(params_literal),
-        cmocka_unit_test(windows_deliver_each_commit_once),
+        cmocka_unit_test(parse_valid),       cmocka_unit_test(parse_malformed),
+        cmocka_unit_test(visibility),        cmocka_unit_test(params_literal),
+        cmocka_unit_test(covers_only_newer), cmocka_unit_test(windows_deliver_each_commit_once),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

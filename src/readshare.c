@@ -1,0 +1,410 @@
+/*
+ * readshare: one read of the event store for all the projections of an
+ * instance (see readshare.h for what is shared and why it stays correct).
+ */
+#include "readshare.h"
+
+#include <stdlib.h>
+#include <string.h>
+
+/* The last open sent through the share. */
+struct rs_open {
+    uint64_t seq; /* 0: none */
+    char *lo;
+    char *hi;
+    int64_t first, last, head;
+    bool empty;
+    bool pending;
+    double sent_at;
+};
+
+struct readshare {
+    struct ev_loop *loop;
+    int batch_size;
+    int batch_ahead;
+    uint64_t seq;        /* opens sent so far */
+    uint64_t wake_floor; /* seq when the current notification round began */
+    uint64_t kick_round;
+    struct rs_open open;
+    struct rs_member *members;
+    struct rs_batch *batches; /* newest first */
+    ev_timer kick_timer;      /* kicks run from the loop, never inside a caller */
+    ev_timer wait_timer;      /* while members wait: lets staleness end their wait */
+};
+
+static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct readshare *s = w->data;
+    uint64_t round = ++s->kick_round;
+    /* A kick may make members leave or wait again: rescan from the head each time. */
+    for (;;) {
+        struct rs_member *m = s->members;
+        while (m && !(m->waiting && m->kicked != round))
+            m = m->next;
+        if (!m)
+            return;
+        m->kicked = round;
+        m->waiting = false;
+        m->kick(m->arg);
+    }
+}
+
+static bool any_waiting(const struct readshare *s)
+{
+    for (const struct rs_member *m = s->members; m; m = m->next)
+        if (m->waiting)
+            return true;
+    return false;
+}
+
+static void wait_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    struct readshare *s = w->data;
+    if (!any_waiting(s)) {
+        ev_timer_stop(loop, w);
+        return;
+    }
+    kick_cb(loop, &s->kick_timer, revents);
+}
+
+/* m must wait for a kick. */
+static enum rs_answer wait(struct rs_member *m)
+{
+    m->waiting = true;
+    if (!ev_is_active(&m->share->wait_timer))
+        ev_timer_again(m->share->loop, &m->share->wait_timer);
+    return RS_WAIT;
+}
+
+static void kick_waiters(struct readshare *s)
+{
+    for (struct rs_member *m = s->members; m; m = m->next)
+        if (m->waiting) {
+            if (!ev_is_active(&s->kick_timer))
+                ev_timer_start(s->loop, &s->kick_timer);
+            return;
+        }
+}
+
+struct readshare *readshare_new(struct ev_loop *loop, int batch_size, int batch_ahead)
+{
+    struct readshare *s = calloc(1, sizeof *s);
+    if (!s)
+        return NULL;
+    s->loop = loop;
+    s->batch_size = batch_size > 0 ? batch_size : 1;
+    s->batch_ahead = batch_ahead > 0 ? batch_ahead : 1;
+    ev_timer_init(&s->kick_timer, kick_cb, 0., 0.);
+    s->kick_timer.data = s;
+    ev_init(&s->wait_timer, wait_cb);
+    s->wait_timer.repeat = READSHARE_STALE_S / 4;
+    s->wait_timer.data = s;
+    return s;
+}
+
+static void batch_free(struct rs_batch *b)
+{
+    PQclear(b->res);
+    free(b->lo);
+    free(b->hi);
+    free(b);
+}
+
+void readshare_free(struct readshare *s)
+{
+    if (!s)
+        return;
+    ev_timer_stop(s->loop, &s->kick_timer);
+    ev_timer_stop(s->loop, &s->wait_timer);
+    while (s->batches) {
+        struct rs_batch *b = s->batches;
+        s->batches = b->next;
+        batch_free(b);
+    }
+    for (struct rs_member *m = s->members; m; m = m->next)
+        m->share = NULL;
+    free(s->open.lo);
+    free(s->open.hi);
+    free(s);
+}
+
+int readshare_grid(const struct readshare *s)
+{
+    return s->batch_size;
+}
+
+void readshare_join(struct readshare *s, struct rs_member *m, void (*kick)(void *), void *arg)
+{
+    m->share = s;
+    m->kick = kick;
+    m->arg = arg;
+    m->next = s->members;
+    s->members = m;
+}
+
+static void prune(struct readshare *s);
+
+void readshare_left(struct rs_member *m)
+{
+    free(m->lo);
+    free(m->hi);
+    m->lo = m->hi = NULL;
+    if (m->share) {
+        prune(m->share);
+        kick_waiters(m->share);
+    }
+}
+
+void readshare_leave(struct rs_member *m)
+{
+    struct readshare *s = m->share;
+    readshare_left(m);
+    m->waiting = false;
+    if (!s)
+        return;
+    for (struct rs_member **p = &s->members; *p; p = &(*p)->next)
+        if (*p == m) {
+            *p = m->next;
+            break;
+        }
+    m->share = NULL;
+}
+
+bool readshare_active(const struct rs_member *m)
+{
+    if (!m->share || !m->sharing)
+        return false;
+    for (const struct rs_member *o = m->share->members; o; o = o->next)
+        if (o != m && o->sharing)
+            return true;
+    return false;
+}
+
+void readshare_wake_round(struct readshare *s)
+{
+    if (s)
+        s->wake_floor = s->seq;
+}
+
+void readshare_woken(struct rs_member *m)
+{
+    if (m->share && m->floor < m->share->wake_floor)
+        m->floor = m->share->wake_floor;
+}
+
+/* ---- opens ----------------------------------------------------------------- */
+
+enum rs_answer readshare_open(struct rs_member *m, const char *lo, struct rs_window *w)
+{
+    const struct rs_open *o = &m->share->open;
+    if (o->seq == 0 || o->seq <= m->floor)
+        return RS_SEND;
+    if (o->pending)
+        return ev_now(m->share->loop) - o->sent_at < READSHARE_STALE_S ? wait(m) : RS_SEND;
+    w->hi = o->hi;
+    if (strcmp(o->lo, lo) != 0)
+        return RS_AT;
+    w->first = o->first;
+    w->last = o->last;
+    w->head = o->head;
+    w->empty = o->empty;
+    return RS_HIT;
+}
+
+uint64_t readshare_open_sent(struct rs_member *m, const char *lo)
+{
+    struct readshare *s = m->share;
+    char *copy = strdup(lo);
+    if (!copy)
+        return 0;
+    free(s->open.lo);
+    free(s->open.hi);
+    s->open =
+        (struct rs_open){.seq = ++s->seq, .lo = copy, .pending = true, .sent_at = ev_now(s->loop)};
+    return s->seq;
+}
+
+void readshare_open_done(struct readshare *s, uint64_t ticket, const struct rs_window *w)
+{
+    if (ticket == 0 || s->open.seq != ticket)
+        return;
+    s->open.hi = strdup(w->hi);
+    if (!s->open.hi) {
+        readshare_open_failed(s, ticket);
+        return;
+    }
+    s->open.first = w->first;
+    s->open.last = w->last;
+    s->open.head = w->head;
+    s->open.empty = w->empty;
+    s->open.pending = false;
+    kick_waiters(s);
+}
+
+void readshare_open_failed(struct readshare *s, uint64_t ticket)
+{
+    if (ticket == 0 || s->open.seq != ticket)
+        return;
+    free(s->open.lo);
+    free(s->open.hi);
+    s->open = (struct rs_open){0};
+    kick_waiters(s);
+}
+
+/* ---- batches --------------------------------------------------------------- */
+
+static bool same_window(const char *lo, const char *hi, const char *lo2, const char *hi2)
+{
+    return lo2 && hi2 && strcmp(lo, lo2) == 0 && strcmp(hi, hi2) == 0;
+}
+
+/* The lowest cursor of the other members reading window (lo, hi) lately, or -1. */
+static int64_t slowest(const struct rs_member *m, const char *lo, const char *hi)
+{
+    double now = ev_now(m->share->loop);
+    int64_t low = -1;
+    for (const struct rs_member *o = m->share->members; o; o = o->next)
+        if (o != m && same_window(lo, hi, o->lo, o->hi) && now - o->read_at < READSHARE_STALE_S &&
+            (low < 0 || o->cursor < low))
+            low = o->cursor;
+    return low;
+}
+
+/* Drop batches no reader of their window will ask for again. */
+static void prune(struct readshare *s)
+{
+    double now = ev_now(s->loop);
+    for (struct rs_batch **p = &s->batches; *p;) {
+        struct rs_batch *b = *p;
+        bool needed = b->pending || b->refs > 0;
+        if (!needed)
+            for (const struct rs_member *o = s->members; o; o = o->next)
+                if (same_window(b->lo, b->hi, o->lo, o->hi) &&
+                    now - o->read_at < READSHARE_STALE_S && o->cursor < b->end)
+                    needed = true;
+        if (needed) {
+            p = &b->next;
+            continue;
+        }
+        *p = b->next;
+        batch_free(b);
+    }
+}
+
+static struct rs_batch *new_batch(struct readshare *s, const char *lo, const char *hi,
+                                  int64_t after)
+{
+    struct rs_batch *b = calloc(1, sizeof *b);
+    if (!b)
+        return NULL;
+    b->lo = strdup(lo);
+    b->hi = strdup(hi);
+    if (!b->lo || !b->hi) {
+        batch_free(b);
+        return NULL;
+    }
+    b->after = after;
+    b->pending = true;
+    b->sent_at = ev_now(s->loop);
+    b->refs = 1;
+    b->next = s->batches;
+    s->batches = b;
+    return b;
+}
+
+/* Batches of the window not yet passed by position `from`. */
+static int batches_from(const struct readshare *s, const char *lo, const char *hi, int64_t from)
+{
+    int n = 0;
+    for (const struct rs_batch *b = s->batches; b; b = b->next)
+        if (same_window(lo, hi, b->lo, b->hi) && (b->pending || b->end > from))
+            n++;
+    return n;
+}
+
+static bool note_reader(struct rs_member *m, const char *lo, const char *hi, int64_t after)
+{
+    if (!same_window(lo, hi, m->lo, m->hi)) {
+        char *l = strdup(lo), *h = strdup(hi);
+        if (!l || !h) {
+            free(l);
+            free(h);
+            return false;
+        }
+        free(m->lo);
+        free(m->hi);
+        m->lo = l;
+        m->hi = h;
+    }
+    bool moved = m->cursor != after;
+    m->cursor = after;
+    m->read_at = ev_now(m->share->loop);
+    if (moved)
+        kick_waiters(m->share);
+    return true;
+}
+
+enum rs_answer readshare_fetch(struct rs_member *m, const char *lo, const char *hi, int64_t after,
+                               struct rs_batch **out)
+{
+    struct readshare *s = m->share;
+    *out = NULL;
+    if (!note_reader(m, lo, hi, after))
+        return RS_SEND;
+    prune(s);
+    for (struct rs_batch *b = s->batches; b; b = b->next) {
+        if (!same_window(lo, hi, b->lo, b->hi) || b->after > after)
+            continue;
+        /* A read under way may well cover us, unless it is taking too long. */
+        if (b->pending && after < b->after + s->batch_size &&
+            ev_now(s->loop) - b->sent_at < READSHARE_STALE_S)
+            return wait(m);
+        if (!b->pending && after < b->end) {
+            b->refs++;
+            *out = b;
+            return RS_HIT;
+        }
+    }
+    int64_t low = slowest(m, lo, hi);
+    if (low >= 0 && low < after && batches_from(s, lo, hi, low) >= s->batch_ahead)
+        return wait(m);
+    *out = new_batch(s, lo, hi, after);
+    return RS_SEND;
+}
+
+int64_t readshare_cell_end(int64_t first, int64_t size, int64_t window_max)
+{
+    int64_t end = ((first - 1) / size + 1) * size;
+    return end < window_max ? end : window_max;
+}
+
+void readshare_fetched(struct readshare *s, struct rs_batch *b, PGresult *res, int64_t window_max)
+{
+    b->res = res;
+    b->pending = false;
+    int n = PQntuples(res);
+    b->end = n == 0 ? window_max
+                    : readshare_cell_end(strtoll(PQgetvalue(res, 0, 0), NULL, 10), s->batch_size,
+                                         window_max);
+    kick_waiters(s);
+}
+
+void readshare_failed(struct readshare *s, struct rs_batch *b)
+{
+    b->pending = false;
+    b->end = b->after; /* covers nothing: pruned once released */
+    kick_waiters(s);
+}
+
+void readshare_release(struct readshare *s, struct rs_batch *b)
+{
+    if (!b)
+        return;
+    b->refs--;
+    if (s) {
+        prune(s);
+        kick_waiters(s);
+    }
+}

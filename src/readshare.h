@@ -1,0 +1,134 @@
+/*
+ * readshare: one read of the event store for all the projections of an
+ * instance.
+ *
+ * Without it every runner opens its own windows and fetches its own copy of
+ * every batch, so four projections walk the event table four times and the
+ * fetch is about half of a catch-up's server time (tests/bench/RESULTS.md).
+ * With it, runners that own their projection share:
+ *
+ *  - window opens: a runner about to open a window from snapshot lo takes
+ *    the hi snapshot of the last open another runner sent, if it was sent
+ *    after the notification round that woke this one (so it is new enough
+ *    to hold the events notified). With the same lo it takes the whole
+ *    answer; with another lo, and only if that hi sees all that lo sees
+ *    (snapshot_covers, checked by the caller), it sends an open of its own
+ *    at that hi, which aligns it with the others from then on.
+ *  - batches: inside a shared window, batches are fetched for every event
+ *    type and end on a grid of batch_size positions (the grid starts at the
+ *    first event after the fetch's lower bound), so runners at different
+ *    points of one cell still meet at its end; a fetched batch is kept while
+ *    a runner of that window has not passed it. A runner waits for a read
+ *    another sent only while that read is younger than READSHARE_STALE_S.
+ *  - pacing: a runner that is batch_ahead batches ahead of the slowest
+ *    runner still reading its window waits for it (a runner that has not
+ *    read for READSHARE_STALE_S seconds no longer counts), so the batches
+ *    kept are few and memory stays bounded.
+ *
+ * Correctness does not depend on any of it: a window (lo, hi) is valid for
+ * any hi newer than lo, and a batch is the window's events in a position
+ * range, whoever fetched it. Single-threaded: everything runs on the loop.
+ */
+#ifndef PROJECTORD_READSHARE_H
+#define PROJECTORD_READSHARE_H
+
+#include <ev.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define READSHARE_STALE_S 1.0
+#define READSHARE_AHEAD   4 /* how many batches a runner may read ahead of the slowest */
+
+struct readshare;
+
+/* A member of the share, embedded in its owner (a runner); zero it before joining. */
+struct rs_member {
+    struct readshare *share;
+    struct rs_member *next;
+    void (*kick)(void *arg); /* a wait may be over: step again (never called re-entrantly) */
+    void *arg;
+    bool sharing;    /* owns its projection and may read with the others */
+    bool waiting;    /* told RS_WAIT; kicked when something changes */
+    uint64_t floor;  /* only opens sent after this may serve it */
+    char *lo, *hi;   /* the window it reads now (copies), NULL between windows */
+    int64_t cursor;  /* the lower bound of its last fetch */
+    double read_at;  /* when it last asked for a batch */
+    uint64_t kicked; /* the kick round it was last kicked in */
+};
+
+/* A window's answer: the hi snapshot, its first and last positions, the head. */
+struct rs_window {
+    const char *hi; /* valid until the share changes; copy it */
+    int64_t first, last, head;
+    bool empty;
+};
+
+/* A fetched batch, shared: the events of the window in (after, end]. */
+struct rs_batch {
+    char *lo, *hi;
+    int64_t after;
+    int64_t end; /* the window's events up to here are in res; meaningful once done */
+    PGresult *res;
+    bool pending; /* sent, not answered */
+    double sent_at;
+    int refs;
+    struct rs_batch *next;
+};
+
+enum rs_answer {
+    RS_SEND, /* nothing to share: send your own read (and report it) */
+    RS_WAIT, /* another member's read is coming, or you are far ahead: wait for a kick */
+    RS_HIT,  /* the answer is here */
+    RS_AT,   /* open your window at the hi given */
+};
+
+/* batch_size: the grid and the most events in a batch; batch_ahead: pacing (>= 1). */
+struct readshare *readshare_new(struct ev_loop *loop, int batch_size, int batch_ahead);
+void readshare_free(struct readshare *s);
+
+/* The grid's size: a shared batch's most events. */
+int readshare_grid(const struct readshare *s);
+
+void readshare_join(struct readshare *s, struct rs_member *m, void (*kick)(void *), void *arg);
+void readshare_leave(struct rs_member *m);
+
+/* Whether m reads shared now: it shares, and so does another member. */
+bool readshare_active(const struct rs_member *m);
+
+/* The share's notification round starts: members woken in it need opens sent after now. */
+void readshare_wake_round(struct readshare *s);
+/* m was woken in the current round. */
+void readshare_woken(struct rs_member *m);
+
+/*
+ * Opening from lo. RS_HIT fills *w; RS_AT sets w->hi. After RS_SEND the
+ * caller sends its open and reports it with readshare_open_sent, then its
+ * outcome with readshare_open_done or readshare_open_failed.
+ */
+enum rs_answer readshare_open(struct rs_member *m, const char *lo, struct rs_window *w);
+uint64_t readshare_open_sent(struct rs_member *m, const char *lo);
+void readshare_open_done(struct readshare *s, uint64_t ticket, const struct rs_window *w);
+void readshare_open_failed(struct readshare *s, uint64_t ticket);
+
+/* m leaves its window (it is done with it, or gave up on it). */
+void readshare_left(struct rs_member *m);
+
+/*
+ * The next batch of window (lo, hi) after position `after`. RS_HIT sets *out
+ * to a batch holding a reference (readshare_release it). RS_SEND sets *out
+ * to a new pending batch (one reference) that the caller fetches and
+ * completes with readshare_fetched (which takes res) or readshare_failed;
+ * *out is NULL when out of memory (fetch unshared then). RS_WAIT: wait.
+ */
+enum rs_answer readshare_fetch(struct rs_member *m, const char *lo, const char *hi, int64_t after,
+                               struct rs_batch **out);
+/* res holds the window's events after b->after in position order, at most batch_size. */
+void readshare_fetched(struct readshare *s, struct rs_batch *b, PGresult *res, int64_t window_max);
+void readshare_failed(struct readshare *s, struct rs_batch *b);
+void readshare_release(struct readshare *s, struct rs_batch *b);
+
+/* Where a batch of `after`'s cell ends, given the first event after it (grid of size). */
+int64_t readshare_cell_end(int64_t first, int64_t size, int64_t window_max);
+
+#endif
