@@ -266,7 +266,7 @@ static int64_t slowest(const struct rs_member *m, const char *lo, const char *hi
     double now = ev_now(m->share->loop);
     int64_t low = -1;
     for (const struct rs_member *o = m->share->members; o; o = o->next)
-        if (o != m && same_window(lo, hi, o->lo, o->hi) && now - o->read_at < READSHARE_STALE_S &&
+        if (o != m && same_window(lo, hi, o->lo, o->hi) && now - o->moved_at < READSHARE_STALE_S &&
             (low < 0 || o->cursor < low))
             low = o->cursor;
     return low;
@@ -282,7 +282,7 @@ static void prune(struct readshare *s)
         if (!needed)
             for (const struct rs_member *o = s->members; o; o = o->next)
                 if (same_window(b->lo, b->hi, o->lo, o->hi) &&
-                    now - o->read_at < READSHARE_STALE_S && o->cursor < b->end)
+                    now - o->moved_at < READSHARE_STALE_S && o->cursor < b->end)
                     needed = true;
         if (needed) {
             p = &b->next;
@@ -337,12 +337,14 @@ static bool note_reader(struct rs_member *m, const char *lo, const char *hi, int
         free(m->hi);
         m->lo = l;
         m->hi = h;
+        m->moved_at = 0;
     }
-    bool moved = m->cursor != after;
+    bool moved = m->cursor != after || m->moved_at == 0;
     m->cursor = after;
-    m->read_at = ev_now(m->share->loop);
-    if (moved)
+    if (moved) {
+        m->moved_at = ev_now(m->share->loop);
         kick_waiters(m->share);
+    }
     return true;
 }
 

@@ -22,8 +22,9 @@
  *    another sent only while that read is younger than READSHARE_STALE_S.
  *  - pacing: a runner that is batch_ahead batches ahead of the slowest
  *    runner still reading its window waits for it (a runner that has not
- *    read for READSHARE_STALE_S seconds no longer counts), so the batches
- *    kept are few and memory stays bounded.
+ *    moved on for READSHARE_STALE_S seconds, stuck or retrying one batch,
+ *    no longer counts), so the batches kept are few and memory stays
+ *    bounded.
  *
  * Correctness does not depend on any of it: a window (lo, hi) is valid for
  * any hi newer than lo, and a batch is the window's events in a position
@@ -53,7 +54,7 @@ struct rs_member {
     uint64_t floor;  /* only opens sent after this may serve it */
     char *lo, *hi;   /* the window it reads now (copies), NULL between windows */
     int64_t cursor;  /* the lower bound of its last fetch */
-    double read_at;  /* when it last asked for a batch */
+    double moved_at; /* when its cursor last moved: one that stopped moving is not waited for */
     uint64_t kicked; /* the kick round it was last kicked in */
 };
 

@@ -121,12 +121,15 @@
     "  FROM event_store.domain_event e" \
     "  JOIN event_store.event_stream s ON s.stream_id = e.stream_id"
 
+/* The window's events: visible in hi ($3), not in lo ($4). */
+#define SQL_IN_WINDOW(e)                                                                           \
+    "   AND pg_visible_in_snapshot(" e ".transaction_id, $3::pg_snapshot)"                         \
+    "   AND NOT pg_visible_in_snapshot(" e ".transaction_id, $4::pg_snapshot)"
 #define SQL_FETCH_PLAN "SELECT pg_catalog.set_config('enable_bitmapscan', 'off', true)"
 #define SQL_FETCH                                                                                  \
     SQL_EVENTS                                                                                     \
     " WHERE e.global_position > $1::bigint AND e.global_position <= $2::bigint"                    \
-    "   AND pg_visible_in_snapshot(e.transaction_id, $3::pg_snapshot)"                             \
-    "   AND NOT pg_visible_in_snapshot(e.transaction_id, $4::pg_snapshot)"                         \
+    SQL_IN_WINDOW("e")                                                                             \
     "   AND ($5::text[] IS NULL OR e.event_type = ANY($5::text[]))"                                \
     " ORDER BY e.global_position"                                                                  \
     " LIMIT $6::int"
@@ -136,19 +139,19 @@
  * positions that starts at the first event of the window after $1, so
  * runners at different points of one cell meet at its end. ($1 position
  * done, $2 window's last position, $3 hi, $4 lo, $5 batch size.) The first
- * event is found by the same ordered walk as the batch.
+ * event comes from a scalar subquery, not a join: as an InitPlan its value
+ * bounds the index scan, where a joined value would only filter a walk to
+ * the window's end; and ORDER BY ... LIMIT 1, not min(), which custom plans
+ * turn into an aggregate over the rest of the window.
  */
-#define SQL_FETCH_CELL_WINDOW                                                                      \
-    "   AND pg_visible_in_snapshot(e.transaction_id, $3::pg_snapshot)"                             \
-    "   AND NOT pg_visible_in_snapshot(e.transaction_id, $4::pg_snapshot)"
 #define SQL_FETCH_CELL                                                                             \
-    "WITH f AS (SELECT min(e.global_position) AS first FROM event_store.domain_event e"            \
-    "            WHERE e.global_position > $1::bigint AND e.global_position <= $2::bigint"         \
-    SQL_FETCH_CELL_WINDOW ") "                                                                     \
-    SQL_EVENTS " CROSS JOIN f"                                                                     \
+    SQL_EVENTS                                                                                     \
     " WHERE e.global_position > $1::bigint"                                                        \
-    "   AND e.global_position <= least($2::bigint, ((f.first - 1) / $5::int + 1) * $5::int)"      \
-    SQL_FETCH_CELL_WINDOW                                                                          \
+    "   AND e.global_position <= least($2::bigint, (("                                             \
+    "         (SELECT f.global_position FROM event_store.domain_event f"                          \
+    "           WHERE f.global_position > $1::bigint AND f.global_position <= $2::bigint"          \
+    SQL_IN_WINDOW("f") "  ORDER BY f.global_position LIMIT 1) - 1) / $5::int + 1) * $5::int)"     \
+    SQL_IN_WINDOW("e")                                                                             \
     " ORDER BY e.global_position"                                                                  \
     " LIMIT $5::int"
 

@@ -4,24 +4,10 @@ the read model exactly (no loss, no duplicate, invariants hold)."""
 import time
 
 import oracle
+from pgstats import event_index_tuples_read
 from eventgen import generate_mix
 
 N_EVENTS = 100_000
-
-
-def event_index_tuples_read(db):
-    """Tuples read from domain_event's global_position index, once the
-    statistics of backends that have exited are in (they flush as they go)."""
-    query = ("SELECT coalesce(idx_tup_read, 0) FROM pg_stat_user_indexes"
-             " WHERE indexrelname = 'domain_event_global_position_key'")
-    last = db.scalar(query)
-    for _ in range(20):
-        time.sleep(0.25)
-        now = db.scalar(query)
-        if now == last:
-            return now
-        last = now
-    return last
 
 
 def test_catch_up_100k_events(db, start_daemon):

@@ -110,3 +110,28 @@ def test_sigterm_during_catch_up_finishes_the_batch(db, start_daemon):
 
     daemon.start()
     assert_exact(db, daemon.wait_caught_up(timeout=60))
+
+
+def test_a_stuck_projection_does_not_hold_the_others_back(db, start_daemon):
+    """The projections read the events together (readshare.h), and one far
+    ahead waits for the slowest: but not for one that has stopped moving.
+    orders gets stuck behind a lock in the middle of the catch-up; the
+    others still reach the head, and orders catches up exactly once the
+    lock goes."""
+    db.append_all(generate_mix(seed=4242, n_events=60_000, days=2))
+    daemon = start_daemon(batch_size=100)
+    daemon.wait_until(lambda conn: metadata(conn).get("orders", {}).get("last_position", 0) > 0,
+                      30, "orders' first batch")
+    with db.connect(autocommit=False) as locker:
+        locker.execute("LOCK TABLE read_model.orders IN ACCESS EXCLUSIVE MODE")
+
+        def others_at_head(conn):
+            rows, head = metadata(conn), daemon.head(conn)
+            return all(rows[n]["last_position"] >= head
+                       for n in ("catalog", "users", "event_stats")) and rows
+        rows = daemon.wait_until(others_at_head, 60, "the projections that are not stuck")
+        with db.connect() as conn:
+            assert rows["orders"]["last_position"] < daemon.head(conn), "orders was not stuck"
+        locker.rollback()
+    assert_exact(db, daemon.wait_caught_up(timeout=120))
+    assert daemon.stop() == 0

@@ -16,6 +16,7 @@ import pytest
 
 import oracle
 from eventgen import Command, event, generate_mix, append
+from pgstats import event_index_tuples_read
 
 # The default poll interval and a batch size smaller than some scenarios.
 LIVE = dict(poll_interval_ms=1000, batch_size=100)
@@ -216,3 +217,27 @@ def test_idle_polls_do_not_read_the_event_table(db, start_daemon):
     after = tuples_read()
     assert after > before, "no poll reached the event table (statistics not flushed?)"
     assert after - before < 30_000, f"idle polls read {after - before} index tuples"
+
+
+def test_a_window_with_gaps_is_read_cell_by_cell(db, start_daemon):
+    """A window whose events lie between those of a transaction still open
+    (two writers appending in turn, one of them committing late) is read a
+    cell of batch_size positions at a time: no fetch walks on to the
+    window's end, which would make reading such a window quadratic
+    (SQL_FETCH_CELL bounds its index scan by the cell, readshare.h)."""
+    n = 2000
+    with db.connect(autocommit=False) as early, db.connect(autocommit=False) as late:
+        for i in range(n):  # every other position is the late writer's
+            append(early, category(uuid.uuid4(), f"early {i}"))
+            append(late, category(uuid.uuid4(), f"late {i}"))
+        early.commit()
+        before = event_index_tuples_read(db)
+        daemon = start_daemon(batch_size=50, poll_interval_ms=1000)
+        daemon.wait_until(lambda conn: conn.execute(
+            "SELECT count(*) = %s FROM read_model.categories", (n,)).fetchone()[0],
+            60, "the early writer's categories")
+        assert daemon.stop() == 0
+        walked = event_index_tuples_read(db) - before
+        late.commit()
+    print(f"{walked} index tuples read for a window of {n} events over {2 * n} positions")
+    assert walked < 3 * 2 * n, f"read {walked} index tuples for a window over {2 * n} positions"
