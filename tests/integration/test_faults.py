@@ -96,7 +96,7 @@ def test_signal_stops_cleanly(db, start_daemon, sig):
 
 
 def test_sigterm_during_catch_up_finishes_the_batch(db, start_daemon):
-    db.append_all(generate_mix(seed=9, n_events=30_000))
+    db.append_all(generate_mix(seed=9, n_events=60_000))
     head = db.scalar("SELECT max(global_position) FROM event_store.domain_event")
     daemon = start_daemon(batch_size=100)
     daemon.wait_until(lambda conn: any(r["last_position"] > 0 for r in metadata(conn).values()),
