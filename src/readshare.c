@@ -260,15 +260,6 @@ static bool same_window(const char *lo, const char *hi, const char *lo2, const c
     return lo2 && hi2 && strcmp(lo, lo2) == 0 && strcmp(hi, hi2) == 0;
 }
 
-/* Whether another member reads window (lo, hi). */
-static bool has_peer(const struct rs_member *m, const char *lo, const char *hi)
-{
-    for (const struct rs_member *o = m->share->members; o; o = o->next)
-        if (o != m && same_window(lo, hi, o->lo, o->hi))
-            return true;
-    return false;
-}
-
 /* The lowest cursor of the other members reading window (lo, hi) lately, or -1. */
 static int64_t slowest(const struct rs_member *m, const char *lo, const char *hi)
 {
@@ -378,8 +369,6 @@ enum rs_answer readshare_fetch(struct rs_member *m, const char *lo, const char *
             return RS_HIT;
         }
     }
-    if (!has_peer(m, lo, hi))
-        return RS_SEND; /* alone in this window: the caller reads only its own types */
     int64_t low = slowest(m, lo, hi);
     if (low >= 0 && low < after && batches_from(s, lo, hi, low) >= s->batch_ahead)
         return wait(m);

@@ -120,9 +120,7 @@ void readshare_left(struct rs_member *m);
  * to a batch holding a reference (readshare_release it). RS_SEND sets *out
  * to a new pending batch (one reference) that the caller fetches and
  * completes with readshare_fetched (which takes res) or readshare_failed;
- * *out is NULL when no other member reads this window (the others are done
- * with it, or far away), or when out of memory: the caller then reads
- * alone, only the event types it handles. RS_WAIT: wait.
+ * *out is NULL when out of memory (fetch unshared then). RS_WAIT: wait.
  */
 enum rs_answer readshare_fetch(struct rs_member *m, const char *lo, const char *hi, int64_t after,
                                struct rs_batch **out);
