@@ -80,12 +80,8 @@ static enum rs_answer wait(struct rs_member *m)
 
 static void kick_waiters(struct readshare *s)
 {
-    for (struct rs_member *m = s->members; m; m = m->next)
-        if (m->waiting) {
-            if (!ev_is_active(&s->kick_timer))
-                ev_timer_start(s->loop, &s->kick_timer);
-            return;
-        }
+    if (any_waiting(s) && !ev_is_active(&s->kick_timer))
+        ev_timer_start(s->loop, &s->kick_timer);
 }
 
 struct readshare *readshare_new(struct ev_loop *loop, int batch_size, int batch_ahead)
@@ -260,14 +256,19 @@ static bool same_window(const char *lo, const char *hi, const char *lo2, const c
     return lo2 && hi2 && strcmp(lo, lo2) == 0 && strcmp(hi, hi2) == 0;
 }
 
-/* The lowest cursor of the other members reading window (lo, hi) lately, or -1. */
+/* Whether o reads window (lo, hi) and has moved on in it lately (it is not stuck). */
+static bool reading(const struct rs_member *o, const char *lo, const char *hi, double now)
+{
+    return same_window(lo, hi, o->lo, o->hi) && now - o->moved_at < READSHARE_STALE_S;
+}
+
+/* The lowest cursor of the other members reading window (lo, hi), or -1. */
 static int64_t slowest(const struct rs_member *m, const char *lo, const char *hi)
 {
     double now = ev_now(m->share->loop);
     int64_t low = -1;
     for (const struct rs_member *o = m->share->members; o; o = o->next)
-        if (o != m && same_window(lo, hi, o->lo, o->hi) && now - o->moved_at < READSHARE_STALE_S &&
-            (low < 0 || o->cursor < low))
+        if (o != m && reading(o, lo, hi, now) && (low < 0 || o->cursor < low))
             low = o->cursor;
     return low;
 }
@@ -281,8 +282,7 @@ static void prune(struct readshare *s)
         bool needed = b->pending || b->refs > 0;
         if (!needed)
             for (const struct rs_member *o = s->members; o; o = o->next)
-                if (same_window(b->lo, b->hi, o->lo, o->hi) &&
-                    now - o->moved_at < READSHARE_STALE_S && o->cursor < b->end)
+                if (reading(o, b->lo, b->hi, now) && o->cursor < b->end)
                     needed = true;
         if (needed) {
             p = &b->next;
@@ -376,7 +376,8 @@ enum rs_answer readshare_fetch(struct rs_member *m, const char *lo, const char *
     return RS_SEND;
 }
 
-int64_t readshare_cell_end(int64_t first, int64_t size, int64_t window_max)
+/* Where the cell of the grid of `size` positions holding `first` ends, within the window. */
+static int64_t cell_end(int64_t first, int64_t size, int64_t window_max)
 {
     int64_t end = ((first - 1) / size + 1) * size;
     return end < window_max ? end : window_max;
@@ -388,8 +389,7 @@ void readshare_fetched(struct readshare *s, struct rs_batch *b, PGresult *res, i
     b->pending = false;
     int n = PQntuples(res);
     b->end = n == 0 ? window_max
-                    : readshare_cell_end(strtoll(PQgetvalue(res, 0, 0), NULL, 10), s->batch_size,
-                                         window_max);
+                    : cell_end(strtoll(PQgetvalue(res, 0, 0), NULL, 10), s->batch_size, window_max);
     kick_waiters(s);
 }
 

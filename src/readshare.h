@@ -129,7 +129,4 @@ void readshare_fetched(struct readshare *s, struct rs_batch *b, PGresult *res, i
 void readshare_failed(struct readshare *s, struct rs_batch *b);
 void readshare_release(struct readshare *s, struct rs_batch *b);
 
-/* Where a batch of `after`'s cell ends, given the first event after it (grid of size). */
-int64_t readshare_cell_end(int64_t first, int64_t size, int64_t window_max);
-
 #endif

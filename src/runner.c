@@ -653,28 +653,36 @@ static void send_release(struct runner *r)
 }
 
 /* Take a window another runner opened from our lo (readshare.h). */
-static void adopt_window(struct runner *r, const struct rs_window *w)
+/*
+ * The window just opened, by us or by another runner from the same lo.
+ * An empty one slides without a write. Returns -1 when out of memory.
+ */
+static int set_window(struct runner *r, const struct rs_window *w)
 {
-    r->wake_pending = false;
     r->head = w->head;
     if (w->empty) {
-        r->heartbeat_due |= !r->announced;
-        if (rn_set_str(&r->cp.lo, w->hi) < 0 || rn_set_str(&r->cp.hi, w->hi) < 0) {
-            pgconn_reset(r->conn, "out of memory");
-            return;
-        }
+        r->heartbeat_due |= !r->announced; /* but say we are live */
+        r->caught_up = true;
         r->cp.window_open = false;
-        rn_next_step(r);
-        return;
+        return rn_set_str(&r->cp.lo, w->hi) < 0 || rn_set_str(&r->cp.hi, w->hi) < 0 ? -1 : 0;
     }
-    if (rn_set_str(&r->cp.lo, r->cp.hi) < 0 || rn_set_str(&r->cp.hi, w->hi) < 0) {
-        pgconn_reset(r->conn, "out of memory");
-        return;
-    }
+    if (rn_set_str(&r->cp.lo, r->cp.hi) < 0 || rn_set_str(&r->cp.hi, w->hi) < 0)
+        return -1;
     r->cp.window_open = true;
     r->cp.window_pos = w->first - 1;
     r->cp.window_max = w->last;
-    rn_send_fetch(r);
+    return 0;
+}
+
+static void adopt_window(struct runner *r, const struct rs_window *w)
+{
+    r->wake_pending = false;
+    if (set_window(r, w) < 0)
+        pgconn_reset(r->conn, "out of memory");
+    else if (r->cp.window_open)
+        rn_send_fetch(r);
+    else
+        rn_next_step(r);
 }
 
 /* Whether hi sees everything lo does, so that (lo, hi) is a window. */
@@ -1217,44 +1225,22 @@ static void on_register_done(struct runner *r)
     rn_next_step(r);
 }
 
-/* Our open's answer, for the runners waiting on it (readshare.h). */
-static void publish_open(struct runner *r, const PGresult *res)
-{
-    struct rs_window w = {.hi = PQgetvalue(res, 0, 0),
-                          .first = parse_i64(PQgetvalue(res, 0, 1)),
-                          .last = parse_i64(PQgetvalue(res, 0, 2)),
-                          .head = parse_i64(PQgetvalue(res, 0, 3)),
-                          .empty = PQgetisnull(res, 0, 1)};
-    readshare_open_done(r->fleet->share, r->open_ticket, &w);
-    r->open_ticket = 0;
-}
-
 static void on_open_result(struct runner *r, const PGresult *res)
 {
     rn_record_error(r, res);
     r->results++;
     if (!pgconn_result_ok(res) || PQntuples(res) != 1)
         return;
-    if (r->open_ticket)
-        publish_open(r, res);
-    r->head = parse_i64(PQgetvalue(res, 0, 3));
-    if (PQgetisnull(res, 0, 1)) {
-        /* Nothing committed in the window: slide without a write. */
-        r->heartbeat_due |= !r->announced; /* but say we are live */
-        r->caught_up = true;
-        if (rn_set_str(&r->cp.lo, PQgetvalue(res, 0, 0)) < 0 ||
-            rn_set_str(&r->cp.hi, PQgetvalue(res, 0, 0)) < 0)
-            r->err_stmt = 0;
-        r->cp.window_open = false;
-        return;
-    }
-    if (rn_set_str(&r->cp.lo, r->cp.hi) < 0 || rn_set_str(&r->cp.hi, PQgetvalue(res, 0, 0)) < 0) {
+    struct rs_window w = {.hi = PQgetvalue(res, 0, 0),
+                          .first = parse_i64(PQgetvalue(res, 0, 1)),
+                          .last = parse_i64(PQgetvalue(res, 0, 2)),
+                          .head = parse_i64(PQgetvalue(res, 0, 3)),
+                          .empty = PQgetisnull(res, 0, 1)};
+    if (r->open_ticket) /* for the runners waiting on our open (readshare.h) */
+        readshare_open_done(r->fleet->share, r->open_ticket, &w);
+    r->open_ticket = 0;
+    if (set_window(r, &w) < 0)
         r->err_stmt = 0;
-        return;
-    }
-    r->cp.window_open = true;
-    r->cp.window_pos = parse_i64(PQgetvalue(res, 0, 1)) - 1;
-    r->cp.window_max = parse_i64(PQgetvalue(res, 0, 2));
 }
 
 static void on_fetch_result(struct runner *r, PGresult *res)
