@@ -32,8 +32,9 @@
 #define HEARTBEAT_S           5.0
 #define RETRY_INITIAL_S       0.5
 #define RETRY_MAX_S           30.0
-#define DEFERRED_CHECKPOINT_S 1.0 /* how late progress past unhandled events may be written */
-#define CLAIM_INTERVAL_S      2.0 /* how often a standby tries to take a projection over */
+#define DEFERRED_CHECKPOINT_S 1.0  /* how late progress past unhandled events may be written */
+#define DEFERRED_RETRY_S      0.05 /* the runner was busy when it was due */
+#define CLAIM_INTERVAL_S      2.0  /* how often a standby tries to take a projection over */
 
 /* The runner's own statements, prepared once per session next to the handlers'. */
 enum runner_stmt {
@@ -1113,6 +1114,19 @@ static void count_batch(struct runner *r)
 }
 
 /*
+ * Set the timer each time: a one-shot libev timer that has fired keeps an
+ * expiry in the past, and starting it again as it is fires at once (which
+ * wrote a checkpoint for every window of traffic the projection ignores).
+ */
+static void defer_checkpoint(struct runner *r, double after)
+{
+    if (ev_is_active(&r->deferred_timer))
+        return;
+    ev_timer_set(&r->deferred_timer, after, 0.0);
+    ev_timer_start(r->loop, &r->deferred_timer);
+}
+
+/*
  * The window held nothing this projection handles: slide in memory and
  * write the checkpoint a little later (or with the next batch), so a
  * projection that ignores the traffic does not write for every window.
@@ -1129,8 +1143,7 @@ static void pass_window(struct runner *r)
     r->cp.window_pos = 0;
     r->cp.window_max = 0;
     r->dirty = true;
-    if (!ev_is_active(&r->deferred_timer))
-        ev_timer_start(r->loop, &r->deferred_timer);
+    defer_checkpoint(r, DEFERRED_CHECKPOINT_S);
     rn_clear_batch(r);
     rn_next_step(r);
 }
@@ -1653,12 +1666,14 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
+    (void)loop;
     (void)revents;
     struct runner *r = w->data;
     if (!r->dirty)
         return;
     if (r->state != R_IDLE || !pgconn_idle(r->conn)) {
-        ev_timer_start(loop, w); /* busy: the batch under way will carry it, or try again */
+        /* Busy: the batch under way will carry it, or try again shortly. */
+        defer_checkpoint(r, DEFERRED_RETRY_S);
         return;
     }
     rn_clear_batch(r);

@@ -142,6 +142,28 @@ def test_progress_past_ignored_events(db, start_daemon):
     assert rows["catalog"]["events_processed"] == 600
 
 
+def test_ignored_traffic_is_checkpointed_about_once_a_second(db, start_daemon):
+    """A projection that handles none of a stream of small transactions moves
+    its checkpoint in memory and writes it at most about once a second, not
+    once per window (a one-shot timer restarted without being set again
+    fired at once and wrote for every window)."""
+    daemon = start_daemon(**LIVE)
+    daemon.wait_started()
+    seq = "SELECT checkpoint_seq FROM read_model.projection_metadata WHERE projection_name = 'users'"
+    before = db.scalar(seq)
+    started = time.monotonic()
+    for cmd in catalog_noise(150):
+        db.append([cmd])
+        time.sleep(0.02)
+    rows = daemon.wait_caught_up()
+    elapsed = time.monotonic() - started
+    assert rows["catalog"]["events_processed"] == 150, "every window was a live one"
+    assert rows["users"]["last_position"] == db.scalar(
+        "SELECT max(global_position) FROM event_store.domain_event"), "the deferred write came"
+    writes = db.scalar(seq) - before
+    assert writes <= elapsed + 3, f"users wrote its checkpoint {writes} times in {elapsed:.1f} s"
+
+
 def append_concurrently(db, commands, writers=3, seed=7):
     """Append from several connections at once; each stream stays with one
     writer (keeping its order), commits interleave out of position order."""
