@@ -38,7 +38,9 @@
 
 /* The runner's own statements, prepared once per session next to the handlers'. */
 enum runner_stmt {
+    RS_OPEN_PLAN,
     RS_OPEN,
+    RS_FETCH_PLAN,
     RS_FETCH,
     RS_FETCH_CELL,
     RS_CHECKPOINT,
@@ -53,7 +55,9 @@ static const struct {
     int nparams;
     bool source; /* reads the event store: runs on the source connection */
 } runner_stmts[RS_COUNT] = {
+    [RS_OPEN_PLAN] = {"open_plan", SQL_OPEN_PLAN, 0, true},
     [RS_OPEN] = {"open_window", SQL_OPEN_WINDOW, 3, true},
+    [RS_FETCH_PLAN] = {"fetch_plan", SQL_FETCH_PLAN, 0, true},
     [RS_FETCH] = {"fetch", SQL_FETCH, 6, true},
     [RS_FETCH_CELL] = {"fetch_cell", SQL_FETCH_CELL, 5, true},
     [RS_CHECKPOINT] = {"checkpoint", SQL_CHECKPOINT, SQL_CHECKPOINT_NPARAMS},
@@ -75,6 +79,8 @@ static void send_checkpoint(struct runner *r);
 static void on_claim_done(struct runner *r);
 static void send_batch_end(struct runner *r);
 static void share_kick(void *arg);
+static void claim_first_batch(struct runner *r);
+static void take_batch(struct runner *r, PGresult *res);
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -736,6 +742,30 @@ static enum rs_answer share_open(struct runner *r, const char **hi)
     return a;
 }
 
+/*
+ * The window's first batch, in the open's request: its bounds come from the
+ * settings the open leaves (runner_sql.h, SQL_WINDOW_BOUND), so a live
+ * wake-up costs one round trip less. Shared (the grid's cell) when the
+ * runner reads with others now, its own otherwise.
+ */
+static int queue_first_fetch(struct runner *r)
+{
+    char size[21];
+    r->first = readshare_active(&r->share) && !r->shadow ? FIRST_SHARED : FIRST_OWN;
+    r->first_taken = false;
+    r->batch_started = ev_time();
+    if (exec_stmt(r, RS_FETCH_PLAN, NULL) < 0)
+        return -1;
+    if (r->first == FIRST_SHARED) {
+        const char *params[] = {NULL, NULL, NULL, r->cp.lo,
+                                rn_fmt_i64(size, readshare_grid(r->fleet->share))};
+        return exec_stmt(r, RS_FETCH_CELL, params);
+    }
+    const char *params[] = {NULL,     NULL,     NULL,
+                            r->cp.lo, r->types, rn_fmt_i64(size, r->cfg->batch_size)};
+    return exec_stmt(r, RS_FETCH, params);
+}
+
 void rn_send_open(struct runner *r)
 {
     if (!rn_src_usable(r))
@@ -759,7 +789,8 @@ void rn_send_open(struct runner *r)
     const char *params[] = {p.xip_lo, p.xmax_lo, hi};
     rn_begin_request(r, R_OPEN);
     r->wake_pending = false;
-    if (exec_stmt(r, RS_OPEN, params) < 0 || pgconn_sync(r->src) < 0)
+    if (exec_stmt(r, RS_OPEN_PLAN, NULL) < 0 || exec_stmt(r, RS_OPEN, params) < 0 ||
+        queue_first_fetch(r) < 0 || pgconn_sync(r->src) < 0)
         rn_src_send_failed(r);
     tailwin_params_free(&p);
 }
@@ -808,8 +839,8 @@ static bool share_fetch(struct runner *r)
         r->sbatch = b;
         rn_begin_request(r, R_FETCH);
         r->batch_started = ev_time();
-        if (pgconn_query(r->src, SQL_FETCH_PLAN, 0, NULL) < 0 ||
-            exec_stmt(r, RS_FETCH_CELL, params) < 0 || pgconn_sync(r->src) < 0)
+        if (exec_stmt(r, RS_FETCH_PLAN, NULL) < 0 || exec_stmt(r, RS_FETCH_CELL, params) < 0 ||
+            pgconn_sync(r->src) < 0)
             rn_src_send_failed(r);
         return true;
     }
@@ -833,7 +864,7 @@ void rn_send_fetch(struct runner *r)
                             rn_fmt_i64(limit, r->cfg->batch_size)};
     rn_begin_request(r, R_FETCH);
     r->batch_started = ev_time();
-    if (pgconn_query(r->src, SQL_FETCH_PLAN, 0, NULL) < 0 || exec_stmt(r, RS_FETCH, params) < 0 ||
+    if (exec_stmt(r, RS_FETCH_PLAN, NULL) < 0 || exec_stmt(r, RS_FETCH, params) < 0 ||
         pgconn_sync(r->src) < 0)
         rn_src_send_failed(r);
 }
@@ -1249,18 +1280,67 @@ static void on_open_result(struct runner *r, const PGresult *res)
                           .last = parse_i64(PQgetvalue(res, 0, 2)),
                           .head = parse_i64(PQgetvalue(res, 0, 3)),
                           .empty = PQgetisnull(res, 0, 1)};
+    if (set_window(r, &w) < 0) {
+        r->err_stmt = 0;
+        return;
+    }
+    claim_first_batch(r);
     if (r->open_ticket) /* for the runners waiting on our open (readshare.h) */
         readshare_open_done(r->fleet->share, r->open_ticket, &w);
     r->open_ticket = 0;
-    if (set_window(r, &w) < 0)
-        r->err_stmt = 0;
 }
 
-static void on_fetch_result(struct runner *r, PGresult *res)
+/* The first batch, coming with the open (the result after the planner setting). */
+static void on_first_fetch_result(struct runner *r, PGresult *res)
 {
     rn_record_error(r, res);
-    if (r->results++ == 0 || !pgconn_result_ok(res))
-        return; /* the first is the planner setting */
+    r->results++;
+    if (!pgconn_result_ok(res) || !r->cp.window_open || r->first == FIRST_NONE)
+        return;
+    take_batch(r, res);
+    r->first_taken = true;
+}
+
+/* The results of rn_send_open's request, in the order sent. */
+enum { OPEN_RES_PLAN, OPEN_RES_WINDOW, OPEN_RES_FETCH_PLAN, OPEN_RES_BATCH };
+
+static void on_open_request_result(struct runner *r, PGresult *res)
+{
+    if (r->results == OPEN_RES_WINDOW) {
+        on_open_result(r, res);
+    } else if (r->results == OPEN_RES_BATCH) {
+        on_first_fetch_result(r, res);
+    } else {
+        rn_record_error(r, res);
+        r->results++;
+    }
+}
+
+/*
+ * A shared first batch is announced to the share as soon as the window is
+ * known, so the runners the open wakes wait for it instead of reading it
+ * again. When the share has it already, or would have us wait, our copy is
+ * dropped and the usual fetch follows.
+ */
+static void claim_first_batch(struct runner *r)
+{
+    if (r->first != FIRST_SHARED || !r->cp.window_open)
+        return;
+    struct rs_batch *b;
+    enum rs_answer a = readshare_fetch(&r->share, r->cp.lo, r->cp.hi, r->cp.window_pos, &b);
+    if (a == RS_SEND && b) {
+        rn_clear_batch(r);
+        r->sbatch = b;
+        return;
+    }
+    if (b)
+        readshare_release(r->fleet->share, b);
+    r->first = FIRST_NONE;
+}
+
+/* A fetch's rows: into the shared batch they were read for, or ours alone. */
+static void take_batch(struct runner *r, PGresult *res)
+{
     if (r->sbatch && r->sbatch->pending) {
         readshare_fetched(r->fleet->share, r->sbatch, pgconn_take_result(r->src), window_max(r));
         use_shared_batch(r, r->sbatch);
@@ -1271,6 +1351,14 @@ static void on_fetch_result(struct runner *r, PGresult *res)
     r->nevents = PQntuples(res);
     r->more = r->nevents >= r->cfg->batch_size;
     r->batch_end = r->nevents > 0 ? rn_event_position(r, r->nevents - 1) : 0;
+}
+
+static void on_fetch_result(struct runner *r, PGresult *res)
+{
+    rn_record_error(r, res);
+    if (r->results++ == 0 || !pgconn_result_ok(res))
+        return; /* the first is the planner setting */
+    take_batch(r, res);
 }
 
 static void on_apply_result(struct runner *r, const PGresult *res)
@@ -1352,7 +1440,7 @@ static void on_result(struct runner *r, const PGresult *res)
         on_register_result(r, res);
         break;
     case R_OPEN:
-        on_open_result(r, res);
+        on_open_request_result(r, (PGresult *)res);
         break;
     case R_FETCH:
         on_fetch_result(r, (PGresult *)res);
@@ -1444,7 +1532,7 @@ static void on_sync(struct runner *r)
                            r->err_msg);
         } else if (r->state == R_OPEN && !r->cp.window_open) {
             rn_next_step(r);
-        } else if (r->state == R_OPEN) {
+        } else if (r->state == R_OPEN && !r->first_taken) {
             rn_send_fetch(r);
         } else {
             after_fetch(r);

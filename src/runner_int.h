@@ -132,7 +132,9 @@ struct runner {
 
     /* Reading with the instance's other runners (readshare.h); live runners only. */
     struct rs_member share;
-    uint64_t open_ticket;    /* our open is the share's (0: not shared) */
+    uint64_t open_ticket; /* our open is the share's (0: not shared) */
+    enum first_fetch { FIRST_NONE, FIRST_OWN, FIRST_SHARED } first; /* sent with the open */
+    bool first_taken;        /* the open's request brought the window's first batch */
     struct rs_batch *sbatch; /* the shared batch the events come from, or NULL */
 
     /* the batch */
