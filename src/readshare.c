@@ -192,10 +192,40 @@ void readshare_woken(struct rs_member *m)
 
 /* ---- opens ----------------------------------------------------------------- */
 
+static bool reading(const struct rs_member *o, const char *lo, const char *hi, double now);
+
+/*
+ * An open older than m's wake-up is still worth taking, for a member still
+ * behind (not yet seen the head), when it is a backlog (more than a batch)
+ * that another member reads from the same lo, or may be one (not answered
+ * yet): at a cold start the runners get ready at different times, and one
+ * that opened a window of its own read the whole backlog once more. m
+ * opens again after that window, for what woke it.
+ */
+static bool may_join_backlog(const struct rs_member *m, const char *lo)
+{
+    const struct readshare *s = m->share;
+    const struct rs_open *o = &s->open;
+    if (!m->behind || strcmp(o->lo, lo) != 0)
+        return false;
+    if (o->pending)
+        return true;
+    if (o->empty || o->last - o->first < s->batch_size)
+        return false;
+    for (const struct rs_member *x = s->members; x; x = x->next)
+        if (x != m && x->sharing && reading(x, o->lo, o->hi, ev_now(s->loop)))
+            return true;
+    return false;
+}
+
 enum rs_answer readshare_open(struct rs_member *m, const char *lo, struct rs_window *w)
 {
     const struct rs_open *o = &m->share->open;
-    if (o->seq == 0 || o->seq <= m->floor)
+    w->stale = false;
+    if (o->seq == 0)
+        return RS_SEND;
+    w->stale = o->seq <= m->floor;
+    if (w->stale && !may_join_backlog(m, lo))
         return RS_SEND;
     if (o->pending)
         return ev_now(m->share->loop) - o->sent_at < READSHARE_STALE_S ? wait(m) : RS_SEND;

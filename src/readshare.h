@@ -10,10 +10,12 @@
  *  - window opens: a runner about to open a window from snapshot lo takes
  *    the hi snapshot of the last open another runner sent, if it was sent
  *    after the notification round that woke this one (so it is new enough
- *    to hold the events notified). With the same lo it takes the whole
- *    answer; with another lo, and only if that hi sees all that lo sees
- *    (snapshot_covers, checked by the caller), it sends an open of its own
- *    at that hi, which aligns it with the others from then on.
+ *    to hold the events notified), or, for a runner still behind, if it is
+ *    a backlog another runner reads from the same lo (the runner then
+ *    opens again after it). With the same lo it takes the
+ * whole answer; with another lo, and only if that hi sees all that lo sees (snapshot_covers,
+ * checked by the caller), it sends an open of its own at that hi, which aligns it with the others
+ * from then on.
  *  - batches: inside a shared window, batches are fetched for every event
  *    type and end on a grid of batch_size positions (the grid starts at the
  *    first event after the fetch's lower bound), so runners at different
@@ -51,6 +53,7 @@ struct rs_member {
     void *arg;
     bool sharing;    /* owns its projection and may read with the others */
     bool waiting;    /* told RS_WAIT; kicked when something changes */
+    bool behind;     /* has not seen the head yet (a cold start's backlog) */
     uint64_t floor;  /* only opens sent after this may serve it */
     char *lo, *hi;   /* the window it reads now (copies), NULL between windows */
     int64_t cursor;  /* the lower bound of its last fetch */
@@ -63,6 +66,7 @@ struct rs_window {
     const char *hi; /* valid until the share changes; copy it */
     int64_t first, last, head;
     bool empty;
+    bool stale; /* older than the wake-up: open again after this window */
 };
 
 /* A fetched batch, shared: the events of the window in (after, end]. */

@@ -683,7 +683,7 @@ static int set_window(struct runner *r, const struct rs_window *w)
 
 static void adopt_window(struct runner *r, const struct rs_window *w)
 {
-    r->wake_pending = false;
+    r->wake_pending = w->stale;
     if (set_window(r, w) < 0)
         pgconn_reset(r->conn, "out of memory");
     else if (r->cp.window_open)
@@ -719,6 +719,7 @@ static enum rs_answer share_open(struct runner *r, const char **hi)
     if (r->shadow || !readshare_active(&r->share))
         return RS_SEND;
     struct rs_window w;
+    r->share.behind = !r->caught_up;
     enum rs_answer a = readshare_open(&r->share, r->cp.lo, &w);
     switch (a) {
     case RS_WAIT:
