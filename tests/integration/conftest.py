@@ -43,6 +43,25 @@ def cluster():
         c.cleanup()
 
 
+@contextlib.contextmanager
+def own_cluster(prefix, before_start=None, **kwargs):
+    """A cluster of a test module's own (kwargs: PgCluster's settings, hba),
+    removed afterwards (stopped and kept with PROJECTORD_KEEP_TMP=1).
+    before_start(cluster) runs between initdb and the first start."""
+    c = PgCluster(tempfile.mkdtemp(prefix=prefix), **kwargs)
+    if before_start:
+        c.init()
+        before_start(c)
+    c.start()
+    try:
+        yield c
+    finally:
+        if KEEP_TMP:
+            c.stop("fast")
+        else:
+            c.cleanup()
+
+
 class Database:
     """One test database: its conninfo plus small helpers for the tests."""
 

@@ -28,10 +28,10 @@ import pytest
 from psycopg import sql
 
 import oracle
-from conftest import KEEP_TMP, Database, daemon_starter
+from conftest import KEEP_TMP, Database, daemon_starter, own_cluster
 from daemon import EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, SLOWDOWN, clean_env, config_text, run_cli
 from eventgen import Command, event
-from pgcluster import PASSWORD_HBA, PgCluster, free_port
+from pgcluster import PASSWORD_HBA, free_port
 from scenarios import users_scenario
 
 # Space, quote and ampersand: quoting and URI encoding must both be right.
@@ -228,18 +228,15 @@ def pki():
 @pytest.fixture(scope="module")
 def secure_cluster(pki):
     """postgres trusted, every other role needs its SCRAM password; TLS on."""
-    c = PgCluster(tempfile.mkdtemp(prefix="projectord-pg-sec-"), hba=PASSWORD_HBA,
-                  settings={"ssl": "on", "ssl_cert_file": "'server.crt'",
-                            "ssl_key_file": "'server.key'", "password_encryption": "'scram-sha-256'"})
-    c.init()
-    c.install_file(os.path.join(pki["dir"], "server.crt"), "server.crt", 0o644)
-    c.install_file(os.path.join(pki["dir"], "server.key"), "server.key", 0o600)
-    c.start()
-    yield c
-    if KEEP_TMP:
-        c.stop("fast")
-    else:
-        c.cleanup()
+    def install_pki(c):
+        c.install_file(os.path.join(pki["dir"], "server.crt"), "server.crt", 0o644)
+        c.install_file(os.path.join(pki["dir"], "server.key"), "server.key", 0o600)
+
+    with own_cluster("projectord-pg-sec-", before_start=install_pki, hba=PASSWORD_HBA,
+                     settings={"ssl": "on", "ssl_cert_file": "'server.crt'",
+                               "ssl_key_file": "'server.key'",
+                               "password_encryption": "'scram-sha-256'"}) as c:
+        yield c
 
 
 _sdb_seq = iter(range(1, 1000))

@@ -4,30 +4,23 @@ loaded). Counts, not times: these fail on the request pattern, not on a slow
 machine."""
 
 import os
-import tempfile
 import time
 import uuid
 
 import pytest
 
-from conftest import Database, KEEP_TMP, daemon_starter
+from conftest import Database, daemon_starter, own_cluster
 from eventgen import Command, event, generate_mix
-from pgcluster import PgCluster
 
 OPEN = "WITH w AS MATERIALIZED%"
 
 
 @pytest.fixture(scope="module")
 def stats_cluster():
-    c = PgCluster(tempfile.mkdtemp(prefix="projectord-pg-stats-"),
-                  settings={"shared_preload_libraries": "'pg_stat_statements'",
-                            "pg_stat_statements.track_planning": "on"})
-    c.start()
-    yield c
-    if KEEP_TMP:
-        c.stop("fast")
-    else:
-        c.cleanup()
+    with own_cluster("projectord-pg-stats-",
+                     settings={"shared_preload_libraries": "'pg_stat_statements'",
+                               "pg_stat_statements.track_planning": "on"}) as c:
+        yield c
 
 
 @pytest.fixture
