@@ -12,10 +12,10 @@
  *    after the notification round that woke this one (so it is new enough
  *    to hold the events notified), or, for a runner still behind, if it is
  *    a backlog another runner reads from the same lo (the runner then
- *    opens again after it). With the same lo it takes the
- * whole answer; with another lo, and only if that hi sees all that lo sees (snapshot_covers,
- * checked by the caller), it sends an open of its own at that hi, which aligns it with the others
- * from then on.
+ *    opens again after it). With the same lo it takes the whole answer;
+ *    with another lo, and only if that hi sees all that lo sees
+ *    (snapshot_covers, checked by the caller), it sends an open of its own
+ *    at that hi, which aligns it with the others from then on.
  *  - batches: inside a shared window, batches are fetched for every event
  *    type and end on a grid of batch_size positions (the grid starts at the
  *    first event after the fetch's lower bound), so runners at different

@@ -1291,7 +1291,7 @@ static void on_open_result(struct runner *r, const PGresult *res)
     r->open_ticket = 0;
 }
 
-/* The first batch, coming with the open (the result after the planner setting). */
+/* The window's first batch, the last result of the open's request. */
 static void on_first_fetch_result(struct runner *r, PGresult *res)
 {
     rn_record_error(r, res);
