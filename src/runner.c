@@ -744,27 +744,36 @@ static enum rs_answer share_open(struct runner *r, const char **hi)
 }
 
 /*
- * The window's first batch, in the open's request: its bounds come from the
- * settings the open leaves (runner_sql.h, SQL_WINDOW_BOUND), so a live
- * wake-up costs one round trip less. Shared (the grid's cell) when the
- * runner reads with others now, its own otherwise.
+ * The planner setting and the fetch of the batch after pos up to max, from
+ * window hi (NULL bounds: the window the open in the same request found,
+ * runner_sql.h SQL_WINDOW_BOUND): the grid's cell when shared, else our
+ * own types.
  */
-static int queue_first_fetch(struct runner *r)
+static int queue_fetch(struct runner *r, bool shared, const char *pos, const char *max,
+                       const char *hi)
 {
     char size[21];
-    r->first = readshare_active(&r->share) && !r->shadow ? FIRST_SHARED : FIRST_OWN;
-    r->first_taken = false;
-    r->batch_started = ev_time();
     if (exec_stmt(r, RS_FETCH_PLAN, NULL) < 0)
         return -1;
-    if (r->first == FIRST_SHARED) {
-        const char *params[] = {NULL, NULL, NULL, r->cp.lo,
+    if (shared) {
+        const char *params[] = {pos, max, hi, r->cp.lo,
                                 rn_fmt_i64(size, readshare_grid(r->fleet->share))};
         return exec_stmt(r, RS_FETCH_CELL, params);
     }
-    const char *params[] = {NULL,     NULL,     NULL,
-                            r->cp.lo, r->types, rn_fmt_i64(size, r->cfg->batch_size)};
+    const char *params[] = {pos, max, hi, r->cp.lo, r->types, rn_fmt_i64(size, r->cfg->batch_size)};
     return exec_stmt(r, RS_FETCH, params);
+}
+
+/*
+ * The window's first batch, in the open's request, so a live wake-up costs
+ * one round trip less. Shared when the runner reads with others now.
+ */
+static int queue_first_fetch(struct runner *r)
+{
+    r->first = readshare_active(&r->share) && !r->shadow ? FIRST_SHARED : FIRST_OWN;
+    r->first_taken = false;
+    r->batch_started = ev_time();
+    return queue_fetch(r, r->first == FIRST_SHARED, NULL, NULL, NULL);
 }
 
 void rn_send_open(struct runner *r)
@@ -832,15 +841,13 @@ static bool share_fetch(struct runner *r)
     if (a == RS_SEND) {
         if (!b)
             return false;
-        char pos[21], max[21], size[21];
-        const char *params[] = {rn_fmt_i64(pos, r->cp.window_pos), rn_fmt_i64(max, window_max(r)),
-                                r->cp.hi, r->cp.lo,
-                                rn_fmt_i64(size, readshare_grid(r->fleet->share))};
+        char pos[21], max[21];
         rn_clear_batch(r);
         r->sbatch = b;
         rn_begin_request(r, R_FETCH);
         r->batch_started = ev_time();
-        if (exec_stmt(r, RS_FETCH_PLAN, NULL) < 0 || exec_stmt(r, RS_FETCH_CELL, params) < 0 ||
+        if (queue_fetch(r, true, rn_fmt_i64(pos, r->cp.window_pos), rn_fmt_i64(max, window_max(r)),
+                        r->cp.hi) < 0 ||
             pgconn_sync(r->src) < 0)
             rn_src_send_failed(r);
         return true;
@@ -856,16 +863,11 @@ void rn_send_fetch(struct runner *r)
 {
     if (!rn_src_usable(r) || share_fetch(r))
         return;
-    char pos[21], max[21], limit[21];
-    const char *params[] = {rn_fmt_i64(pos, r->cp.window_pos),
-                            rn_fmt_i64(max, window_max(r)),
-                            r->cp.hi,
-                            r->cp.lo,
-                            r->types,
-                            rn_fmt_i64(limit, r->cfg->batch_size)};
+    char pos[21], max[21];
     rn_begin_request(r, R_FETCH);
     r->batch_started = ev_time();
-    if (exec_stmt(r, RS_FETCH_PLAN, NULL) < 0 || exec_stmt(r, RS_FETCH, params) < 0 ||
+    if (queue_fetch(r, false, rn_fmt_i64(pos, r->cp.window_pos), rn_fmt_i64(max, window_max(r)),
+                    r->cp.hi) < 0 ||
         pgconn_sync(r->src) < 0)
         rn_src_send_failed(r);
 }
