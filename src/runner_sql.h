@@ -216,28 +216,54 @@ enum fetch_column {
 };
 
 /*
- * The commit-to-apply latency of the batch's newest event in seconds, for
- * the metrics: as the checkpoint function computes apply_latency_ms, from
- * its commit timestamp ($17 its transaction) when the server keeps them,
- * else from its occurred_at ($18); NULL for a batch without events.
+ * The batch's checkpoint, in the batch's transaction: a compare-and-set on
+ * checkpoint_seq in table (projection_metadata, or projection_rebuild for a
+ * rebuild). One plain statement, planned once per session: the PL/pgSQL
+ * function it replaces cost as much again as its UPDATE (sql/V022). When
+ * another writer moved the checkpoint no row matches, and
+ * projectord_checkpoint_moved fails the transaction (SQLSTATE PJ001).
+ * ($1 name, $2 expected seq, $3 lo, $4 hi, $5 window position, $6 window
+ * max, $7 last position, $8-$10 processed, ignored and skipped in the batch,
+ * $11 head, $12 status, $13 owner, $14-$16 an error, its sqlstate and
+ * position, or NULL, $17 and $18 the transaction and occurred_at of the
+ * batch's newest event, NULL without events.)
+ *
+ * Returns the new seq and the commit-to-apply latency of the newest event
+ * in seconds (NULL without events): from its commit timestamp when the
+ * server keeps them, else from its occurred_at; the row keeps it in ms.
  */
-#define SQL_APPLY_LATENCY                                                                          \
-    ", extract(epoch FROM clock_timestamp() - coalesce("                                          \
+#define SQL_CHECKPOINT_ON(table)                                                                   \
+    "WITH l AS (SELECT extract(epoch FROM clock_timestamp() - coalesce("                          \
     "    CASE WHEN $17::xid8 IS NOT NULL"                                                          \
     "          AND pg_catalog.current_setting('track_commit_timestamp') = 'on'"                    \
     "         THEN pg_catalog.pg_xact_commit_timestamp(pg_catalog.xid($17::xid8)) END,"            \
-    "    $18::timestamptz))"
-
-/* See read_model.projectord_save_checkpoint in sql/V002. Returns the new seq, the latency. */
-#define SQL_CHECKPOINT                                                                             \
-    "SELECT read_model.projectord_save_checkpoint($1, $2::bigint, $3, $4, $5::bigint,"             \
-    " $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11::bigint, $12, $13, $14,"    \
-    " $15, $16::bigint, $17::xid8, $18::timestamptz)" SQL_APPLY_LATENCY
+    "    $18::timestamptz)) AS s),"                                                                \
+    " c AS (UPDATE read_model." table " m"                                                         \
+    "   SET tail_snapshot_lo = $3::text, tail_snapshot_hi = $4::text,"                             \
+    "       tail_window_position = $5::bigint, tail_window_max = $6::bigint,"                      \
+    "       last_position = greatest(m.last_position, $7::bigint),"                                \
+    "       last_event_id = greatest(m.last_event_id, $7::bigint),"                                \
+    "       checkpoint_seq = m.checkpoint_seq + 1,"                                                \
+    "       events_processed = m.events_processed + $8::bigint,"                                   \
+    "       events_ignored = m.events_ignored + $9::bigint,"                                       \
+    "       events_skipped = m.events_skipped + $10::bigint,"                                      \
+    "       lag_events = greatest($11::bigint - greatest(m.last_position, $7::bigint), 0),"        \
+    "       apply_latency_ms = coalesce(1000 * l.s, m.apply_latency_ms),"                          \
+    "       status = $12::text, owner = $13::text,"                                                \
+    "       last_error = coalesce($14::text, m.last_error),"                                       \
+    "       last_error_sqlstate = CASE WHEN $14::text IS NULL THEN m.last_error_sqlstate"          \
+    "                                  ELSE $15::text END,"                                        \
+    "       last_error_position = CASE WHEN $14::text IS NULL THEN m.last_error_position"          \
+    "                                  ELSE $16::bigint END,"                                      \
+    "       last_error_at = CASE WHEN $14::text IS NULL THEN m.last_error_at ELSE now() END,"      \
+    "       heartbeat_at = now(), updated_at = now()"                                              \
+    "   FROM l WHERE m.projection_name = $1::text AND m.checkpoint_seq = $2::bigint"               \
+    "   RETURNING m.checkpoint_seq)"                                                               \
+    " SELECT coalesce((SELECT checkpoint_seq FROM c),"                                             \
+    "                 read_model.projectord_checkpoint_moved($1::text, $2::bigint)), l.s FROM l"
+#define SQL_CHECKPOINT         SQL_CHECKPOINT_ON("projection_metadata")
+#define SQL_REBUILD_CHECKPOINT SQL_CHECKPOINT_ON("projection_rebuild")
 #define SQL_CHECKPOINT_NPARAMS 18
-#define SQL_REBUILD_CHECKPOINT                                                                     \
-    "SELECT read_model.projectord_write_checkpoint('projection_rebuild', $1, $2::bigint, $3, $4,"  \
-    " $5::bigint, $6::bigint, $7::bigint, $8::bigint, $9::bigint, $10::bigint, $11::bigint, $12,"  \
-    " $13, $14, $15, $16::bigint, $17::xid8, $18::timestamptz)" SQL_APPLY_LATENCY
 
 /* $1 name, $2 position, $3 event_id, $4 event_type, $5 error, $6 sqlstate, $7 payload */
 #define SQL_DEAD_LETTER                                                                            \

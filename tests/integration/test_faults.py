@@ -135,3 +135,23 @@ def test_a_stuck_projection_does_not_hold_the_others_back(db, start_daemon):
         locker.rollback()
     assert_exact(db, daemon.wait_caught_up(timeout=120))
     assert daemon.stop() == 0
+
+
+def test_a_checkpoint_moved_by_another_writer_is_reloaded(db, start_daemon):
+    """Every checkpoint write compares and sets checkpoint_seq. When another
+    writer moved it, the batch's transaction fails (SQLSTATE PJ001, the
+    batch's statements go with it), and the runner reloads the stored
+    checkpoint and goes on: nothing applied twice, nothing lost."""
+    first, second = split(generate_mix(seed=11, n_events=3_000), 0.5)
+    db.append_all(first)
+    daemon = start_daemon(batch_size=50)
+    daemon.wait_caught_up(timeout=60)
+    db.execute("UPDATE read_model.projection_metadata SET checkpoint_seq = checkpoint_seq + 1000"
+               " WHERE projection_name IN ('orders', 'event_stats')")
+    db.append_all(second)
+    rows = daemon.wait_caught_up(timeout=60)
+    log = daemon.log(tail=100000)
+    for name in ("orders", "event_stats"):
+        assert f"projection {name}: checkpoint moved by another writer" in log, log
+    assert_exact(db, rows)
+    assert_stats_match_checkpoint(db)

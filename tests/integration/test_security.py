@@ -152,6 +152,10 @@ def test_role_can_do_what_the_daemon_needs(db):
             assert conn.execute("""SELECT read_model.projectord_save_checkpoint('p', 0, '1:1:', '1:1:',
                                      0, 0, 0, 0, 0, 0, 0, 'live', 'me', NULL, NULL, NULL, NULL, NULL)"""
                                 ).fetchone()[0] == 1
+            # The checkpoint statement's compare-and-set fails through this one.
+            with pytest.raises(psycopg.Error) as moved, conn.transaction():
+                conn.execute("SELECT read_model.projectord_checkpoint_moved('p', 7)")
+            assert moved.value.sqlstate == "PJ001", moved.value
             conn.execute("""INSERT INTO read_model.projection_dead_letter
                                 (projection_name, global_position, event_id, event_type, error, payload)
                             VALUES ('p', 1, gen_random_uuid(), 'X', 'bad', '{}')""")
