@@ -1,16 +1,19 @@
 /*
  * runner: one projection's state machine (see runner.h).
  *
- *   DOWN --ready--> SETUP --> IDLE --wake--> OPEN --> FETCH --> APPLY --> COMMIT
- *                               ^                      ^  |        |         |
- *                               |                      |  +--------+  (more) |
- *                               +----------------------+--------------------+
+ *   DOWN --ready--> SETUP --> IDLE --wake--> OPEN --> FETCH --> COMMIT
+ *                               ^                      ^  |        |
+ *                               |                      |  +--------+ (more)
+ *                               +----------------------+-----------+
  *
- * APPLY sends the handlers' statements and asks for their results before
- * the transaction ends: the checkpoint written in COMMIT carries exact
- * counts, and a failed statement tells which event was bad. Then ROLLBACK
- * waits for the aborted transaction's sync and the batch is sent again,
- * with the bad event dead-lettered (skip) or the batch cut before it (stop).
+ * COMMIT sends the handlers' statements, the checkpoint and the sync in one
+ * request: the batch commits without waiting for the daemon. A failed
+ * statement aborts the rest, checkpoint included, and tells which event was
+ * bad; the batch is sent again with the bad event dead-lettered (skip) or
+ * cut before it (stop). The events a batch ignored are counted from its
+ * results, so the next checkpoint writes them (rn_checkpoint_saved). A
+ * dead-letter replay still waits for its statements' results (APPLY, then
+ * ROLLBACK or its counts).
  *
  * Every callback runs on the loop, so it may do anything; the only state
  * shared with the outside is the wake/stop flags. Rebuilds and dead-letter
@@ -34,6 +37,7 @@
 #define RETRY_MAX_S           30.0
 #define DEFERRED_CHECKPOINT_S 1.0  /* how late progress past unhandled events may be written */
 #define DEFERRED_RETRY_S      0.05 /* the runner was busy when it was due */
+#define DEFERRED_COUNTS_S     0.05 /* how late a batch's ignored count may be written */
 #define CLAIM_INTERVAL_S      2.0  /* how often a standby tries to take a projection over */
 
 /* The runner's own statements, prepared once per session next to the handlers'. */
@@ -77,7 +81,7 @@ static void src_retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void send_batch(struct runner *r);
 static void send_checkpoint(struct runner *r);
 static void on_claim_done(struct runner *r);
-static void send_batch_end(struct runner *r);
+static void send_replayed(struct runner *r);
 static void share_kick(void *arg);
 static void claim_first_batch(struct runner *r);
 static void take_batch(struct runner *r, PGresult *res);
@@ -959,6 +963,8 @@ static int queue_event(struct runner *r, int i)
     return 1;
 }
 
+static void send_commit(struct runner *r);
+
 static void send_batch(struct runner *r)
 {
     batch_reset(&r->ctx);
@@ -981,8 +987,12 @@ static void send_batch(struct runner *r)
         pgconn_reset(r->conn, "batch flush failed");
         return;
     }
+    if (!r->replaying) {
+        send_commit(r);
+        return;
+    }
     if (r->ctx.n == 0) {
-        send_batch_end(r);
+        send_replayed(r);
         return;
     }
     if (pgconn_flush_request(r->conn) < 0)
@@ -990,6 +1000,23 @@ static void send_batch(struct runner *r)
 }
 
 /* ---- the checkpoint ------------------------------------------------------- */
+
+/*
+ * Write the checkpoint within after seconds (sooner if already due). Set
+ * the timer each time: a one-shot libev timer that has fired keeps an
+ * expiry in the past, and starting it again as it is fires at once (which
+ * wrote a checkpoint for every window of traffic the projection ignores).
+ */
+static void defer_checkpoint(struct runner *r, double after)
+{
+    if (ev_is_active(&r->deferred_timer)) {
+        if (ev_timer_remaining(r->loop, &r->deferred_timer) <= after)
+            return;
+        ev_timer_stop(r->loop, &r->deferred_timer);
+    }
+    ev_timer_set(&r->deferred_timer, after, 0.0);
+    ev_timer_start(r->loop, &r->deferred_timer);
+}
 
 /* The checkpoint this batch will commit, written into next. */
 static void next_checkpoint(const struct runner *r, struct checkpoint *next, const char **status,
@@ -1053,7 +1080,7 @@ int rn_queue_checkpoint(struct runner *r)
         rn_fmt_i64(wmax, next.window_open ? r->cp.window_max : 0),
         rn_fmt_i64(last, next.last_position),
         rn_fmt_i64(processed, r->processed),
-        rn_fmt_i64(ignored, r->ignored),
+        rn_fmt_i64(ignored, r->ignored_unsaved),
         rn_fmt_i64(skipped, r->skipped),
         rn_fmt_i64(head, r->head),
         r->shadow && !stop_at ? "rebuilding" : status,
@@ -1065,16 +1092,13 @@ int rn_queue_checkpoint(struct runner *r)
         r->cut > 0 && r->src == r->conn ? rn_event_value(r, r->cut - 1, FC_TRANSACTION_ID) : NULL,
         r->cut > 0 ? rn_event_value(r, r->cut - 1, FC_OCCURRED_AT) : NULL,
     };
+    r->ignored_sent = r->ignored_unsaved;
     return exec_stmt(r, RS_CHECKPOINT, params);
 }
 
-/* A tailing batch ends with its checkpoint; a replay batch with its counts. */
-static void send_batch_end(struct runner *r)
+/* A replay batch ends with its counts (it writes no checkpoint). */
+static void send_replayed(struct runner *r)
 {
-    if (!r->replaying) {
-        send_checkpoint(r);
-        return;
-    }
     char applied[21];
     const char *params[] = {r->proj->name, rn_fmt_i64(applied, r->processed)};
     rn_begin_request(r, R_REPLAYED);
@@ -1082,12 +1106,41 @@ static void send_batch_end(struct runner *r)
         r->state = R_DOWN;
 }
 
-static void send_checkpoint(struct runner *r)
+/*
+ * The checkpoint and the sync that commits the batch's transaction go out
+ * right behind its statements: a batch is one round trip, and its commit
+ * does not wait for the daemon to read the statements' results. Those
+ * results come first in the same request (R_COMMIT counts them).
+ */
+static void send_commit(struct runner *r)
 {
-    rn_begin_request(r, R_COMMIT);
+    r->state = R_COMMIT;
     r->new_seq = -1;
     if (rn_queue_checkpoint(r) < 0 || pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
+}
+
+/* A checkpoint alone: progress made in memory, or counts not yet written. */
+static void send_checkpoint(struct runner *r)
+{
+    batch_reset(&r->ctx);
+    rn_begin_request(r, R_COMMIT);
+    send_commit(r);
+}
+
+/*
+ * A checkpoint committed: the ignored count it carried is in the table.
+ * The batch's own count is known only now, from its statements' results,
+ * which came after its checkpoint was sent; the next checkpoint carries it,
+ * written soon if no batch comes first.
+ */
+void rn_checkpoint_saved(struct runner *r, int64_t batch_ignored)
+{
+    r->ignored_unsaved += batch_ignored - r->ignored_sent;
+    r->ignored_sent = 0;
+    r->dirty = r->ignored_unsaved > 0;
+    if (r->dirty)
+        defer_checkpoint(r, DEFERRED_COUNTS_S);
 }
 
 static void count_batch(struct runner *r);
@@ -1106,7 +1159,7 @@ static void committed(struct runner *r)
     r->cp.window_open = next.window_open;
     r->cp.last_position = next.last_position;
     r->cp.seq = r->new_seq;
-    r->dirty = false;
+    rn_checkpoint_saved(r, r->ignored);
     r->heartbeat_due = false; /* the checkpoint wrote it */
     r->announced = true;
     if (!next.window_open)
@@ -1145,19 +1198,6 @@ static void count_batch(struct runner *r)
     histogram_observe(&s->batch_seconds, ev_time() - r->batch_started);
     if (r->latency >= 0)
         histogram_observe(&s->latency_seconds, r->latency);
-}
-
-/*
- * Set the timer each time: a one-shot libev timer that has fired keeps an
- * expiry in the past, and starting it again as it is fires at once (which
- * wrote a checkpoint for every window of traffic the projection ignores).
- */
-static void defer_checkpoint(struct runner *r, double after)
-{
-    if (ev_is_active(&r->deferred_timer))
-        return;
-    ev_timer_set(&r->deferred_timer, after, 0.0);
-    ev_timer_start(r->loop, &r->deferred_timer);
 }
 
 /*
@@ -1242,6 +1282,8 @@ static void on_register_result(struct runner *r, const PGresult *res)
         r->cp.window_max = parse_i64(PQgetvalue(res, 0, 3));
         r->cp.last_position = parse_i64(PQgetvalue(res, 0, 4));
         r->cp.seq = parse_i64(PQgetvalue(res, 0, 5));
+        /* Counts not yet written belong to progress the table does not have. */
+        r->ignored_unsaved = r->ignored_sent = 0;
         r->cp.window_open = strcmp(r->cp.lo, r->cp.hi) != 0;
         r->rebuild_requested |= strcmp(PQgetvalue(res, 0, 7), "t") == 0;
         r->replay_requested |= strcmp(PQgetvalue(res, 0, 8), "t") == 0;
@@ -1364,7 +1406,8 @@ static void on_fetch_result(struct runner *r, PGresult *res)
     take_batch(r, res);
 }
 
-static void on_apply_result(struct runner *r, const PGresult *res)
+/* A handler statement's result: an error, or an event that changed nothing. */
+static void on_statement_result(struct runner *r, const PGresult *res)
 {
     const struct batch_stmt *st = batch_stmt(&r->ctx, r->results);
     rn_record_error(r, res);
@@ -1373,6 +1416,12 @@ static void on_apply_result(struct runner *r, const PGresult *res)
         r->ignored++;
     }
     r->results++;
+}
+
+/* A replay batch's statements: its counts go out once they have all applied. */
+static void on_apply_result(struct runner *r, const PGresult *res)
+{
+    on_statement_result(r, res);
     if (r->results < r->ctx.n)
         return;
     if (r->err_stmt >= 0) {
@@ -1381,7 +1430,7 @@ static void on_apply_result(struct runner *r, const PGresult *res)
             r->state = R_DOWN;
         return;
     }
-    send_batch_end(r);
+    send_replayed(r);
 }
 
 static void on_rollback_done(struct runner *r)
@@ -1402,8 +1451,13 @@ static void on_rollback_done(struct runner *r)
     rn_step_failed(r, "apply batch", r->err_state, r->err_msg);
 }
 
+/* The batch's statements' results, then its checkpoint's. */
 static void on_commit_result(struct runner *r, const PGresult *res)
 {
+    if (r->results < r->ctx.n) {
+        on_statement_result(r, res);
+        return;
+    }
     rn_record_error(r, res);
     r->results++;
     if (pgconn_result_ok(res) && PQntuples(res) == 1) {
@@ -1545,7 +1599,11 @@ static void on_sync(struct runner *r)
         on_rollback_done(r);
         break;
     case R_COMMIT:
-        on_commit_done(r);
+        /* A failed statement of the batch took the transaction with it. */
+        if (r->err_stmt >= 0 && (size_t)r->err_stmt < r->ctx.n)
+            on_rollback_done(r);
+        else
+            on_commit_done(r);
         break;
     case R_NOTE:
         after_note(r);

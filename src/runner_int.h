@@ -31,9 +31,9 @@ enum rstate {
     R_IDLE,        /* waiting for a wake-up */
     R_OPEN,        /* opening a window */
     R_FETCH,       /* reading a batch */
-    R_APPLY,       /* handler statements sent, their results coming */
+    R_APPLY,       /* a replay's statements sent, their results coming */
     R_ROLLBACK,    /* a statement failed: waiting for the sync */
-    R_COMMIT,      /* checkpoint and sync sent */
+    R_COMMIT,      /* a batch's statements (or none), its checkpoint and the sync sent */
     R_NOTE,        /* status-only write in flight */
     R_SWAP,        /* shadow: trying to swap the rebuilt tables in */
     R_REPLAY_LIST, /* reading the positions of the next dead letters to replay */
@@ -149,9 +149,11 @@ struct runner {
     struct pj_ctx ctx;
     size_t results;
     int64_t processed;
-    int64_t ignored;
+    int64_t ignored; /* counted from the batch's results, after its checkpoint went out */
     int64_t skipped;
-    int err_stmt; /* index of the first failed statement, or -1 */
+    int64_t ignored_unsaved; /* counted in committed batches, for the next checkpoint */
+    int64_t ignored_sent;    /* of those, in the checkpoint in flight */
+    int err_stmt;            /* index of the first failed statement, or -1 */
     char err_state[6];
     char err_msg[BATCH_ERR_MAX];
     int64_t new_seq;
@@ -197,6 +199,8 @@ void rn_clear_batch(struct runner *r);
 
 /* Queue the checkpoint the batch commits, after the batch's own statements. */
 int rn_queue_checkpoint(struct runner *r);
+/* That checkpoint committed; batch_ignored: counted in the batch's results. */
+void rn_checkpoint_saved(struct runner *r, int64_t batch_ignored);
 
 /* The tailing steps: open the next window; fetch the next batch of it. */
 void rn_send_open(struct runner *r);

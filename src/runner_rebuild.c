@@ -157,7 +157,7 @@ static void on_swap_done(struct runner *r)
         return;
     }
     r->cp.seq = r->new_seq;
-    r->dirty = false;
+    rn_checkpoint_saved(r, 0);
     if (r->swapped) {
         rebuild_over(r, true);
         return;

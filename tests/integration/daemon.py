@@ -267,6 +267,16 @@ class Daemon:
                        and rows[n]["status"] in ("live", "catching_up") for n in self.enabled) and rows
         return self.wait_until(caught_up, timeout, "the projections to catch up")
 
+    def wait_ignored(self, at_least, timeout=10):
+        """Wait until each named projection's events_ignored has reached
+        at_least[name]: a batch's ignored count is known only from its
+        statements' results, after its commit went out, and the checkpoint
+        after it writes the count (within about 50 ms)."""
+        def reached(conn):
+            rows = metadata(conn)
+            return all(rows[n]["events_ignored"] >= k for n, k in at_least.items()) and rows
+        return self.wait_until(reached, timeout, f"events_ignored to reach {at_least}")
+
     def head(self, conn):
         """The event store's head position; conn is the status database."""
         if self.events_conninfo == self.conninfo:

@@ -458,10 +458,11 @@ def test_hostile_events_with_skip(db, start_daemon):
     daemon = start_daemon(batch_size=16, projections=projections)
     append_script(db, script)
     daemon.wait_caught_up(timeout=90, allow_skipped=True)
+    counts = expected_counts(script)
+    daemon.wait_ignored({name: c["ignored"] for name, c in counts.items()})
     rows = daemon.wait_until(lambda conn: all(r["status"] == "live" for r in metadata(conn).values())
                              and metadata(conn), 10, "every projection to be live")
 
-    counts = expected_counts(script)
     for name, c in counts.items():
         row = rows[name]
         assert (row["events_skipped"], row["events_ignored"], row["events_processed"]) == \

@@ -151,15 +151,16 @@ def test_dead_letters_replay_and_rebuild_across_databases(db, reads, start_daemo
 
 def test_target_without_the_schema_is_retried_not_fatal(db, cluster, start_daemon, workdir):
     """A target database without sql/ applied: the projections log the
-    error (schema read_model missing, SQLSTATE 3F000) and retry with backoff; once the migrations are
-    applied they start without a restart."""
+    error (preparing their statements finds no read_model.projection_metadata,
+    SQLSTATE 42P01) and retry with backoff; once the migrations are applied
+    they start without a restart."""
     name = f"{db.name}_empty"
     cluster.create_database(name, schema=False)
     empty = Database(cluster, name)
     try:
         daemon = start_daemon(target=empty.conninfo, user=None, poll_interval_ms=200)
         deadline = time.monotonic() + 20
-        while "3F000" not in daemon.log(tail=100_000):
+        while "projection_metadata\" does not exist (SQLSTATE 42P01); retrying" not in daemon.log(tail=100_000):
             assert daemon.alive() and time.monotonic() < deadline, daemon.log()
             time.sleep(0.1)
         cluster.apply_schema(name)
