@@ -1030,7 +1030,9 @@ static void next_checkpoint(const struct runner *r, struct checkpoint *next, con
          * No batch: a deferred write of progress made in memory. The window
          * stays as it is; the runner may be waiting in the middle of it.
          */
-        if (next->window_open)
+        if (r->failed)
+            *status = "failed"; /* stopped by a bad event; only counts are written */
+        else if (next->window_open)
             *status = "catching_up";
         if (next->window_open && next->window_pos > next->last_position)
             next->last_position = next->window_pos;
@@ -1282,8 +1284,9 @@ static void on_register_result(struct runner *r, const PGresult *res)
         r->cp.window_max = parse_i64(PQgetvalue(res, 0, 3));
         r->cp.last_position = parse_i64(PQgetvalue(res, 0, 4));
         r->cp.seq = parse_i64(PQgetvalue(res, 0, 5));
-        /* Counts not yet written belong to progress the table does not have. */
+        /* Progress and counts not yet written are gone with the state they came from. */
         r->ignored_unsaved = r->ignored_sent = 0;
+        r->dirty = false;
         r->cp.window_open = strcmp(r->cp.lo, r->cp.hi) != 0;
         r->rebuild_requested |= strcmp(PQgetvalue(res, 0, 7), "t") == 0;
         r->replay_requested |= strcmp(PQgetvalue(res, 0, 8), "t") == 0;
@@ -1818,7 +1821,8 @@ static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct runner *r = w->data;
-    if (!r->dirty)
+    /* A swap is committing or was: the checkpoint is about to be reloaded. */
+    if (!r->dirty || r->held || r->reload_pending)
         return;
     if (r->state != R_IDLE || !pgconn_idle(r->conn)) {
         /* Busy: the batch under way will carry it, or try again shortly. */

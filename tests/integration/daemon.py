@@ -274,7 +274,7 @@ class Daemon:
         after it writes the count (within about 50 ms)."""
         def reached(conn):
             rows = metadata(conn)
-            return all(rows[n]["events_ignored"] >= k for n, k in at_least.items()) and rows
+            return all(n in rows and rows[n]["events_ignored"] >= k for n, k in at_least.items()) and rows
         return self.wait_until(reached, timeout, f"events_ignored to reach {at_least}")
 
     def head(self, conn):

@@ -130,6 +130,24 @@ def test_stop_fails_only_that_projection_and_resume_retries_it(db, start_daemon)
         "WHERE projection_name = 'users'", (positions[CARL],)).fetchone()[0], 30, "the next bad event")
 
 
+def test_a_stopped_projection_stays_failed_when_its_counts_are_written(db, start_daemon):
+    """The batch cut at a bad event (on_error = stop) commits the events
+    before it; one of them was ignored, and that count is written by a
+    checkpoint of its own right after (design.md). That write must keep the
+    status 'failed' (it wrote 'catching_up', and the status view called the
+    stopped projection healthy until the next heartbeat)."""
+    ghost = uuid.uuid4()
+    db.append([Command("User", ghost, 0, [event("UserLoggedIn", {})]),       # missing row: ignored
+               register(ANN, "ann@example.com"),
+               Command("User", CARL, 0, [event("UserRegistered", {"first_name": "no email"})])])  # bad
+    daemon = start_daemon()   # on_error = stop everywhere
+    rows = daemon.wait_ignored({"users": 1})
+    assert rows["users"]["status"] == "failed", rows["users"]
+    assert rows["users"]["events_processed"] == 2
+    healthy = db.scalar("SELECT healthy FROM read_model.projection_status WHERE projection_name = 'users'")
+    assert healthy is False
+
+
 def test_resume_without_a_running_instance_resets_the_status(db, workdir):
     db.execute("INSERT INTO read_model.projection_metadata (projection_name, status) VALUES ('users', 'failed')")
     cli = Daemon(db.conninfo, workdir, name="cli")
