@@ -228,7 +228,7 @@ enum rs_answer readshare_open(struct rs_member *m, const char *lo, struct rs_win
     if (w->stale && !may_join_backlog(m, lo))
         return RS_SEND;
     if (o->pending)
-        return ev_now(m->share->loop) - o->sent_at < READSHARE_STALE_S ? wait(m) : RS_SEND;
+        return ev_now(m->share->loop) - o->sent_at < READSHARE_OPEN_STALE_S ? wait(m) : RS_SEND;
     w->hi = o->hi;
     if (strcmp(o->lo, lo) != 0)
         return RS_AT;

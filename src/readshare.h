@@ -12,7 +12,8 @@
  *    after the notification round that woke this one (so it is new enough
  *    to hold the events notified), or, for a runner still behind, if it is
  *    a backlog another runner reads from the same lo (the runner then
- *    opens again after it). With the same lo it takes the whole answer;
+ *    opens again after it; a pending open is waited for up to
+ *    READSHARE_OPEN_STALE_S). With the same lo it takes the whole answer;
  *    with another lo, and only if that hi sees all that lo sees
  *    (snapshot_covers, checked by the caller), it sends an open of its own
  *    at that hi, which aligns it with the others from then on.
@@ -41,7 +42,16 @@
 #include <stdint.h>
 
 #define READSHARE_STALE_S 1.0
-#define READSHARE_AHEAD   4 /* how many batches a runner may read ahead of the slowest */
+/*
+ * An open is waited for much longer than a batch: the open of a big backlog
+ * is one slow statement (seconds at 5M events, a scan of every entry of the
+ * transaction_id index in it), and a runner that stopped waiting opened its
+ * own window at another hi and read the whole backlog alone (a 5M catch-up
+ * fetched every event four times). A failed or lost open frees the waiters
+ * at once (readshare_open_failed); this only bounds a slow one.
+ */
+#define READSHARE_OPEN_STALE_S 30.0
+#define READSHARE_AHEAD        4 /* how many batches a runner may read ahead of the slowest */
 
 struct readshare;
 
