@@ -93,7 +93,7 @@ struct runner {
     bool holds_lock;  /* this connection holds the ownership lock */
     bool claimed;     /* the last claim got the lock */
     bool standing_by; /* said so in the log already */
-    bool dirty;       /* passed events not handled here; the checkpoint write is deferred */
+    bool dirty;       /* progress past unhandled events, or ignored counts, not yet written */
     bool heartbeat_due;
     bool announced; /* the status row says what we are doing (not still 'starting') */
     char *types;    /* text[] literal of the handled event types, NULL for all */
