@@ -1,0 +1,124 @@
+/*
+ * Unit tests for the opens of the read share (src/readshare.c): a runner
+ * about to open the window another runner is opening waits for that open,
+ * even a slow one, and takes its answer, so that all read one window; a
+ * failed open frees it at once.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <ev.h>
+
+#include "readshare.h"
+
+#define LO "100:100:"
+#define HI "100:120:"
+
+struct fixture {
+    struct ev_loop *loop;
+    struct readshare *share;
+    struct rs_member a, b;
+    int b_kicks;
+};
+
+static void count_kick(void *arg)
+{
+    (*(int *)arg)++;
+}
+
+static void no_kick(void *arg)
+{
+    (void)arg;
+}
+
+static int setup(void **state)
+{
+    static struct fixture f;
+    memset(&f, 0, sizeof f);
+    f.loop = ev_loop_new(EVFLAG_AUTO);
+    f.share = readshare_new(f.loop, 100, 4);
+    if (!f.loop || !f.share)
+        return -1;
+    readshare_join(f.share, &f.a, no_kick, NULL);
+    readshare_join(f.share, &f.b, count_kick, &f.b_kicks);
+    f.a.sharing = f.b.sharing = true;
+    *state = &f;
+    return 0;
+}
+
+static int teardown(void **state)
+{
+    struct fixture *f = *state;
+    readshare_leave(&f->a);
+    readshare_leave(&f->b);
+    readshare_free(f->share);
+    ev_loop_destroy(f->loop);
+    return 0;
+}
+
+/* a sends the open of window LO; b asks for the same window `after` seconds later. */
+static uint64_t a_opens_then_b_asks(struct fixture *f, double after, enum rs_answer *b_answer)
+{
+    struct rs_window w;
+    assert_int_equal(readshare_open(&f->a, LO, &w), RS_SEND);
+    uint64_t ticket = readshare_open_sent(&f->a, LO);
+    assert_true(ticket > 0);
+    if (after > 0) {
+        usleep((useconds_t)(after * 1e6));
+        ev_now_update(f->loop);
+    }
+    *b_answer = readshare_open(&f->b, LO, &w);
+    return ticket;
+}
+
+/*
+ * The open of a big backlog takes seconds (a 5M-event backlog's did). A
+ * runner that gave up waiting after a second opened a window of its own at
+ * another hi and read the whole backlog alone (tests/bench/RESULTS.md).
+ */
+static void a_slow_open_is_waited_for_and_shared(void **state)
+{
+    struct fixture *f = *state;
+    enum rs_answer b_answer;
+    uint64_t ticket = a_opens_then_b_asks(f, READSHARE_STALE_S + 0.2, &b_answer);
+    assert_int_equal(b_answer, RS_WAIT);
+
+    struct rs_window done = {.hi = HI, .first = 101, .last = 119, .head = 119};
+    readshare_open_done(f->share, ticket, &done);
+    ev_run(f->loop, EVRUN_NOWAIT);
+    assert_int_equal(f->b_kicks, 1);
+
+    struct rs_window w;
+    assert_int_equal(readshare_open(&f->b, LO, &w), RS_HIT);
+    assert_string_equal(w.hi, HI);
+    assert_int_equal(w.first, 101);
+    assert_int_equal(w.last, 119);
+}
+
+static void a_failed_open_frees_the_waiter_at_once(void **state)
+{
+    struct fixture *f = *state;
+    enum rs_answer b_answer;
+    uint64_t ticket = a_opens_then_b_asks(f, 0, &b_answer);
+    assert_int_equal(b_answer, RS_WAIT);
+
+    readshare_open_failed(f->share, ticket);
+    ev_run(f->loop, EVRUN_NOWAIT);
+    assert_int_equal(f->b_kicks, 1);
+    struct rs_window w;
+    assert_int_equal(readshare_open(&f->b, LO, &w), RS_SEND);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_setup_teardown(a_slow_open_is_waited_for_and_shared, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_failed_open_frees_the_waiter_at_once, setup, teardown),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
