@@ -67,6 +67,33 @@ def test_domain_event_columns(db):
             "failed_at"} <= dead
 
 
+STATUSES = {"products": ("product_status", ("active", "discontinued")),
+            "users": ("user_status", ("active", "inactive")),
+            "orders": ("order_status", ("placed", "shipped", "cancelled"))}
+
+
+def test_read_model_statuses_are_enforced_without_table_checks(db):
+    """A table CHECK is rebuilt from its text by every INSERT and UPDATE of
+    the table (V023): the read models the daemon writes once per event keep
+    their status rules as domains, still text to clients."""
+    checks = db.query("""SELECT conrelid::regclass::text, conname FROM pg_constraint
+                          WHERE contype = 'c' AND conrelid = ANY(%s::regclass[])""",
+                      ([f"read_model.{t}" for t in STATUSES],))
+    assert checks == []
+    for table, (domain, allowed) in STATUSES.items():
+        data_type = db.scalar("""SELECT data_type FROM information_schema.columns
+                                  WHERE table_schema = 'read_model' AND table_name = %s
+                                    AND column_name = 'status'""", (table,))
+        assert data_type == "text"
+        for value in allowed:
+            assert db.scalar(f"SELECT %s::text::read_model.{domain}", (value,)) == value
+        with pytest.raises(psycopg.errors.CheckViolation):
+            db.scalar(f"SELECT 'bogus'::text::read_model.{domain}")
+    with pytest.raises(psycopg.errors.CheckViolation):
+        db.execute("""INSERT INTO read_model.orders (id, customer_id, status, placed_at)
+                      VALUES (gen_random_uuid(), gen_random_uuid(), 'lost', now())""")
+
+
 def test_new_stream_with_expected_version_zero(db):
     aid = uuid.uuid4()
     with db.connect() as conn:
