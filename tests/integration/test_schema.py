@@ -178,6 +178,49 @@ def test_concurrent_appends_to_one_stream_are_serialized(db):
     assert stream_version(db, aid) == 1
 
 
+def contend(db, aid, first_cmd, second_cmd, commit_first):
+    """first_cmd in an open transaction; second_cmd on another connection
+    must wait for it; then the first commits or rolls back. Returns what the
+    second got."""
+    with db.connect(autocommit=False) as first, db.connect() as second:
+        append(first, first_cmd)
+        result = {}
+
+        def contender():
+            try:
+                append(second, second_cmd)
+                result["ok"] = True
+            except psycopg.Error as exc:
+                result["sqlstate"] = exc.sqlstate
+
+        t = threading.Thread(target=contender)
+        t.start()
+        time.sleep(0.3)
+        assert t.is_alive(), "the second append must wait for the stream lock"
+        first.commit() if commit_first else first.rollback()
+        t.join(10)
+    return result
+
+
+def test_an_unchecked_append_waits_and_takes_the_next_versions(db):
+    aid = uuid.uuid4()
+    db.append([Command("X", aid, 0, [event("E", {})])])
+    got = contend(db, aid, Command("X", aid, 1, [event("E", {})]),
+                  Command("X", aid, None, [event("F", {}), event("G", {})]), commit_first=True)
+    assert got == {"ok": True}
+    assert stream_version(db, aid) == 4
+    assert [(v, t) for v, _, t in positions(db, aid)] == [(1, "E"), (2, "E"), (3, "F"), (4, "G")]
+
+
+def test_a_new_stream_rolled_back_leaves_it_to_the_waiting_writer(db):
+    aid = uuid.uuid4()
+    got = contend(db, aid, Command("X", aid, 0, [event("E", {})]),
+                  Command("X", aid, 0, [event("F", {})]), commit_first=False)
+    assert got == {"ok": True}
+    assert stream_version(db, aid) == 1
+    assert [(v, t) for v, _, t in positions(db, aid)] == [(1, "F")]
+
+
 def wait_notifications(conn, timeout):
     """Notifications that arrive on conn within timeout seconds (psycopg
     3.1's notifies() has no timeout, so select() on the socket)."""
