@@ -252,15 +252,23 @@ static void deliver_results(struct pgconn *c)
     }
 }
 
+/*
+ * The notifications of one read are one event, with the last of them: they
+ * are wake-up hints, and each wake-up starts a round of window opens. At
+ * 1,000 appends/s a fifth of the rounds came within 0.1 ms of the one
+ * before, from the same read, and each made the open just sent stale.
+ */
 static void deliver_notifies(struct pgconn *c)
 {
-    unsigned gen = c->generation;
-    PGnotify *n;
+    PGnotify *last = NULL, *n;
     while (c->pg && (n = PQnotifies(c->pg)) != NULL) {
-        c->cb(c, c->arg, PGCONN_NOTIFY, NULL, n);
-        PQfreemem(n);
-        if (gen != c->generation)
-            return;
+        if (last)
+            PQfreemem(last);
+        last = n;
+    }
+    if (last) {
+        c->cb(c, c->arg, PGCONN_NOTIFY, NULL, last);
+        PQfreemem(last);
     }
 }
 

@@ -35,7 +35,7 @@ enum pgconn_event {
     PGCONN_READY,  /* connected; no request in flight */
     PGCONN_RESULT, /* one statement's result (res) */
     PGCONN_SYNC,   /* the request's sync point: all its results were delivered */
-    PGCONN_NOTIFY, /* a notification arrived (notify) */
+    PGCONN_NOTIFY, /* notifications arrived: one event per read, with the last (notify) */
     PGCONN_LOST,   /* the connection failed or broke; a reconnect is scheduled */
 };
 

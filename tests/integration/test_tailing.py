@@ -263,3 +263,28 @@ def test_a_window_with_gaps_is_read_cell_by_cell(db, start_daemon):
         late.commit()
     print(f"{walked} index tuples read for a window of {n} events over {2 * n} positions")
     assert walked < 3 * 2 * n, f"read {walked} index tuples for a window over {2 * n} positions"
+
+
+def test_notifications_read_together_wake_the_daemon_once(db, start_daemon):
+    """Notifications are wake-up hints, and each wake-up starts a round of
+    window opens: the ones that arrive in one read count once (pgconn.c).
+    The 51 notifications of one transaction (the trigger's and fifty more)
+    arrive together; without the coalescing the listener logs 51 wake-ups.
+    The event still applies."""
+    daemon = start_daemon(poll_interval_ms=60000, batch_size=100)
+    daemon.wait_started()
+    daemon.wait_caught_up()
+
+    def wakeups():
+        return daemon.log(tail=100000).count("listener: notification on")
+
+    before = wakeups()
+    cid = uuid.uuid4()
+    with db.connect(autocommit=False) as conn:
+        append(conn, category(cid, "woken"))
+        conn.execute("SELECT pg_notify('domain_event', g::text) FROM generate_series(1, 50) g")
+        conn.commit()
+    daemon.wait_until(row_exists("categories", cid), 10, "the event appended with the notifications")
+    time.sleep(0.5)
+    woken = wakeups() - before
+    assert 1 <= woken < 10, f"{woken} wake-ups for one read of 51 notifications"
