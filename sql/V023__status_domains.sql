@@ -16,7 +16,9 @@
 -- 23514, and clients still see the columns as text (a domain is reported as
 -- its base type). Changing the column type rewrites each table once, under
 -- an exclusive lock: run it with the daemon stopped or accept a short
--- pause. Idempotent, as every migration here.
+-- pause. A rebuild under way keeps the shadow tables it made before (text
+-- and CHECK) and swaps them in as they are; applying this migration again
+-- after the rebuild converts them. Idempotent, as every migration here.
 
 DO $$
 BEGIN

@@ -6,10 +6,14 @@
 -- version come from one statement: an UPDATE ... RETURNING for an existing
 -- stream, an INSERT ... RETURNING for a new one (tried first when the
 -- caller expects version 0). The events are validated before anything is
--- written. Same contract (SPEC §2): concurrent appends to one stream are
--- serialized on the stream's row (an UPDATE locks it as SELECT FOR UPDATE
--- did, and a waiting UPDATE sees the version the first one committed), a
--- version conflict raises P0409, bad arguments raise as before. About a
+-- written, so bad events with a wrong expected version now raise
+-- invalid_parameter_value rather than P0409. Same contract (SPEC §2):
+-- concurrent appends to one stream are serialized on the stream's row (the
+-- UPDATE's row lock, FOR NO KEY UPDATE, is weaker than V001's FOR UPDATE
+-- but two appends' UPDATEs still wait for each other, and the waiting one
+-- sees the version the first committed; only foreign-key checks, which
+-- take FOR KEY SHARE, no longer wait), a version conflict raises P0409,
+-- bad arguments raise as before. About a
 -- fifth less server time per append (a loop of 20k OrderPlaced appends on
 -- a 1M-event store: 2.29-2.88 s before, 1.74-2.04 s after); the writers
 -- share the box with the daemon.
