@@ -30,6 +30,8 @@ DECLARE
     v_stream_id uuid;
     v_version   integer;
     v_count     integer := coalesce(cardinality(p_events), 0);
+    -- a new stream is tried first only when the caller expects one
+    v_update    boolean := p_expected_version IS DISTINCT FROM 0;
 BEGIN
     IF p_aggregate_type IS NULL OR p_aggregate_id IS NULL THEN
         RAISE EXCEPTION 'append_events: aggregate type and id are required'
@@ -49,23 +51,19 @@ BEGIN
     -- and the UPDATE, retried, waits for the row lock: the loop ends once
     -- one of them returns the row.
     LOOP
-        IF p_expected_version = 0 THEN
-            INSERT INTO event_store.event_stream (aggregate_type, aggregate_id, version)
-            VALUES (p_aggregate_type, p_aggregate_id, v_count)
-            ON CONFLICT (aggregate_type, aggregate_id) DO NOTHING
-            RETURNING stream_id, 0 INTO v_stream_id, v_version;
+        IF v_update THEN
+            UPDATE event_store.event_stream
+               SET version = version + v_count
+             WHERE aggregate_type = p_aggregate_type AND aggregate_id = p_aggregate_id
+            RETURNING stream_id, version - v_count INTO v_stream_id, v_version;
             EXIT WHEN FOUND;
         END IF;
-        UPDATE event_store.event_stream
-           SET version = version + v_count
-         WHERE aggregate_type = p_aggregate_type AND aggregate_id = p_aggregate_id
-        RETURNING stream_id, version - v_count INTO v_stream_id, v_version;
-        EXIT WHEN FOUND;
         INSERT INTO event_store.event_stream (aggregate_type, aggregate_id, version)
         VALUES (p_aggregate_type, p_aggregate_id, v_count)
         ON CONFLICT (aggregate_type, aggregate_id) DO NOTHING
         RETURNING stream_id, 0 INTO v_stream_id, v_version;
         EXIT WHEN FOUND;
+        v_update := true;
     END LOOP;
 
     IF p_expected_version IS NOT NULL AND v_version <> p_expected_version THEN

@@ -157,24 +157,9 @@ def test_concurrent_appends_to_one_stream_are_serialized(db):
     """The second writer waits for the first's lock, then sees the new
     version and gets a conflict instead of a duplicate version."""
     aid = uuid.uuid4()
-    with db.connect(autocommit=False) as first, db.connect() as second:
-        append(first, Command("X", aid, 0, [event("E", {})]))
-        result = {}
-
-        def contender():
-            try:
-                append(second, Command("X", aid, 0, [event("E", {})]))
-                result["ok"] = True
-            except psycopg.Error as exc:
-                result["sqlstate"] = exc.sqlstate
-
-        t = threading.Thread(target=contender)
-        t.start()
-        time.sleep(0.3)
-        assert t.is_alive(), "the second append must wait for the stream lock"
-        first.commit()
-        t.join(10)
-    assert result == {"sqlstate": "P0409"}
+    got = contend(db, aid, Command("X", aid, 0, [event("E", {})]),
+                  Command("X", aid, 0, [event("E", {})]), commit_first=True)
+    assert got == {"sqlstate": "P0409"}
     assert stream_version(db, aid) == 1
 
 
