@@ -51,16 +51,20 @@ static const struct pj_statement statements[] = {
          ")"
          " SELECT 1 FROM new_row",
          7},
-    /* $1 id, $2 name, $3 version, $4 occurred_at */
-    [ST_PRODUCT_RENAME] = {"UPDATE products SET name = $2::text, version = $3::integer,"
-                           " updated_at = $4::timestamptz"
-                           " WHERE id = $1::uuid",
-                           4},
-    /* $1 id, $2 price_cents, $3 version, $4 occurred_at */
-    [ST_PRODUCT_PRICE] = {"UPDATE products SET price_cents = $2::bigint, version = $3::integer,"
-                          " updated_at = $4::timestamptz"
-                          " WHERE id = $1::uuid",
-                          4},
+    /* PJ_BULK (projection.h): $1 ids, $2 names, $3 versions, $4 occurred_at */
+    [ST_PRODUCT_RENAME] = {"UPDATE products p SET name = e.name, version = e.version,"
+                           " updated_at = e.at"
+                           " FROM unnest($1::uuid[], $2::text[], $3::integer[], $4::timestamptz[])"
+                           "      AS e(id, name, version, at)"
+                           " WHERE p.id = e.id",
+                           4, PJ_BULK},
+    /* PJ_BULK: $1 ids, $2 price_cents, $3 versions, $4 occurred_at */
+    [ST_PRODUCT_PRICE] = {"UPDATE products p SET price_cents = e.price, version = e.version,"
+                          " updated_at = e.at"
+                          " FROM unnest($1::uuid[], $2::bigint[], $3::integer[], $4::timestamptz[])"
+                          "      AS e(id, price, version, at)"
+                          " WHERE p.id = e.id",
+                          4, PJ_BULK},
     /*
      * $1 id, $2 category_id|NULL, $3 version, $4 occurred_at. An active
      * product that really changes category moves one count from the old

@@ -56,11 +56,11 @@ static const struct pj_statement statements[] = {
                      ")"
                      " SELECT 1 FROM updated",
                      4},
-    /* $1 id, $2 occurred_at */
-    [ST_SHIP] = {"UPDATE orders SET status = 'shipped', shipped_at = $2::timestamptz,"
-                 " updated_at = $2::timestamptz"
-                 " WHERE id = $1::uuid AND status = 'placed'",
-                 2},
+    /* PJ_BULK (projection.h): $1 ids, $2 occurred_at, one element per event */
+    [ST_SHIP] = {"UPDATE orders o SET status = 'shipped', shipped_at = e.at, updated_at = e.at"
+                 " FROM unnest($1::uuid[], $2::timestamptz[]) AS e(id, at)"
+                 " WHERE o.id = e.id AND o.status = 'placed'",
+                 2, PJ_BULK},
     /* $1 id, $2 occurred_at; the order keeps its total, its day loses it */
     [ST_CANCEL] = {"WITH updated AS ("
                    "  UPDATE orders SET status = 'cancelled', cancelled_at = $2::timestamptz,"

@@ -25,29 +25,34 @@ static const struct pj_statement statements[] = {
                      "         'active', false, 0, $6::timestamptz, $6::timestamptz)"
                      " ON CONFLICT (id) DO NOTHING",
                      6},
-    /* $1 id, $2 occurred_at */
-    [ST_VERIFY_EMAIL] = {"UPDATE users SET email_verified = true,"
-                         " email_verified_at = $2::timestamptz, updated_at = $2::timestamptz"
-                         " WHERE id = $1::uuid",
-                         2},
+    /* PJ_BULK (projection.h): $1 ids, $2 occurred_at, one element per event */
+    [ST_VERIFY_EMAIL] = {"UPDATE users u SET email_verified = true,"
+                         " email_verified_at = e.at, updated_at = e.at"
+                         " FROM unnest($1::uuid[], $2::timestamptz[]) AS e(id, at)"
+                         " WHERE u.id = e.id",
+                         2, PJ_BULK},
     /* $1 id, $2 email, $3 occurred_at */
     [ST_CHANGE_EMAIL] = {"UPDATE users SET email = $2::text, email_verified = false,"
                          " email_verified_at = NULL, updated_at = $3::timestamptz"
                          " WHERE id = $1::uuid",
                          3},
-    /* $1 id, $2 occurred_at */
-    [ST_LOG_IN] = {"UPDATE users SET login_count = login_count + 1,"
-                   " last_login_at = $2::timestamptz, updated_at = $2::timestamptz"
-                   " WHERE id = $1::uuid",
-                   2},
-    /* $1 id, $2 role, $3 occurred_at */
-    [ST_CHANGE_ROLE] = {"UPDATE users SET role = $2::text, updated_at = $3::timestamptz"
-                        " WHERE id = $1::uuid",
-                        3},
-    /* $1 id, $2 status ('active' | 'inactive', from the handler), $3 occurred_at */
-    [ST_SET_STATUS] = {"UPDATE users SET status = $2::text, updated_at = $3::timestamptz"
-                       " WHERE id = $1::uuid",
-                       3},
+    /* PJ_BULK: $1 ids, $2 occurred_at */
+    [ST_LOG_IN] = {"UPDATE users u SET login_count = u.login_count + 1,"
+                   " last_login_at = e.at, updated_at = e.at"
+                   " FROM unnest($1::uuid[], $2::timestamptz[]) AS e(id, at)"
+                   " WHERE u.id = e.id",
+                   2, PJ_BULK},
+    /* PJ_BULK: $1 ids, $2 roles, $3 occurred_at */
+    [ST_CHANGE_ROLE] = {"UPDATE users u SET role = e.role, updated_at = e.at"
+                        " FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS e(id, role, at)"
+                        " WHERE u.id = e.id",
+                        3, PJ_BULK},
+    /* PJ_BULK: $1 ids, $2 statuses ('active' | 'inactive', from the handler), $3 occurred_at */
+    [ST_SET_STATUS] = {"UPDATE users u SET status = e.status, updated_at = e.at"
+                       " FROM unnest($1::uuid[], $2::text[], $3::timestamptz[])"
+                       "      AS e(id, status, at)"
+                       " WHERE u.id = e.id",
+                       3, PJ_BULK},
     {NULL, 0},
 };
 

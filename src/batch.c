@@ -2,6 +2,7 @@
  * batch: statement bookkeeping behind pj_exec / pj_bad (see batch.h).
  */
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,6 +21,8 @@ int batch_init(struct pj_ctx *b, const struct projection *p, struct pgconn *conn
 {
     *b = (struct pj_ctx){
         .conn = conn, .proj = p, .nstatements = statement_count(p), .event = BATCH_NO_EVENT};
+    if (bulk_init(&b->bulk, p, b->nstatements) < 0)
+        return -1;
     if (p->state_size > 0 && !(b->state = calloc(1, p->state_size)))
         return -1;
     return 0;
@@ -38,6 +41,7 @@ void batch_free(struct pj_ctx *b)
     release_state(b);
     free(b->state);
     free(b->stmts);
+    bulk_free(&b->bulk);
     b->state = NULL;
     b->stmts = NULL;
     b->n = b->cap = 0;
@@ -46,15 +50,42 @@ void batch_free(struct pj_ctx *b)
 void batch_reset(struct pj_ctx *b)
 {
     release_state(b);
+    bulk_clear(&b->bulk);
     b->n = 0;
     b->event = BATCH_NO_EVENT;
     b->err[0] = '\0';
+}
+
+/*
+ * Send each statement holding events, with its parameters as arrays. A
+ * statement holding one event is that event's, as if sent alone.
+ */
+static int send_held(struct pj_ctx *b)
+{
+    for (int i = 0; b->bulk.held > 0 && i < b->nstatements; i++) {
+        struct bulk_stmt *s = &b->bulk.stmts[i];
+        if (s->n == 0)
+            continue;
+        const char *params[s->nparams];
+        for (int k = 0; k < s->nparams; k++)
+            if (!(params[k] = bulk_param(&b->bulk, i, k)))
+                return -1;
+        char name[16];
+        batch_stmt_name(i, name);
+        if (pgconn_exec_prepared(b->conn, name, s->nparams, params) < 0 ||
+            batch_record(b, s->n == 1 ? s->event : BATCH_NO_EVENT, s->flags | BATCH_HELD, s->n) < 0)
+            return -1;
+    }
+    bulk_clear(&b->bulk);
+    return 0;
 }
 
 int batch_flush(struct pj_ctx *b)
 {
     b->event = BATCH_NO_EVENT;
     b->err[0] = '\0';
+    if (send_held(b) < 0)
+        return -1;
     return b->proj->flush ? b->proj->flush(b, b->state) : 0;
 }
 
@@ -119,7 +150,7 @@ void pj_textarr_free(struct pj_textarr *a)
     *a = (struct pj_textarr){0};
 }
 
-int batch_record(struct pj_ctx *b, int event, unsigned flags)
+int batch_record(struct pj_ctx *b, int event, unsigned flags, size_t nevents)
 {
     if (b->n == b->cap) {
         size_t cap = b->cap ? b->cap * 2 : 256;
@@ -129,8 +160,13 @@ int batch_record(struct pj_ctx *b, int event, unsigned flags)
         b->stmts = grown;
         b->cap = cap;
     }
-    b->stmts[b->n++] = (struct batch_stmt){.event = event, .flags = flags};
+    b->stmts[b->n++] = (struct batch_stmt){.event = event, .flags = flags, .nevents = nevents};
     return 0;
+}
+
+size_t batch_queued(const struct pj_ctx *b)
+{
+    return b->n + b->bulk.held;
 }
 
 const struct batch_stmt *batch_stmt(const struct pj_ctx *b, size_t i)
@@ -147,11 +183,21 @@ int pj_exec(struct pj_ctx *ctx, int stmt, const char *const *params, unsigned fl
 {
     if (stmt < 0 || stmt >= ctx->nstatements)
         return pj_bad(ctx, "projection %s: no statement %d", ctx->proj->name, stmt);
+    const struct pj_statement *s = &ctx->proj->statements[stmt];
+    const char *key = s->nparams > 0 ? params[0] : NULL;
+    /* A statement about a held key must come after the held events. */
+    if (bulk_conflicts(&ctx->bulk, key) && send_held(ctx) < 0)
+        return -1;
+    if (s->flags & PJ_BULK) {
+        if (bulk_hold(&ctx->bulk, stmt, ctx->event, params, flags) < 0)
+            return -1;
+        return ctx->one_by_one || !key ? send_held(ctx) : 0;
+    }
     char name[16];
     batch_stmt_name(stmt, name);
-    if (pgconn_exec_prepared(ctx->conn, name, ctx->proj->statements[stmt].nparams, params) < 0)
+    if (pgconn_exec_prepared(ctx->conn, name, s->nparams, params) < 0)
         return -1;
-    return batch_record(ctx, ctx->event, flags);
+    return batch_record(ctx, ctx->event, flags, 1);
 }
 
 int pj_bad(struct pj_ctx *ctx, const char *fmt, ...)

@@ -22,6 +22,8 @@
  *  - Parameterized statements only; values never go into SQL text.
  *  - Statements can not read results back; put reads inside the statement
  *    (CTEs, subqueries), so the database decides with current rows.
+ *  - A statement that only sets columns of its own row can be PJ_BULK
+ *    (below): that is the cheapest way to apply many events.
  *  - Return 0, or -1 after a pj_* accessor or pj_bad() recorded why the
  *    event is bad. A statement that fails with a data error (SQLSTATE class
  *    22 or 23, e.g. a unique violation) also makes the event bad; the
@@ -76,7 +78,32 @@ struct pj_handler {
 struct pj_statement {
     const char *sql;
     int nparams;
+    unsigned flags; /* PJ_BULK or 0 */
 };
+
+/*
+ * pj_statement flags
+ *
+ * PJ_BULK: the statement applies many events at once, and the runner holds
+ * its events back to send them together (a single-row update costs the
+ * server about three times what a row of a set-based one does). Each
+ * parameter is an array ($2::timestamptz[]) with one element per event;
+ * handlers still pass one event's values to pj_exec. The rules:
+ *  - $1 is the key: the row the event changes, spelled one way (the
+ *    aggregate_id from the envelope). An event's statement, bulk or not,
+ *    whose key is held sends the held events first, so the events of one
+ *    bulk statement have distinct keys, and one key's events keep their order.
+ *    A statement without a key (NULL $1) sends them all first.
+ *  - It changes only its keys' rows, one row per event at most, and reports
+ *    the rows it changed (for PJ_COUNT_IGNORED).
+ *  - Applying its events in one go must equal applying them one by one, in
+ *    any order relative to the projection's statements about other keys:
+ *    no shared counters, no uniqueness across rows (those stay single).
+ *  - A data error in a statement sent for several events sends the batch
+ *    again with each bulk event alone, so the error finds its event.
+ * Pass the same pj_exec flags for every event of a bulk statement.
+ */
+#define PJ_BULK 0x1
 
 /*
  * Set-based work (optional). A projection whose batch touches few rows many

@@ -192,6 +192,7 @@ void rn_clear_batch(struct runner *r)
     free(r->bad);
     r->bad = NULL;
     r->nbad = 0;
+    r->ctx.one_by_one = false;
 }
 
 /* A read failed or was given up: runners waiting for it must not wait longer. */
@@ -913,7 +914,7 @@ static int send_dead_letter(struct runner *r, const struct bad_event *b)
                             rn_event_value(r, i, FC_EVENT_DATA)};
     if (exec_stmt(r, RS_DEAD_LETTER, params) < 0)
         return -1;
-    return batch_record(&r->ctx, BATCH_NO_EVENT, 0);
+    return batch_record(&r->ctx, BATCH_NO_EVENT, 0, 1);
 }
 
 /*
@@ -929,7 +930,7 @@ static int queue_event(struct runner *r, int i)
 {
     struct bad_event *b = find_bad(r, i);
     if (!b) {
-        size_t before = r->ctx.n;
+        size_t before = batch_queued(&r->ctx);
         int rc = run_handler(r, i);
         if (rc == 1)
             return 0;
@@ -942,10 +943,10 @@ static int queue_event(struct runner *r, int i)
         b = add_bad(r, i, "", r->ctx.err);
         if (!b)
             return -1;
-        if (r->ctx.n > before) {
+        if (batch_queued(&r->ctx) > before) {
             /* The handler queued statements before failing: abandon this try. */
             if (pgconn_query(r->conn, SQL_ABANDON, 0, NULL) < 0 ||
-                batch_record(&r->ctx, BATCH_NO_EVENT, 0) < 0)
+                batch_record(&r->ctx, BATCH_NO_EVENT, 0, 1) < 0)
                 return -1;
             return 1;
         }
@@ -1414,9 +1415,10 @@ static void on_statement_result(struct runner *r, const PGresult *res)
 {
     const struct batch_stmt *st = batch_stmt(&r->ctx, r->results);
     rn_record_error(r, res);
-    if (st && (st->flags & PJ_COUNT_IGNORED) && pgconn_result_ok(res) &&
-        strcmp(PQcmdTuples((PGresult *)res), "0") == 0) {
-        r->ignored++;
+    if (st && (st->flags & PJ_COUNT_IGNORED) && pgconn_result_ok(res)) {
+        /* Each event changes one row at most (PJ_BULK's rule); others changed nothing. */
+        size_t changed = (size_t)strtoull(PQcmdTuples((PGresult *)res), NULL, 10);
+        r->ignored += (int64_t)(st->nevents - (changed < st->nevents ? changed : st->nevents));
     }
     r->results++;
 }
@@ -1440,6 +1442,14 @@ static void on_rollback_done(struct runner *r)
 {
     const struct batch_stmt *st = batch_stmt(&r->ctx, (size_t)r->err_stmt);
     if (strcmp(r->err_state, SQLSTATE_ABANDONED) == 0) {
+        send_batch(r);
+        return;
+    }
+    if (st && st->event < 0 && (st->flags & BATCH_HELD) && is_data_error(r->err_state) &&
+        !r->ctx.one_by_one) {
+        /* Held events of several events: which one is bad shows when each goes alone. */
+        log_info("%s: %s; trying the batch again one event at a time", r->proj->name, r->err_msg);
+        r->ctx.one_by_one = true;
         send_batch(r);
         return;
     }

@@ -26,7 +26,7 @@ int replay_drop_dead_letter(struct runner *r, int i)
     const char *params[] = {r->proj->name, rn_event_value(r, i, FC_POSITION)};
     if (pgconn_query(r->conn, SQL_DROP_DEAD_LETTER, 2, params) < 0)
         return -1;
-    return batch_record(&r->ctx, BATCH_NO_EVENT, 0);
+    return batch_record(&r->ctx, BATCH_NO_EVENT, 0, 1);
 }
 
 void replay_fetch(struct runner *r)

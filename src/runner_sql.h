@@ -12,6 +12,15 @@
  * points them at its shadow schema (projection.h). The server-side
  * keepalives make the server notice a vanished host, and so free the
  * ownership locks it held; tcp_user_timeout bounds unacknowledged sends.
+ *
+ * Rows are found through indexes, and joins are nested loops: every
+ * statement here touches a few rows by key. A PJ_BULK statement joins its
+ * arrays to a table, and its plan is made while the table is new and
+ * nearly empty (a catch-up, a rebuild) and then cached: left free, the
+ * planner joins a scan of the whole table, by hash or by a loop over it,
+ * and keeps doing so as the table grows (a users catch-up ran at half
+ * speed, scanning the table 2,855 times). Disabled is not forbidden: a
+ * statement with no index to use still scans.
  */
 #define SQL_SESSION_SETUP \
     "SELECT pg_catalog.set_config('search_path', $1, false)," \
@@ -20,7 +29,10 @@
     "       pg_catalog.set_config('tcp_keepalives_idle', '10', false)," \
     "       pg_catalog.set_config('tcp_keepalives_interval', '5', false)," \
     "       pg_catalog.set_config('tcp_keepalives_count', '3', false)," \
-    "       pg_catalog.set_config('tcp_user_timeout', '30000', false)"
+    "       pg_catalog.set_config('tcp_user_timeout', '30000', false)," \
+    "       pg_catalog.set_config('enable_hashjoin', 'off', false)," \
+    "       pg_catalog.set_config('enable_mergejoin', 'off', false)," \
+    "       pg_catalog.set_config('enable_seqscan', 'off', false)"
 
 /*
  * How many instances hold their presence lock (fleet.h) in this database
