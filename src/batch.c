@@ -58,10 +58,12 @@ void batch_reset(struct pj_ctx *b)
 
 /*
  * Send each statement holding events, with its parameters as arrays. A
- * statement holding one event is that event's, as if sent alone.
+ * failure belongs to one event only when one event is held in all: held
+ * statements go out in the projection's order, not the events'.
  */
 static int send_held(struct pj_ctx *b)
 {
+    bool alone = b->bulk.held == 1;
     for (int i = 0; b->bulk.held > 0 && i < b->nstatements; i++) {
         struct bulk_stmt *s = &b->bulk.stmts[i];
         if (s->n == 0)
@@ -73,7 +75,7 @@ static int send_held(struct pj_ctx *b)
         char name[16];
         batch_stmt_name(i, name);
         if (pgconn_exec_prepared(b->conn, name, s->nparams, params) < 0 ||
-            batch_record(b, s->n == 1 ? s->event : BATCH_NO_EVENT, s->flags | BATCH_HELD, s->n) < 0)
+            batch_record(b, alone ? s->event : BATCH_NO_EVENT, s->flags | BATCH_HELD, s->n) < 0)
             return -1;
     }
     bulk_clear(&b->bulk);

@@ -22,7 +22,7 @@ struct bulk_stmt {
     struct pj_textarr *cols; /* nparams arrays; NULL for a statement that is not PJ_BULK */
     int nparams;
     size_t n;       /* events held */
-    int event;      /* the first held event's index, for a statement holding one */
+    int event;      /* the first held event's index */
     unsigned flags; /* pj_exec flags of the first held event */
 };
 

@@ -94,11 +94,15 @@ struct pj_statement {
  *    whose key is held sends the held events first, so the events of one
  *    bulk statement have distinct keys, and one key's events keep their order.
  *    A statement without a key (NULL $1) sends them all first.
- *  - It changes only its keys' rows, one row per event at most, and reports
- *    the rows it changed (for PJ_COUNT_IGNORED).
+ *  - It changes its keys' rows, one row per event at most, and reports
+ *    the events that changed one (for PJ_COUNT_IGNORED: `SELECT 1 FROM`
+ *    a data-modifying CTE, or the UPDATE's own count).
  *  - Applying its events in one go must equal applying them one by one, in
  *    any order relative to the projection's statements about other keys:
- *    no shared counters, no uniqueness across rows (those stay single).
+ *    no uniqueness across rows (that stays single). Rows that other keys
+ *    share, such as sums, may be added to: held statements go out in the
+ *    order of the statements array (orders.c puts additions first, so a
+ *    sum that overflows in position order also overflows in the send).
  *  - A data error in a statement sent for several events sends the batch
  *    again with each bulk event alone, so the error finds its event.
  * Pass the same pj_exec flags for every event of a bulk statement.

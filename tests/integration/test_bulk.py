@@ -109,3 +109,47 @@ def test_held_statements_find_rows_by_index_from_an_empty_table(db, start_daemon
     assert idx >= len(users), "the statistics did not arrive"
     assert seq == seq_before, f"users was scanned whole {seq - seq_before} times"
     assert db.scalar("SELECT sum(login_count) FROM read_model.users") == len(users)
+
+
+def place(oid, cents, day):
+    return Command("Order", oid, 0, [event("OrderPlaced", {"customer_id": str(uuid.uuid4()), "items": [
+        {"product_id": str(uuid.uuid4()), "quantity": 1, "unit_price_cents": cents}]}, at=day)])
+
+
+def cancel(oid, day):
+    return Command("Order", oid, 1, [event("OrderCancelled", {"reason": "r"}, at=day)])
+
+
+def test_a_days_sum_is_bad_only_where_position_order_overflows(db, start_daemon):
+    """Held orders events change their day's sums out of position order
+    (placements before cancellations). Near the bigint maximum that must
+    neither make a good event bad nor let a bad one through."""
+    day = at(10)
+    a, b, c, d = (uuid.uuid4() for _ in range(4))
+    db.append([place(a, BIGINT_MAX - 30, day), place(b, 20, day)])   # the day at MAX - 10
+    daemon = start_daemon(projections={"catalog": {}, "event_stats": {}, "users": {},
+                                       "orders": {"on_error": "skip"}})
+    daemon.wait_caught_up(timeout=30)
+
+    def one_batch(commands):
+        with db.connect(autocommit=False) as conn:
+            for command in commands:
+                append(conn, command)
+            conn.commit()
+        daemon.wait_caught_up(timeout=30, allow_skipped=True)
+
+    def revenue():
+        return db.scalar("SELECT revenue_cents FROM read_model.daily_sales WHERE day = %s", (day.date(),))
+
+    one_batch([cancel(b, day), place(c, 25, day)])   # MAX - 30, then MAX - 5: both good
+    assert revenue() == BIGINT_MAX - 5
+    assert db.scalar("SELECT count(*) FROM read_model.projection_dead_letter") == 0
+
+    one_batch([place(d, 20, day), cancel(a, day)])   # the placement overflows, then the cancellation
+    bad = db.scalar("SELECT global_position FROM event_store.domain_event e JOIN event_store.event_stream s"
+                    " USING (stream_id) WHERE s.aggregate_id = %s", (d,))
+    assert db.query("SELECT global_position, sqlstate FROM read_model.projection_dead_letter") == \
+        [(bad, "22003")]
+    assert revenue() == 25
+    assert dict(db.query("SELECT id, status FROM read_model.orders")) == {
+        a: "cancelled", b: "cancelled", c: "placed"}
