@@ -52,6 +52,7 @@ void batch_reset(struct pj_ctx *b)
     release_state(b);
     bulk_clear(&b->bulk);
     b->n = 0;
+    b->queued = 0;
     b->event = BATCH_NO_EVENT;
     b->err[0] = '\0';
 }
@@ -88,7 +89,8 @@ int batch_flush(struct pj_ctx *b)
     b->err[0] = '\0';
     if (send_held(b) < 0)
         return -1;
-    return b->proj->flush ? b->proj->flush(b, b->state) : 0;
+    int rc = b->proj->flush ? b->proj->flush(b, b->state) : 0;
+    return rc < 0 ? rc : send_held(b); /* what the flush itself held */
 }
 
 void *pj_state(struct pj_ctx *ctx)
@@ -168,7 +170,7 @@ int batch_record(struct pj_ctx *b, int event, unsigned flags, size_t nevents)
 
 size_t batch_queued(const struct pj_ctx *b)
 {
-    return b->n + b->bulk.held;
+    return b->queued;
 }
 
 const struct batch_stmt *batch_stmt(const struct pj_ctx *b, size_t i)
@@ -187,10 +189,11 @@ int pj_exec(struct pj_ctx *ctx, int stmt, const char *const *params, unsigned fl
         return pj_bad(ctx, "projection %s: no statement %d", ctx->proj->name, stmt);
     const struct pj_statement *s = &ctx->proj->statements[stmt];
     const char *key = s->nparams > 0 ? params[0] : NULL;
+    ctx->queued++;
     /* A statement about a held key must come after the held events. */
     if (bulk_conflicts(&ctx->bulk, key) && send_held(ctx) < 0)
         return -1;
-    if (s->flags & PJ_BULK) {
+    if (ctx->bulk.stmts[stmt].cols) { /* PJ_BULK, with a key to hold by */
         if (bulk_hold(&ctx->bulk, stmt, ctx->event, params, flags) < 0)
             return -1;
         return ctx->one_by_one || !key ? send_held(ctx) : 0;

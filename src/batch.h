@@ -34,7 +34,8 @@ struct pj_ctx {
     char err[BATCH_ERR_MAX];
     struct batch_stmt *stmts;
     size_t n, cap;
-    void *state; /* the projection's per-batch state (state_size bytes) */
+    size_t queued; /* pj_exec calls in this try (sending held events lowers n + held) */
+    void *state;   /* the projection's per-batch state (state_size bytes) */
     struct bulk bulk;
     /*
      * Send each PJ_BULK event alone: set when a statement sent for several
@@ -64,7 +65,7 @@ int batch_flush(struct pj_ctx *b);
 /* Record a statement just sent on b->conn for nevents events. Returns 0, or -1 out of memory. */
 int batch_record(struct pj_ctx *b, int event, unsigned flags, size_t nevents);
 
-/* Statements sent and events held so far in this try: grows whenever a handler queues. */
+/* pj_exec calls so far in this try: grows whenever a handler queues a statement. */
 size_t batch_queued(const struct pj_ctx *b);
 
 /* The i-th statement sent, or NULL past the end. */

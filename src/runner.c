@@ -1277,7 +1277,8 @@ static void on_claim_done(struct runner *r)
 static void on_register_result(struct runner *r, const PGresult *res)
 {
     rn_record_error(r, res);
-    if (pgconn_result_ok(res) && PQntuples(res) == 1 && PQnfields(res) == 9) {
+    if (pgconn_result_ok(res) && PQntuples(res) == 1 && PQnfields(res) == 9 &&
+        strcmp(PQfname(res, 0), "tail_snapshot_lo") == 0) { /* not the session setup's row */
         if (rn_set_str(&r->cp.lo, PQgetvalue(res, 0, 0)) < 0 ||
             rn_set_str(&r->cp.hi, PQgetvalue(res, 0, 1)) < 0)
             r->err_stmt = (int)r->results;
