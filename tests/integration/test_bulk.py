@@ -8,7 +8,7 @@ was made."""
 import time
 import uuid
 
-from eventgen import Command, append, at, event
+from eventgen import Command, at, event
 
 BIGINT_MAX = 9223372036854775807
 
@@ -66,10 +66,8 @@ def test_a_bad_event_among_held_ones_is_found_alone(db, start_daemon):
     daemon.wait_caught_up(timeout=30)
     db.execute("UPDATE read_model.users SET login_count = %s WHERE id = %s", (BIGINT_MAX, users[2]))
 
-    with db.connect(autocommit=False) as conn:   # one transaction: one batch
-        for u in users:
-            append(conn, Command("User", u, 1, [event("UserLoggedIn", {})]))
-        conn.commit()
+    # One transaction: one batch.
+    db.append_all([Command("User", u, 1, [event("UserLoggedIn", {})]) for u in users])
     daemon.wait_caught_up(timeout=30, allow_skipped=True)
 
     bad = db.scalar("SELECT e.global_position FROM event_store.domain_event e"
@@ -132,10 +130,7 @@ def test_a_days_sum_is_bad_only_where_position_order_overflows(db, start_daemon)
     daemon.wait_caught_up(timeout=30)
 
     def one_batch(commands):
-        with db.connect(autocommit=False) as conn:
-            for command in commands:
-                append(conn, command)
-            conn.commit()
+        db.append_all(commands)   # one transaction
         daemon.wait_caught_up(timeout=30, allow_skipped=True)
 
     def revenue():
