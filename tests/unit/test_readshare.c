@@ -2,17 +2,20 @@
  * Unit tests for the opens of the read share (src/readshare.c): a runner
  * about to open the window another runner is opening waits for that open,
  * even a slow one, and takes its answer, so that all read one window; a
- * failed open frees it at once.
+ * failed open frees it at once. A live window's only batch outlives the
+ * runner that read it, for the runners that take the window after it.
  */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 #include <unistd.h>
 
 #include <cmocka.h>
 #include <ev.h>
+#include <libpq-fe.h>
 
 #include "readshare.h"
 
@@ -114,11 +117,68 @@ static void a_failed_open_frees_the_waiter_at_once(void **state)
     assert_int_equal(readshare_open(&f->b, LO, &w), RS_SEND);
 }
 
+/* A fetched batch's rows: only the first position is read by the share. */
+static PGresult *rows_from(int64_t first)
+{
+    PGresult *res = PQmakeEmptyPGresult(NULL, PGRES_TUPLES_OK);
+    PGresAttDesc attr = {.name = "global_position", .format = 0, .typid = 20, .typlen = 8};
+    char text[21];
+    snprintf(text, sizeof text, "%lld", (long long)first);
+    assert_non_null(res);
+    assert_int_equal(PQsetResultAttrs(res, 1, &attr), 1);
+    assert_int_equal(PQsetvalue(res, 0, 0, text, (int)strlen(text)), 1);
+    return res;
+}
+
+/*
+ * a opens window (LO, HI) holding positions first..last, reads its first
+ * batch and passes it, as a projection with nothing to do there does; then
+ * b takes the open and asks for that batch.
+ */
+static enum rs_answer b_fetches_after_a_passed(struct fixture *f, int64_t first, int64_t last)
+{
+    struct rs_window w;
+    assert_int_equal(readshare_open(&f->a, LO, &w), RS_SEND);
+    uint64_t ticket = readshare_open_sent(&f->a, LO);
+    struct rs_window done = {.hi = HI, .first = first, .last = last, .head = last};
+    readshare_open_done(f->share, ticket, &done);
+
+    struct rs_batch *batch;
+    assert_int_equal(readshare_fetch(&f->a, LO, HI, first - 1, &batch), RS_SEND);
+    assert_non_null(batch);
+    readshare_fetched(f->share, batch, rows_from(first), last);
+    readshare_release(f->share, batch);
+    readshare_left(&f->a);
+
+    assert_int_equal(readshare_open(&f->b, LO, &w), RS_HIT);
+    enum rs_answer got = readshare_fetch(&f->b, LO, HI, first - 1, &batch);
+    if (batch) {
+        if (got == RS_SEND)
+            readshare_failed(f->share, batch);
+        readshare_release(f->share, batch);
+    }
+    return got;
+}
+
+/* At 1,000 events/s two fetches in three read a live window again. */
+static void a_live_windows_batch_outlives_its_reader(void **state)
+{
+    assert_int_equal(b_fetches_after_a_passed(*state, 101, 119), RS_HIT);
+}
+
+/* A backlog's first batch is no use once passed: memory stays bounded. */
+static void a_backlogs_first_batch_does_not(void **state)
+{
+    assert_int_equal(b_fetches_after_a_passed(*state, 101, 1000), RS_SEND);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(a_slow_open_is_waited_for_and_shared, setup, teardown),
         cmocka_unit_test_setup_teardown(a_failed_open_frees_the_waiter_at_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_live_windows_batch_outlives_its_reader, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_backlogs_first_batch_does_not, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
