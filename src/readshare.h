@@ -21,7 +21,9 @@
  *    type and end on a grid of batch_size positions (the grid starts at the
  *    first event after the fetch's lower bound), so runners at different
  *    points of one cell still meet at its end; a fetched batch is kept while
- *    a runner of that window has not passed it. A runner waits for a read
+ *    a runner of that window has not passed it, and a batch that is the
+ *    whole window of the last open while that open is the last (the runners
+ *    it woke take it later). A runner waits for a read
  *    another sent only while that read is younger than READSHARE_STALE_S.
  *  - pacing: a runner that is batch_ahead batches ahead of the slowest
  *    runner still reading its window waits for it (a runner that has not

@@ -651,6 +651,13 @@ def met(ok):
     return "n/a" if ok is None else ("met" if ok else "MISSED")
 
 
+def live_verdict(lv, target):
+    """A p99 at a rate the writers did not reach says nothing about the target at that rate."""
+    if lv["tps"] < 0.95 * lv["rate"]:
+        return "MISSED (rate not reached)"
+    return met(lv["p99"] <= target)
+
+
 def render(R):
     rows = []  # (measure, result, target, met)
 
@@ -694,7 +701,7 @@ def render(R):
             f"{lv['tps']:.0f} events/s, {fmt_int(lv['measured'])} of {fmt_int(lv['appended'])} measured; append {lv['append_latency_ms']:.2f} ms avg")
         add("  commit-to-read-model p50 / p95 / p99 / max",
             f"{lv['p50']:.2f} / {lv['p95']:.2f} / {lv['p99']:.2f} / {lv['max']:.2f} ms",
-            f"p99 <= {target:g} ms", met(lv["p99"] <= target))
+            f"p99 <= {target:g} ms", live_verdict(lv, target))
         add("  CPU: daemon / its PostgreSQL backends / other processes",
             f"{lv['daemon_cpu_pct']:.1f} % / {lv['backends_cpu_pct']:.1f} % of one core / "
             f"{lv['others_pct']:.0f} % of 2 cores")
