@@ -758,8 +758,6 @@ static int queue_fetch(struct runner *r, bool shared, const char *pos, const cha
                        const char *hi)
 {
     char size[21];
-    if (exec_stmt(r, RS_FETCH_PLAN, NULL) < 0)
-        return -1;
     if (shared) {
         const char *params[] = {pos, max, hi, r->cp.lo,
                                 rn_fmt_i64(size, readshare_grid(r->fleet->share))};
@@ -769,9 +767,19 @@ static int queue_fetch(struct runner *r, bool shared, const char *pos, const cha
     return exec_stmt(r, RS_FETCH, params);
 }
 
+/* A fetch of its own request: the planner settings go first (SQL_FETCH_PLAN). */
+static int queue_planned_fetch(struct runner *r, bool shared, const char *pos, const char *max,
+                               const char *hi)
+{
+    if (exec_stmt(r, RS_FETCH_PLAN, NULL) < 0)
+        return -1;
+    return queue_fetch(r, shared, pos, max, hi);
+}
+
 /*
  * The window's first batch, in the open's request, so a live wake-up costs
- * one round trip less. Shared when the runner reads with others now.
+ * one round trip less. Shared when the runner reads with others now. The
+ * open made the fetch's planner settings (SQL_OPEN_WINDOW).
  */
 static int queue_first_fetch(struct runner *r)
 {
@@ -851,8 +859,8 @@ static bool share_fetch(struct runner *r)
         r->sbatch = b;
         rn_begin_request(r, R_FETCH);
         r->batch_started = ev_time();
-        if (queue_fetch(r, true, rn_fmt_i64(pos, r->cp.window_pos), rn_fmt_i64(max, window_max(r)),
-                        r->cp.hi) < 0 ||
+        if (queue_planned_fetch(r, true, rn_fmt_i64(pos, r->cp.window_pos),
+                                rn_fmt_i64(max, window_max(r)), r->cp.hi) < 0 ||
             pgconn_sync(r->src) < 0)
             rn_src_send_failed(r);
         return true;
@@ -871,8 +879,8 @@ void rn_send_fetch(struct runner *r)
     char pos[21], max[21];
     rn_begin_request(r, R_FETCH);
     r->batch_started = ev_time();
-    if (queue_fetch(r, false, rn_fmt_i64(pos, r->cp.window_pos), rn_fmt_i64(max, window_max(r)),
-                    r->cp.hi) < 0 ||
+    if (queue_planned_fetch(r, false, rn_fmt_i64(pos, r->cp.window_pos),
+                            rn_fmt_i64(max, window_max(r)), r->cp.hi) < 0 ||
         pgconn_sync(r->src) < 0)
         rn_src_send_failed(r);
 }
@@ -1352,7 +1360,7 @@ static void on_first_fetch_result(struct runner *r, PGresult *res)
 }
 
 /* The results of rn_send_open's request, in the order sent. */
-enum { OPEN_RES_PLAN, OPEN_RES_WINDOW, OPEN_RES_FETCH_PLAN, OPEN_RES_BATCH };
+enum { OPEN_RES_PLAN, OPEN_RES_WINDOW, OPEN_RES_BATCH };
 
 static void on_open_request_result(struct runner *r, PGresult *res)
 {

@@ -96,7 +96,10 @@
  * $1 xip(lo) as xid8[], $2 xmax(lo), $3 hi or NULL. Returns hi, min and max
  * position in the window (NULL when empty), and the head position. It also
  * leaves the window in settings of its transaction, so that the window's
- * first batch can be fetched in the same request (SQL_WINDOW_BOUND).
+ * first batch can be fetched in the same request (SQL_WINDOW_BOUND), and
+ * makes the fetch's planner settings (SQL_FETCH_PLAN) as it ends: they
+ * apply to the statements planned after it, not to itself, and a live
+ * wake-up sends one statement less.
  *
  * OFFSET 0 fences the aggregates from the rows: left to itself the planner
  * turns min() and max() into walks of the global_position index with the
@@ -113,7 +116,8 @@
     "                              coalesce((b.first_position - 1)::text, ''), true)," \
     "        pg_catalog.set_config('projectord.window_last'," \
     "                              coalesce(b.last_position::text, ''), true)," \
-    "        pg_catalog.set_config('projectord.window_hi', w.hi::text, true)" \
+    "        pg_catalog.set_config('projectord.window_hi', w.hi::text, true)," \
+    "        " SQL_FETCH_SETTINGS \
     "   FROM w, LATERAL (" \
     "     SELECT min(p) AS first_position, max(p) AS last_position" \
     "       FROM (SELECT e.global_position AS p" \
@@ -143,7 +147,7 @@
  * range bounds an ordered walk of the global_position index; the snapshot
  * tests are filters on it. ($1 position done, $2 window's last position,
  * $3 hi, $4 lo, $5 handled event types as text[] or NULL for all, $6 limit.)
- * SQL_FETCH_PLAN goes first in the same request.
+ * SQL_FETCH_PLAN goes first in the same request (the open, for a first batch).
  */
 /* Events with their envelope, in the columns of enum fetch_column. */
 #define SQL_EVENTS \
@@ -172,15 +176,17 @@
     "   AND pg_visible_in_snapshot(" e ".transaction_id, " SQL_HI ")"                              \
     "   AND NOT pg_visible_in_snapshot(" e ".transaction_id, $4::pg_snapshot)"
 /*
- * Sent before each fetch, for its transaction only. No bitmap scan: it would
- * read and sort the whole rest of the window for every batch. No parallel
+ * Sent before each fetch, for its transaction only (the open makes them for
+ * the first batch of its window). No bitmap scan: it would read and sort the
+ * whole rest of the window for every batch. No parallel
  * workers: on a large table (5M events) the planner takes a batch's range
  * for millions of rows and starts a worker for every fetch, which costs
  * more than the batch (0.35 s instead of 0.2 s, and half of it system time).
  */
-#define SQL_FETCH_PLAN                                                                             \
-    "SELECT pg_catalog.set_config('enable_bitmapscan', 'off', true),"                              \
-    "       pg_catalog.set_config('max_parallel_workers_per_gather', '0', true)"
+#define SQL_FETCH_SETTINGS                                                                         \
+    "pg_catalog.set_config('enable_bitmapscan', 'off', true),"                                     \
+    " pg_catalog.set_config('max_parallel_workers_per_gather', '0', true)"
+#define SQL_FETCH_PLAN "SELECT " SQL_FETCH_SETTINGS
 #define SQL_FETCH                                                                                  \
     SQL_EVENTS                                                                                     \
     " WHERE e.global_position > " SQL_DONE " AND e.global_position <= " SQL_LAST                    \
