@@ -49,6 +49,16 @@ def statement(db, pattern):
                     " WHERE d.datname = current_database() AND s.query LIKE %s", (pattern,))[0]
 
 
+def live_wake_ups(db, daemon, n):
+    """With the statistics reset, n transactions of one event 50 ms apart (a
+    wake-up each); the status rows once the daemon has applied them."""
+    db.execute("SELECT pg_stat_statements_reset()")
+    for i in range(n):
+        db.append([Command("Category", uuid.uuid4(), 0, [event("CategoryCreated", {"name": f"c{i}"})])])
+        time.sleep(0.05)
+    return daemon.wait_caught_up()
+
+
 def test_a_window_open_is_not_planned_per_call(sdb, start_sdaemon):
     """A window's open runs a cached generic plan: left to choose, the plan
     cache planned it anew for every call, as its custom plans (which know
@@ -66,12 +76,8 @@ def test_a_window_open_is_not_planned_per_call(sdb, start_sdaemon):
     sdb.execute("ANALYZE event_store.domain_event")
     daemon = start_sdaemon(poll_interval_ms=1000, batch_size=100)
     daemon.wait_caught_up(timeout=120)
-    sdb.execute("SELECT pg_stat_statements_reset()")
     n = 40
-    for i in range(n):
-        sdb.append([Command("Category", uuid.uuid4(), 0, [event("CategoryCreated", {"name": f"c{i}"})])])
-        time.sleep(0.05)
-    rows = daemon.wait_caught_up()
+    rows = live_wake_ups(sdb, daemon, n)
     assert rows["catalog"]["events_processed"] >= n
     opens, open_plans, blocks = statement(sdb, OPEN)
     assert opens >= n / 2, f"{opens} opens for {n} live transactions"
@@ -80,7 +86,6 @@ def test_a_window_open_is_not_planned_per_call(sdb, start_sdaemon):
                               " / current_setting('block_size')::int")
     assert blocks / opens < table_blocks / 10, \
         f"an open touched {blocks / opens:.0f} blocks; the event table has {table_blocks}"
-
 
 
 def test_a_live_wake_up_makes_the_fetch_settings_in_its_open(sdb, start_sdaemon):
@@ -93,12 +98,8 @@ def test_a_live_wake_up_makes_the_fetch_settings_in_its_open(sdb, start_sdaemon)
     constants differ)."""
     daemon = start_sdaemon(poll_interval_ms=1000)
     daemon.wait_caught_up(timeout=60)
-    sdb.execute("SELECT pg_stat_statements_reset()")
     n = 40
-    for i in range(n):
-        sdb.append([Command("Category", uuid.uuid4(), 0, [event("CategoryCreated", {"name": f"c{i}"})])])
-        time.sleep(0.05)
-    daemon.wait_caught_up()
+    live_wake_ups(sdb, daemon, n)
     opens = statement(sdb, OPEN)[0]
     settings = statement(sdb, "SELECT pg_catalog.set_config(%, true),%")[0]
     assert opens >= n / 2, f"{opens} opens for {n} live transactions"
