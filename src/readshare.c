@@ -307,7 +307,8 @@ static int64_t slowest(const struct rs_member *m, const char *lo, const char *hi
  * Whether b holds the whole window of the share's last open. The runners the
  * open woke take the window after the one that sent it has often passed it
  * already (a projection with nothing to do in a live window passes it at
- * once), and each would read it again: two fetches in three at 1,000 events/s.
+ * once), and each would read it again: 7,359 of 24,198 fetches in 15 s at
+ * 1,000 events/s.
  * Only a one-batch window is kept so: a backlog's first batch is not needed
  * again once its readers pass it.
  */
