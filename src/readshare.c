@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The last open sent through the share. */
+/* An open sent through the share. */
 struct rs_open {
     uint64_t seq; /* 0: none */
     char *lo;
@@ -25,7 +25,8 @@ struct readshare {
     uint64_t seq;        /* opens sent so far */
     uint64_t wake_floor; /* seq when the current notification round began */
     uint64_t kick_round;
-    struct rs_open open;
+    struct rs_open open; /* the last open sent */
+    struct rs_open prev; /* the one before, while the last goes on from its hi: a chain */
     struct rs_member *members;
     struct rs_batch *batches; /* newest first */
     ev_timer kick_timer;      /* kicks run from the loop, never inside a caller */
@@ -100,6 +101,13 @@ struct readshare *readshare_new(struct ev_loop *loop, int batch_size, int batch_
     return s;
 }
 
+static void open_clear(struct rs_open *o)
+{
+    free(o->lo);
+    free(o->hi);
+    *o = (struct rs_open){0};
+}
+
 static void batch_free(struct rs_batch *b)
 {
     PQclear(b->res);
@@ -121,8 +129,8 @@ void readshare_free(struct readshare *s)
     }
     for (struct rs_member *m = s->members; m; m = m->next)
         m->share = NULL;
-    free(s->open.lo);
-    free(s->open.hi);
+    open_clear(&s->open);
+    open_clear(&s->prev);
     free(s);
 }
 
@@ -194,49 +202,68 @@ void readshare_woken(struct rs_member *m)
 
 static bool reading(const struct rs_member *o, const char *lo, const char *hi, double now);
 
+static void fill_window(const struct rs_open *o, struct rs_window *w)
+{
+    w->hi = o->hi;
+    w->first = o->first;
+    w->last = o->last;
+    w->head = o->head;
+    w->empty = o->empty;
+}
+
 /*
- * An open older than m's wake-up is still worth taking, for a member still
- * behind (not yet seen the head), when it is a backlog (more than a batch)
- * that another member reads from the same lo, or may be one (not answered
- * yet): at a cold start the runners get ready at different times, and one
- * that opened a window of its own read the whole backlog once more. m
- * opens again after that window, for what woke it.
+ * Whether another member still reads the window before the last open (one
+ * that ends where it starts): it takes that open next, and an open from the
+ * last one's hi would be a second window ahead of it. Waiting for it to take
+ * the last open keeps the opens to about one per window applied, where every
+ * runner with nothing to do had opened on every notification (five opens per
+ * batch applied at 2,800 events/s).
  */
-static bool may_join_backlog(const struct rs_member *m, const char *lo)
+static bool last_open_untaken(const struct rs_member *m)
 {
     const struct readshare *s = m->share;
-    const struct rs_open *o = &s->open;
-    if (!m->behind || strcmp(o->lo, lo) != 0)
-        return false;
-    if (o->pending)
-        return true;
-    if (o->empty || o->last - o->first < s->batch_size)
-        return false;
-    for (const struct rs_member *x = s->members; x; x = x->next)
-        if (x != m && x->sharing && reading(x, o->lo, o->hi, ev_now(s->loop)))
+    double now = ev_now(s->loop);
+    for (const struct rs_member *o = s->members; o; o = o->next)
+        if (o != m && o->sharing && o->hi && strcmp(o->hi, s->open.lo) == 0 &&
+            reading(o, o->lo, o->hi, now))
             return true;
     return false;
 }
 
 enum rs_answer readshare_open(struct rs_member *m, const char *lo, struct rs_window *w)
 {
-    const struct rs_open *o = &m->share->open;
+    struct readshare *s = m->share;
+    const struct rs_open *o = &s->open;
     w->stale = false;
     if (o->seq == 0)
         return RS_SEND;
-    w->stale = o->seq <= m->floor;
-    if (w->stale && !may_join_backlog(m, lo))
-        return RS_SEND;
+    bool stale = o->seq <= m->floor;
+    /*
+     * The next window on the chain is taken even when it is older than m's
+     * wake-up (m opens again after it): it is open, and its batch is read.
+     * Not an empty one then (nor an empty one before it): it brings
+     * nothing, and its hi may be its lo, which m would take again and again.
+     */
+    if (strcmp(o->lo, lo) == 0 && !(stale && o->empty)) {
+        if (o->pending)
+            return ev_now(s->loop) - o->sent_at < READSHARE_OPEN_STALE_S ? wait(m) : RS_SEND;
+        fill_window(o, w);
+        w->stale = stale;
+        return RS_HIT;
+    }
+    if (s->prev.seq && !s->prev.empty && strcmp(s->prev.lo, lo) == 0) {
+        fill_window(&s->prev, w);
+        w->stale = true; /* the last open follows it */
+        return RS_HIT;
+    }
+    if (stale) {
+        bool ahead = !o->pending && strcmp(o->hi, lo) == 0 && last_open_untaken(m);
+        return ahead ? wait(m) : RS_SEND;
+    }
     if (o->pending)
-        return ev_now(m->share->loop) - o->sent_at < READSHARE_OPEN_STALE_S ? wait(m) : RS_SEND;
+        return ev_now(s->loop) - o->sent_at < READSHARE_OPEN_STALE_S ? wait(m) : RS_SEND;
     w->hi = o->hi;
-    if (strcmp(o->lo, lo) != 0)
-        return RS_AT;
-    w->first = o->first;
-    w->last = o->last;
-    w->head = o->head;
-    w->empty = o->empty;
-    return RS_HIT;
+    return RS_AT;
 }
 
 uint64_t readshare_open_sent(struct rs_member *m, const char *lo)
@@ -245,8 +272,11 @@ uint64_t readshare_open_sent(struct rs_member *m, const char *lo)
     char *copy = strdup(lo);
     if (!copy)
         return 0;
-    free(s->open.lo);
-    free(s->open.hi);
+    open_clear(&s->prev);
+    if (s->open.seq && !s->open.pending && strcmp(s->open.hi, lo) == 0)
+        s->prev = s->open;
+    else
+        open_clear(&s->open);
     s->open =
         (struct rs_open){.seq = ++s->seq, .lo = copy, .pending = true, .sent_at = ev_now(s->loop)};
     return s->seq;
@@ -273,9 +303,8 @@ void readshare_open_failed(struct readshare *s, uint64_t ticket)
 {
     if (ticket == 0 || s->open.seq != ticket)
         return;
-    free(s->open.lo);
-    free(s->open.hi);
-    s->open = (struct rs_open){0};
+    open_clear(&s->open);
+    open_clear(&s->prev);
     kick_waiters(s);
 }
 
@@ -303,20 +332,25 @@ static int64_t slowest(const struct rs_member *m, const char *lo, const char *hi
     return low;
 }
 
+/* Whether b holds the whole window of open o. */
+static bool holds_window(const struct rs_open *o, const struct rs_batch *b)
+{
+    return o->seq && !o->pending && !o->empty && same_window(o->lo, o->hi, b->lo, b->hi) &&
+           b->after < o->first && b->end >= o->last;
+}
+
 /*
- * Whether b holds the whole window of the share's last open. The runners the
- * open woke take the window after the one that sent it has often passed it
- * already (a projection with nothing to do in a live window passes it at
- * once), and each would read it again: 7,359 of 24,198 fetches in 15 s at
- * 1,000 events/s.
+ * Whether b holds the whole window of one of the share's kept opens. The
+ * runners the open woke take the window after the one that sent it has
+ * often passed it already (a projection with nothing to do in a live window
+ * passes it at once), and each would read it again: 7,359 of 24,198 fetches
+ * in 15 s at 1,000 events/s.
  * Only a one-batch window is kept so: a backlog's first batch is not needed
  * again once its readers pass it.
  */
-static bool holds_last_open(const struct readshare *s, const struct rs_batch *b)
+static bool holds_kept_open(const struct readshare *s, const struct rs_batch *b)
 {
-    const struct rs_open *o = &s->open;
-    return o->seq && !o->pending && !o->empty && same_window(o->lo, o->hi, b->lo, b->hi) &&
-           b->after < o->first && b->end >= o->last;
+    return holds_window(&s->open, b) || holds_window(&s->prev, b);
 }
 
 /* Drop batches no reader of their window will ask for again. */
@@ -325,7 +359,7 @@ static void prune(struct readshare *s)
     double now = ev_now(s->loop);
     for (struct rs_batch **p = &s->batches; *p;) {
         struct rs_batch *b = *p;
-        bool needed = b->pending || b->refs > 0 || holds_last_open(s, b);
+        bool needed = b->pending || b->refs > 0 || holds_kept_open(s, b);
         if (!needed)
             for (const struct rs_member *o = s->members; o; o = o->next)
                 if (reading(o, b->lo, b->hi, now) && o->cursor < b->end)

@@ -7,23 +7,29 @@
  * fetch is about half of a catch-up's server time (tests/bench/RESULTS.md).
  * With it, runners that own their projection share:
  *
- *  - window opens: a runner about to open a window from snapshot lo takes
- *    the hi snapshot of the last open another runner sent, if it was sent
- *    after the notification round that woke this one (so it is new enough
- *    to hold the events notified), or, for a runner still behind, if it is
- *    a backlog another runner reads from the same lo (the runner then
- *    opens again after it; a pending open is waited for up to
- *    READSHARE_OPEN_STALE_S). With the same lo it takes the whole answer;
- *    with another lo, and only if that hi sees all that lo sees
- *    (snapshot_covers, checked by the caller), it sends an open of its own
- *    at that hi, which aligns it with the others from then on.
+ *  - window opens: the opens sent through the share form a chain, each
+ *    from the hi of the one before, and the share keeps the last two. A
+ *    runner about to open from lo takes the kept open from lo, even one
+ *    older than the notification that woke it (it opens again after that
+ *    window), and waits for one that is pending (up to
+ *    READSHARE_OPEN_STALE_S). A runner at the end of the chain that needs a
+ *    newer window sends the next open, but not while another runner still
+ *    reads the window before the last open (and has moved on in it within
+ *    READSHARE_STALE_S): that one takes the last open next, and a window
+ *    opened now would be a second one ahead of it (every
+ *    runner with nothing to do opening on every notification made five
+ *    opens per batch applied). A runner off the chain (another lo: a cold
+ *    start, a runner that fell behind) takes the last open's hi when it was
+ *    sent after the notification round that woke it and sees all that lo
+ *    sees (snapshot_covers, checked by the caller): it sends an open of its
+ *    own at that hi, which puts it on the chain.
  *  - batches: inside a shared window, batches are fetched for every event
  *    type and end on a grid of batch_size positions (the grid starts at the
  *    first event after the fetch's lower bound), so runners at different
  *    points of one cell still meet at its end; a fetched batch is kept while
  *    a runner of that window has not passed it, and a batch that is the
- *    whole window of the last open while that open is the last (the runners
- *    it woke take it later). A runner waits for a read
+ *    whole window of a kept open while the share keeps it (the runners it
+ *    woke take it later). A runner waits for a read
  *    another sent only while that read is younger than READSHARE_STALE_S.
  *  - pacing: a runner that is batch_ahead batches ahead of the slowest
  *    runner still reading its window waits for it (a runner that has not
@@ -65,7 +71,6 @@ struct rs_member {
     void *arg;
     bool sharing;    /* owns its projection and may read with the others */
     bool waiting;    /* told RS_WAIT; kicked when something changes */
-    bool behind;     /* has not seen the head yet (a cold start's backlog) */
     uint64_t floor;  /* only opens sent after this may serve it */
     char *lo, *hi;   /* the window it reads now (copies), NULL between windows */
     int64_t cursor;  /* the lower bound of its last fetch */

@@ -724,7 +724,6 @@ static enum rs_answer share_open(struct runner *r, const char **hi)
     if (r->shadow || !readshare_active(&r->share))
         return RS_SEND;
     struct rs_window w;
-    r->share.behind = !r->caught_up;
     enum rs_answer a = readshare_open(&r->share, r->cp.lo, &w);
     switch (a) {
     case RS_WAIT:

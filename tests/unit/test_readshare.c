@@ -3,7 +3,9 @@
  * about to open the window another runner is opening waits for that open,
  * even a slow one, and takes its answer, so that all read one window; a
  * failed open frees it at once. A live window's only batch outlives the
- * runner that read it, for the runners that take the window after it.
+ * runner that read it, for the runners that take the window after it. The
+ * opens form a chain that a runner woken later still takes, and nobody opens
+ * a second window ahead of a runner that has not taken the first.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -19,8 +21,9 @@
 
 #include "readshare.h"
 
-#define LO "100:100:"
-#define HI "100:120:"
+#define LO  "100:100:"
+#define HI  "100:120:"
+#define HI2 "100:140:"
 
 struct fixture {
     struct ev_loop *loop;
@@ -172,6 +175,93 @@ static void a_backlogs_first_batch_does_not(void **state)
     assert_int_equal(b_fetches_after_a_passed(*state, 101, 1000), RS_SEND);
 }
 
+/* a sends the open of (lo, hi) and it comes back holding first..last (empty if last < first). */
+static void a_opened(struct fixture *f, const char *lo, const char *hi, int64_t first, int64_t last)
+{
+    uint64_t ticket = readshare_open_sent(&f->a, lo);
+    assert_true(ticket > 0);
+    struct rs_window done = {
+        .hi = hi, .first = first, .last = last, .head = last, .empty = last < first};
+    readshare_open_done(f->share, ticket, &done);
+}
+
+/* A notification round that wakes b after the last open was sent. */
+static void b_woken_after(struct fixture *f)
+{
+    readshare_wake_round(f->share);
+    readshare_woken(&f->b);
+}
+
+/*
+ * A runner still applying the window before took the next one opened while
+ * it worked only if it was woken before that open; otherwise it sent an
+ * open of its own from the same lo: five opens per batch applied at 2,800
+ * events/s. It takes it now, and opens again after it.
+ */
+static void a_window_older_than_the_wake_up_is_taken(void **state)
+{
+    struct fixture *f = *state;
+    a_opened(f, LO, HI, 101, 119);
+    b_woken_after(f);
+    struct rs_window w;
+    assert_int_equal(readshare_open(&f->b, LO, &w), RS_HIT);
+    assert_string_equal(w.hi, HI);
+    assert_true(w.stale);
+}
+
+/* The window before the last stays on offer: b takes it, then the last. */
+static void the_window_before_the_last_is_taken(void **state)
+{
+    struct fixture *f = *state;
+    a_opened(f, LO, HI, 101, 119);
+    a_opened(f, HI, HI2, 121, 139);
+    struct rs_window w;
+    assert_int_equal(readshare_open(&f->b, LO, &w), RS_HIT);
+    assert_string_equal(w.hi, HI);
+    assert_true(w.stale);
+    assert_int_equal(readshare_open(&f->b, HI, &w), RS_HIT);
+    assert_string_equal(w.hi, HI2);
+}
+
+/*
+ * b reads window (LO, HI) while a opened (HI, HI2) and passed it: a, woken
+ * again, waits for b to take (HI, HI2) before it opens from HI2, and b's
+ * leaving its window lets it go.
+ */
+static void no_second_window_ahead_of_a_reader(void **state)
+{
+    struct fixture *f = *state;
+    struct rs_batch *batch;
+    a_opened(f, LO, HI, 101, 119);
+    assert_int_equal(readshare_fetch(&f->b, LO, HI, 100, &batch), RS_SEND);
+    readshare_fetched(f->share, batch, rows_from(101), 119);
+    readshare_release(f->share, batch);
+    a_opened(f, HI, HI2, 121, 139);
+
+    readshare_wake_round(f->share);
+    readshare_woken(&f->a);
+    struct rs_window w;
+    assert_int_equal(readshare_open(&f->a, HI2, &w), RS_WAIT);
+    readshare_left(&f->b);
+    assert_int_equal(readshare_open(&f->a, HI2, &w), RS_SEND);
+}
+
+/*
+ * An empty window whose hi is its lo, taken again and again, overflowed the
+ * stack: as the last open, and as the one before an empty last open.
+ */
+static void an_empty_stale_window_is_not_taken(void **state)
+{
+    struct fixture *f = *state;
+    struct rs_window w;
+    a_opened(f, LO, LO, 0, -1);
+    b_woken_after(f);
+    assert_int_equal(readshare_open(&f->b, LO, &w), RS_SEND);
+    a_opened(f, LO, HI, 0, -1);
+    b_woken_after(f);
+    assert_int_equal(readshare_open(&f->b, LO, &w), RS_SEND);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -179,6 +269,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_failed_open_frees_the_waiter_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(a_live_windows_batch_outlives_its_reader, setup, teardown),
         cmocka_unit_test_setup_teardown(a_backlogs_first_batch_does_not, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_window_older_than_the_wake_up_is_taken, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_window_before_the_last_is_taken, setup, teardown),
+        cmocka_unit_test_setup_teardown(no_second_window_ahead_of_a_reader, setup, teardown),
+        cmocka_unit_test_setup_teardown(an_empty_stale_window_is_not_taken, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
