@@ -16,6 +16,7 @@ struct rs_open {
     bool empty;
     bool pending;
     double sent_at;
+    double done_at; /* when it was answered */
 };
 
 struct readshare {
@@ -31,6 +32,7 @@ struct readshare {
     struct rs_batch *batches; /* newest first */
     ev_timer kick_timer;      /* kicks run from the loop, never inside a caller */
     ev_timer wait_timer;      /* while members wait: lets staleness end their wait */
+    ev_timer gate_timer;      /* ends the wait of a member held back by last_open_untaken */
 };
 
 static void kick_cb(struct ev_loop *loop, ev_timer *w, int revents)
@@ -98,6 +100,8 @@ struct readshare *readshare_new(struct ev_loop *loop, int batch_size, int batch_
     ev_init(&s->wait_timer, wait_cb);
     s->wait_timer.repeat = READSHARE_STALE_S / 4;
     s->wait_timer.data = s;
+    ev_init(&s->gate_timer, wait_cb);
+    s->gate_timer.data = s;
     return s;
 }
 
@@ -122,6 +126,7 @@ void readshare_free(struct readshare *s)
         return;
     ev_timer_stop(s->loop, &s->kick_timer);
     ev_timer_stop(s->loop, &s->wait_timer);
+    ev_timer_stop(s->loop, &s->gate_timer);
     while (s->batches) {
         struct rs_batch *b = s->batches;
         s->batches = b->next;
@@ -217,16 +222,26 @@ static void fill_window(const struct rs_open *o, struct rs_window *w)
  * last one's hi would be a second window ahead of it. Waiting for it to take
  * the last open keeps the opens to about one per window applied, where every
  * runner with nothing to do had opened on every notification (five opens per
- * batch applied at 2,800 events/s).
+ * batch applied at 2,800 events/s). Not for longer than READSHARE_GATE_S
+ * after the open was answered: a slow projection must not hold back the
+ * windows of the others.
  */
 static bool last_open_untaken(const struct rs_member *m)
 {
-    const struct readshare *s = m->share;
+    struct readshare *s = m->share;
     double now = ev_now(s->loop);
+    double left = s->open.done_at + READSHARE_GATE_S - now;
+    if (left <= 0)
+        return false;
     for (const struct rs_member *o = s->members; o; o = o->next)
         if (o != m && o->sharing && o->hi && strcmp(o->hi, s->open.lo) == 0 &&
-            reading(o, o->lo, o->hi, now))
+            reading(o, o->lo, o->hi, now)) {
+            if (!ev_is_active(&s->gate_timer)) {
+                ev_timer_set(&s->gate_timer, left, 0.);
+                ev_timer_start(s->loop, &s->gate_timer);
+            }
             return true;
+        }
     return false;
 }
 
@@ -296,6 +311,7 @@ void readshare_open_done(struct readshare *s, uint64_t ticket, const struct rs_w
     s->open.head = w->head;
     s->open.empty = w->empty;
     s->open.pending = false;
+    s->open.done_at = ev_now(s->loop);
     kick_waiters(s);
 }
 

@@ -15,8 +15,9 @@
  *    READSHARE_OPEN_STALE_S). A runner at the end of the chain that needs a
  *    newer window sends the next open, but not while another runner still
  *    reads the window before the last open (and has moved on in it within
- *    READSHARE_STALE_S): that one takes the last open next, and a window
- *    opened now would be a second one ahead of it (every
+ *    READSHARE_STALE_S), for READSHARE_GATE_S at most: that one takes the
+ *    last open next, and a window opened now would be a second one ahead
+ *    of it (every
  *    runner with nothing to do opening on every notification made five
  *    opens per batch applied). A runner off the chain (another lo: a cold
  *    start, a runner that fell behind) takes the last open's hi when it was
@@ -60,6 +61,8 @@
  */
 #define READSHARE_OPEN_STALE_S 30.0
 #define READSHARE_AHEAD        4 /* how many batches a runner may read ahead of the slowest */
+/* How long a runner waits for another to take the last open before it opens the next. */
+#define READSHARE_GATE_S 0.005
 
 struct readshare;
 

@@ -246,6 +246,28 @@ static void no_second_window_ahead_of_a_reader(void **state)
     assert_int_equal(readshare_open(&f->a, HI2, &w), RS_SEND);
 }
 
+/* A slow reader holds the next open back for READSHARE_GATE_S at most. */
+static void a_slow_reader_holds_the_next_open_back_briefly(void **state)
+{
+    struct fixture *f = *state;
+    struct rs_batch *batch;
+    a_opened(f, LO, HI, 101, 119);
+    assert_int_equal(readshare_fetch(&f->a, LO, HI, 100, &batch), RS_SEND);
+    readshare_fetched(f->share, batch, rows_from(101), 119);
+    readshare_release(f->share, batch);
+    a_opened(f, HI, HI2, 121, 139);
+
+    b_woken_after(f);
+    struct rs_window w;
+    assert_int_equal(readshare_open(&f->b, HI2, &w), RS_WAIT);
+    /* The gate's own timer kicks b, not the staleness timer a quarter second later. */
+    double t0 = ev_time();
+    ev_run(f->loop, EVRUN_ONCE);
+    assert_true(ev_time() - t0 < READSHARE_STALE_S / 8);
+    assert_int_equal(f->b_kicks, 1);
+    assert_int_equal(readshare_open(&f->b, HI2, &w), RS_SEND);
+}
+
 /*
  * An empty window whose hi is its lo, taken again and again, overflowed the
  * stack: as the last open, and as the one before an empty last open.
@@ -272,6 +294,8 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_window_older_than_the_wake_up_is_taken, setup, teardown),
         cmocka_unit_test_setup_teardown(the_window_before_the_last_is_taken, setup, teardown),
         cmocka_unit_test_setup_teardown(no_second_window_ahead_of_a_reader, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_slow_reader_holds_the_next_open_back_briefly, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(an_empty_stale_window_is_not_taken, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
