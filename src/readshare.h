@@ -17,9 +17,8 @@
  *    reads the window before the last open (and has moved on in it within
  *    READSHARE_STALE_S), for READSHARE_GATE_S at most: that one takes the
  *    last open next, and a window opened now would be a second one ahead
- *    of it (every
- *    runner with nothing to do opening on every notification made five
- *    opens per batch applied). A runner off the chain (another lo: a cold
+ *    of it (every runner with nothing to do opening on every notification
+ *    made five opens per batch applied). A runner off the chain (another lo: a cold
  *    start, a runner that fell behind) takes the last open's hi when it was
  *    sent after the notification round that woke it and sees all that lo
  *    sees (snapshot_covers, checked by the caller): it sends an open of its
