@@ -231,7 +231,8 @@ static bool last_open_untaken(const struct rs_member *m)
     struct readshare *s = m->share;
     double now = ev_now(s->loop);
     double left = s->open.done_at + READSHARE_GATE_S - now;
-    if (left <= 0)
+    /* ev_now follows the wall clock, which may step back */
+    if (left <= 0 || left > 2 * READSHARE_GATE_S)
         return false;
     for (const struct rs_member *o = s->members; o; o = o->next)
         if (o != m && o->sharing && o->hi && strcmp(o->hi, s->open.lo) == 0 &&
@@ -245,6 +246,12 @@ static bool last_open_untaken(const struct rs_member *m)
     return false;
 }
 
+/* An empty window whose hi is its lo: it moves nobody on. */
+static bool goes_nowhere(const struct rs_open *o)
+{
+    return o->empty && strcmp(o->lo, o->hi) == 0;
+}
+
 enum rs_answer readshare_open(struct rs_member *m, const char *lo, struct rs_window *w)
 {
     struct readshare *s = m->share;
@@ -256,17 +263,17 @@ enum rs_answer readshare_open(struct rs_member *m, const char *lo, struct rs_win
     /*
      * The next window on the chain is taken even when it is older than m's
      * wake-up (m opens again after it): it is open, and its batch is read.
-     * Not an empty one then (nor an empty one before it): it brings
-     * nothing, and its hi may be its lo, which m would take again and again.
+     * Not one that goes nowhere then (nor one before it): m would take it
+     * again and again.
      */
-    if (strcmp(o->lo, lo) == 0 && !(stale && o->empty)) {
+    if (strcmp(o->lo, lo) == 0 && !(stale && goes_nowhere(o))) {
         if (o->pending)
             return ev_now(s->loop) - o->sent_at < READSHARE_OPEN_STALE_S ? wait(m) : RS_SEND;
         fill_window(o, w);
         w->stale = stale;
         return RS_HIT;
     }
-    if (s->prev.seq && !s->prev.empty && strcmp(s->prev.lo, lo) == 0) {
+    if (s->prev.seq && !goes_nowhere(&s->prev) && strcmp(s->prev.lo, lo) == 0) {
         fill_window(&s->prev, w);
         w->stale = true; /* the last open follows it */
         return RS_HIT;
@@ -321,6 +328,7 @@ void readshare_open_failed(struct readshare *s, uint64_t ticket)
         return;
     open_clear(&s->open);
     open_clear(&s->prev);
+    prune(s); /* the batches the two kept go with them */
     kick_waiters(s);
 }
 

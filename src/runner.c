@@ -788,6 +788,13 @@ static int queue_first_fetch(struct runner *r)
     return queue_fetch(r, r->first == FIRST_SHARED, NULL, NULL, NULL);
 }
 
+/* The share was told of an open that cannot go: free the runners waiting for it. */
+static void open_not_sent(struct runner *r, const char *why)
+{
+    read_failed(r);
+    rn_step_failed(r, "open window", "", why);
+}
+
 void rn_send_open(struct runner *r)
 {
     if (!rn_src_usable(r))
@@ -798,14 +805,14 @@ void rn_send_open(struct runner *r)
         return;
     struct snapshot lo;
     if (snapshot_parse(r->cp.lo, &lo) < 0) {
-        rn_step_failed(r, "open window", "", "stored snapshot is malformed");
+        open_not_sent(r, "stored snapshot is malformed");
         return;
     }
     struct tailwin_params p;
     int rc = tailwin_params(&lo, &p);
     snapshot_free(&lo);
     if (rc < 0) {
-        rn_step_failed(r, "open window", "", "out of memory");
+        open_not_sent(r, "out of memory");
         return;
     }
     const char *params[] = {p.xip_lo, p.xmax_lo, hi};

@@ -279,9 +279,57 @@ static void an_empty_stale_window_is_not_taken(void **state)
     a_opened(f, LO, LO, 0, -1);
     b_woken_after(f);
     assert_int_equal(readshare_open(&f->b, LO, &w), RS_SEND);
-    a_opened(f, LO, HI, 0, -1);
+    a_opened(f, LO, LO, 0, -1);
     b_woken_after(f);
     assert_int_equal(readshare_open(&f->b, LO, &w), RS_SEND);
+}
+
+/* An empty window that moves on is taken: the runner stays on the chain. */
+static void an_empty_stale_window_that_moves_on_is_taken(void **state)
+{
+    struct fixture *f = *state;
+    struct rs_window w;
+    a_opened(f, LO, HI, 0, -1);
+    b_woken_after(f);
+    assert_int_equal(readshare_open(&f->b, LO, &w), RS_HIT);
+    assert_string_equal(w.hi, HI);
+    assert_true(w.empty);
+}
+
+/* The window before the last keeps its only batch too, for the runners that take it. */
+static void the_window_before_the_lasts_batch_is_kept(void **state)
+{
+    struct fixture *f = *state;
+    struct rs_batch *batch;
+    a_opened(f, LO, HI, 101, 119);
+    assert_int_equal(readshare_fetch(&f->a, LO, HI, 100, &batch), RS_SEND);
+    readshare_fetched(f->share, batch, rows_from(101), 119);
+    readshare_release(f->share, batch);
+    readshare_left(&f->a);
+    a_opened(f, HI, HI2, 121, 139);
+    readshare_left(&f->a); /* and passes that one: the share prunes */
+
+    struct rs_window w;
+    assert_int_equal(readshare_open(&f->b, LO, &w), RS_HIT);
+    assert_int_equal(readshare_fetch(&f->b, LO, HI, 100, &batch), RS_HIT);
+    readshare_release(f->share, batch);
+}
+
+/* A failed open ends the chain: the batch of the window before it is not kept. */
+static void a_failed_open_drops_the_chain(void **state)
+{
+    struct fixture *f = *state;
+    struct rs_batch *batch;
+    a_opened(f, LO, HI, 101, 119);
+    assert_int_equal(readshare_fetch(&f->a, LO, HI, 100, &batch), RS_SEND);
+    readshare_fetched(f->share, batch, rows_from(101), 119);
+    readshare_release(f->share, batch);
+    readshare_left(&f->a);
+    readshare_open_failed(f->share, readshare_open_sent(&f->a, HI));
+
+    assert_int_equal(readshare_fetch(&f->b, LO, HI, 100, &batch), RS_SEND);
+    readshare_failed(f->share, batch);
+    readshare_release(f->share, batch);
 }
 
 int main(void)
@@ -297,6 +345,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_slow_reader_holds_the_next_open_back_briefly, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(an_empty_stale_window_is_not_taken, setup, teardown),
+        cmocka_unit_test_setup_teardown(an_empty_stale_window_that_moves_on_is_taken, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(the_window_before_the_lasts_batch_is_kept, setup, teardown),
+        cmocka_unit_test_setup_teardown(a_failed_open_drops_the_chain, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
