@@ -249,7 +249,13 @@ static bool last_open_untaken(const struct rs_member *m)
 /* An empty window whose hi is its lo: it moves nobody on. */
 static bool goes_nowhere(const struct rs_open *o)
 {
-    return o->empty && strcmp(o->lo, o->hi) == 0;
+    return !o->pending && o->empty && strcmp(o->lo, o->hi) == 0;
+}
+
+/* Wait for a pending open, unless it is taking too long. */
+static enum rs_answer wait_for_open(struct rs_member *m, const struct rs_open *o)
+{
+    return ev_now(m->share->loop) - o->sent_at < READSHARE_OPEN_STALE_S ? wait(m) : RS_SEND;
 }
 
 enum rs_answer readshare_open(struct rs_member *m, const char *lo, struct rs_window *w)
@@ -268,7 +274,7 @@ enum rs_answer readshare_open(struct rs_member *m, const char *lo, struct rs_win
      */
     if (strcmp(o->lo, lo) == 0 && !(stale && goes_nowhere(o))) {
         if (o->pending)
-            return ev_now(s->loop) - o->sent_at < READSHARE_OPEN_STALE_S ? wait(m) : RS_SEND;
+            return wait_for_open(m, o);
         fill_window(o, w);
         w->stale = stale;
         return RS_HIT;
@@ -283,7 +289,7 @@ enum rs_answer readshare_open(struct rs_member *m, const char *lo, struct rs_win
         return ahead ? wait(m) : RS_SEND;
     }
     if (o->pending)
-        return ev_now(s->loop) - o->sent_at < READSHARE_OPEN_STALE_S ? wait(m) : RS_SEND;
+        return wait_for_open(m, o);
     w->hi = o->hi;
     return RS_AT;
 }

@@ -185,6 +185,16 @@ static void a_opened(struct fixture *f, const char *lo, const char *hi, int64_t 
     readshare_open_done(f->share, ticket, &done);
 }
 
+/* a opens window (LO, HI), holding positions 101..119, and m reads its only batch. */
+static void opened_and_read(struct fixture *f, struct rs_member *m)
+{
+    struct rs_batch *batch;
+    a_opened(f, LO, HI, 101, 119);
+    assert_int_equal(readshare_fetch(m, LO, HI, 100, &batch), RS_SEND);
+    readshare_fetched(f->share, batch, rows_from(101), 119);
+    readshare_release(f->share, batch);
+}
+
 /* A notification round that wakes b after the last open was sent. */
 static void b_woken_after(struct fixture *f)
 {
@@ -231,11 +241,7 @@ static void the_window_before_the_last_is_taken(void **state)
 static void no_second_window_ahead_of_a_reader(void **state)
 {
     struct fixture *f = *state;
-    struct rs_batch *batch;
-    a_opened(f, LO, HI, 101, 119);
-    assert_int_equal(readshare_fetch(&f->b, LO, HI, 100, &batch), RS_SEND);
-    readshare_fetched(f->share, batch, rows_from(101), 119);
-    readshare_release(f->share, batch);
+    opened_and_read(f, &f->b);
     a_opened(f, HI, HI2, 121, 139);
 
     readshare_wake_round(f->share);
@@ -250,11 +256,7 @@ static void no_second_window_ahead_of_a_reader(void **state)
 static void a_slow_reader_holds_the_next_open_back_briefly(void **state)
 {
     struct fixture *f = *state;
-    struct rs_batch *batch;
-    a_opened(f, LO, HI, 101, 119);
-    assert_int_equal(readshare_fetch(&f->a, LO, HI, 100, &batch), RS_SEND);
-    readshare_fetched(f->share, batch, rows_from(101), 119);
-    readshare_release(f->share, batch);
+    opened_and_read(f, &f->a);
     a_opened(f, HI, HI2, 121, 139);
 
     b_woken_after(f);
@@ -301,10 +303,7 @@ static void the_window_before_the_lasts_batch_is_kept(void **state)
 {
     struct fixture *f = *state;
     struct rs_batch *batch;
-    a_opened(f, LO, HI, 101, 119);
-    assert_int_equal(readshare_fetch(&f->a, LO, HI, 100, &batch), RS_SEND);
-    readshare_fetched(f->share, batch, rows_from(101), 119);
-    readshare_release(f->share, batch);
+    opened_and_read(f, &f->a);
     readshare_left(&f->a);
     a_opened(f, HI, HI2, 121, 139);
     readshare_left(&f->a); /* and passes that one: the share prunes */
@@ -320,10 +319,7 @@ static void a_failed_open_drops_the_chain(void **state)
 {
     struct fixture *f = *state;
     struct rs_batch *batch;
-    a_opened(f, LO, HI, 101, 119);
-    assert_int_equal(readshare_fetch(&f->a, LO, HI, 100, &batch), RS_SEND);
-    readshare_fetched(f->share, batch, rows_from(101), 119);
-    readshare_release(f->share, batch);
+    opened_and_read(f, &f->a);
     readshare_left(&f->a);
     readshare_open_failed(f->share, readshare_open_sent(&f->a, HI));
 
