@@ -205,7 +205,11 @@ void readshare_woken(struct rs_member *m)
 
 /* ---- opens ----------------------------------------------------------------- */
 
-static bool reading(const struct rs_member *o, const char *lo, const char *hi, double now);
+/* Whether o has moved on in its window lately (it is not stuck). */
+static bool moving(const struct rs_member *o, double now)
+{
+    return now - o->moved_at < READSHARE_STALE_S;
+}
 
 static void fill_window(const struct rs_open *o, struct rs_window *w)
 {
@@ -235,8 +239,7 @@ static bool last_open_untaken(const struct rs_member *m)
     if (left <= 0 || left > 2 * READSHARE_GATE_S)
         return false;
     for (const struct rs_member *o = s->members; o; o = o->next)
-        if (o != m && o->sharing && o->hi && strcmp(o->hi, s->open.lo) == 0 &&
-            reading(o, o->lo, o->hi, now)) {
+        if (o != m && o->sharing && o->hi && strcmp(o->hi, s->open.lo) == 0 && moving(o, now)) {
             if (!ev_is_active(&s->gate_timer)) {
                 ev_timer_set(&s->gate_timer, left, 0.);
                 ev_timer_start(s->loop, &s->gate_timer);
@@ -348,7 +351,7 @@ static bool same_window(const char *lo, const char *hi, const char *lo2, const c
 /* Whether o reads window (lo, hi) and has moved on in it lately (it is not stuck). */
 static bool reading(const struct rs_member *o, const char *lo, const char *hi, double now)
 {
-    return same_window(lo, hi, o->lo, o->hi) && now - o->moved_at < READSHARE_STALE_S;
+    return same_window(lo, hi, o->lo, o->hi) && moving(o, now);
 }
 
 /* The lowest cursor of the other members reading window (lo, hi), or -1. */

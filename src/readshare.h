@@ -12,25 +12,26 @@
  *    runner about to open from lo takes the kept open from lo, even one
  *    older than the notification that woke it (it opens again after that
  *    window), and waits for one that is pending (up to
- *    READSHARE_OPEN_STALE_S). A runner at the end of the chain that needs a
- *    newer window sends the next open, but not while another runner still
- *    reads the window before the last open (and has moved on in it within
- *    READSHARE_STALE_S), for READSHARE_GATE_S at most: that one takes the
- *    last open next, and a window opened now would be a second one ahead
- *    of it (every runner with nothing to do opening on every notification
- *    made five opens per batch applied). A runner off the chain (another lo: a cold
- *    start, a runner that fell behind) takes the last open's hi when it was
- *    sent after the notification round that woke it and sees all that lo
- *    sees (snapshot_covers, checked by the caller): it sends an open of its
- *    own at that hi, which puts it on the chain.
+ *    READSHARE_OPEN_STALE_S). A runner at the end of the chain that needs
+ *    a newer window sends the next open, but not while another runner
+ *    still reads the window before the last open (and has moved on in it
+ *    within READSHARE_STALE_S), for READSHARE_GATE_S at most: that one
+ *    takes the last open next, and a window opened now would be a second
+ *    one ahead of it (every runner with nothing to do opening on every
+ *    notification made five opens per batch applied). A runner off the
+ *    chain (another lo: a cold start, a runner that fell behind) takes the
+ *    last open's hi when it was sent after the notification round that
+ *    woke it and sees all that lo sees (snapshot_covers, checked by the
+ *    caller): it sends an open of its own at that hi, which puts it on the
+ *    chain.
  *  - batches: inside a shared window, batches are fetched for every event
  *    type and end on a grid of batch_size positions (the grid starts at the
  *    first event after the fetch's lower bound), so runners at different
- *    points of one cell still meet at its end; a fetched batch is kept while
- *    a runner of that window has not passed it, and a batch that is the
- *    whole window of a kept open while the share keeps it (the runners it
- *    woke take it later). A runner waits for a read
- *    another sent only while that read is younger than READSHARE_STALE_S.
+ *    points of one cell still meet at its end. A fetched batch is kept
+ *    while a runner of that window has not passed it, and a batch that is
+ *    the whole window of a kept open while the share keeps that open (the
+ *    runners it woke take it later). A runner waits for a read another
+ *    sent only while that read is younger than READSHARE_STALE_S.
  *  - pacing: a runner that is batch_ahead batches ahead of the slowest
  *    runner still reading its window waits for it (a runner that has not
  *    moved on for READSHARE_STALE_S seconds, stuck or retrying one batch,

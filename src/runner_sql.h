@@ -178,10 +178,10 @@
 /*
  * Sent before each fetch, for its transaction only (the open makes them for
  * the first batch of its window). No bitmap scan: it would read and sort the
- * whole rest of the window for every batch. No parallel
- * workers: on a large table (5M events) the planner takes a batch's range
- * for millions of rows and starts a worker for every fetch, which costs
- * more than the batch (0.35 s instead of 0.2 s, and half of it system time).
+ * whole rest of the window for every batch. No parallel workers: on a large
+ * table (5M events) the planner takes a batch's range for millions of rows
+ * and starts a worker for every fetch, which costs more than the batch
+ * (0.35 s instead of 0.2 s, and half of it system time).
  */
 #define SQL_FETCH_SETTINGS                                                                         \
     "pg_catalog.set_config('enable_bitmapscan', 'off', true),"                                     \
