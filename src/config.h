@@ -37,6 +37,7 @@ struct config {
     char *metrics_listen; /* HOST:PORT of the Prometheus endpoint; NULL: none */
     int batch_size;
     int poll_interval_ms;
+    int min_read_interval_ms;       /* least time between two reads of new events (window opens) */
     bool rebuild_on_version_change; /* rebuild a projection whose compiled-in version changed */
     enum log_level log_level;
     enum log_format log_format;

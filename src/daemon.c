@@ -246,6 +246,7 @@ static void reload(struct daemon *d)
     d->cfg->log_level = next.log_level;
     d->cfg->log_format = next.log_format;
     d->cfg->batch_size = next.batch_size;
+    d->cfg->min_read_interval_ms = next.min_read_interval_ms;
     d->cfg->rebuild_on_version_change = next.rebuild_on_version_change;
     if (d->cfg->poll_interval_ms != next.poll_interval_ms) {
         d->cfg->poll_interval_ms = next.poll_interval_ms;
@@ -254,8 +255,10 @@ static void reload(struct daemon *d)
     }
     apply_projections(d, &next);
     config_free(&next);
-    log_info("reload: configuration applied (batch_size %d, poll_interval_ms %d, log level %s)",
-             d->cfg->batch_size, d->cfg->poll_interval_ms, log_level_name(d->cfg->log_level));
+    log_info("reload: configuration applied (batch_size %d, poll_interval_ms %d, "
+             "min_read_interval_ms %d, log level %s)",
+             d->cfg->batch_size, d->cfg->poll_interval_ms, d->cfg->min_read_interval_ms,
+             log_level_name(d->cfg->log_level));
 }
 
 static void hup_cb(struct ev_loop *loop, ev_signal *w, int revents)

@@ -341,6 +341,11 @@ void readshare_open_failed(struct readshare *s, uint64_t ticket)
     kick_waiters(s);
 }
 
+double readshare_last_open(const struct readshare *s)
+{
+    return s->open.sent_at;
+}
+
 /* ---- batches --------------------------------------------------------------- */
 
 static bool same_window(const char *lo, const char *hi, const char *lo2, const char *hi2)

@@ -167,6 +167,8 @@ struct runner {
     ev_timer claim_timer;
     ev_timer reap_timer; /* live: frees a finished child outside its own callbacks */
     ev_timer src_retry_timer;
+    ev_timer pause_timer; /* ends a pause between two opens (min_read_interval_ms) */
+    double opened_at;     /* ev_now() of its last open sent alone (not through the share) */
     struct backoff backoff;
     struct backoff src_backoff;
 };

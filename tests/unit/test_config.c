@@ -79,6 +79,7 @@ static void assert_defaults(const struct config *cfg)
     assert_string_equal(cfg->listen_channel, "domain_event");
     assert_int_equal(cfg->batch_size, 1000);
     assert_int_equal(cfg->poll_interval_ms, 1000);
+    assert_int_equal(cfg->min_read_interval_ms, 2);
     assert_int_equal(cfg->log_level, LOG_LEVEL_INFO);
     assert_int_equal(cfg->log_format, LOG_FORMAT_TEXT);
     assert_int_equal(cfg->n_projections, N_NAMES);
@@ -225,13 +226,16 @@ static void test_bounds_are_inclusive(void **state)
 {
     (void)state;
     struct config cfg;
-    load_ok(&cfg, "batch_size = 1; poll_interval_ms = 10;\n");
+    load_ok(&cfg, "batch_size = 1; poll_interval_ms = 10; min_read_interval_ms = 0;\n");
     assert_int_equal(cfg.batch_size, 1);
     assert_int_equal(cfg.poll_interval_ms, 10);
+    assert_int_equal(cfg.min_read_interval_ms, 0);
     config_free(&cfg);
-    load_ok(&cfg, "batch_size = 100000; poll_interval_ms = 3600000;\n");
+    load_ok(&cfg,
+            "batch_size = 100000; poll_interval_ms = 3600000; min_read_interval_ms = 1000;\n");
     assert_int_equal(cfg.batch_size, 100000);
     assert_int_equal(cfg.poll_interval_ms, 3600000);
+    assert_int_equal(cfg.min_read_interval_ms, 1000);
     config_free(&cfg);
 }
 
@@ -340,6 +344,10 @@ static void test_out_of_range(void **state)
                  "poll_interval_ms: must be an integer between 10 and 3600000 (got 9)");
     expect_error("poll_interval_ms = 3600001;\n", 1,
                  "poll_interval_ms: must be an integer between 10 and 3600000 (got 3600001)");
+    expect_error("min_read_interval_ms = 1001;\n", 1,
+                 "min_read_interval_ms: must be an integer between 0 and 1000 (got 1001)");
+    expect_error("min_read_interval_ms = -1;\n", 1,
+                 "min_read_interval_ms: must be an integer between 0 and 1000 (got -1)");
 }
 
 static void test_wrong_types(void **state)
@@ -388,7 +396,8 @@ static void test_unknown_keys(void **state)
     (void)state;
     expect_error("batch_size = 5;\nbatchsize = 5;\n", 2,
                  "batchsize: unknown key (valid here: database, listen_channel, batch_size, "
-                 "poll_interval_ms, rebuild_on_version_change, log, metrics, projections)");
+                 "poll_interval_ms, min_read_interval_ms, rebuild_on_version_change, log, metrics, "
+                 "projections)");
     expect_error("database = {\n  conninfo = \"\";\n  host = \"x\";\n};\n", 3,
                  "database.host: unknown key (valid here: conninfo, target)");
     expect_error("log = { level = \"info\"; destination = \"syslog\"; };\n", 1,
@@ -398,7 +407,8 @@ static void test_unknown_keys(void **state)
     /* Keys are case-sensitive, as in libconfig itself. */
     expect_error("Batch_size = 5;\n", 1,
                  "Batch_size: unknown key (valid here: database, listen_channel, batch_size, "
-                 "poll_interval_ms, rebuild_on_version_change, log, metrics, projections)");
+                 "poll_interval_ms, min_read_interval_ms, rebuild_on_version_change, log, metrics, "
+                 "projections)");
 }
 
 static void test_unknown_projection(void **state)
@@ -734,6 +744,7 @@ static void test_print_defaults(void **state)
                               "listen_channel = \"domain_event\";\n"
                               "batch_size = 1000;\n"
                               "poll_interval_ms = 1000;\n"
+                              "min_read_interval_ms = 2;\n"
                               "rebuild_on_version_change = true;\n"
                               "log = { level = \"info\"; format = \"text\"; };\n"
                               "metrics = { listen = \"\"; };\n"
