@@ -4,6 +4,8 @@
  */
 #include "readshare.h"
 
+#include "pace.h"
+
 #include <stdlib.h>
 #include <string.h>
 
@@ -28,6 +30,7 @@ struct readshare {
     uint64_t kick_round;
     struct rs_open open; /* the last open sent */
     struct rs_open prev; /* the one before, while the last goes on from its hi: a chain */
+    struct pace pace;    /* the event rate the opens saw */
     struct rs_member *members;
     struct rs_batch *batches; /* newest first */
     ev_timer kick_timer;      /* kicks run from the loop, never inside a caller */
@@ -328,6 +331,7 @@ void readshare_open_done(struct readshare *s, uint64_t ticket, const struct rs_w
     s->open.empty = w->empty;
     s->open.pending = false;
     s->open.done_at = ev_now(s->loop);
+    pace_note(&s->pace, s->open.done_at, w->head);
     kick_waiters(s);
 }
 
@@ -341,9 +345,9 @@ void readshare_open_failed(struct readshare *s, uint64_t ticket)
     kick_waiters(s);
 }
 
-double readshare_last_open(const struct readshare *s)
+double readshare_next_open(const struct readshare *s, int min_ms)
 {
-    return s->open.sent_at;
+    return s->open.sent_at + pace_interval(&s->pace, min_ms);
 }
 
 /* ---- batches --------------------------------------------------------------- */

@@ -135,8 +135,12 @@ enum rs_answer readshare_open(struct rs_member *m, const char *lo, struct rs_win
 uint64_t readshare_open_sent(struct rs_member *m, const char *lo);
 void readshare_open_done(struct readshare *s, uint64_t ticket, const struct rs_window *w);
 void readshare_open_failed(struct readshare *s, uint64_t ticket);
-/* ev_now() when the last open was sent through the share; 0 if none is kept. */
-double readshare_last_open(const struct readshare *s);
+/*
+ * While events keep coming, the earliest ev_now() for the next open through
+ * the share (pace.h; min_ms: min_read_interval_ms). In the past when no open
+ * is kept.
+ */
+double readshare_next_open(const struct readshare *s, int min_ms);
 
 /* m leaves its window (it is done with it, or gave up on it). */
 void readshare_left(struct rs_member *m);

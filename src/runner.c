@@ -721,17 +721,23 @@ static bool hi_covers_lo(const char *hi_text, const char *lo_text)
 
 /*
  * Whether a new open must wait: while events keep coming, windows are
- * opened at most every min_read_interval_ms, so the events committed in
- * between are read and applied together. Opening on every notification
- * cost the server a third more CPU at 1,000 events/s
- * (tests/bench/RESULTS.md). The first open after a quiet spell goes at
- * once. Shared opens are paced together, by the share's last open.
+ * opened at most every min_read_interval_ms (longer above 1,000 events/s,
+ * pace.h), so the events committed in between are read and applied
+ * together. Opening on every notification cost the server a fifth more CPU
+ * at 1,000 events/s (tests/bench/RESULTS.md). The first open after a quiet
+ * spell goes at once. Shared opens are paced together, by the share's last
+ * open and the rate its opens saw.
  */
 static bool pause_open(struct runner *r, bool shared)
 {
-    double gap = r->cfg->min_read_interval_ms / 1000.0;
-    double last = shared ? readshare_last_open(r->fleet->share) : r->opened_at;
-    double left = last + gap - ev_now(r->loop);
+    int min_ms = r->cfg->min_read_interval_ms;
+    double gap = pace_interval(&r->pace, min_ms);
+    double next = r->opened_at + gap;
+    if (shared) {
+        gap = PACE_MAX_FACTOR * min_ms / 1000.0;
+        next = readshare_next_open(r->fleet->share, min_ms);
+    }
+    double left = next - ev_now(r->loop);
     /* ev_now follows the wall clock, which may step back */
     if (left <= 0 || left > gap)
         return false;
@@ -1389,6 +1395,7 @@ static void on_open_result(struct runner *r, const PGresult *res)
         r->err_stmt = 0;
         return;
     }
+    pace_note(&r->pace, ev_now(r->loop), w.head);
     claim_first_batch(r);
     if (r->open_ticket) /* for the runners waiting on our open (readshare.h) */
         readshare_open_done(r->fleet->share, r->open_ticket, &w);

@@ -17,6 +17,7 @@
 #include "backoff.h"
 #include "batch.h"
 #include "pgconn.h"
+#include "pace.h"
 #include "readshare.h"
 #include "runner.h"
 #include "runner_sql.h"
@@ -169,6 +170,7 @@ struct runner {
     ev_timer src_retry_timer;
     ev_timer pause_timer; /* ends a pause between two opens (min_read_interval_ms) */
     double opened_at;     /* ev_now() of its last open sent alone (not through the share) */
+    struct pace pace;     /* the event rate its own opens saw */
     struct backoff backoff;
     struct backoff src_backoff;
 };

@@ -19,6 +19,7 @@
 #include <ev.h>
 #include <libpq-fe.h>
 
+#include "pace.h"
 #include "readshare.h"
 
 #define LO  "100:100:"
@@ -328,6 +329,25 @@ static void a_failed_open_drops_the_chain(void **state)
     readshare_release(f->share, batch);
 }
 
+/*
+ * The share paces its opens by the rate its opens saw (pace.h): at 1,000
+ * events/s and below min_read_interval_ms after the last open, ten times
+ * that at a high rate.
+ */
+static void the_next_open_waits_longer_at_a_high_rate(void **state)
+{
+    struct fixture *f = *state;
+    a_opened(f, LO, HI, 101, 119);
+    /* ev_now() is a wall clock time: a double resolves it to about 0.2 us */
+    double wait = readshare_next_open(f->share, 2) - ev_now(f->loop);
+    assert_true(wait > 0.002 - 1e-6 && wait < 0.002 + 1e-6);
+    usleep(100000);
+    ev_now_update(f->loop);
+    a_opened(f, HI, HI2, 120, 20119); /* 20,000 events in 0.1 s */
+    wait = readshare_next_open(f->share, 2) - ev_now(f->loop);
+    assert_true(wait > 0.002 * PACE_MAX_FACTOR - 1e-6 && wait < 0.002 * PACE_MAX_FACTOR + 1e-6);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -345,6 +365,7 @@ int main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(the_window_before_the_lasts_batch_is_kept, setup, teardown),
         cmocka_unit_test_setup_teardown(a_failed_open_drops_the_chain, setup, teardown),
+        cmocka_unit_test_setup_teardown(the_next_open_waits_longer_at_a_high_rate, setup, teardown),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
