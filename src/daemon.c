@@ -88,6 +88,24 @@ static void listener_wake(void *arg)
     wake_all(d);
 }
 
+/* What the runners' opens found (listener.h): the highest head, and when. */
+static void listener_progress(void *arg, int64_t *head, double *seen_at)
+{
+    struct daemon *d = arg;
+    *head = 0;
+    *seen_at = 0;
+    for (size_t i = 0; i < projection_registry_count; i++) {
+        if (!d->active[i])
+            continue;
+        struct runner_gauges g;
+        runner_gauges(d->runners[i], &g);
+        if (g.head_position > *head)
+            *head = g.head_position;
+        if (g.head_at > *seen_at)
+            *seen_at = g.head_at;
+    }
+}
+
 static void notify_timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
     (void)revents;
@@ -247,6 +265,7 @@ static void reload(struct daemon *d)
     d->cfg->log_format = next.log_format;
     d->cfg->batch_size = next.batch_size;
     d->cfg->min_read_interval_ms = next.min_read_interval_ms;
+    listener_set_tick(d->listener, next.min_read_interval_ms / 1000.0);
     d->cfg->rebuild_on_version_change = next.rebuild_on_version_change;
     if (d->cfg->poll_interval_ms != next.poll_interval_ms) {
         d->cfg->poll_interval_ms = next.poll_interval_ms;
@@ -358,7 +377,7 @@ int daemon_run(struct config *cfg, const char *config_path, const char *level_ov
     if (d.nrunning == 0)
         log_warning("no projection is enabled: nothing to do (a reload may enable some)");
     d.listener = listener_new(d.loop, cfg->conninfo, cfg->target_conninfo, cfg->listen_channel,
-                              d.fleet.instance_id, listener_wake, &d);
+                              d.fleet.instance_id, listener_wake, listener_progress, &d);
     if (!d.listener) {
         log_error("out of memory");
         teardown(&d);
@@ -372,6 +391,7 @@ int daemon_run(struct config *cfg, const char *config_path, const char *level_ov
     notify_setup(&d);
     log_info("projectord %s starting as %s with %zu projection(s)", PROJECTORD_VERSION, d.owner,
              d.nrunning);
+    listener_set_tick(d.listener, cfg->min_read_interval_ms / 1000.0);
     listener_start(d.listener);
     for (size_t i = 0; i < projection_registry_count; i++)
         if (d.active[i])

@@ -8,16 +8,27 @@
 #include "fleet.h"
 #include "listener.h"
 #include "log.h"
+#include "pace.h"
 #include "pgconn.h"
 
 struct listener {
+    struct ev_loop *loop;
     struct pgconn *conn;
     struct pgconn *presence; /* holds the presence lock; conn itself without a target */
     char *listen_sql;
+    char *unlisten_sql;
     char instance_key[12];
     char instance_id[12];
     listener_wake_cb wake;
+    listener_progress_cb progress;
     void *arg;
+    struct pace notes; /* the notification rate */
+    int64_t n_notes;
+    double tick_s;   /* 0: always listen */
+    bool polling;    /* the channel is left: the tick wakes the owner */
+    int64_t head;    /* the highest head the owner's opens found, */
+    double moved_at; /* and when it was found to have moved */
+    ev_timer tick;
 };
 
 static int queue_presence(struct listener *l, struct pgconn *c)
@@ -37,6 +48,72 @@ static void presence_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const
     else if (ev == PGCONN_RESULT && !pgconn_result_ok(res))
         log_error("listener: presence lock failed: %s (SQLSTATE %s)", pgconn_error_line(res),
                   pgconn_sqlstate(res));
+}
+
+/* Leave the channel (or listen again): one statement of its own request. */
+static bool switch_channel(struct listener *l, bool listen)
+{
+    if (!pgconn_idle(l->conn))
+        return false; /* connecting, or a switch under way: try again later */
+    return pgconn_query(l->conn, listen ? l->listen_sql : l->unlisten_sql, 0, NULL) == 0 &&
+           pgconn_sync(l->conn) == 0;
+}
+
+static void start_polling(struct listener *l)
+{
+    if (!switch_channel(l, false))
+        return;
+    l->polling = true;
+    double seen_at;
+    l->progress(l->arg, &l->head, &seen_at);
+    l->moved_at = ev_now(l->loop);
+    ev_timer_set(&l->tick, l->tick_s, l->tick_s);
+    ev_timer_start(l->loop, &l->tick);
+    log_debug("listener: notifications at %.0f/s: polling every %.1f ms instead", l->notes.rate,
+              l->tick_s * 1000);
+}
+
+/* Listening again: the sync of the LISTEN wakes the owner (conn_cb). */
+static void stop_polling(struct listener *l)
+{
+    if (!switch_channel(l, true))
+        return;
+    l->polling = false;
+    ev_timer_stop(l->loop, &l->tick);
+    log_debug("listener: the event store went quiet: listening again");
+}
+
+static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct listener *l = w->data;
+    l->wake(l->arg);
+    int64_t head;
+    double seen_at;
+    l->progress(l->arg, &head, &seen_at);
+    if (head != l->head) {
+        l->head = head;
+        l->moved_at = seen_at;
+        return;
+    }
+    /* quiet: opens found the same head for a while; or no open tells (none running) */
+    double now = ev_now(l->loop);
+    bool quiet = seen_at - l->moved_at >= LISTENER_QUIET_S;
+    bool untold = now - seen_at >= LISTENER_UNTOLD_S && now - l->moved_at >= LISTENER_UNTOLD_S;
+    if (l->tick_s == 0 || quiet || untold)
+        stop_polling(l);
+}
+
+static void on_notify(struct listener *l, const PGnotify *notify)
+{
+    int n = pgconn_notifies(l->conn);
+    log_debug("listener: %d notification(s) on %s", n, notify->relname);
+    l->wake(l->arg);
+    l->n_notes += n;
+    pace_note(&l->notes, ev_now(l->loop), l->n_notes);
+    if (!l->polling && l->tick_s > 0 && l->notes.rate > LISTENER_POLL_RATE)
+        start_polling(l);
 }
 
 static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGresult *res,
@@ -59,22 +136,24 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
         l->wake(l->arg);
         break;
     case PGCONN_NOTIFY:
-        log_debug("listener: notification on %s", notify->relname);
-        l->wake(l->arg);
+        on_notify(l, notify);
         break;
     case PGCONN_LOST:
+        /* the reconnect listens again */
+        l->polling = false;
+        ev_timer_stop(l->loop, &l->tick);
         break;
     }
 }
 
-/* LISTEN takes an identifier, not a parameter: quote it. */
-static char *listen_statement(const char *channel)
+/* LISTEN and UNLISTEN take an identifier, not a parameter: quote it. */
+static char *channel_statement(const char *verb, const char *channel)
 {
-    size_t size = strlen("LISTEN \"\"") + 2 * strlen(channel) + 1;
+    size_t size = strlen(verb) + strlen(" \"\"") + 2 * strlen(channel) + 1;
     char *sql = malloc(size), *o = sql;
     if (!sql)
         return NULL;
-    o += sprintf(o, "LISTEN \"");
+    o += sprintf(o, "%s \"", verb);
     for (const char *s = channel; *s; s++) {
         if (*s == '"')
             *o++ = '"';
@@ -86,19 +165,24 @@ static char *listen_statement(const char *channel)
 
 struct listener *listener_new(struct ev_loop *loop, const char *conninfo, const char *target,
                               const char *channel, int instance_id, listener_wake_cb wake,
-                              void *arg)
+                              listener_progress_cb progress, void *arg)
 {
     struct listener *l = calloc(1, sizeof *l);
     if (!l)
         return NULL;
+    l->loop = loop;
+    l->progress = progress;
+    ev_init(&l->tick, tick_cb);
+    l->tick.data = l;
     snprintf(l->instance_key, sizeof l->instance_key, "%d", FLEET_INSTANCE_LOCK);
     snprintf(l->instance_id, sizeof l->instance_id, "%d", instance_id);
     l->wake = wake;
     l->arg = arg;
-    l->listen_sql = listen_statement(channel);
+    l->listen_sql = channel_statement("LISTEN", channel);
+    l->unlisten_sql = channel_statement("UNLISTEN", channel);
     l->conn = pgconn_new(loop, "listener", conninfo, conn_cb, l);
     l->presence = target ? pgconn_new(loop, "presence", target, presence_cb, l) : l->conn;
-    if (!l->listen_sql || !l->conn || !l->presence) {
+    if (!l->listen_sql || !l->unlisten_sql || !l->conn || !l->presence) {
         listener_free(l);
         return NULL;
     }
@@ -112,6 +196,15 @@ void listener_start(struct listener *l)
         pgconn_start(l->presence);
 }
 
+void listener_set_tick(struct listener *l, double tick_s)
+{
+    l->tick_s = tick_s;
+    if (l->polling && tick_s > 0) {
+        ev_timer_set(&l->tick, tick_s, tick_s);
+        ev_timer_again(l->loop, &l->tick);
+    }
+}
+
 void listener_free(struct listener *l)
 {
     if (!l)
@@ -119,6 +212,8 @@ void listener_free(struct listener *l)
     if (l->presence != l->conn)
         pgconn_free(l->presence);
     pgconn_free(l->conn);
+    ev_timer_stop(l->loop, &l->tick);
     free(l->listen_sql);
+    free(l->unlisten_sql);
     free(l);
 }

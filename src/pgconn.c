@@ -33,6 +33,7 @@ struct pgconn {
     char *conninfo;
     pgconn_cb cb;
     void *arg;
+    int notifies; /* how many the last PGCONN_NOTIFY stands for */
     PGconn *pg;
     enum pgconn_state state;
     ev_io io;
@@ -261,10 +262,12 @@ static void deliver_results(struct pgconn *c)
 static void deliver_notifies(struct pgconn *c)
 {
     PGnotify *last = NULL, *n;
+    c->notifies = 0;
     while (c->pg && (n = PQnotifies(c->pg)) != NULL) {
         if (last)
             PQfreemem(last);
         last = n;
+        c->notifies++;
     }
     if (last) {
         c->cb(c, c->arg, PGCONN_NOTIFY, NULL, last);
@@ -407,6 +410,11 @@ void pgconn_free(struct pgconn *c)
     free(c->name);
     free(c->conninfo);
     free(c);
+}
+
+int pgconn_notifies(const struct pgconn *c)
+{
+    return c->notifies;
 }
 
 bool pgconn_idle(const struct pgconn *c)

@@ -62,6 +62,8 @@ void pgconn_close(struct pgconn *c);
 
 /* Connected, and no request waiting for its sync. */
 bool pgconn_idle(const struct pgconn *c);
+/* In a PGCONN_NOTIFY callback: how many notifications it stands for. */
+int pgconn_notifies(const struct pgconn *c);
 bool pgconn_connected(const struct pgconn *c);
 const char *pgconn_name(const struct pgconn *c);
 

@@ -408,6 +408,7 @@ void runner_gauges(const struct runner *r, struct runner_gauges *out)
         .failed = r->failed,
         .last_position = r->cp.last_position,
         .head_position = r->head,
+        .head_at = r->head_at,
         .status = r->state == R_DONE ? "stopped"
                   : r->holds_lock    ? current_status(r)
                                      : "standby",
@@ -678,6 +679,7 @@ static void send_release(struct runner *r)
 static int set_window(struct runner *r, const struct rs_window *w)
 {
     r->head = w->head;
+    r->head_at = ev_now(r->loop);
     if (w->empty) {
         r->heartbeat_due |= !r->announced; /* but say we are live */
         r->caught_up = true;

@@ -44,6 +44,7 @@ struct runner_gauges {
     bool failed;
     int64_t last_position;
     int64_t head_position; /* as of the last window opened */
+    double head_at;        /* ev_now() when that window was taken */
     const char *status;
 };
 

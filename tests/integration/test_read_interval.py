@@ -2,7 +2,8 @@
 keep coming, windows are opened at most that often, so the events committed
 in between are applied together; the first event after a quiet spell is
 read at once. Both halves, with the runners sharing their reads and with a
-runner alone."""
+runner alone. And while notifications come fast, the listener leaves the
+channel and the ticks find the events, until it is quiet again (listener.h)."""
 
 import time
 import uuid
@@ -61,3 +62,48 @@ def test_events_that_keep_coming_are_read_together(db, start_daemon, projections
     batches = db.scalar("SELECT count(DISTINCT xmin::text) FROM read_model.users WHERE id = ANY(%s)",
                         (followers,))
     assert batches <= 2, f"{FOLLOWERS} events 20 ms apart were applied in {batches} transactions"
+
+
+def listener_relistened(conn):
+    """The listener's last statement is a LISTEN of its own: it left the
+    channel and came back (a connect sends LISTEN and the presence lock
+    query together, and the latter shows)."""
+    return conn.execute("""SELECT count(*) FROM pg_stat_activity
+                            WHERE datname = current_database() AND application_name = 'projectord'
+                              AND query = 'LISTEN "domain_event"'""").fetchone()[0] == 1
+
+
+def commit_to_commit(db, ids):
+    return db.query("""SELECT extract(epoch FROM pg_xact_commit_timestamp(u.xmin)
+                                             - pg_xact_commit_timestamp(e.xmin))
+                         FROM read_model.users u
+                         JOIN event_store.event_stream s ON s.aggregate_id = u.id
+                         JOIN event_store.domain_event e ON e.stream_id = s.stream_id
+                        WHERE u.id = ANY(%s)""", (ids,))
+
+
+def test_a_busy_channel_is_left_polled_and_listened_to_again(db, start_daemon):
+    daemon = start_daemon(poll_interval_ms=600_000)  # only notifications and the ticks wake it
+    daemon.wait_caught_up()
+    with db.connect() as conn:
+        assert not listener_relistened(conn)
+
+    # 5,000 notifications, then one more: far above LISTENER_POLL_RATE.
+    followers = [uuid.uuid4() for _ in range(20)]
+    with db.connect() as conn:
+        conn.execute("SELECT pg_notify('domain_event', i::text) FROM generate_series(1, 5000) i")
+        time.sleep(0.05)
+        conn.execute("SELECT pg_notify('domain_event', 'more')")
+        # The channel is left now: only the ticks find these.
+        for uid in followers:
+            conn.execute("SELECT event_store.append_events(%s, %s, %s, %s::jsonb[])",
+                         user(uid).params())
+            time.sleep(0.01)
+    daemon.wait_until(users_applied(followers), 10, "the events appended while polling")
+    waits = [w for (w,) in commit_to_commit(db, followers)]
+    assert max(waits) < 0.5, f"events appended while the channel was left waited up to {max(waits):.3f} s"
+
+    daemon.wait_until(listener_relistened, 10, "the listener to listen again once quiet")
+    last = uuid.uuid4()
+    db.append([user(last)])
+    daemon.wait_until(users_applied([last]), 10, "an event after listening again")

@@ -276,7 +276,7 @@ def test_notifications_read_together_wake_the_daemon_once(db, start_daemon):
     daemon.wait_caught_up()
 
     def wakeups():
-        return daemon.log(tail=100000).count("listener: notification on")
+        return daemon.log(tail=100000).count(" notification(s) on ")
 
     before = wakeups()
     cid = uuid.uuid4()
