@@ -733,11 +733,13 @@ static bool hi_covers_lo(const char *hi_text, const char *lo_text)
 static bool pause_open(struct runner *r, bool shared)
 {
     int min_ms = r->cfg->min_read_interval_ms;
-    double gap = pace_interval(&r->pace, min_ms);
-    double next = r->opened_at + gap;
+    double gap, next;
     if (shared) {
-        gap = PACE_MAX_FACTOR * min_ms / 1000.0;
+        gap = PACE_MAX_FACTOR * min_ms / 1000.0; /* the longest the share may ask */
         next = readshare_next_open(r->fleet->share, min_ms);
+    } else {
+        gap = pace_interval(&r->pace, min_ms);
+        next = r->opened_at + gap;
     }
     double left = next - ev_now(r->loop);
     /* ev_now follows the wall clock, which may step back */

@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from daemon import PROJECTIONS
-from eventgen import Command, event
+from eventgen import Command, append, event
 
 INTERVAL_MS = 1000  # the largest allowed: far above a test box's noise
 FOLLOWERS = 10
@@ -30,6 +30,18 @@ def users_applied(ids):
         "SELECT count(*) = %s FROM read_model.users WHERE id = ANY(%s)", (len(ids), ids)).fetchone()[0]
 
 
+def commit_to_commit(db, ids):
+    """Seconds from each user's event commit to its read-model commit, inside
+    the server (track_commit_timestamp): the test's own connections and
+    polling do not count."""
+    return db.query("""SELECT extract(epoch FROM pg_xact_commit_timestamp(u.xmin)
+                                             - pg_xact_commit_timestamp(e.xmin))
+                         FROM read_model.users u
+                         JOIN event_store.event_stream s ON s.aggregate_id = u.id
+                         JOIN event_store.domain_event e ON e.stream_id = s.stream_id
+                        WHERE u.id = ANY(%s)""", (ids,))
+
+
 @pytest.mark.parametrize("projections", [SHARED, ALONE], ids=["shared", "alone"])
 def test_events_that_keep_coming_are_read_together(db, start_daemon, projections):
     # No poll: only notifications (and the pause's end) make a runner read.
@@ -41,22 +53,14 @@ def test_events_that_keep_coming_are_read_together(db, start_daemon, projections
     first = uuid.uuid4()
     db.append([user(first)])
     daemon.wait_until(users_applied([first]), 10, "the first event")
-    # Commit to commit, inside the server (track_commit_timestamp): the
-    # test's own connections and polling do not count.
-    took = db.scalar("""SELECT extract(epoch FROM pg_xact_commit_timestamp(u.xmin)
-                                              - pg_xact_commit_timestamp(e.xmin))
-                          FROM read_model.users u
-                          JOIN event_store.event_stream s ON s.aggregate_id = u.id
-                          JOIN event_store.domain_event e ON e.stream_id = s.stream_id
-                         WHERE u.id = %s""", (first,))
+    [(took,)] = commit_to_commit(db, [first])
     assert took < INTERVAL_MS / 1000 / 2, f"the first event after a quiet spell waited {took:.3f} s"
 
     # Each in its own transaction and notification, well inside the interval.
     followers = [uuid.uuid4() for _ in range(FOLLOWERS)]
     with db.connect() as conn:
         for uid in followers:
-            conn.execute("SELECT event_store.append_events(%s, %s, %s, %s::jsonb[])",
-                         user(uid).params())
+            append(conn, user(uid))
             time.sleep(0.02)
     daemon.wait_until(users_applied(followers), 10, "the followers")
     batches = db.scalar("SELECT count(DISTINCT xmin::text) FROM read_model.users WHERE id = ANY(%s)",
@@ -73,15 +77,6 @@ def listener_relistened(conn):
                               AND query = 'LISTEN "domain_event"'""").fetchone()[0] == 1
 
 
-def commit_to_commit(db, ids):
-    return db.query("""SELECT extract(epoch FROM pg_xact_commit_timestamp(u.xmin)
-                                             - pg_xact_commit_timestamp(e.xmin))
-                         FROM read_model.users u
-                         JOIN event_store.event_stream s ON s.aggregate_id = u.id
-                         JOIN event_store.domain_event e ON e.stream_id = s.stream_id
-                        WHERE u.id = ANY(%s)""", (ids,))
-
-
 def test_a_busy_channel_is_left_polled_and_listened_to_again(db, start_daemon):
     daemon = start_daemon(poll_interval_ms=600_000)  # only notifications and the ticks wake it
     daemon.wait_caught_up()
@@ -96,8 +91,7 @@ def test_a_busy_channel_is_left_polled_and_listened_to_again(db, start_daemon):
         conn.execute("SELECT pg_notify('domain_event', 'more')")
         # The channel is left now: only the ticks find these.
         for uid in followers:
-            conn.execute("SELECT event_store.append_events(%s, %s, %s, %s::jsonb[])",
-                         user(uid).params())
+            append(conn, user(uid))
             time.sleep(0.01)
     daemon.wait_until(users_applied(followers), 10, "the events appended while polling")
     waits = [w for (w,) in commit_to_commit(db, followers)]
