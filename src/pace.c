@@ -6,8 +6,11 @@
 void pace_note(struct pace *p, double now, int64_t head)
 {
     double dt = now - p->at;
-    if (p->at > 0 && dt == 0 && head >= p->head)
+    if (p->at > 0 && dt == 0 && head >= p->head) {
+        p->moving |= head > p->head;
         return; /* the same moment: counted with the next */
+    }
+    p->moving = p->at > 0 && head > p->head;
     if (p->at > 0 && dt > 0 && head >= p->head) {
         /* a first-order moving average: a quiet spell brings the rate down at once */
         double keep = PACE_SPAN_S / (PACE_SPAN_S + dt);
@@ -22,6 +25,8 @@ void pace_note(struct pace *p, double now, int64_t head)
 
 double pace_interval(const struct pace *p, int min_ms)
 {
+    if (!p->moving)
+        return 0;
     double factor = p->rate / PACE_BASE_RATE;
     if (factor < 1)
         factor = 1;

@@ -13,6 +13,7 @@
 #ifndef PROJECTORD_PACE_H
 #define PROJECTORD_PACE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 
 #define PACE_BASE_RATE  1000.0 /* events/s up to which the interval is min_read_interval_ms */
@@ -23,12 +24,19 @@ struct pace {
     double at;    /* when head was seen; 0: never */
     int64_t head; /* the event store's last position then */
     double rate;  /* events/s */
+    bool moving;  /* the last open found a head past the one before */
 };
 
 /* An open found the event store's last position at head, at time now (seconds). */
 void pace_note(struct pace *p, double now, int64_t head);
 
-/* Seconds between two opens while events keep coming; min_ms: min_read_interval_ms. */
+/*
+ * Seconds between two opens while events keep coming; min_ms:
+ * min_read_interval_ms. 0 when the last open found nothing new (or none was
+ * noted): the next event is the first after a quiet spell, and an open
+ * that read nothing (a wake-up as the daemon connects, a poll) must not
+ * hold it back.
+ */
 double pace_interval(const struct pace *p, int min_ms);
 
 #endif

@@ -138,7 +138,7 @@ void readshare_open_failed(struct readshare *s, uint64_t ticket);
 /*
  * While events keep coming, the earliest ev_now() for the next open through
  * the share (pace.h; min_ms: min_read_interval_ms). In the past when no open
- * is kept.
+ * is kept or the last one found nothing new.
  */
 double readshare_next_open(const struct readshare *s, int min_ms);
 

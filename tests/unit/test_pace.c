@@ -29,10 +29,33 @@ static double steady(struct pace *p, double t, double seconds, double step, doub
     return t;
 }
 
-static void test_never_opened_is_the_minimum(void **state)
+static void test_never_opened_waits_nothing(void **state)
 {
     (void)state;
     struct pace p = {0};
+    assert_near(pace_interval(&p, 2), 0, 1e-12);
+    pace_note(&p, 100, 5000); /* the first open: nothing to compare with */
+    assert_near(pace_interval(&p, 2), 0, 1e-12);
+}
+
+/*
+ * An open that found nothing new (the wake-up as the daemon connects, say)
+ * must not hold back the next event: that one is the first after a quiet
+ * spell. (CI: the listener's first wake-up right after the first open made
+ * the first event wait ~0.75 s of a 1 s interval.)
+ */
+static void test_an_open_that_found_nothing_new_waits_nothing(void **state)
+{
+    (void)state;
+    struct pace p = {0};
+    pace_note(&p, 100, 0);
+    pace_note(&p, 100.01, 1);
+    assert_near(pace_interval(&p, 2), 0.002, 1e-12);
+    pace_note(&p, 100.02, 1);
+    assert_near(pace_interval(&p, 2), 0, 1e-12);
+    pace_note(&p, 100.02, 2); /* found more in the same moment: moving again */
+    assert_near(pace_interval(&p, 2), 0.002, 1e-12);
+    pace_note(&p, 100.02, 2);
     assert_near(pace_interval(&p, 2), 0.002, 1e-12);
     assert_near(pace_interval(&p, 0), 0, 1e-12);
 }
@@ -43,6 +66,7 @@ static void test_up_to_the_base_rate_is_the_minimum(void **state)
     struct pace p = {0};
     pace_note(&p, 100, 5000);
     steady(&p, 100.005, 5, 0.005, 800);
+    assert_true(p.moving);
     assert_near(p.rate, 800, 20);
     assert_near(pace_interval(&p, 2), 0.002, 1e-12);
 }
@@ -104,6 +128,8 @@ static void test_a_head_going_back_starts_over(void **state)
     steady(&p, 100.01, 2, 0.01, 5000);
     pace_note(&p, 103, 10); /* the table was emptied and filled again */
     assert_near(p.rate, 0, 1e-12);
+    assert_near(pace_interval(&p, 2), 0, 1e-12); /* like a first open */
+    pace_note(&p, 103.01, 11);
     assert_near(pace_interval(&p, 2), 0.002, 1e-12);
 }
 
@@ -123,7 +149,8 @@ static void test_a_clock_stepped_back_keeps_the_rate(void **state)
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_never_opened_is_the_minimum),
+        cmocka_unit_test(test_never_opened_waits_nothing),
+        cmocka_unit_test(test_an_open_that_found_nothing_new_waits_nothing),
         cmocka_unit_test(test_up_to_the_base_rate_is_the_minimum),
         cmocka_unit_test(test_grows_with_the_rate),
         cmocka_unit_test(test_capped_at_ten_times),

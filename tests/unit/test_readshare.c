@@ -334,18 +334,37 @@ static void a_failed_open_drops_the_chain(void **state)
  * events/s and below min_read_interval_ms after the last open, ten times
  * that at a high rate.
  */
+/* ev_now() is a wall clock time: a double resolves it to about 0.2 us */
+static void assert_next_open_in(struct fixture *f, double want)
+{
+    double wait = readshare_next_open(f->share, 2) - ev_now(f->loop);
+    if (want == 0)
+        assert_true(wait <= 0);
+    else
+        assert_true(wait > want - 1e-6 && wait < want + 1e-6);
+}
+
+/* a opens from lo to hi after a pause of usec, finding first..last. */
+static void a_opened_after(struct fixture *f, useconds_t usec, const char *lo, const char *hi,
+                           int64_t first, int64_t last)
+{
+    usleep(usec);
+    ev_now_update(f->loop);
+    a_opened(f, lo, hi, first, last);
+}
+
 static void the_next_open_waits_longer_at_a_high_rate(void **state)
 {
     struct fixture *f = *state;
     a_opened(f, LO, HI, 101, 119);
-    /* ev_now() is a wall clock time: a double resolves it to about 0.2 us */
-    double wait = readshare_next_open(f->share, 2) - ev_now(f->loop);
-    assert_true(wait > 0.002 - 1e-6 && wait < 0.002 + 1e-6);
-    usleep(100000);
-    ev_now_update(f->loop);
-    a_opened(f, HI, HI2, 120, 20119); /* 20,000 events in 0.1 s */
-    wait = readshare_next_open(f->share, 2) - ev_now(f->loop);
-    assert_true(wait > 0.002 * PACE_MAX_FACTOR - 1e-6 && wait < 0.002 * PACE_MAX_FACTOR + 1e-6);
+    assert_next_open_in(f, 0); /* the first: nothing to compare its head with */
+    a_opened_after(f, 10000, HI, HI2, 120, 139);
+    assert_next_open_in(f, 0.002);
+    a_opened_after(f, 100000, HI2, "100:160:", 140, 20139); /* 20,000 events in 0.1 s */
+    assert_next_open_in(f, 0.002 * PACE_MAX_FACTOR);
+    /* found nothing new: the next event is the first after a quiet spell */
+    a_opened_after(f, 10000, "100:160:", "100:180:", 20140, 20139);
+    assert_next_open_in(f, 0);
 }
 
 int main(void)
