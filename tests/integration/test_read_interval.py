@@ -69,7 +69,17 @@ def test_events_that_keep_coming_are_read_together(db, start_daemon, projections
     daemon.wait_until(users_applied(followers), 10, "the followers")
     batches = db.scalar("SELECT count(DISTINCT xmin::text) FROM read_model.users WHERE id = ANY(%s)",
                         (followers,))
-    assert batches <= 2, f"{FOLLOWERS} events 20 ms apart were applied in {batches} transactions"
+    # Two: the first may find the last open an interval old. A loaded box
+    # that stretches the appends over more than an interval earns one more
+    # per interval; without pacing it would be one per event.
+    span = db.scalar("""SELECT extract(epoch FROM max(pg_xact_commit_timestamp(e.xmin))
+                                         - min(pg_xact_commit_timestamp(e.xmin)))
+                           FROM event_store.event_stream s
+                           JOIN event_store.domain_event e ON e.stream_id = s.stream_id
+                          WHERE s.aggregate_id = ANY(%s)""", (followers,))
+    allowed = 2 + int(float(span) * 1000 // INTERVAL_MS)
+    assert batches <= allowed, \
+        f"{FOLLOWERS} events over {float(span):.3f} s were applied in {batches} transactions"
 
 
 def listener_relistened(conn):
