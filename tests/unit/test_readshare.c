@@ -68,6 +68,13 @@ static int teardown(void **state)
     return 0;
 }
 
+/* The loop's clock (ev_now) moves on by seconds. */
+static void let_time_pass(struct fixture *f, double seconds)
+{
+    usleep((useconds_t)(seconds * 1e6));
+    ev_now_update(f->loop);
+}
+
 /* a sends the open of window LO; b asks for the same window `after` seconds later. */
 static uint64_t a_opens_then_b_asks(struct fixture *f, double after, enum rs_answer *b_answer)
 {
@@ -75,10 +82,8 @@ static uint64_t a_opens_then_b_asks(struct fixture *f, double after, enum rs_ans
     assert_int_equal(readshare_open(&f->a, LO, &w), RS_SEND);
     uint64_t ticket = readshare_open_sent(&f->a, LO);
     assert_true(ticket > 0);
-    if (after > 0) {
-        usleep((useconds_t)(after * 1e6));
-        ev_now_update(f->loop);
-    }
+    if (after > 0)
+        let_time_pass(f, after);
     *b_answer = readshare_open(&f->b, LO, &w);
     return ticket;
 }
@@ -329,11 +334,6 @@ static void a_failed_open_drops_the_chain(void **state)
     readshare_release(f->share, batch);
 }
 
-/*
- * The share paces its opens by the rate its opens saw (pace.h): at 1,000
- * events/s and below min_read_interval_ms after the last open, ten times
- * that at a high rate.
- */
 /* ev_now() is a wall clock time: a double resolves it to about 0.2 us */
 static void assert_next_open_in(struct fixture *f, double want)
 {
@@ -344,26 +344,30 @@ static void assert_next_open_in(struct fixture *f, double want)
         assert_true(wait > want - 1e-6 && wait < want + 1e-6);
 }
 
-/* a opens from lo to hi after a pause of usec, finding first..last. */
-static void a_opened_after(struct fixture *f, useconds_t usec, const char *lo, const char *hi,
+/* a opens from lo to hi `after` seconds later, finding first..last. */
+static void a_opened_after(struct fixture *f, double after, const char *lo, const char *hi,
                            int64_t first, int64_t last)
 {
-    usleep(usec);
-    ev_now_update(f->loop);
+    let_time_pass(f, after);
     a_opened(f, lo, hi, first, last);
 }
 
+/*
+ * The share paces its opens by the rate its opens saw (pace.h): at 1,000
+ * events/s and below min_read_interval_ms after the last open, ten times
+ * that at a high rate, and not at all after an open that found nothing new.
+ */
 static void the_next_open_waits_longer_at_a_high_rate(void **state)
 {
     struct fixture *f = *state;
     a_opened(f, LO, HI, 101, 119);
     assert_next_open_in(f, 0); /* the first: nothing to compare its head with */
-    a_opened_after(f, 10000, HI, HI2, 120, 139);
+    a_opened_after(f, 0.01, HI, HI2, 120, 139);
     assert_next_open_in(f, 0.002);
-    a_opened_after(f, 100000, HI2, "100:160:", 140, 20139); /* 20,000 events in 0.1 s */
+    a_opened_after(f, 0.1, HI2, "100:160:", 140, 20139); /* 20,000 events in 0.1 s */
     assert_next_open_in(f, 0.002 * PACE_MAX_FACTOR);
     /* found nothing new: the next event is the first after a quiet spell */
-    a_opened_after(f, 10000, "100:160:", "100:180:", 20140, 20139);
+    a_opened_after(f, 0.01, "100:160:", "100:180:", 20140, 20139);
     assert_next_open_in(f, 0);
 }
 
