@@ -813,7 +813,9 @@ static int queue_fetch(struct runner *r, bool shared, const char *pos, const cha
                                 rn_fmt_i64(size, readshare_grid(r->fleet->share))};
         return exec_stmt(r, RS_FETCH_CELL, params);
     }
-    const char *params[] = {pos, max, hi, r->cp.lo, r->types, rn_fmt_i64(size, r->cfg->batch_size)};
+    /* A full batch means "the window may hold more" only against the limit it was sent with. */
+    r->fetch_limit = r->cfg->batch_size;
+    const char *params[] = {pos, max, hi, r->cp.lo, r->types, rn_fmt_i64(size, r->fetch_limit)};
     return exec_stmt(r, RS_FETCH, params);
 }
 
@@ -1465,7 +1467,7 @@ static void take_batch(struct runner *r, PGresult *res)
     rn_clear_batch(r);
     r->events = pgconn_take_result(r->src);
     r->nevents = PQntuples(res);
-    r->more = r->nevents >= r->cfg->batch_size;
+    r->more = r->nevents >= r->fetch_limit;
     r->batch_end = r->nevents > 0 ? rn_event_position(r, r->nevents - 1) : 0;
 }
 

@@ -145,6 +145,8 @@ struct runner {
     int64_t batch_end; /* the window's events up to here are in the batch */
     int cut;           /* events [0, cut) are in the batch; cut < nevents only for on_error=stop */
     bool more;         /* the fetch was full: the window may hold more */
+    int fetch_limit;   /* the batch size the fetch in flight asked for (a reload may change the
+                          config's before its result comes back) */
     struct bad_event *bad;
     size_t nbad;
     struct pj_ctx ctx;
