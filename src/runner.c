@@ -1018,7 +1018,7 @@ static int queue_event(struct runner *r, int i)
             return 1;
         }
     }
-    if (r->pcfg->on_error == ON_ERROR_STOP && !r->replaying) {
+    if (r->stop_on_error) {
         r->cut = i;
         return 1;
     }
@@ -1039,6 +1039,7 @@ static void send_batch(struct runner *r)
     rn_begin_request(r, R_APPLY);
     r->processed = r->ignored = r->skipped = 0;
     r->cut = r->nevents;
+    r->stop_on_error = r->pcfg->on_error == ON_ERROR_STOP && !r->replaying;
     for (int i = 0; i < r->nevents; i++) {
         int rc = queue_event(r, i);
         if (rc < 0) {
@@ -1108,7 +1109,7 @@ static void next_checkpoint(const struct runner *r, struct checkpoint *next, con
     }
     if (r->cut < r->nevents) {
         /* Cut short at a bad event: the rest of the window is still to come. */
-        if (r->pcfg->on_error == ON_ERROR_STOP) {
+        if (r->stop_on_error) {
             *stop_at = find_bad((struct runner *)r, r->cut);
             *status = "failed";
         } else {

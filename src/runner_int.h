@@ -144,6 +144,7 @@ struct runner {
     int nevents;
     int64_t batch_end; /* the window's events up to here are in the batch */
     int cut;           /* events [0, cut) are in the batch; cut < nevents only for on_error=stop */
+    bool stop_on_error; /* on_error = stop when the batch was built (a reload may change it) */
     bool more;         /* the fetch was full: the window may hold more */
     int fetch_limit;   /* the batch size the fetch in flight asked for (a reload may change the
                           config's before its result comes back) */
