@@ -44,6 +44,7 @@ struct daemon {
     struct listener *listener;
     ev_timer poll_timer;
     ev_timer stop_timer;
+    ev_timer respawn_timer; /* starts the runners of enabled slots whose runner has finished */
     ev_signal sigterm, sigint, sighup;
     ev_timer notify_timer; /* systemd: WATCHDOG=1 and STATUS= (notify.h) */
     bool ready;            /* READY=1 sent */
@@ -136,6 +137,13 @@ static void runner_done(struct runner *r, void *arg)
         if (d->runners[i] == r && d->active[i]) {
             d->active[i] = false;
             d->nrunning--;
+            /*
+             * Enabled again while it was stopping: its successor starts
+             * once this one is gone, from the loop (not from inside the
+             * callbacks of the runner it frees).
+             */
+            if (!d->stopping && d->cfg->projections[i].enabled)
+                ev_timer_start(d->loop, &d->respawn_timer);
         }
     /* A runner disabled by a reload stays in its slot until re-enabled or teardown. */
     if (d->stopping && d->nrunning == 0)
@@ -185,8 +193,33 @@ static int start_runner(struct daemon *d, size_t i)
         return -1;
     d->active[i] = true;
     d->nrunning++;
-    d->fleet.projections++;
     return 0;
+}
+
+/*
+ * The projections enabled here, which the fleet's share is computed from;
+ * a runner still stopping after a reload disabled it no longer counts.
+ */
+static void count_enabled(struct daemon *d)
+{
+    d->fleet.projections = 0;
+    for (size_t i = 0; i < projection_registry_count; i++)
+        d->fleet.projections += d->cfg->projections[i].enabled;
+}
+
+static void respawn_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct daemon *d = w->data;
+    for (size_t i = 0; i < projection_registry_count && !d->stopping; i++) {
+        if (!d->cfg->projections[i].enabled || d->active[i])
+            continue;
+        if (start_runner(d, i) == 0)
+            runner_start(d->runners[i]);
+        else
+            log_error("%s: out of memory starting its runner", projection_registry[i]->name);
+    }
 }
 
 static int add_runners(struct daemon *d)
@@ -202,6 +235,7 @@ static int add_runners(struct daemon *d)
         else if (start_runner(d, i) < 0)
             return -1;
     }
+    count_enabled(d);
     return 0;
 }
 
@@ -234,16 +268,14 @@ static void apply_projections(struct daemon *d, const struct config *next)
             continue;
         pc->enabled = np->enabled;
         log_info("reload: %s %s", pc->name, np->enabled ? "enabled" : "disabled");
-        if (np->enabled) {
-            if (start_runner(d, i) == 0)
-                runner_start(d->runners[i]);
-            else
-                log_error("reload: %s: out of memory", pc->name);
-        } else if (d->active[i]) {
-            d->fleet.projections--;
+        if (np->enabled && d->active[i])
+            log_info("reload: %s: starts again once its runner has stopped", pc->name);
+        else if (np->enabled)
+            ev_timer_start(d->loop, &d->respawn_timer);
+        else if (d->active[i])
             runner_stop(d->runners[i]);
-        }
     }
+    count_enabled(d);
 }
 
 static void reload(struct daemon *d)
@@ -303,6 +335,8 @@ static void setup_watchers(struct daemon *d)
     ev_timer_start(d->loop, &d->poll_timer);
     ev_timer_init(&d->stop_timer, stop_timeout_cb, STOP_GRACE_S, 0.0);
     d->stop_timer.data = d;
+    ev_timer_init(&d->respawn_timer, respawn_cb, 0.0, 0.0);
+    d->respawn_timer.data = d;
     ev_signal_init(&d->sigterm, stop_cb, SIGTERM);
     ev_signal_init(&d->sigint, stop_cb, SIGINT);
     ev_signal_init(&d->sighup, hup_cb, SIGHUP);
@@ -349,6 +383,7 @@ static void teardown(struct daemon *d)
     ev_signal_stop(d->loop, &d->sighup);
     ev_timer_stop(d->loop, &d->poll_timer);
     ev_timer_stop(d->loop, &d->stop_timer);
+    ev_timer_stop(d->loop, &d->respawn_timer);
     ev_timer_stop(d->loop, &d->notify_timer);
     notify_close();
 }

@@ -424,9 +424,12 @@ void runner_start(struct runner *r)
         pgconn_start(r->src);
 }
 
+static void set_owned(struct runner *r, bool owned);
+
 void rn_finish(struct runner *r)
 {
     r->state = R_DONE;
+    set_owned(r, false); /* the connection and its lock go */
     stop_timers(r);
     pgconn_close(r->conn);
     if (r->src != r->conn)
@@ -458,8 +461,11 @@ static void send_note(struct runner *r, const char *status, const char *error, c
         r->proj->name, status,     r->owner, error, sqlstate && *sqlstate ? sqlstate : NULL,
         instance_key,  instance_id};
     r->after_note = then;
-    if (r->shadow) {
-        /* The live runner keeps the status row; the rebuild's is its checkpoint. */
+    if (r->shadow || !r->holds_lock) {
+        /*
+         * Only the owner writes the status row (a stand-by would overwrite
+         * the owner's); a rebuild's is its checkpoint.
+         */
         after_note(r);
         return;
     }
@@ -500,6 +506,27 @@ void rn_step_failed(struct runner *r, const char *what, const char *sqlstate, co
     char line[BATCH_ERR_MAX];
     snprintf(line, sizeof line, "%s: %s", what, message);
     send_note(r, current_status(r), line, sqlstate, NOTE_THEN_WAIT);
+}
+
+/*
+ * The one place where the runner's ownership changes, and with it the
+ * instance's count of owned projections (fleet.h): the count must follow
+ * every way a lock is lost (a finished runner's connection closes, a
+ * broken one drops it), or the instance believes it owns more than its
+ * share and hands projections over to nobody. A rebuild belongs to the
+ * owner: losing the projection stops it, and the next owner starts its
+ * own from the request still in the status table.
+ */
+static void set_owned(struct runner *r, bool owned)
+{
+    if (r->shadow || owned == r->holds_lock)
+        return;
+    r->holds_lock = owned;
+    r->fleet->owned += owned ? 1 : -1;
+    if (!owned && r->child && !r->child->stopping) {
+        log_info("%s: no longer the owner: stopping its rebuild", r->proj->name);
+        runner_stop(r->child);
+    }
 }
 
 static int send_claim_statement(struct runner *r)
@@ -662,8 +689,7 @@ static void send_release(struct runner *r)
     char key[12];
     snprintf(key, sizeof key, "%d", FLEET_PROJECTION_LOCK);
     const char *params[] = {key, r->proj->name};
-    r->fleet->owned--;
-    r->holds_lock = false;
+    set_owned(r, false);
     log_info("%s: handing over to another instance (%d instances, share %d)", r->proj->name,
              r->fleet->instances, fleet_share(r->fleet));
     rn_begin_request(r, R_RELEASE);
@@ -1316,6 +1342,10 @@ static void on_setup_done(struct runner *r)
     }
     r->set_up = true;
     r->rebuild_begun = true;
+    if (!r->cp_loaded) {
+        rebuild_lost(r);
+        return;
+    }
     on_register_done(r);
 }
 
@@ -1336,9 +1366,8 @@ static void on_claim_done(struct runner *r)
         stand_by(r);
         return;
     }
-    r->holds_lock = true;
+    set_owned(r, true);
     r->standing_by = false;
-    r->fleet->owned++;
     send_register(r);
 }
 
@@ -1358,6 +1387,7 @@ static void on_register_result(struct runner *r, const PGresult *res)
         r->ignored_unsaved = r->ignored_sent = 0;
         r->dirty = false;
         r->cp.window_open = strcmp(r->cp.lo, r->cp.hi) != 0;
+        r->cp_loaded = true;
         r->rebuild_requested |= strcmp(PQgetvalue(res, 0, 7), "t") == 0;
         r->replay_requested |= strcmp(PQgetvalue(res, 0, 8), "t") == 0;
         rebuild_check_version(r, PQgetisnull(res, 0, 6) ? NULL : PQgetvalue(res, 0, 6));
@@ -1553,6 +1583,11 @@ static void on_commit_done(struct runner *r)
 {
     if (r->err_stmt < 0 && r->new_seq >= 0) {
         committed(r);
+        return;
+    }
+    if (strcmp(r->err_state, SQLSTATE_CHECKPOINT_MOVED) == 0 && r->shadow) {
+        rn_clear_batch(r);
+        rebuild_lost(r);
         return;
     }
     if (strcmp(r->err_state, SQLSTATE_CHECKPOINT_MOVED) == 0) {
@@ -1761,9 +1796,7 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
     case PGCONN_LOST:
         r->stats->connection_losses++;
         r->set_up = false;
-        if (r->holds_lock)
-            r->fleet->owned--;
-        r->holds_lock = false;
+        set_owned(r, false);
         ev_timer_stop(r->loop, &r->claim_timer);
         read_failed(r);
         rn_clear_batch(r);

@@ -117,6 +117,7 @@ struct runner {
     bool held;              /* live: the shadow is finishing; open no new window */
     bool reload_pending;    /* live: the checkpoint was swapped: load it again */
     bool rebuild_begun;     /* shadow: its tables and checkpoint row exist */
+    bool cp_loaded;         /* shadow: its setup found its checkpoint row, still its owner's */
     bool caught_up;         /* shadow: the last window opened was empty */
     bool swapped;           /* shadow: the last swap attempt succeeded */
 
@@ -142,12 +143,12 @@ struct runner {
     PGresult *events; /* owned unless sbatch holds it */
     int ev0;          /* the batch's first row in events (a shared batch may start earlier) */
     int nevents;
-    int64_t batch_end; /* the window's events up to here are in the batch */
-    int cut;           /* events [0, cut) are in the batch; cut < nevents only for on_error=stop */
+    int64_t batch_end;  /* the window's events up to here are in the batch */
+    int cut;            /* events [0, cut) are in the batch; cut < nevents only for on_error=stop */
     bool stop_on_error; /* on_error = stop when the batch was built (a reload may change it) */
-    bool more;         /* the fetch was full: the window may hold more */
-    int fetch_limit;   /* the batch size the fetch in flight asked for (a reload may change the
-                          config's before its result comes back) */
+    bool more;          /* the fetch was full: the window may hold more */
+    int fetch_limit;    /* the batch size the fetch in flight asked for (a reload may change the
+                           config's before its result comes back) */
     struct bad_event *bad;
     size_t nbad;
     struct pj_ctx ctx;
@@ -237,6 +238,9 @@ int rebuild_queue_load(struct runner *r);
 
 /* Ask for a rebuild when the stored version is not this binary's (if so configured). */
 void rebuild_check_version(struct runner *r, const char *stored);
+
+/* A shadow whose rebuild another instance took over: stop, touching nothing. */
+void rebuild_lost(struct runner *r);
 
 /* Spawn the shadow runner. */
 void rebuild_start(struct runner *r);

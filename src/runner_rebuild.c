@@ -33,8 +33,9 @@ int rebuild_queue_begin(struct runner *r)
 /* ... and ends its setup by loading its checkpoint. */
 int rebuild_queue_load(struct runner *r)
 {
-    const char *params[] = {r->proj->name};
-    return pgconn_query(r->conn, SQL_LOAD_REBUILD, 1, params);
+    const char *params[] = {r->proj->name, r->owner};
+    r->cp_loaded = false;
+    return pgconn_query(r->conn, SQL_LOAD_REBUILD, 2, params);
 }
 
 /* A projection built by other code than this binary's is rebuilt (if so configured). */
@@ -107,6 +108,19 @@ static void rebuild_over(struct runner *r, bool swapped)
 }
 
 /*
+ * The rebuild's checkpoint row is no longer this owner's: another instance
+ * owns the projection and started its own rebuild (its begin replaced the
+ * row and the shadow tables). Stop without a write: an abandon would drop
+ * the other instance's shadow, and its checkpoint is not ours to load.
+ */
+void rebuild_lost(struct runner *r)
+{
+    log_warning("%s (rebuild): the rebuild is another instance's now; giving this one up",
+                r->proj->name);
+    rebuild_over(r, false);
+}
+
+/*
  * What a shadow does between batches: catch up until a window comes back
  * empty; then hold the live runner (it opens no new window), catch up once
  * more, and swap. The last window is opened after the hold, so its snapshot
@@ -152,6 +166,10 @@ static void send_swap(struct runner *r)
 
 static void on_swap_done(struct runner *r)
 {
+    if (r->err_stmt >= 0 && strcmp(r->err_state, SQLSTATE_CHECKPOINT_MOVED) == 0) {
+        rebuild_lost(r);
+        return;
+    }
     if (r->err_stmt >= 0) {
         rn_step_failed(r, "swap rebuilt tables", r->err_state, r->err_msg);
         return;

@@ -78,11 +78,15 @@
     "           last_position, checkpoint_seq, projection_version,"                                  \
     "           rebuild_requested_at IS NOT NULL, replay_requested_at IS NOT NULL"
 
-/* A rebuild's checkpoint, in the columns of SQL_REGISTER. $1 name */
+/*
+ * A rebuild's checkpoint, in the columns of SQL_REGISTER, if the rebuild is
+ * still this owner's (no row: another instance started its own). $1 name,
+ * $2 owner
+ */
 #define SQL_LOAD_REBUILD                                                                           \
     "SELECT tail_snapshot_lo, tail_snapshot_hi, tail_window_position, tail_window_max,"           \
     "       last_position, checkpoint_seq, NULL::int, false, false"                               \
-    "  FROM read_model.projection_rebuild WHERE projection_name = $1"
+    "  FROM read_model.projection_rebuild WHERE projection_name = $1 AND owner = $2"
 
 /* See sql/V008__rebuild.sql. $1 name, $2 tables (text[]), $3 owner / version / error */
 #define SQL_BEGIN_REBUILD   "SELECT read_model.projectord_begin_rebuild($1, $2::text[], $3)"
@@ -276,6 +280,7 @@ enum fetch_column {
     "       last_error_at = CASE WHEN $14::text IS NULL THEN m.last_error_at ELSE now() END,"      \
     "       heartbeat_at = now(), updated_at = now()"                                              \
     "   FROM l WHERE m.projection_name = $1::text AND m.checkpoint_seq = $2::bigint"               \
+    "     AND m.owner = $13::text"                                                                 \
     "   RETURNING m.checkpoint_seq)"                                                               \
     " SELECT coalesce((SELECT checkpoint_seq FROM c),"                                             \
     "                 read_model.projectord_checkpoint_moved($1::text, $2::bigint)), l.s FROM l"

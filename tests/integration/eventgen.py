@@ -313,3 +313,19 @@ class EventMix:
 def generate_mix(seed, n_events, days=5):
     """The commands of an EventMix (see there)."""
     return EventMix(seed, n_events, days).generate()
+
+
+def bulk_events(db, streams, per_stream):
+    """streams × per_stream events of five types, appended in one
+    transaction, so the catch-up reads them as one window of many batches."""
+    with db.connect() as conn:
+        conn.execute("""
+            WITH s AS (
+                INSERT INTO event_store.event_stream (aggregate_type, aggregate_id, version)
+                SELECT 'Thing', gen_random_uuid(), %(n)s FROM generate_series(1, %(s)s)
+                RETURNING stream_id)
+            INSERT INTO event_store.domain_event
+                   (stream_id, event_type, event_version, aggregate_version, event_data)
+            SELECT s.stream_id, 'Thing' || (g %% 5), 1, g, '{}'
+              FROM s, generate_series(1, %(n)s) g ORDER BY s.stream_id, g""",
+                     {"s": streams, "n": per_stream})

@@ -311,3 +311,13 @@ def assert_invariants(conn):
     orders = read_table(conn, "orders").values()
     assert_same_rows("daily_sales", daily_sales_from_orders(orders), read_table(conn, "daily_sales"))
     assert_same_rows("event_type_stats", expected_event_stats(conn), read_table(conn, "event_type_stats"))
+
+
+def assert_event_stats_exact(db):
+    """event_type_stats equals the event table's own count, first and last
+    position per type (event_stats alone, for tests that run only it)."""
+    stats = db.query("SELECT event_type, event_count, first_position, last_position "
+                     "FROM read_model.event_type_stats ORDER BY 1")
+    truth = db.query("SELECT event_type, count(*), min(global_position), max(global_position) "
+                     "FROM event_store.domain_event GROUP BY 1 ORDER BY 1")
+    assert stats == truth, "event_type_stats differs from the event table"

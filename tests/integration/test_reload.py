@@ -9,7 +9,9 @@ import time
 import uuid
 
 from daemon import config_text, as_user, clean_env, command, DAEMON_USER, PROJECTIONS
-from eventgen import Command, event
+import oracle
+from eventgen import Command, bulk_events, event, generate_mix
+from oracle import assert_event_stats_exact
 
 ALL_ON = {name: {} for name in PROJECTIONS}
 
@@ -85,30 +87,6 @@ def test_sighup_with_a_new_database_says_restart(db, start_daemon):
 ONLY_EVENT_STATS = {name: {"enabled": name == "event_stats"} for name in PROJECTIONS}
 
 
-def bulk_events(db, streams, per_stream):
-    """streams × per_stream events of five types, appended in one
-    transaction, so the catch-up reads them as one window of many batches."""
-    with db.connect() as conn:
-        conn.execute("""
-            WITH s AS (
-                INSERT INTO event_store.event_stream (aggregate_type, aggregate_id, version)
-                SELECT 'Thing', gen_random_uuid(), %(n)s FROM generate_series(1, %(s)s)
-                RETURNING stream_id)
-            INSERT INTO event_store.domain_event
-                   (stream_id, event_type, event_version, aggregate_version, event_data)
-            SELECT s.stream_id, 'Thing' || (g %% 5), 1, g, '{}'
-              FROM s, generate_series(1, %(n)s) g ORDER BY s.stream_id, g""",
-                     {"s": streams, "n": per_stream})
-
-
-def assert_event_stats_exact(db):
-    stats = db.query("SELECT event_type, event_count, first_position, last_position "
-                     "FROM read_model.event_type_stats ORDER BY 1")
-    truth = db.query("SELECT event_type, count(*), min(global_position), max(global_position) "
-                     "FROM event_store.domain_event GROUP BY 1 ORDER BY 1")
-    assert stats == truth, "event_type_stats differs from the event table"
-
-
 def toggle_batch_size(daemon, until, projections=ONLY_EVENT_STATS):
     """SIGHUP every 5-15 ms, batch_size switching between 100 and 5000, until
     until() holds; returns the number of reloads."""
@@ -155,3 +133,61 @@ def test_sighup_changing_batch_size_during_a_rebuild_loses_nothing(db, start_dae
     print(f"{reloads} reloads during the rebuild; {out.strip()}")
     assert cmd.returncode == 0, out
     assert_event_stats_exact(db)
+
+
+# -- enabling and disabling under way (issue 16, defects 3 and 4) --------------
+
+def test_disabling_one_projection_keeps_the_others_owned(db, start_daemon):
+    """Disabling users lowered the projection total but not the count of
+    projections this instance owned (users' runner finished without it):
+    another projection then handed itself over to nobody and stood by for
+    good, also after users came back."""
+    daemon = start_daemon(poll_interval_ms=200, level="info")
+    daemon.wait_caught_up()
+    rewrite(daemon, poll_interval_ms=200, level="info", projections=dict(ALL_ON, users={"enabled": False}))
+    daemon.kill(signal.SIGHUP)
+    daemon.wait_until(lambda conn: "reload: users disabled" in daemon.log()
+                      and conn.execute("SELECT status FROM read_model.projection_metadata "
+                                       "WHERE projection_name = 'users'").fetchone()[0] == "stopped",
+                      10, "users to stop")
+    commands = generate_mix(seed=16, n_events=1500, days=2)
+    db.append_all(commands[:len(commands) // 2])
+    daemon.projections = dict(ALL_ON, users={"enabled": False})
+    daemon.wait_caught_up(timeout=30)
+
+    rewrite(daemon, poll_interval_ms=200, level="info", projections=ALL_ON)
+    daemon.kill(signal.SIGHUP)
+    db.append_all(commands[len(commands) // 2:])
+    daemon.projections = ALL_ON
+    daemon.wait_caught_up(timeout=30)
+    assert "handing over" not in daemon.log(1000), "a projection was handed over to nobody"
+    with db.connect() as conn:
+        oracle.assert_read_model_matches_fold(conn)
+
+
+def test_enabling_a_projection_while_its_runner_still_stops(db, start_daemon):
+    """users' status row held locked for 3 s, so its runner could not write
+    'stopped' yet, then enabled again: the new runner stood by forever (the
+    old one, mid-request, was freed and counted twice) and SIGTERM took 30 s
+    and exited 1. Now the new runner starts once the old one is done."""
+    daemon = start_daemon(poll_interval_ms=200, level="info")
+    daemon.wait_caught_up()
+    with db.connect(autocommit=False) as holder:
+        holder.execute("SELECT 1 FROM read_model.projection_metadata "
+                       "WHERE projection_name = 'users' FOR UPDATE")
+        rewrite(daemon, poll_interval_ms=200, level="info",
+                projections=dict(ALL_ON, users={"enabled": False}))
+        daemon.kill(signal.SIGHUP)
+        daemon.wait_until(lambda conn: "reload: users disabled" in daemon.log(), 10, "the disable")
+        rewrite(daemon, poll_interval_ms=200, level="info", projections=ALL_ON)
+        daemon.kill(signal.SIGHUP)
+        daemon.wait_until(lambda conn: "reload: users enabled" in daemon.log(), 10, "the enable")
+        time.sleep(3)
+        holder.rollback()
+    db.append_all(generate_mix(seed=17, n_events=800, days=1))
+    daemon.wait_caught_up(timeout=30)
+    with db.connect() as conn:
+        oracle.assert_read_model_matches_fold(conn)
+    started = time.monotonic()
+    assert daemon.stop(timeout=20) == 0
+    print(f"stopped in {time.monotonic() - started:.1f}s")
