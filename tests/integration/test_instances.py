@@ -9,11 +9,13 @@ The ownership lock is key (1886546532, hashtext(name)); see src/fleet.h.
 
 import collections
 import signal
+import subprocess
 import time
 
 import oracle
-from daemon import SLOWDOWN
-from eventgen import generate_mix
+from daemon import SLOWDOWN, clean_env, command
+from eventgen import bulk_events, generate_mix
+from oracle import assert_event_stats_exact
 
 PROJECTION_LOCK = 1886546532
 ALL = set(oracle.PROJECTIONS)
@@ -125,3 +127,74 @@ def test_standby_never_writes_over_the_owner(db, start_daemon):
         time.sleep(0.05)
     assert second.alive(), "the second instance died beside the first"
     assert_exact(db, first)
+
+
+# -- ownership that changes during a rebuild (issue 16, defect 7) ---------------
+
+ONLY_EVENT_STATS = {name: {"enabled": name == "event_stats"} for name in oracle.PROJECTIONS}
+
+
+def lock_holder_pid(conn, name):
+    row = conn.execute("""SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = %s::oid
+                             AND objid = (hashtext(%s)::bigint & 4294967295)::oid
+                             AND objsubid = 2 AND granted""", (PROJECTION_LOCK, name)).fetchone()
+    return row and row[0]
+
+
+def owners_host(owners):
+    return next(iter(owners)).rsplit(":", 1)[0]
+
+
+def test_ownership_lost_during_a_rebuild_stops_that_rebuild(db, start_daemon):
+    """A was rebuilding event_stats when its live runner lost the lock and B
+    took over and started its own rebuild. A's shadow went on: it reloaded
+    the live checkpoint, wrote the live row as owner, retried its swap
+    forever, and after B was killed A never opened a window again (500
+    events never applied, status 'rebuilding', healthy). A rebuild belongs
+    to the owner and stops with the ownership."""
+    bulk_events(db, 100, 1000)
+    a = start_daemon(poll_interval_ms=100, level="info", batch_size=100, projections=ONLY_EVENT_STATS)
+    a.wait_caught_up(timeout=120)
+    b = start_daemon(poll_interval_ms=100, level="info", batch_size=100, projections=ONLY_EVENT_STATS)
+    b.wait_until(lambda conn: "standing by" in b.log(), 20, "B to stand by")
+
+    cmd = subprocess.Popen(command(["-c", a.config_path, "rebuild", "event_stats"]),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env())
+    a.wait_until(lambda conn: "rebuilding into shadow tables" in a.log(), 20, "A's rebuild to start")
+    # Take the projection from A: A frozen, its live session ended, B claims it
+    # and starts its own rebuild (the request is still in the status table).
+    a.wait_until(lambda conn: conn.execute("SELECT last_position > 0 FROM read_model.projection_rebuild "
+                                           "WHERE projection_name = 'event_stats'").fetchone(),
+                 20, "A's shadow to make progress")
+    a.kill(signal.SIGSTOP)
+    try:
+        with db.connect() as conn:
+            conn.execute("SELECT pg_terminate_backend(%s)", (lock_holder_pid(conn, "event_stats"),))
+        b.wait_until(lambda conn: "event_stats: rebuilding into shadow tables" in b.log(), 30,
+                     "B to own the projection and start its own rebuild")
+    finally:
+        a.kill(signal.SIGCONT)
+    # Only the owner writes the live row: it names B from now on.
+    owners = set()
+    deadline = time.monotonic() + 180 * SLOWDOWN
+    with db.connect() as conn:
+        while cmd.poll() is None and time.monotonic() < deadline:
+            owners |= {r[0] for r in conn.execute("SELECT owner FROM read_model.projection_metadata "
+                                                  "WHERE projection_name = 'event_stats'")}
+            time.sleep(0.02)
+        time.sleep(1)  # a shadow left running would write on after the swap
+        owners |= {r[0] for r in conn.execute("SELECT owner FROM read_model.projection_metadata "
+                                              "WHERE projection_name = 'event_stats'")}
+    out, _ = cmd.communicate(timeout=10)
+    print(out.strip())
+    assert cmd.returncode == 0, out
+    assert owners == {f"{owners_host(owners)}:{b.proc.pid}"}, f"the live row named {owners}, not B alone"
+
+    b.kill(signal.SIGKILL)
+    b.wait()
+    bulk_events(db, 5, 100)
+    a.wait_until(lambda conn: conn.execute(
+        "SELECT status = 'live' AND last_position = (SELECT max(global_position) FROM event_store.domain_event) "
+        "FROM read_model.projection_metadata WHERE projection_name = 'event_stats'").fetchone()[0],
+        30, "A to take the projection back and apply the 500 new events")
+    assert_event_stats_exact(db)
