@@ -397,6 +397,12 @@ int daemon_run(struct config *cfg, const char *config_path, const char *level_ov
         return 1;
     }
     signal(SIGPIPE, SIG_IGN);
+    /*
+     * Until its watcher is set up a SIGHUP would kill the daemon (the
+     * default action): a reload sent while it starts (systemd, a script
+     * right after the start) is nothing to die of.
+     */
+    signal(SIGHUP, SIG_IGN);
     char host[256] = "unknown";
     gethostname(host, sizeof host - 1);
     snprintf(d.owner, sizeof d.owner, "%s:%ld", host, (long)getpid());

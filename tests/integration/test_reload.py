@@ -90,6 +90,8 @@ ONLY_EVENT_STATS = {name: {"enabled": name == "event_stats"} for name in PROJECT
 def toggle_batch_size(daemon, until, projections=ONLY_EVENT_STATS):
     """SIGHUP every 5-15 ms, batch_size switching between 100 and 5000, until
     until() holds; returns the number of reloads."""
+    # Before main() the default action of SIGHUP is still to end the process.
+    daemon.wait_until(lambda conn: "starting as" in daemon.log(), 30, "the daemon to start")
     reloads = 0
     deadline = time.monotonic() + 120
     while not until() and time.monotonic() < deadline:
