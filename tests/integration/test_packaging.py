@@ -136,20 +136,32 @@ def test_license():
 
 
 def markdown_links(path):
-    """The relative link targets in a Markdown file, anchors dropped."""
+    """The relative link targets in a Markdown file: [(file or "", anchor or "")]."""
     with open(path) as f:
         text = f.read()
     targets = re.findall(r"\]\(([^)\s]+)\)", text)
-    return [t.split("#")[0] for t in targets
-            if not re.match(r"[a-z]+:", t) and not t.startswith("#")]
+    return [tuple(t.partition("#")[::2]) for t in targets if not re.match(r"[a-z]+:", t)]
+
+
+def markdown_anchors(path):
+    """The anchors of a Markdown file's headings, as GitHub makes them."""
+    with open(path) as f:
+        text = re.sub(r"(?ms)^```.*?^```", "", f.read())
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"(?m)^#+ (.+)$", text)}
 
 
 @pytest.mark.parametrize("doc", ["README.md", "docs/reference.md", "CHANGELOG.md"])
 def test_documents_link_only_what_the_repository_has(doc):
-    """The README once linked a contract that was not in the repository."""
+    """The README once linked a contract that was not in the repository:
+    every relative link of the documents names a file that is, and a
+    heading of it."""
     path = os.path.join(REPO_ROOT, doc)
-    for target in markdown_links(path):
-        assert os.path.exists(os.path.join(os.path.dirname(path), target)), f"{doc}: {target}"
+    for target, anchor in markdown_links(path):
+        linked = os.path.normpath(os.path.join(os.path.dirname(path), target)) if target else path
+        assert os.path.exists(linked), f"{doc}: {target}"
+        if anchor:
+            assert anchor in markdown_anchors(linked), f"{doc}: {target}#{anchor}"
     with open(path) as f:
         assert "SPEC.md" not in f.read()
 
