@@ -13,7 +13,8 @@ RUN apt-get update \
       build-essential cmake pkg-config libpq-dev libev-dev libconfig-dev libjansson-dev \
  && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
-COPY CMakeLists.txt README.md ./
+COPY CMakeLists.txt README.md CHANGELOG.md LICENSE ./
+COPY docs docs
 COPY src src
 COPY projections projections
 COPY sql sql

@@ -15,7 +15,16 @@
 
 #include "log.h"
 
-#define CONFIG_DEFAULT_PATH "/etc/projectord/projectord.conf"
+/*
+ * The default file is the one the install put in its sysconfdir
+ * (CMakeLists.txt compiles the path in from GNUInstallDirs:
+ * /etc/projectord/projectord.conf for --prefix /usr), so that binary, file
+ * and systemd unit agree.
+ */
+#ifndef PROJECTORD_CONFIG_PATH
+#error "PROJECTORD_CONFIG_PATH (the default config file) comes from CMakeLists.txt"
+#endif
+#define CONFIG_DEFAULT_PATH PROJECTORD_CONFIG_PATH
 #define CONFIG_NAME_MAX     64
 
 /* Exit code for configuration errors (sysexits EX_CONFIG). */

@@ -1,8 +1,10 @@
-"""Operations and packaging: the systemd unit (systemd-analyze verify and
-security), the `cmake --install` layout, the systemd notification protocol
-checked against a test socket, the Dockerfile and docker-compose.yml (docker
-cannot run here, so they are parsed and checked), and the environment-only
-configuration a container uses, end to end with the real daemon."""
+"""Operations and packaging: the licence, one version everywhere, the
+documents' links, the `cmake --install` layout for two prefixes (binary,
+config and unit agree), the systemd unit (systemd-analyze verify and
+security), the systemd notification protocol checked against a test
+socket, the Dockerfile and docker-compose.yml (docker cannot run here, so
+they are parsed and checked), and the environment-only configuration a
+container uses, end to end with the real daemon."""
 
 import glob
 import json
@@ -23,14 +25,13 @@ from daemon import BIN, EXIT_OK, REPO_ROOT, SLOWDOWN, Daemon, clean_env, run_cli
 from eventgen import generate_mix
 from pgcluster import free_port
 
-UNIT = os.path.join(REPO_ROOT, "systemd", "projectord.service")
+UNIT_TEMPLATE = os.path.join(REPO_ROOT, "systemd", "projectord.service.in")
 MAX_EXPOSURE = 2.0
-DEFAULT_CONFIG = "/etc/projectord/projectord.conf"
 
 
-def run(argv, **kwargs):
+def run(argv, timeout=120, **kwargs):
     return subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                          timeout=120, **kwargs)
+                          timeout=timeout, **kwargs)
 
 
 def systemd_analyze():
@@ -40,38 +41,178 @@ def systemd_analyze():
     return path
 
 
-@pytest.fixture(scope="module")
-def installed(tmp_path_factory):
-    """`cmake --install` of the build the tests run into a temporary prefix;
-    returns the prefix (PREFIX/bin/projectord, ...)."""
-    build_dir = os.path.dirname(BIN)
-    if not os.path.exists(os.path.join(build_dir, "CMakeCache.txt")):
-        pytest.skip(f"{BIN} is not in a CMake build directory")
-    prefix = str(tmp_path_factory.mktemp("install") / "usr")
-    proc = run(["cmake", "--install", build_dir, "--prefix", prefix])
+def default_config_path(binary):
+    """The default configuration file compiled into binary, as --help shows it."""
+    out = run([binary, "--help"]).stdout
+    match = re.search(r"(?m)^\s*-c, --config FILE .*\(default (/\S+)\)$", out)
+    assert match, out
+    return match.group(1)
+
+
+def project_version():
+    with open(os.path.join(REPO_ROOT, "CMakeLists.txt")) as f:
+        return re.search(r"project\(projectord\s+VERSION\s+([0-9A-Za-z.+-]+)", f.read()).group(1)
+
+
+class Install:
+    """A staged `cmake --install` (DESTDIR) of the source tree configured
+    with one CMAKE_INSTALL_PREFIX; path() maps an installed path into it."""
+
+    def __init__(self, destdir, prefix):
+        self.destdir, self.prefix = destdir, prefix
+
+    def path(self, installed):
+        return os.path.join(self.destdir, installed.lstrip("/"))
+
+    def files(self):
+        """Every installed file, as its path on the target system."""
+        return sorted("/" + os.path.relpath(os.path.join(d, f), self.destdir)
+                      for d, _, names in os.walk(self.destdir) for f in names)
+
+
+def build_and_install(workdir, prefix):
+    """Configure and build the source tree (the binary alone, no tests) with
+    this prefix, then install it into a DESTDIR, as packagers do."""
+    build, destdir = os.path.join(workdir, "build"), os.path.join(workdir, "root")
+    proc = run(["cmake", "-S", REPO_ROOT, "-B", build, "-DCMAKE_BUILD_TYPE=RelWithDebInfo",
+                "-DPROJECTORD_TESTS=OFF", f"-DCMAKE_INSTALL_PREFIX={prefix}"])
     assert proc.returncode == 0, proc.stdout
-    return prefix
+    proc = run(["cmake", "--build", build, "-j2"], timeout=1200)
+    assert proc.returncode == 0, proc.stdout
+    proc = run(["cmake", "--install", build], env=dict(os.environ, DESTDIR=destdir))
+    assert proc.returncode == 0, proc.stdout
+    return Install(destdir, prefix)
+
+
+@pytest.fixture(scope="module")
+def install(tmp_path_factory):
+    """install(prefix): the tree built and installed with that prefix, once
+    per module (each is a build of its own: the prefix is compiled in)."""
+    done = {}
+
+    def get(prefix):
+        if prefix not in done:
+            done[prefix] = build_and_install(str(tmp_path_factory.mktemp("install")), prefix)
+        return done[prefix]
+    return get
+
+
+@pytest.fixture(scope="module")
+def installed_unit(install):
+    """The unit as a --prefix /usr install (a package) puts it."""
+    return install("/usr").path("/usr/lib/systemd/system/projectord.service")
+
+
+# --------------------------------------------------------------------------
+# Licence, changelog, one version
+# --------------------------------------------------------------------------
+
+def changelog_releases():
+    """[(version, date)] of CHANGELOG.md's headings, newest first; the
+    Unreleased section has no date."""
+    with open(os.path.join(REPO_ROOT, "CHANGELOG.md")) as f:
+        return re.findall(r"(?m)^## \[([^\]]+)\](?: - (\d{4}-\d{2}-\d{2}))?\s*$", f.read())
+
+
+def test_one_version():
+    """The binary, CMake's project(), the latest release of CHANGELOG.md and
+    the reference say the same version."""
+    version = project_version()
+    assert run([BIN, "--version"]).stdout.split() == ["projectord", version]
+    releases = changelog_releases()
+    assert releases and releases[0] == ("Unreleased", ""), releases
+    released = [(v, d) for v, d in releases[1:]]
+    assert released and all(d for _, d in released), "every release has a date"
+    assert released[0][0] == version, f"CHANGELOG.md's latest release is {released[0][0]}"
+    with open(os.path.join(REPO_ROOT, "docs", "reference.md")) as f:
+        assert re.search(rf"\bprojectord {re.escape(version)}\b", f.read())
+
+
+def test_license():
+    with open(os.path.join(REPO_ROOT, "LICENSE")) as f:
+        text = f.read()
+    assert text.startswith("PostgreSQL License\n")
+    assert "Copyright (c) 2026, the projectord developers" in text
+
+
+def markdown_links(path):
+    """The relative link targets in a Markdown file: [(file or "", anchor or "")]."""
+    with open(path) as f:
+        text = f.read()
+    targets = re.findall(r"\]\(([^)\s]+)\)", text)
+    return [tuple(t.partition("#")[::2]) for t in targets if not re.match(r"[a-z]+:", t)]
+
+
+def markdown_anchors(path):
+    """The anchors of a Markdown file's headings, as GitHub makes them."""
+    with open(path) as f:
+        text = re.sub(r"(?ms)^```.*?^```", "", f.read())
+    return {re.sub(r"[^\w\- ]", "", h.strip().lower()).replace(" ", "-")
+            for h in re.findall(r"(?m)^#+ (.+)$", text)}
+
+
+@pytest.mark.parametrize("doc", ["README.md", "docs/reference.md", "CHANGELOG.md"])
+def test_documents_link_only_what_the_repository_has(doc):
+    """The README once linked a contract that was not in the repository:
+    every relative link of the documents names a file that is, and a
+    heading of it."""
+    path = os.path.join(REPO_ROOT, doc)
+    for target, anchor in markdown_links(path):
+        linked = os.path.normpath(os.path.join(os.path.dirname(path), target)) if target else path
+        assert os.path.exists(linked), f"{doc}: {target}"
+        if anchor:
+            assert anchor in markdown_anchors(linked), f"{doc}: {target}#{anchor}"
+    with open(path) as f:
+        assert "SPEC.md" not in f.read()
 
 
 # --------------------------------------------------------------------------
 # cmake --install and the unit file
 # --------------------------------------------------------------------------
 
-def test_install_layout(installed):
-    binary = os.path.join(installed, "bin", "projectord")
+@pytest.mark.parametrize("prefix, config", [
+    ("/usr", "/etc/projectord/projectord.conf"),
+    ("/usr/local", "/usr/local/etc/projectord/projectord.conf"),
+])
+def test_install_binary_config_and_unit_agree(install, prefix, config):
+    """The binary's default config file is where the install put the
+    config (for --prefix /usr: /etc, not /usr/etc), and the unit runs the
+    installed binary and reads that directory."""
+    inst = install(prefix)
+    binary = f"{prefix}/bin/projectord"
+    assert default_config_path(inst.path(binary)) == config
+    assert [f for f in inst.files() if f.endswith(".conf")] == [config]
+    unit = unit_settings(inst.path(f"{prefix}/lib/systemd/system/projectord.service"))
+    assert unit["ExecStart"] == [f"{binary} run"]
+    assert os.access(inst.path(binary), os.X_OK)
+    assert unit["EnvironmentFile"] == [f"-{os.path.dirname(config)}/projectord.env"]
+    want_confdir = ["projectord"] if config.startswith("/etc/projectord/") else []
+    assert unit.get("ConfigurationDirectory", []) == want_confdir
+    outside = [f for f in inst.files()
+               if not f.startswith(prefix + "/") and not f.startswith(os.path.dirname(config) + "/")]
+    assert outside == []
+
+
+def test_install_layout(install):
+    inst = install("/usr")
+    binary = inst.path("/usr/bin/projectord")
     assert os.access(binary, os.X_OK)
-    assert run([binary, "--version"]).stdout.startswith("projectord ")
-    assert os.path.isfile(os.path.join(installed, "etc", "projectord", "projectord.conf"))
+    assert run([binary, "--version"]).stdout.split() == ["projectord", project_version()]
+    assert os.path.isfile(inst.path("/etc/projectord/projectord.conf"))
     want_sql = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO_ROOT, "sql", "V*.sql")))
-    got_sql = sorted(os.listdir(os.path.join(installed, "share", "projectord", "sql")))
+    got_sql = sorted(os.listdir(inst.path("/usr/share/projectord/sql")))
     assert got_sql == want_sql and want_sql
-    with open(os.path.join(installed, "lib", "systemd", "system", "projectord.service")) as f, \
-            open(UNIT) as g:
-        assert f.read() == g.read()
-    assert os.path.isfile(os.path.join(installed, "share", "doc", "projectord", "README.md"))
+    with open(inst.path("/usr/lib/systemd/system/projectord.service")) as f:
+        unit = f.read()
+    assert not re.search(r"@[A-Za-z0-9_]+@", unit), "a template variable left in the unit"
+    docdir = "/usr/share/doc/projectord"
+    want_docs = {f"{docdir}/{f}" for f in ("README.md", "CHANGELOG.md", "LICENSE")}
+    want_docs |= {f"{docdir}/docs/{f}" for f in os.listdir(os.path.join(REPO_ROOT, "docs"))}
+    assert {f for f in inst.files() if f.startswith(docdir + "/")} == want_docs
+    assert f"{docdir}/docs/reference.md" in want_docs
 
 
-def unit_settings(path=UNIT):
+def unit_settings(path):
     """{key: [values]} of the unit's [Service] section."""
     settings, section = {}, None
     with open(path) as f:
@@ -87,8 +228,8 @@ def unit_settings(path=UNIT):
     return settings
 
 
-def test_unit_file_settings():
-    s = unit_settings()
+def test_unit_file_settings(installed_unit):
+    s = unit_settings(installed_unit)
     assert s["Type"] == ["notify"]  # notify-reload needs systemd 253; Debian 12 has 252
     assert s["Restart"] == ["on-failure"]
     assert re.fullmatch(r"/bin/kill -HUP \$MAINPID", s["ExecReload"][0])
@@ -97,14 +238,14 @@ def test_unit_file_settings():
     assert s["DynamicUser"] == ["yes"] and s["CapabilityBoundingSet"] == [""]
 
 
-def test_unit_file_verifies(installed, tmp_path):
+def test_unit_file_verifies(install, installed_unit, tmp_path):
     """systemd-analyze verify on the installed unit, its ExecStart pointed at
-    the installed binary (verify checks that it exists). Unknown keys are
+    the staged binary (verify checks that it exists). Unknown keys are
     only warnings, so any output at all fails the test."""
     analyze = systemd_analyze()
-    with open(os.path.join(installed, "lib", "systemd", "system", "projectord.service")) as f:
+    with open(installed_unit) as f:
         text = f.read()
-    binary = os.path.join(installed, "bin", "projectord")
+    binary = install("/usr").path("/usr/bin/projectord")
     text, n = re.subn(r"(?m)^ExecStart=/usr/bin/projectord\b", f"ExecStart={binary}", text)
     assert n == 1
     unit = tmp_path / "projectord.service"
@@ -113,9 +254,9 @@ def test_unit_file_verifies(installed, tmp_path):
     assert proc.returncode == 0 and proc.stdout.strip() == "", proc.stdout
 
 
-def test_unit_file_exposure():
+def test_unit_file_exposure(installed_unit):
     analyze = systemd_analyze()
-    proc = run([analyze, "security", "--offline=true", "--no-pager", UNIT])
+    proc = run([analyze, "security", "--offline=true", "--no-pager", installed_unit])
     match = re.search(r"Overall exposure level for projectord\.service: (\d+(?:\.\d+)?)", proc.stdout)
     assert match, proc.stdout
     exposure = float(match.group(1))
@@ -394,8 +535,9 @@ def env_only(db):
 
 
 def test_environment_only_configuration(db, workdir):
-    if os.path.exists(DEFAULT_CONFIG):
-        pytest.skip(f"{DEFAULT_CONFIG} exists on this machine")
+    default_config = default_config_path(BIN)
+    if os.path.exists(default_config):
+        pytest.skip(f"{default_config} exists on this machine")
     env = env_only(db)
     proc = run_cli(["check-config"], env=clean_env(**env))
     assert proc.returncode == EXIT_OK and "no file" in proc.stdout, proc.stdout + proc.stderr
@@ -442,7 +584,7 @@ def test_syscalls_allowed_by_the_unit_filter(db, workdir):
     if re.search(r"lib(asan|ubsan)", run(["readelf", "-d", BIN]).stdout):
         pytest.skip("a sanitizer runtime makes system calls of its own")
     allowed = set()
-    for line in unit_settings()["SystemCallFilter"]:
+    for line in unit_settings(UNIT_TEMPLATE)["SystemCallFilter"]:
         if line.startswith("~"):
             allowed -= syscall_set(analyze, line[1:].split())
         else:
