@@ -34,8 +34,9 @@ import psycopg
 import pytest
 
 import faults
+import oracle
 from conftest import daemon_starter, own_cluster
-from daemon import EXIT_FAILURE, EXIT_OK, clean_env, run_cli
+from daemon import EXIT_FAILURE, EXIT_OK, clean_env, config_text, run_cli
 from eventgen import Command, append, append_all, event, generate_mix
 from pgcluster import PG_BIN, as_postgres, run
 
@@ -272,3 +273,30 @@ def test_explicit_transaction_id_is_refused_then_adopted(small, request, workdir
         wait_resumed(d)
         with psycopg.connect(dst) as conn:
             faults.assert_exact(conn)
+
+
+def test_explicit_transaction_id_with_a_separate_read_model_database(small, request, workdir):
+    """database.target: the ids are judged on the event store, the
+    checkpoints written in the read-model database (two transactions)."""
+    src, tgt = new_db(small), new_db(small)
+    append_all(src, generate_mix(18, 200), per_transaction=20)
+    with daemon_starter(request, workdir, src) as start:
+        d = start(name="apart", target=tgt)
+        d.wait_caught_up(timeout=60)
+        insert_with_transaction_id(src, next_xid(src) + 100000)
+        d.wait_until(lambda conn: faults.metadata(conn)["event_stats"]["status"] == "failed", 30,
+                     "event_stats to refuse the explicit id")
+        admin = os.path.join(workdir, "admin.conf")
+        with open(admin, "w") as f:
+            f.write(config_text(src, target=tgt))
+        done = run_cli(["-c", admin, "adopt-restored-store"], timeout=120)
+        assert done.returncode == EXIT_OK, done.stderr
+        assert "1 with transaction ids ahead" in done.stdout, done.stdout
+        wait_resumed(d)
+        with psycopg.connect(src) as events, psycopg.connect(tgt) as model:
+            expected = oracle.fold_database(events).rows
+            for table in oracle.TABLES:
+                oracle.assert_same_rows(table, expected[table], oracle.read_table(model, table))
+            handled = oracle.handled_counts(events)
+            rows = faults.metadata(model)
+            assert all(rows[n]["events_processed"] == handled[n] for n in handled), rows
