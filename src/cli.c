@@ -29,9 +29,13 @@ static const char *const status_columns[] = {
 
 PGconn *cli_connect(const struct config *cfg)
 {
+    return cli_connect_to(config_target(cfg));
+}
+
+PGconn *cli_connect_to(const char *conninfo)
+{
     const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
-    const char *target = config_target(cfg);
-    const char *vals[] = {CONNECT_TIMEOUT, "projectord", target ? target : "", NULL};
+    const char *vals[] = {CONNECT_TIMEOUT, "projectord", conninfo ? conninfo : "", NULL};
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
     if (conn && PQstatus(conn) == CONNECTION_OK)
         return conn;

@@ -22,6 +22,9 @@
  */
 PGconn *cli_connect(const struct config *cfg);
 
+/* The same for another database (NULL or "": libpq's PG* variables). */
+PGconn *cli_connect_to(const char *conninfo);
+
 /* `status [--json] [--check]`: argv are the command's own arguments. */
 int cli_status(const struct config *cfg, int argc, char **argv);
 
@@ -31,6 +34,10 @@ int cli_rebuild(const struct config *cfg, int argc, char **argv);
 int cli_replay_dead_letters(const struct config *cfg, int argc, char **argv);
 int cli_resume(const struct config *cfg, int argc, char **argv);
 int cli_dead_letters(const struct config *cfg, int argc, char **argv);
+
+/* `adopt-restored-store [--dry-run]`: make an event store restored or copied
+ * from another cluster readable again (sql/V026). */
+int cli_adopt_restored_store(const struct config *cfg, int argc, char **argv);
 
 /* `list`: the compiled-in projections, their tables and event types. */
 int cli_list(void);

@@ -25,6 +25,11 @@ static void usage(FILE *out)
                  "  replay-dead-letters NAME\n"
                  "                         re-apply them in position order after a fix\n"
                  "  resume NAME            restart a failed projection\n"
+                 "  adopt-restored-store [--dry-run]\n"
+                 "                         after pg_restore or logical replication into another\n"
+                 "                         cluster: rewrite the events' transaction ids and move\n"
+                 "                         the checkpoints so every event is applied once (run\n"
+                 "                         as the event store's owner)\n"
                  "  list                   compiled-in projections, tables and event types\n"
                  "  check-config           validate the config and print it, secrets masked\n"
                  "options:\n"
@@ -75,6 +80,8 @@ static int dispatch(struct config *cfg, const char *path, const char *level, con
         return cli_resume(cfg, argc, argv);
     if (strcmp(command, "dead-letters") == 0)
         return cli_dead_letters(cfg, argc, argv);
+    if (strcmp(command, "adopt-restored-store") == 0)
+        return cli_adopt_restored_store(cfg, argc, argv);
     if (strcmp(command, "check-config") == 0 && argc == 0)
         return cli_check_config(cfg);
     fprintf(stderr, "projectord: %s: unexpected arguments\n", command);
@@ -92,6 +99,7 @@ static bool known_command(const char *command)
                                            "dead-letters",
                                            "replay-dead-letters",
                                            "resume",
+                                           "adopt-restored-store",
                                            NULL};
     for (const char *const *c = commands; *c; c++)
         if (strcmp(command, *c) == 0)

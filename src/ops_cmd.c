@@ -12,8 +12,13 @@
  * instance owns are worked on here, in a loop of our own: a live runner
  * takes the ownership lock (an instance starting meanwhile stands by), does
  * the job and stops. A rebuild keeps the live tables serving until the swap.
+ *
+ * `adopt-restored-store` is the odd one out: it rewrites the event store's
+ * transaction ids and moves every checkpoint (sql/V026) in a transaction of
+ * its own, and asks the owners to reload and resume.
  */
 #include <inttypes.h>
+#include <jansson.h>
 #include <libpq-fe.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -444,4 +449,161 @@ int cli_dead_letters(const struct config *cfg, int argc, char **argv)
     PQclear(res);
     PQfinish(conn);
     return rc;
+}
+
+/* ---- a restored event store ------------------------------------------------------- */
+
+/*
+ * One statement; on failure one line on stderr (saying what to do when the
+ * role may not rewrite the store) and NULL. Caller PQclear()s.
+ */
+static PGresult *adopt_exec(PGconn *conn, const char *sql, int n, const char *const *params)
+{
+    PGresult *res = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+    ExecStatusType st = PQresultStatus(res);
+    if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
+        return res;
+    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+    const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+    char line[512];
+    snprintf(line, sizeof line, "%s", msg ? msg : PQerrorMessage(conn));
+    for (char *c = line; *c; c++)
+        if (*c == '\n')
+            *c = ' ';
+    fprintf(stderr, "projectord: adopt-restored-store: %s%s\n", line,
+            state && strcmp(state, "42501") == 0
+                ? " (run it as the event store's owner: PROJECTORD_DATABASE_URL=...)"
+                : "");
+    PQclear(res);
+    return NULL;
+}
+
+/* A statement whose result does not matter beyond success. */
+static bool adopt_run(PGconn *conn, const char *sql)
+{
+    PGresult *res = adopt_exec(conn, sql, 0, NULL);
+    PQclear(res);
+    return res != NULL;
+}
+
+/* The JSON a function returned (one row, one column); NULL on failure. Caller frees. */
+static char *adopt_call(PGconn *conn, const char *sql, int n, const char *const *params)
+{
+    PGresult *res = adopt_exec(conn, sql, n, params);
+    char *out = res && PQntuples(res) == 1 ? strdup(PQgetvalue(res, 0, 0)) : NULL;
+    PQclear(res);
+    return out;
+}
+
+static long long json_ll(const json_t *obj, const char *key)
+{
+    return (long long)json_integer_value(json_object_get(obj, key));
+}
+
+static void adopt_report(const char *text, bool dry_run)
+{
+    json_t *root = json_loads(text, 0, NULL);
+    if (!root) {
+        printf("%s\n", text);
+        return;
+    }
+    printf("event store: %lld events, %lld with transaction ids ahead of this server\n",
+           json_ll(root, "events"), json_ll(root, "ahead"));
+    size_t i;
+    json_t *cp;
+    json_array_foreach(json_object_get(root, "checkpoints"), i, cp)
+    {
+        const char *table = json_string_value(json_object_get(cp, "table"));
+        long long to_apply = json_ll(cp, "to_apply");
+        printf("%s%s: %lld events applied, %lld to apply",
+               json_string_value(json_object_get(cp, "name")),
+               table && strcmp(table, "projection_rebuild") == 0 ? " (rebuild)" : "",
+               json_ll(cp, "applied"), to_apply);
+        if (to_apply > 0)
+            printf(" from position %lld", json_ll(cp, "window_position") + 1);
+        printf("\n");
+    }
+    printf("%s\n", dry_run ? "nothing changed (--dry-run)"
+                           : "transaction ids rewritten and checkpoints moved; running instances "
+                             "reload and resume within seconds");
+    json_decref(root);
+}
+
+/*
+ * With the read model in another database (database.target) the two
+ * halves commit apart, the event store first: should the checkpoints then
+ * fail to commit, the ids are this cluster's but the checkpoints judge the
+ * old ones, and a rebuild from scratch is exact.
+ */
+static char *adopt_apart(PGconn *source, PGconn *target, bool dry_run)
+{
+    char *in = NULL, *out = NULL;
+    if (!adopt_run(target, "BEGIN") || !adopt_run(source, "BEGIN") ||
+        !adopt_run(source, "LOCK TABLE event_store.domain_event IN EXCLUSIVE MODE") ||
+        !(in = adopt_call(target, "SELECT read_model.projectord_adoption_checkpoints()", 0, NULL)))
+        goto done;
+    const char *params[] = {in, dry_run ? "t" : "f"};
+    out = adopt_call(source,
+                     "SELECT event_store.projectord_adopt_transaction_ids($1::jsonb, $2::bool)", 2,
+                     params);
+    if (!out || dry_run)
+        goto done;
+    if (!adopt_run(source, "COMMIT")) {
+        free(out);
+        out = NULL;
+        goto done;
+    }
+    const char *result[] = {out};
+    PGresult *res =
+        adopt_exec(target, "SELECT read_model.projectord_adopt_checkpoints($1::jsonb)", 1, result);
+    bool ok = res && adopt_run(target, "COMMIT");
+    PQclear(res);
+    if (!ok) {
+        fprintf(stderr, "projectord: adopt-restored-store: the event store's transaction ids were "
+                        "rewritten but the checkpoints were not moved: run "
+                        "`projectord rebuild --all`\n");
+        free(out);
+        out = NULL;
+    }
+done:
+    free(in);
+    return out;
+}
+
+int cli_adopt_restored_store(const struct config *cfg, int argc, char **argv)
+{
+    bool dry_run = argc == 1 && strcmp(argv[0], "--dry-run") == 0;
+    if (argc > 1 || (argc == 1 && !dry_run)) {
+        fprintf(stderr, "projectord: adopt-restored-store: unexpected argument '%s' (--dry-run)\n",
+                argv[argc > 1 && dry_run ? 1 : 0]);
+        return EXIT_USAGE;
+    }
+    bool apart = cfg->target_conninfo &&
+                 (!cfg->conninfo || strcmp(cfg->conninfo, cfg->target_conninfo) != 0);
+    PGconn *target = cli_connect(cfg);
+    PGconn *source = apart && target ? cli_connect_to(cfg->conninfo) : target;
+    if (!target || !source) {
+        PQfinish(target);
+        return EXIT_UNAVAILABLE;
+    }
+    char *out = NULL;
+    if (apart) {
+        out = adopt_apart(source, target, dry_run);
+    } else if (adopt_run(target, "BEGIN")) {
+        const char *params[] = {dry_run ? "t" : "f"};
+        out = adopt_call(target, "SELECT read_model.projectord_adopt_restored_store($1::bool)", 1,
+                         params);
+        if (out && !dry_run && !adopt_run(target, "COMMIT")) {
+            free(out);
+            out = NULL;
+        }
+    }
+    bool ok = out != NULL;
+    if (ok)
+        adopt_report(out, dry_run);
+    free(out);
+    if (source != target)
+        PQfinish(source);
+    PQfinish(target); /* a dry run's transaction rolls back with the connection */
+    return ok ? 0 : EXIT_FAILURE_1;
 }

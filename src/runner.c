@@ -60,7 +60,7 @@ static const struct {
     bool source; /* reads the event store: runs on the source connection */
 } runner_stmts[RS_COUNT] = {
     [RS_OPEN_PLAN] = {"open_plan", SQL_OPEN_PLAN, 0, true},
-    [RS_OPEN] = {"open_window", SQL_OPEN_WINDOW, 3, true},
+    [RS_OPEN] = {"open_window", SQL_OPEN_WINDOW, 4, true},
     [RS_FETCH_PLAN] = {"fetch_plan", SQL_FETCH_PLAN, 0, true},
     [RS_FETCH] = {"fetch", SQL_FETCH, 6, true},
     [RS_FETCH_CELL] = {"fetch_cell", SQL_FETCH_CELL, 5, true},
@@ -894,9 +894,11 @@ void rn_send_open(struct runner *r)
         open_not_sent(r, "out of memory");
         return;
     }
-    const char *params[] = {p.xip_lo, p.xmax_lo, hi};
+    char last[21];
+    const char *params[] = {p.xip_lo, p.xmax_lo, hi, rn_fmt_i64(last, r->cp.last_position)};
     rn_begin_request(r, R_OPEN);
     r->wake_pending = false;
+    r->foreign_ids = false;
     if (exec_stmt(r, RS_OPEN_PLAN, NULL) < 0 || exec_stmt(r, RS_OPEN, params) < 0 ||
         queue_first_fetch(r) < 0 || pgconn_sync(r->src) < 0)
         rn_src_send_failed(r);
@@ -1417,12 +1419,70 @@ static void on_register_done(struct runner *r)
     rn_next_step(r);
 }
 
+/* The results of rn_send_open's request, in the order sent. */
+enum { OPEN_RES_PLAN, OPEN_RES_WINDOW, OPEN_RES_BATCH };
+enum { OPEN_COL_TROUBLE = 4 }; /* SQL_OPEN_WINDOW's trouble column */
+
+/*
+ * The open found transaction ids this cluster cannot judge (SQL_TROUBLE):
+ * word it for the log and the status row. Returns false when all is well.
+ */
+static bool foreign_ids_found(struct runner *r, const PGresult *res)
+{
+    if (PQnfields(res) <= OPEN_COL_TROUBLE || PQgetisnull(res, 0, OPEN_COL_TROUBLE))
+        return false;
+    char kind[16] = "", a[32] = "", b[32] = "";
+    sscanf(PQgetvalue(res, 0, OPEN_COL_TROUBLE), "%15s %31s %31s", kind, a, b);
+    const char *what;
+    char detail[160];
+    if (strcmp(kind, "checkpoint") == 0) {
+        what = "the checkpoint comes from another cluster";
+        snprintf(detail, sizeof detail, "its snapshot reaches transaction id %s, this server %s", a,
+                 b);
+    } else if (strcmp(kind, "ahead") == 0) {
+        what = "the event store holds transaction ids ahead of this server's";
+        snprintf(detail, sizeof detail, "id %s, next id here %s", a, b);
+    } else {
+        what = "the event store holds transaction ids the checkpoint counts as applied";
+        snprintf(detail, sizeof detail,
+                 "event at position %s, id %s, beyond last_position %" PRId64, a, b,
+                 r->cp.last_position);
+    }
+    snprintf(r->err_msg, sizeof r->err_msg,
+             "%s (%s): restored or copied from another cluster, or written with an explicit"
+             " transaction_id; nothing is read until an administrator runs"
+             " `projectord adopt-restored-store` (README)",
+             what, detail);
+    return true;
+}
+
+/*
+ * Reading on would skip events or apply them out of order: stop, say so
+ * once, and wait for a resume (adopt-restored-store asks for one) or a
+ * restart, which load the checkpoint again and check again. No retries in
+ * between: nothing changes until someone acts.
+ */
+static void stop_for_foreign_ids(struct runner *r)
+{
+    read_failed(r);
+    rn_clear_batch(r);
+    r->stats->errors++;
+    r->failed = true;
+    r->foreign_ids = true;
+    log_error("%s%s: %s", r->proj->name, r->shadow ? " (rebuild)" : "", r->err_msg);
+    send_note(r, "failed", r->err_msg, SQLSTATE_FOREIGN_IDS, NOTE_THEN_NEXT);
+}
+
 static void on_open_result(struct runner *r, const PGresult *res)
 {
     rn_record_error(r, res);
     r->results++;
     if (!pgconn_result_ok(res) || PQntuples(res) != 1)
         return;
+    if (foreign_ids_found(r, res)) {
+        r->foreign_ids = true; /* on_sync stops the projection */
+        return;
+    }
     struct rs_window w = {.hi = PQgetvalue(res, 0, 0),
                           .first = parse_i64(PQgetvalue(res, 0, 1)),
                           .last = parse_i64(PQgetvalue(res, 0, 2)),
@@ -1449,9 +1509,6 @@ static void on_first_fetch_result(struct runner *r, PGresult *res)
     take_batch(r, res);
     r->first_taken = true;
 }
-
-/* The results of rn_send_open's request, in the order sent. */
-enum { OPEN_RES_PLAN, OPEN_RES_WINDOW, OPEN_RES_BATCH };
 
 static void on_open_request_result(struct runner *r, PGresult *res)
 {
@@ -1635,10 +1692,19 @@ static void on_result(struct runner *r, const PGresult *res)
                                                           stays set: it is not a new one. */
             r->rebuild_requested |= !r->child && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
             r->replay_requested |= !r->replaying && strcmp(PQgetvalue(res, 0, 3), "t") == 0;
-            if (r->failed && strcmp(PQgetvalue(res, 0, 2), "t") == 0) {
+            bool resume = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
+            if (r->failed && resume) {
                 log_info("%s: resumed by request; retrying from the checkpoint", r->proj->name);
                 r->failed = false;
                 r->wake_pending = true;
+            }
+            /*
+             * The checkpoint may have been moved under us (adopt-restored-store
+             * asks every projection to resume): load it again before reading.
+             */
+            if (resume && !r->failed) {
+                r->reload_pending = true;
+                r->foreign_ids = false;
             }
         }
         break;
@@ -1705,6 +1771,8 @@ static void on_sync(struct runner *r)
             read_failed(r);
             rn_step_failed(r, r->state == R_OPEN ? "open window" : "fetch", r->err_state,
                            r->err_msg);
+        } else if (r->state == R_OPEN && r->foreign_ids && !r->failed) {
+            stop_for_foreign_ids(r);
         } else if (r->state == R_OPEN && !r->cp.window_open) {
             rn_next_step(r);
         } else if (r->state == R_OPEN && !r->first_taken) {

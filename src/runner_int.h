@@ -116,6 +116,7 @@ struct runner {
     bool rebuild_ok;        /* live: the last rebuild swapped in */
     bool held;              /* live: the shadow is finishing; open no new window */
     bool reload_pending;    /* live: the checkpoint was swapped: load it again */
+    bool foreign_ids;       /* failed: the store's transaction ids are not this cluster's */
     bool rebuild_begun;     /* shadow: its tables and checkpoint row exist */
     bool cp_loaded;         /* shadow: its setup found its checkpoint row, still its owner's */
     bool caught_up;         /* shadow: the last window opened was empty */

@@ -94,11 +94,48 @@
 #define SQL_ABANDON_REBUILD "SELECT read_model.projectord_abandon_rebuild($1, $2)"
 
 /*
+ * Transaction ids this cluster cannot judge (docs/reliability.md, "A
+ * restored event store"): an event store restored with pg_dump, copied by
+ * logical replication, or written with an explicit transaction_id. Each
+ * test is a check of the open's own lo ($1, $2) and last_position ($4)
+ * against w.now, the statement's snapshot, and costs one index probe at
+ * most, so the live path stays as cheap as it was:
+ *   checkpoint  the current snapshot does not cover lo: lo comes from a
+ *               cluster whose ids are ahead of this one's (a snapshot of
+ *               this cluster is always covered by a later one);
+ *   ahead       a committed event whose id is at or beyond the snapshot's
+ *               xmax: no snapshot of this cluster sees it, so no window
+ *               would ever hold it (the lowest such id is returned);
+ *   behind      the first event after last_position is visible in lo:
+ *               the checkpoint counts it as applied though it never was,
+ *               so it would be skipped.
+ * The text is "kind value value"; runner.c words it for the log and status.
+ */
+#define SQL_TROUBLE \
+    "CASE WHEN pg_snapshot_xmax(w.now) < $2::xid8" \
+    "       OR EXISTS (SELECT 1 FROM pg_snapshot_xip(w.now) AS x(xid)" \
+    "                   WHERE NOT (x.xid = ANY($1::xid8[]) OR x.xid >= $2::xid8))" \
+    "     THEN 'checkpoint ' || $2::text || ' ' || pg_snapshot_xmax(w.now)::text" \
+    "     WHEN a.xid IS NOT NULL" \
+    "     THEN 'ahead ' || a.xid::text || ' ' || pg_snapshot_xmax(w.now)::text" \
+    "     WHEN NOT (n.xid = ANY($1::xid8[]) OR n.xid >= $2::xid8)" \
+    "     THEN 'behind ' || n.global_position::text || ' ' || n.xid::text END"
+#define SQL_TROUBLE_PROBES \
+    " LEFT JOIN LATERAL (SELECT f.transaction_id AS xid FROM event_store.domain_event f" \
+    "                     WHERE f.transaction_id >= pg_snapshot_xmax(w.now)" \
+    "                     ORDER BY f.transaction_id LIMIT 1) a ON true" \
+    " LEFT JOIN LATERAL (SELECT f.global_position, f.transaction_id AS xid" \
+    "                      FROM event_store.domain_event f WHERE f.global_position > $4::bigint" \
+    "                     ORDER BY f.global_position LIMIT 1) n ON true"
+
+/*
  * Open the next window: take a new snapshot hi (or use $3, one another
  * runner took: readshare.h) and find the positions of the window's events
  * through the transaction_id index.
- * $1 xip(lo) as xid8[], $2 xmax(lo), $3 hi or NULL. Returns hi, min and max
- * position in the window (NULL when empty), and the head position. It also
+ * $1 xip(lo) as xid8[], $2 xmax(lo), $3 hi or NULL, $4 last_position.
+ * Returns hi, min and max position in the window (NULL when empty), the head
+ * position, and trouble: NULL, or why this cluster cannot judge the store's
+ * transaction ids (SQL_TROUBLE). It also
  * leaves the window in settings of its transaction, so that the window's
  * first batch can be fetched in the same request (SQL_WINDOW_BOUND), and
  * makes the fetch's planner settings (SQL_FETCH_PLAN) as it ends: they
@@ -113,9 +150,11 @@
  * holds only the window's (tests/bench/RESULTS.md, finding 1).
  */
 #define SQL_OPEN_WINDOW \
-    "WITH w AS MATERIALIZED (SELECT coalesce($3::pg_snapshot, pg_current_snapshot()) AS hi)" \
+    "WITH w AS MATERIALIZED (SELECT coalesce($3::pg_snapshot, pg_current_snapshot()) AS hi," \
+    "                               pg_current_snapshot() AS now)" \
     " SELECT w.hi::text, b.first_position, b.last_position," \
     "        (SELECT coalesce(max(global_position), 0) FROM event_store.domain_event)," \
+    "        " SQL_TROUBLE "," \
     "        pg_catalog.set_config('projectord.window_done'," \
     "                              coalesce((b.first_position - 1)::text, ''), true)," \
     "        pg_catalog.set_config('projectord.window_last'," \
@@ -130,7 +169,8 @@
     "                     OR (e.transaction_id >= $2::xid8" \
     "                         AND e.transaction_id < pg_snapshot_xmax(w.hi)))" \
     "                AND pg_visible_in_snapshot(e.transaction_id, w.hi)" \
-    "             OFFSET 0) s) b"
+    "             OFFSET 0) s) b" \
+    SQL_TROUBLE_PROBES
 
 /*
  * Sent before each open, for its transaction only. Left to choose, the plan
@@ -360,6 +400,7 @@ enum fetch_column {
     "DO $$BEGIN RAISE EXCEPTION 'projectord: batch abandoned' USING ERRCODE = 'PJ002'; END$$"
 #define SQLSTATE_ABANDONED        "PJ002"
 #define SQLSTATE_CHECKPOINT_MOVED "PJ001"
+#define SQLSTATE_FOREIGN_IDS      "PJ003" /* the status row's code for SQL_TROUBLE */
 
 // clang-format on
 
