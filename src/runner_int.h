@@ -123,6 +123,7 @@ struct runner {
     /* shadow: swap attempts in a row that gave way to a lock, and the short delays between. */
     unsigned swap_waits;
     struct backoff swap_backoff;
+    double swap_sent; /* ev_time() the last swap attempt went out */
 
     /* Replaying dead letters (projectord replay-dead-letters), in position order. */
     bool replay_requested;

@@ -114,8 +114,8 @@ static void rebuild_over(struct runner *r, bool swapped)
     if (swapped) {
         live->failed = false;
         live->reload_pending = true;
-        log_info("%s: rebuilt tables swapped in at position %" PRId64, r->proj->name,
-                 r->cp.last_position);
+        log_info("%s: rebuilt tables swapped in at position %" PRId64 " (the swap took %.0f ms)",
+                 r->proj->name, r->cp.last_position, (ev_time() - r->swap_sent) * 1000);
     }
     rn_finish(r);
 }
@@ -179,6 +179,7 @@ static void send_swap(struct runner *r)
     rn_begin_request(r, R_SWAP);
     r->new_seq = -1;
     r->swapped = false;
+    r->swap_sent = ev_time();
     if (rn_queue_checkpoint(r) < 0 || pgconn_query(r->conn, SQL_FINISH_REBUILD, 3, params) < 0 ||
         pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
