@@ -243,6 +243,7 @@ def test_sigterm_stops_a_rebuild_run_here(db, start_daemon, workdir):
     assert proc.returncode == 1, f"exit {proc.returncode}\n{out}\n{err}"
     lines = [line for line in err.splitlines() if line.strip()]
     assert len(lines) == 1 and "interrupted" in lines[0], err
+    print(f"\n{lines[0]}")
     assert all(p <= 100.0 for p in percentages(out)), out
 
     with db.connect() as conn:
@@ -300,7 +301,9 @@ def test_a_swap_held_up_by_a_writer_gives_way_and_progress_stays_within_100(db, 
     assert "ETA ?" not in out, out
     log = daemon.log(tail=100000)
     assert "the swap gave way to a lock" in log
-    assert re.search(r"event_stats: the swap went through after giving way \d+ times", log)
+    went = re.search(r"event_stats: the swap went through after giving way (\d+) times", log)
+    assert went, log
+    print(f"\nthe swap gave way {went.group(1)} times while a writer held the table")
     assert "retrying with backoff" not in log
     daemon.wait_caught_up(timeout=60)
     with db.connect() as conn:
