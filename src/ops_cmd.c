@@ -242,7 +242,9 @@ static int wait_for_owner(PGconn *conn, const char *name, const char *since)
             conn,
             "SELECT m.rebuilt_at >= $2::timestamptz, m.rebuild_requested_at IS NULL,"
             "       coalesce(r.last_position, 0),"
-            "       greatest(r.events_total, m.last_position + m.lag_events), m.last_error"
+            "       CASE WHEN r.status = 'rebuilding'"
+            "            THEN greatest(r.events_total, m.last_position + m.lag_events) ELSE 0 END,"
+            "       m.last_error"
             "  FROM read_model.projection_metadata m"
             "  LEFT JOIN read_model.projection_rebuild r USING (projection_name)"
             " WHERE m.projection_name = $1",
