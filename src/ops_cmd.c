@@ -20,6 +20,7 @@
 #include <inttypes.h>
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,21 +48,46 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
-/* One progress line: done / total, rate and ETA; redrawn in place on a terminal. */
+/*
+ * One progress line: done / total, and once the rate is known (events done
+ * since the first sample) the rate and ETA; redrawn in place on a terminal.
+ * The total is the head as last seen, and events keep coming while a
+ * rebuild runs: a total already passed counts as the done ones, so the
+ * line never says more than 100 %.
+ */
 static void print_progress(struct progress *p, int64_t done, int64_t total)
 {
+    if (p->first_done < 0) {
+        p->first_done = done;
+        p->started = now_s();
+    }
+    if (total < done)
+        total = done;
     double elapsed = now_s() - p->started;
     double rate = elapsed > 0 ? (double)(done - p->first_done) / elapsed : 0;
-    char eta[32] = "?";
-    if (rate > 0 && total > done)
-        snprintf(eta, sizeof eta, "%.0fs", (double)(total - done) / rate);
-    else if (total <= done)
-        snprintf(eta, sizeof eta, "0s");
+    char speed[64] = "";
+    if (rate > 0)
+        snprintf(speed, sizeof speed, ", %.0f events/s, ETA %.0fs", rate,
+                 (double)(total - done) / rate);
     bool tty = isatty(STDOUT_FILENO);
-    printf("%s%s: %" PRId64 " / %" PRId64 " events (%.0f%%), %.0f events/s, ETA %s%s",
-           tty ? "\r" : "", p->name, done, total,
-           total > 0 ? 100.0 * (double)done / (double)total : 100.0, rate, eta, tty ? "   " : "\n");
+    printf("%s%s: %" PRId64 " / %" PRId64 " events (%.0f%%)%s%s", tty ? "\r" : "", p->name, done,
+           total, total > 0 ? 100.0 * (double)done / (double)total : 100.0, speed,
+           tty ? "   " : "\n");
     fflush(stdout);
+}
+
+/*
+ * SIGTERM or SIGINT while a rebuild command runs: the signal's number. A
+ * rebuild run here is stopped (sql/V008's projectord_abandon_rebuild drops
+ * its shadow; the live tables stay as they were) and the command exits 1;
+ * one that a running instance does goes on there, and the command stops
+ * waiting for it.
+ */
+static volatile sig_atomic_t stop_signal;
+
+static void note_signal(int sig)
+{
+    stop_signal = sig;
 }
 
 /* ---- rebuilt here ---------------------------------------------------------- */
@@ -72,6 +98,7 @@ struct local {
     struct progress *progress;
     size_t n, running;
     ev_timer tick;
+    ev_signal sigterm, sigint;
 };
 
 static void local_done(struct runner *r, void *arg)
@@ -88,9 +115,23 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct local *l = w->data;
     for (size_t i = 0; i < l->n; i++) {
         int64_t done, total;
-        if (runner_rebuild_progress(l->runners[i], &done, &total))
+        /* No total before the rebuild's first window: nothing to say yet. */
+        if (runner_rebuild_progress(l->runners[i], &done, &total) && total > 0)
             print_progress(&l->progress[i], done, total);
     }
+}
+
+/* Stop every runner: each finishes its request in flight, a rebuild gives itself up. */
+static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
+{
+    (void)loop, (void)revents;
+    struct local *l = w->data;
+    if (stop_signal)
+        return;
+    stop_signal = w->signum;
+    for (size_t i = 0; i < l->n; i++)
+        if (l->runners[i])
+            runner_stop(l->runners[i]);
 }
 
 enum job { JOB_REBUILD, JOB_REPLAY };
@@ -113,7 +154,7 @@ static int run_here(const struct config *cfg, enum job job, const struct project
                                   owner, &fleet, NULL, local_done, &l);
         if (!l.runners[i])
             break;
-        l.progress[i] = (struct progress){.name = projs[i]->name, .started = now_s()};
+        l.progress[i] = (struct progress){.name = projs[i]->name, .first_done = -1};
         if (job == JOB_REBUILD)
             runner_request_rebuild(l.runners[i], true);
         else
@@ -123,7 +164,14 @@ static int run_here(const struct config *cfg, enum job job, const struct project
     ev_timer_init(&l.tick, tick_cb, PROGRESS_INTERVAL_S, PROGRESS_INTERVAL_S);
     l.tick.data = &l;
     ev_timer_start(l.loop, &l.tick);
+    ev_signal_init(&l.sigterm, stop_cb, SIGTERM);
+    ev_signal_init(&l.sigint, stop_cb, SIGINT);
+    l.sigterm.data = l.sigint.data = &l;
+    ev_signal_start(l.loop, &l.sigterm);
+    ev_signal_start(l.loop, &l.sigint);
     ev_run(l.loop, 0);
+    ev_signal_stop(l.loop, &l.sigterm);
+    ev_signal_stop(l.loop, &l.sigint);
     ev_timer_stop(l.loop, &l.tick);
     for (size_t i = 0; i < n; i++) {
         bool ok =
@@ -135,6 +183,11 @@ static int run_here(const struct config *cfg, enum job job, const struct project
         rc |= !ok;
         runner_free(l.runners ? l.runners[i] : NULL);
     }
+    if (stop_signal && rc)
+        fprintf(stderr, "projectord: %s interrupted (%s): %s; run it again\n",
+                job == JOB_REPLAY ? "replay-dead-letters" : "rebuild", strsignal(stop_signal),
+                job == JOB_REPLAY ? "the dead letters replayed so far stay applied"
+                                  : "given up, the live tables are as they were");
     free(l.runners);
     free(l.progress);
     return rc ? EXIT_FAILURE_1 : 0;
@@ -187,13 +240,16 @@ static char *request(PGconn *conn, const char *name, const char *column)
 /* Poll until the owner has swapped a rebuild in after `since`, or given up. */
 static int wait_for_owner(PGconn *conn, const char *name, const char *since)
 {
-    struct progress p = {.name = name, .started = now_s(), .first_done = -1};
+    struct progress p = {.name = name, .first_done = -1};
     const char *params[] = {name, since};
     for (;;) {
         PGresult *res = PQexecParams(
             conn,
             "SELECT m.rebuilt_at >= $2::timestamptz, m.rebuild_requested_at IS NULL,"
-            "       coalesce(r.last_position, 0), coalesce(r.events_total, 0), m.last_error"
+            "       coalesce(r.last_position, 0),"
+            "       CASE WHEN r.status = 'rebuilding'"
+            "            THEN greatest(r.events_total, m.last_position + m.lag_events) ELSE 0 END,"
+            "       m.last_error"
             "  FROM read_model.projection_metadata m"
             "  LEFT JOIN read_model.projection_rebuild r USING (projection_name)"
             " WHERE m.projection_name = $1",
@@ -215,11 +271,16 @@ static int wait_for_owner(PGconn *conn, const char *name, const char *since)
                    swapped ? "rebuilt" : "rebuild failed");
             return swapped ? 0 : EXIT_FAILURE_1;
         }
-        if (p.first_done < 0)
-            p.first_done = done;
         if (total > 0)
             print_progress(&p, done, total);
         usleep((useconds_t)(PROGRESS_INTERVAL_S * 1e6));
+        if (stop_signal) {
+            fprintf(stderr,
+                    "%sprojectord: rebuild %s: stopped waiting (%s); the running instance goes "
+                    "on with it (see projectord status)\n",
+                    isatty(STDOUT_FILENO) ? "\n" : "", name, strsignal(stop_signal));
+            return EXIT_FAILURE_1;
+        }
     }
 }
 
@@ -277,8 +338,13 @@ int cli_rebuild(const struct config *cfg, int argc, char **argv)
     }
     if (nhere > 0)
         rc |= run_here(cfg, JOB_REBUILD, here, nhere);
+    /* Waiting: a signal interrupts the sleep and ends the wait (no SA_RESTART). */
+    struct sigaction sa = {.sa_handler = note_signal};
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
     for (size_t i = 0; since && i < n; i++) {
-        if (since[i])
+        if (since[i] && !stop_signal)
             rc |= wait_for_owner(conn, projs[i]->name, since[i]);
         free(since[i]);
     }

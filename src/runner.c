@@ -1912,7 +1912,7 @@ void rn_next_step(struct runner *r)
         if (r->child)
             return; /* the rebuild stops first; rebuild_reap_cb comes back here */
         if (r->shadow)
-            rn_finish(r);
+            rebuild_stopped(r);
         else
             send_note(r, r->failed ? "failed" : "stopped", NULL, NULL, NOTE_THEN_DONE);
         return;
@@ -1972,8 +1972,8 @@ void runner_stop(struct runner *r)
     r->stopping = true;
     if (r->child)
         runner_stop(r->child);
-    if (r->state == R_IDLE)
-        rn_next_step(r);
+    if (r->state == R_IDLE || (r->shadow && r->state == R_WAIT && pgconn_idle(r->conn)))
+        rn_next_step(r); /* a shadow between retries may still have to give itself up */
     else if (r->state == R_DOWN || r->state == R_WAIT || r->state == R_STANDBY)
         rn_finish(r);
 }

@@ -122,6 +122,11 @@ struct runner {
     bool caught_up;         /* shadow: the last window opened was empty */
     bool swapped;           /* shadow: the last swap attempt succeeded */
 
+    /* shadow: swap attempts in a row that gave way to a lock, and the short delays between. */
+    unsigned swap_waits;
+    struct backoff swap_backoff;
+    double swap_sent; /* ev_time() the last swap attempt went out */
+
     /* Replaying dead letters (projectord replay-dead-letters), in position order. */
     bool replay_requested;
     bool replay_then_stop; /* a one-shot replay: stop when it is over */
@@ -248,6 +253,9 @@ void rebuild_start(struct runner *r);
 
 /* A shadow's next step between batches. */
 void rebuild_step(struct runner *r);
+
+/* A shadow told to stop, between requests: give a one-shot rebuild up, or just finish. */
+void rebuild_stopped(struct runner *r);
 
 /* Frees a finished shadow, outside its own callbacks. */
 void rebuild_reap_cb(struct ev_loop *loop, ev_timer *w, int revents);

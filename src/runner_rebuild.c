@@ -13,6 +13,7 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
@@ -20,6 +21,18 @@
 #include "runner_sql.h"
 
 static void send_swap(struct runner *r);
+
+/*
+ * A swap that gave way to a lock (sql/V027: it waits 200 ms at most, so
+ * that readers never wait on it for long and never lose a deadlock to it)
+ * is tried again soon, with jitter; a reader's transaction ends in
+ * milliseconds. The live runner stays held meanwhile, so these delays are
+ * kept short.
+ */
+#define SWAP_RETRY_INITIAL_S        0.02
+#define SWAP_RETRY_MAX_S            0.5
+#define SQLSTATE_LOCK_NOT_AVAILABLE "55P03"
+#define SQLSTATE_DEADLOCK           "40P01"
 
 /* A shadow creates its tables (once) before its statements can be prepared. */
 int rebuild_queue_begin(struct runner *r)
@@ -71,7 +84,7 @@ void rebuild_reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
     runner_free(r->child);
     r->child = NULL;
     r->held = false;
-    if (r->rebuild_then_stop)
+    if (r->rebuild_then_stop && !r->stopping)
         runner_stop(r);
     else if (r->state == R_IDLE)
         rn_next_step(r);
@@ -87,6 +100,7 @@ void rebuild_start(struct runner *r)
         log_error("%s: out of memory starting a rebuild", r->proj->name);
         return;
     }
+    r->child->swap_backoff = (struct backoff)BACKOFF_INIT(SWAP_RETRY_INITIAL_S, SWAP_RETRY_MAX_S);
     log_info("%s: rebuilding into shadow tables (schema projectord_rebuild_%s)", r->proj->name,
              r->proj->name);
     runner_start(r->child);
@@ -101,8 +115,8 @@ static void rebuild_over(struct runner *r, bool swapped)
     if (swapped) {
         live->failed = false;
         live->reload_pending = true;
-        log_info("%s: rebuilt tables swapped in at position %" PRId64, r->proj->name,
-                 r->cp.last_position);
+        log_info("%s: rebuilt tables swapped in at position %" PRId64 " (the swap took %.0f ms)",
+                 r->proj->name, r->cp.last_position, (ev_time() - r->swap_sent) * 1000);
     }
     rn_finish(r);
 }
@@ -149,6 +163,31 @@ void rebuild_step(struct runner *r)
     }
 }
 
+/*
+ * A one-shot `projectord rebuild` stopped by a signal gives its rebuild up:
+ * the shadow schema goes and the rebuild's row says failed, so no
+ * half-built shadow and no 'rebuilding' status outlive the command (the
+ * live tables were never touched). The daemon's own rebuild is left for its
+ * next start, which begins it again while the request stands.
+ */
+void rebuild_stopped(struct runner *r)
+{
+    /*
+     * Not when the projection was lost (set_owned stops the rebuild then): the
+     * shadow schema may hold the new owner's rebuild already.
+     */
+    if (!r->parent->rebuild_then_stop || !r->parent->holds_lock || !r->rebuild_begun ||
+        r->state == R_ABANDON) {
+        rn_finish(r);
+        return;
+    }
+    ev_timer_stop(r->loop, &r->retry_timer);
+    r->failed = true;
+    snprintf(r->err_msg, sizeof r->err_msg, "interrupted: the rebuild command was stopped");
+    log_info("%s: rebuild interrupted; dropping its shadow tables", r->proj->name);
+    rebuild_step(r);
+}
+
 /* Write the shadow's checkpoint and try the swap, in one transaction. */
 static void send_swap(struct runner *r)
 {
@@ -159,9 +198,30 @@ static void send_swap(struct runner *r)
     rn_begin_request(r, R_SWAP);
     r->new_seq = -1;
     r->swapped = false;
+    r->swap_sent = ev_time();
     if (rn_queue_checkpoint(r) < 0 || pgconn_query(r->conn, SQL_FINISH_REBUILD, 3, params) < 0 ||
         pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
+}
+
+/* The swap gave way to a lock: nothing changed; try again shortly. */
+static void swap_wait(struct runner *r)
+{
+    double delay = backoff_next(&r->swap_backoff, (uint32_t)rand());
+    r->swap_waits++;
+    /* Said once at info (and every 50th time), not as a storm of warnings. */
+    if (r->swap_waits == 1 || r->swap_waits % 50 == 0)
+        log_info("%s: the swap gave way to a lock held by another session (%u times); "
+                 "trying again",
+                 r->proj->name, r->swap_waits);
+    else
+        log_debug("%s: the swap gave way to a lock (SQLSTATE %s); again in %.0f ms", r->proj->name,
+                  r->err_state, delay * 1000);
+    rn_clear_batch(r);
+    r->state = R_WAIT;
+    ev_timer_stop(r->loop, &r->retry_timer);
+    ev_timer_set(&r->retry_timer, delay, 0.0);
+    ev_timer_start(r->loop, &r->retry_timer);
 }
 
 static void on_swap_done(struct runner *r)
@@ -171,9 +231,18 @@ static void on_swap_done(struct runner *r)
         return;
     }
     if (r->err_stmt >= 0) {
-        rn_step_failed(r, "swap rebuilt tables", r->err_state, r->err_msg);
+        if (strcmp(r->err_state, SQLSTATE_LOCK_NOT_AVAILABLE) == 0 ||
+            strcmp(r->err_state, SQLSTATE_DEADLOCK) == 0)
+            swap_wait(r);
+        else
+            rn_step_failed(r, "swap rebuilt tables", r->err_state, r->err_msg);
         return;
     }
+    if (r->swap_waits > 0)
+        log_info("%s: the swap went through after giving way %u times", r->proj->name,
+                 r->swap_waits);
+    r->swap_waits = 0;
+    backoff_reset(&r->swap_backoff);
     r->cp.seq = r->new_seq;
     rn_checkpoint_saved(r, 0);
     if (r->swapped) {
