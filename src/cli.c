@@ -29,9 +29,11 @@ static const char *const status_columns[] = {
 
 PGconn *cli_connect(const struct config *cfg)
 {
-    const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
+    /* client_encoding after dbname, so the conninfo cannot override it (pgconn.c says why). */
+    const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname",
+                          "client_encoding", NULL};
     const char *target = config_target(cfg);
-    const char *vals[] = {CONNECT_TIMEOUT, "projectord", target ? target : "", NULL};
+    const char *vals[] = {CONNECT_TIMEOUT, "projectord", target ? target : "", "UTF8", NULL};
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
     if (conn && PQstatus(conn) == CONNECTION_OK)
         return conn;

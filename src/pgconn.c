@@ -153,11 +153,24 @@ void pgconn_reset(struct pgconn *c, const char *why)
 
 static void start_connect(struct pgconn *c)
 {
-    /* Defaults first: the owner's conninfo (expanded from dbname) overrides them. */
-    const char *keys[] = {
-        "fallback_application_name", "keepalives",       "keepalives_idle", "keepalives_interval",
-        "keepalives_count",          "tcp_user_timeout", "dbname",          NULL};
-    const char *vals[] = {"projectord", "1", "10", "5", "3", "30000", c->conninfo, NULL};
+    /*
+     * Defaults first: the owner's conninfo (expanded from dbname) overrides
+     * them. client_encoding comes after it, so nothing overrides it: the
+     * handlers parse payloads as UTF-8 JSON and send UTF-8 text, whatever the
+     * database's encoding (a LATIN1 event store gave "José" as byte 0xe9).
+     * A startup parameter beats PGCLIENTENCODING, `options=-c ...` and the
+     * role's or database's settings, and is sent again on every reconnect.
+     */
+    const char *keys[] = {"fallback_application_name",
+                          "keepalives",
+                          "keepalives_idle",
+                          "keepalives_interval",
+                          "keepalives_count",
+                          "tcp_user_timeout",
+                          "dbname",
+                          "client_encoding",
+                          NULL};
+    const char *vals[] = {"projectord", "1", "10", "5", "3", "30000", c->conninfo, "UTF8", NULL};
     c->pg = PQconnectStartParams(keys, vals, 1);
     c->state = ST_CONNECTING;
     if (!c->pg) {

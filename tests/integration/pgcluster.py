@@ -212,9 +212,12 @@ class PgCluster:
             args += ["-f", path]
         self.psql(dbname, *args)
 
-    def create_database(self, name, schema=True):
-        """CREATE DATABASE name (with sql/ applied); returns its conninfo."""
-        self.psql("postgres", "-c", f'CREATE DATABASE "{name}"')
+    def create_database(self, name, schema=True, encoding=None):
+        """CREATE DATABASE name (with sql/ applied); returns its conninfo.
+        encoding: a server encoding other than the cluster's UTF8, e.g.
+        "LATIN1" (from template0, locale C, as createdb -E ... --locale=C)."""
+        options = f" ENCODING '{encoding}' TEMPLATE template0 LOCALE 'C'" if encoding else ""
+        self.psql("postgres", "-c", f'CREATE DATABASE "{name}"{options}')
         if schema:
             self.apply_schema(name)
         return self.conninfo(name)
