@@ -40,6 +40,23 @@
 #define DEFERRED_COUNTS_S     0.05 /* how late a batch's ignored count may be written */
 #define CLAIM_INTERVAL_S      2.0  /* how often a standby tries to take a projection over */
 
+/*
+ * Hot standbys are refused (pgconn.h). The event store on one: its snapshots
+ * do not list the primary's transactions in progress, so a window taken
+ * there slides past an event whose transaction is still open on the primary.
+ */
+#define STANDBY_SOURCE                                                                             \
+    "database.conninfo names a hot standby (the server is in recovery): its snapshots do not"      \
+    " list the primary's transactions in progress, so events could be skipped; point"              \
+    " database.conninfo at the primary (checking again with backoff)"
+#define STANDBY_TARGET                                                                             \
+    "database.target names a hot standby (the server is in recovery): nothing can be written"      \
+    " there; point database.target at the primary (checking again with backoff)"
+#define STANDBY_BOTH                                                                               \
+    "database.conninfo names a hot standby (the server is in recovery): the event store must be"   \
+    " read and the read model written on the primary; point database.conninfo at the primary"      \
+    " (checking again with backoff)"
+
 /* The runner's own statements, prepared once per session next to the handlers'. */
 enum runner_stmt {
     RS_OPEN_PLAN,
@@ -163,7 +180,7 @@ static bool is_data_error(const char *sqlstate)
 
 static const char *current_status(const struct runner *r)
 {
-    if (r->failed)
+    if (r->failed || r->src_standby)
         return "failed";
     if (r->child)
         return "rebuilding";
@@ -565,6 +582,12 @@ static void on_src_setup_done(struct runner *r)
     }
     backoff_reset(&r->src_backoff);
     r->src_ready = true;
+    if (r->src_standby) {
+        log_info("%s: the event store is no longer a hot standby; resuming", r->proj->name);
+        r->src_standby = false;
+        r->heartbeat_due = true; /* the status row says failed */
+        r->wake_pending = true;
+    }
     if (r->state == R_IDLE)
         rn_next_step(r); /* a step may have been waiting for it */
 }
@@ -1737,6 +1760,16 @@ static void src_event(struct runner *r, enum pgconn_event ev, const PGresult *re
         else if (r->state == R_IDLE)
             rn_next_step(r);
         break;
+    case PGCONN_STANDBY:
+        if (!r->src_standby) {
+            log_error("%s: %s", r->proj->name, STANDBY_SOURCE);
+            r->stats->errors++;
+            r->src_standby = true;
+            r->standby_noted = false;
+        }
+        if (r->state == R_IDLE)
+            rn_next_step(r); /* to say so in the status row */
+        break;
     case PGCONN_NOTIFY:
         break;
     }
@@ -1753,7 +1786,16 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
     }
     switch (ev) {
     case PGCONN_READY:
+        r->standby_said = false;
+        r->standby_noted = false; /* a new session registers again, as 'starting' */
         send_setup(r);
+        break;
+    case PGCONN_STANDBY:
+        /* Nothing can be written there, the status row neither: say it here, once. */
+        if (!r->standby_said)
+            log_error("%s: %s", r->proj->name, r->src == r->conn ? STANDBY_BOTH : STANDBY_TARGET);
+        r->standby_said = true;
+        r->stats->errors++;
         break;
     case PGCONN_LOST:
         r->stats->connection_losses++;
@@ -1795,7 +1837,8 @@ static void share_kick(void *arg)
 void rn_next_step(struct runner *r)
 {
     r->state = R_IDLE;
-    r->share.sharing = r->holds_lock && !r->failed && !r->stopping && !r->replaying;
+    r->share.sharing =
+        r->holds_lock && !r->failed && !r->src_standby && !r->stopping && !r->replaying;
     if (!r->cp.window_open && r->share.lo)
         readshare_left(&r->share);
     bool over_share = !r->shadow && !r->child && r->fleet->owned > fleet_share(r->fleet);
@@ -1820,6 +1863,12 @@ void rn_next_step(struct runner *r)
     if (r->reload_pending) {
         r->reload_pending = false;
         send_register(r);
+        return;
+    }
+    if (r->src_standby && !r->standby_noted && r->holds_lock && !r->shadow) {
+        r->standby_noted = true;
+        r->heartbeat_due = false;
+        send_note(r, "failed", STANDBY_SOURCE, NULL, NOTE_THEN_NEXT);
         return;
     }
     if (r->heartbeat_due) {

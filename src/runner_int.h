@@ -174,6 +174,11 @@ struct runner {
     struct pace pace;     /* the event rate its own opens saw */
     struct backoff backoff;
     struct backoff src_backoff;
+
+    /* Hot standbys (pgconn.h): refused until promoted. */
+    bool src_standby;   /* separate src on one: the projection is failed meanwhile */
+    bool standby_noted; /* the status row says so */
+    bool standby_said;  /* conn on one (nothing can be written there): logged once */
 };
 
 /* ---- runner.c ------------------------------------------------------------ */

@@ -19,6 +19,8 @@ one-shot commands that read the event store exit 78.
 """
 
 import os
+import signal
+import tempfile
 import time
 import uuid
 
@@ -26,8 +28,8 @@ import psycopg
 import pytest
 
 import oracle
-from conftest import Database, daemon_starter
-from daemon import EXIT_CONFIG, run_cli
+from conftest import KEEP_TMP, Database, daemon_starter, own_cluster
+from daemon import DAEMON_USER, EXIT_CONFIG, as_user, config_text, run_cli
 from eventgen import Command, event, generate_mix
 
 ACCENTS = " José Muñoz Müller"
@@ -152,3 +154,184 @@ def test_one_shot_commands_print_utf8_from_a_latin1_database(make_db, start):
         out = run_cli(["-c", daemon.config_path] + args)
         assert out.returncode == 0, out.stderr
         assert error in out.stdout, out.stdout
+
+
+# --------------------------------------------------------------------------
+# Hot standbys
+# --------------------------------------------------------------------------
+
+STANDBY_LINE = "database.conninfo names a hot standby"
+
+
+@pytest.fixture(scope="module")
+def primary():
+    with own_cluster("projectord-primary-") as c:
+        yield c
+
+
+@pytest.fixture
+def replica(primary):
+    """replica(*dbnames) -> (events, reads, standby): new databases with
+    sql/ applied on the primary, then a streaming replica of it (a hot
+    standby, pg_basebackup -R); events is the first database as the
+    standby serves it, reads the last one on the primary."""
+    standbys, databases = [], []
+
+    def make(*names):
+        for name in names:
+            primary.create_database(name)
+            databases.append(name)
+        standby = primary.make_standby(tempfile.mkdtemp(prefix="projectord-standby-"))
+        standbys.append(standby)
+        return Database(standby, names[0]), Database(primary, names[-1]), standby
+
+    yield make
+    for standby in standbys:
+        if KEEP_TMP:
+            standby.stop()
+        else:
+            standby.cleanup()
+    for name in databases:
+        primary.drop_database(name)
+
+
+def user_registered(n):
+    return Command("User", uuid.uuid4(), 0, [event("UserRegistered", {
+        "email": f"user{n}@example.com", "first_name": "First", "last_name": f"Last{n}"})])
+
+
+def log_count(daemon, text):
+    return daemon.log(tail=1_000_000).count(text)
+
+
+def wait_for(predicate, timeout, what, state=None):
+    """Poll predicate(); on timeout fail naming `what` and, if given, state()."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        assert time.monotonic() < deadline, \
+            f"timed out waiting for {what}" + (f": {state()}" if state else "")
+        time.sleep(0.1)
+
+
+def test_run_refuses_a_hot_standby_event_store(primary, replica, start):
+    """database.conninfo on a streaming replica, database.target on the
+    primary, and the issue's scenario: an event whose transaction stays open
+    on the primary while five others commit (polled every 200 ms, as the
+    standby sends no NOTIFY). Before the fix every projection went `live`
+    with that event lost. Now every projection is `failed` with an error
+    naming the cause and the remedy, `status --check` fails, the log says it
+    once per projection (while the check is repeated with backoff), nothing
+    is applied; once the standby is promoted the daemon goes on without a
+    restart, applies all six events exactly, and listens there (with a 60 s
+    poll only NOTIFY can bring the last event in time)."""
+    name = f"hs{os.getpid()}_run"
+    events, reads, standby = replica(name, name + "_reads")
+    on_primary = Database(primary, name)
+    daemon = start(events.conninfo, target=reads.conninfo, poll_interval_ms=200)
+
+    with on_primary.connect(autocommit=False) as open_tx:
+        open_tx.execute("SELECT event_store.append_events(%s, %s, %s, %s::jsonb[])",
+                        user_registered(0).params())
+        on_primary.append([user_registered(n) for n in range(1, 6)])
+        primary.wait_replayed(standby)
+        time.sleep(2)  # many polls
+        open_tx.commit()
+    primary.wait_replayed(standby)
+    time.sleep(2)
+
+    def outcome():
+        rows = daemon.status()
+        return ({n: r["status"] for n, r in rows.items()},
+                reads.scalar("SELECT count(*) FROM read_model.users"))
+    wait_for(lambda: set(outcome()[0].values()) == {"failed"}, 20,
+             "every projection to be marked failed", state=lambda: "(status, users applied) = "
+             f"{outcome()}; users in the event store: 6")
+    assert outcome() == ({n: "failed" for n in oracle.PROJECTIONS}, 0)
+    for row in daemon.status().values():
+        assert STANDBY_LINE in row["last_error"] and "at the primary" in row["last_error"], row
+        assert row["events_processed"] == 0 and row["last_position"] == 0, row
+    check = run_cli(["-c", daemon.config_path, "status", "--check"])
+    assert check.returncode == 1 and "unhealthy (status failed)" in check.stderr, check
+
+    # Asked again with backoff, said once.
+    wait_for(lambda: log_count(daemon, "users (event store): the server is a hot standby;"
+                                       " asking again") >= 3, 30,
+             "the standby check to be repeated")
+    for projection in oracle.PROJECTIONS:
+        assert log_count(daemon, f"{projection}: {STANDBY_LINE}") == 1, daemon.log()
+    assert log_count(daemon, f"listener: {STANDBY_LINE}") == 1, daemon.log()
+
+    standby.promote()
+    # Each connection asks again after its backoff delay (at most about 10 s).
+    wait_for(lambda: "failed" not in outcome()[0].values(), 30,
+             "the projections to resume after the promotion")
+    rows = daemon.wait_caught_up(timeout=60)
+    assert {r["status"] for r in rows.values()} == {"live"}, rows
+    assert_exact(events, reads)
+    assert reads.scalar("SELECT count(*) FROM read_model.users") == 6
+    assert log_count(daemon, "the event store is no longer a hot standby; resuming") == 4
+    assert run_cli(["-c", daemon.config_path, "status", "--check"]).returncode == 0
+
+    with open(daemon.config_path, "w") as f:
+        f.write(config_text(daemon.daemon_conninfo, target=as_user(reads.conninfo, DAEMON_USER),
+                            poll_interval_ms=60_000))
+    daemon.kill(signal.SIGHUP)
+    wait_for(lambda: "poll_interval_ms 60000" in daemon.log(), 10, "the reload")
+    wait_for(lambda: log_count(daemon, "listener: connected to") == 1, 30,
+             "the listener to connect after the promotion")
+    events.append([user_registered(6)])
+    wait_for(lambda: reads.scalar("SELECT count(*) FROM read_model.users") == 7, 10,
+             "an event appended after the promotion (NOTIFY)")
+
+
+def test_run_on_a_hot_standby_alone_waits_for_its_promotion(replica, start):
+    """database.conninfo on a standby and no target: nothing can be written
+    there, the status row neither; each projection logs it once and keeps
+    asking; promoted, the standby is used without a restart."""
+    name = f"hs{os.getpid()}_alone"
+    events, _, standby = replica(name)
+    daemon = start(events.conninfo, poll_interval_ms=200)
+    wait_for(lambda: log_count(daemon, "users: the server is a hot standby; asking again") >= 3,
+             30, "the standby check to be repeated")
+    assert daemon.alive()
+    for projection in oracle.PROJECTIONS:
+        assert log_count(daemon, f"{projection}: {STANDBY_LINE}") == 1, daemon.log()
+    assert "the event store must be read and the read model written on the primary" in daemon.log()
+    assert events.scalar("SELECT count(*) FROM read_model.projection_metadata") == 0
+    standby.promote()
+    events.append([user_registered(n) for n in range(3)])
+    daemon.wait_caught_up(timeout=60)
+    assert_exact(events, events)
+
+
+def test_one_shot_commands_refuse_a_hot_standby(primary, replica, workdir):
+    """Commands that read the event store (rebuild, replay-dead-letters) or
+    write the read model (resume) exit 78 with one line naming the setting
+    and the remedy when it names a hot standby; status still reads."""
+    name = f"hs{os.getpid()}_cli"
+    events, reads, standby = replica(name, name + "_reads")
+    on_primary = Database(primary, name)
+
+    def config(conninfo, target=None):
+        path = os.path.join(workdir, f"cli{len(os.listdir(workdir))}.conf")
+        with open(path, "w") as f:
+            f.write(config_text(conninfo, target=target))
+        return path
+
+    cases = [
+        (config(events.conninfo, reads.conninfo), ["rebuild", "users"], "database.conninfo"),
+        (config(events.conninfo, reads.conninfo), ["replay-dead-letters", "users"], "database.conninfo"),
+        (config(events.conninfo), ["rebuild", "--all"], "database.conninfo"),
+        (config(events.conninfo), ["resume", "users"], "database.conninfo"),
+        (config(on_primary.conninfo, Database(standby, reads.name).conninfo), ["rebuild", "users"],
+         "database.target"),
+    ]
+    for path, args, setting in cases:
+        out = run_cli(["-c", path] + args)
+        assert out.returncode == EXIT_CONFIG, (args, out)
+        lines = out.stderr.splitlines()
+        assert len(lines) == 1 and f"{setting} names a hot standby" in lines[0] \
+            and f"point {setting} at the primary" in lines[0], (args, out.stderr)
+        assert out.stdout == "", out.stdout
+    status = run_cli(["-c", config(events.conninfo, reads.conninfo), "status"])
+    assert status.returncode == 0, status
