@@ -243,6 +243,7 @@ static struct bad_event *add_bad(struct runner *r, int index, const char *sqlsta
     if (!b->error)
         return NULL;
     b->index = index;
+    b->unstorable = false;
     snprintf(b->sqlstate, sizeof b->sqlstate, "%s", sqlstate);
     r->nbad++;
     return b;
@@ -990,19 +991,39 @@ static int run_handler(struct runner *r, int i)
     return rc;
 }
 
+/*
+ * An event the read-model database's encoding cannot hold (UTF-8 text in a
+ * LATIN1 read model: SQLSTATE 22P05) can not be dead-lettered with its
+ * payload either: its dead letter keeps the position, the event store has
+ * the rest. The error loses its non-ASCII characters for the same reason.
+ */
+static void unstorable_error(const char *error, char *out, size_t size)
+{
+    size_t n = 0;
+    for (const char *s = error; *s && n + 1 < size; s++)
+        out[n++] = (unsigned char)*s < 0x80 ? *s : '?';
+    out[n] = '\0';
+    snprintf(out + n, size - n,
+             " (payload not kept: the read-model database's encoding"
+             " cannot hold it; the event store has it)");
+}
+
 static int send_dead_letter(struct runner *r, const struct bad_event *b)
 {
     int i = b->index;
+    char error[BATCH_ERR_MAX + 128];
+    if (b->unstorable)
+        unstorable_error(b->error, error, sizeof error);
     const char *params[] = {r->proj->name,
                             rn_event_value(r, i, FC_POSITION),
                             rn_event_value(r, i, FC_EVENT_ID),
                             rn_event_value(r, i, FC_EVENT_TYPE),
-                            b->error,
+                            b->unstorable ? error : b->error,
                             b->sqlstate[0] ? b->sqlstate : NULL,
-                            rn_event_value(r, i, FC_EVENT_DATA)};
+                            b->unstorable ? NULL : rn_event_value(r, i, FC_EVENT_DATA)};
     if (exec_stmt(r, RS_DEAD_LETTER, params) < 0)
         return -1;
-    return batch_record(&r->ctx, BATCH_NO_EVENT, 0, 1);
+    return batch_record(&r->ctx, i, BATCH_DEAD_LETTER, 1);
 }
 
 /*
@@ -1533,6 +1554,19 @@ static void on_rollback_done(struct runner *r)
     const struct batch_stmt *st = batch_stmt(&r->ctx, (size_t)r->err_stmt);
     if (strcmp(r->err_state, SQLSTATE_ABANDONED) == 0) {
         send_batch(r);
+        return;
+    }
+    if (st && (st->flags & BATCH_DEAD_LETTER)) {
+        struct bad_event *b = find_bad(r, st->event);
+        if (b && !b->unstorable && strcmp(r->err_state, SQLSTATE_UNTRANSLATABLE) == 0) {
+            log_warning("%s: the dead letter of the event at position %" PRId64 " keeps no payload:"
+                        " %s",
+                        r->proj->name, rn_event_position(r, st->event), r->err_msg);
+            b->unstorable = true;
+            send_batch(r);
+            return;
+        }
+        rn_step_failed(r, "write dead letter", r->err_state, r->err_msg);
         return;
     }
     if (st && st->event < 0 && (st->flags & BATCH_HELD) && is_data_error(r->err_state) &&

@@ -51,6 +51,7 @@ struct bad_event {
     int index;
     char sqlstate[6];
     char *error;
+    bool unstorable; /* the read-model database's encoding cannot hold its payload */
 };
 
 /* The checkpoint as committed (or, between OPEN and COMMIT, the open window). */

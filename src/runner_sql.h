@@ -354,6 +354,7 @@ enum fetch_column {
 #define SQL_ABANDON                                                                                \
     "DO $$BEGIN RAISE EXCEPTION 'projectord: batch abandoned' USING ERRCODE = 'PJ002'; END$$"
 #define SQLSTATE_ABANDONED        "PJ002"
+#define SQLSTATE_UNTRANSLATABLE   "22P05" /* untranslatable_character */
 #define SQLSTATE_CHECKPOINT_MOVED "PJ001"
 
 // clang-format on

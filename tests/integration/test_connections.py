@@ -156,6 +156,50 @@ def test_one_shot_commands_print_utf8_from_a_latin1_database(make_db, start):
         assert error in out.stdout, out.stdout
 
 
+@pytest.mark.parametrize("on_error", ["skip", "stop"])
+def test_text_the_read_model_cannot_hold_is_a_bad_event(make_db, start, on_error):
+    """A UTF8 event store and a LATIN1 read model: a user named in Japanese
+    cannot be stored there (SQLSTATE 22P05). It is a bad event like any
+    other data error: with on_error = "skip" it is dead-lettered (without its
+    payload, which the LATIN1 dead-letter table cannot hold either, instead of
+    retrying the batch forever) and the users after it are applied; with
+    "stop" users fails at that event. The other projections go on."""
+    source, target = make_db(), make_db("LATIN1")
+    commands = [user_registered(1), user_registered(2), user_registered(3)]
+    commands[1].events[0]["event_data"]["first_name"] = "日本"
+    source.append(commands)
+    bad = source.scalar("SELECT global_position FROM event_store.domain_event"
+                        " ORDER BY global_position OFFSET 1 LIMIT 1")
+    projections = {name: {} for name in oracle.PROJECTIONS}
+    projections["users"] = {"on_error": on_error}
+    daemon = start(source.conninfo, target=target.conninfo, poll_interval_ms=100,
+                   projections=projections)
+
+    def users_row():
+        rows = daemon.status()
+        return rows.get("users") if all(
+            rows.get(n, {}).get("last_position") == 3 for n in ("catalog", "orders", "event_stats")) \
+            else None
+    if on_error == "skip":
+        wait_for(lambda: (users_row() or {}).get("last_position") == 3, 20, "users to pass the event",
+                 state=lambda: daemon.log(tail=5))
+        row = users_row()
+        assert row["status"] in ("live", "catching_up") and row["events_skipped"] == 1, row
+        letters = target.query("SELECT global_position, sqlstate, payload, error"
+                               "  FROM read_model.projection_dead_letter")
+        assert len(letters) == 1 and letters[0][:3] == (bad, "22P05", None), letters
+        assert "payload not kept" in letters[0][3], letters
+        assert target.scalar("SELECT count(*) FROM read_model.users") == 2
+        assert log_count(daemon, "keeps no payload") == 1, daemon.log()
+        assert "retrying with backoff" not in daemon.log(tail=1_000_000)
+    else:
+        wait_for(lambda: (users_row() or {}).get("status") == "failed", 20, "users to fail",
+                 state=lambda: daemon.log(tail=5))
+        row = users_row()
+        assert row["last_error_position"] == bad and row["last_error_sqlstate"] == "22P05", row
+        assert target.scalar("SELECT count(*) FROM read_model.users") == 1
+
+
 # --------------------------------------------------------------------------
 # Hot standbys
 # --------------------------------------------------------------------------
