@@ -423,7 +423,7 @@ void runner_gauges(const struct runner *r, struct runner_gauges *out)
 {
     *out = (struct runner_gauges){
         .owned = r->holds_lock,
-        .failed = r->failed,
+        .failed = r->failed || r->src_standby,
         .last_position = r->cp.last_position,
         .head_position = r->head,
         .head_at = r->head_at,
@@ -1796,7 +1796,8 @@ static void src_event(struct runner *r, enum pgconn_event ev, const PGresult *re
         break;
     case PGCONN_STANDBY:
         if (!r->src_standby) {
-            log_error("%s: %s", r->proj->name, STANDBY_SOURCE);
+            if (!r->shadow) /* its live runner says it */
+                log_error("%s: %s", r->proj->name, STANDBY_SOURCE);
             r->stats->errors++;
             r->src_standby = true;
             r->standby_noted = false;
@@ -1826,7 +1827,7 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
         break;
     case PGCONN_STANDBY:
         /* Nothing can be written there, the status row neither: say it here, once. */
-        if (!r->standby_said)
+        if (!r->standby_said && !r->shadow)
             log_error("%s: %s", r->proj->name, r->src == r->conn ? STANDBY_BOTH : STANDBY_TARGET);
         r->standby_said = true;
         r->stats->errors++;
