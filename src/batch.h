@@ -20,6 +20,8 @@
 #define BATCH_ERR_MAX  512
 #define BATCH_HELD     0x100 /* batch_stmt flag: a PJ_BULK statement sent for held events */
 
+#define BATCH_DEAD_LETTER 0x200 /* batch_stmt flag: the dead letter of event `event` */
+
 struct batch_stmt {
     int event; /* index in the fetched events, or BATCH_NO_EVENT */
     unsigned flags;

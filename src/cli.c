@@ -9,6 +9,7 @@
 
 #include "cli.h"
 #include "log.h"
+#include "pgconn.h"
 #include "registry.h"
 
 #define CONNECT_TIMEOUT "5"
@@ -34,8 +35,10 @@ PGconn *cli_connect(const struct config *cfg)
 
 PGconn *cli_connect_to(const char *conninfo)
 {
-    const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname", NULL};
-    const char *vals[] = {CONNECT_TIMEOUT, "projectord", conninfo ? conninfo : "", NULL};
+    /* client_encoding after dbname, so the conninfo cannot override it (pgconn.c says why). */
+    const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname",
+                          "client_encoding", NULL};
+    const char *vals[] = {CONNECT_TIMEOUT, "projectord", conninfo ? conninfo : "", "UTF8", NULL};
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
     if (conn && PQstatus(conn) == CONNECTION_OK)
         return conn;
@@ -47,6 +50,52 @@ PGconn *cli_connect_to(const char *conninfo)
     fprintf(stderr, "projectord: cannot connect to the database: %s\n", line);
     PQfinish(conn);
     return NULL;
+}
+
+/* 1 when conn's server is a hot standby, 0 when not, -1 when the question failed (printed). */
+static int in_recovery(PGconn *conn)
+{
+    PGresult *res = PQexec(conn, "SELECT pg_catalog.pg_is_in_recovery()");
+    int answer = -1;
+    if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+        answer = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+    else
+        fprintf(stderr, "projectord: cannot tell whether the server is a hot standby: %s\n",
+                pgconn_error_line(res));
+    PQclear(res);
+    return answer;
+}
+
+int cli_require_primary(const struct config *cfg, PGconn *target, bool events)
+{
+    int standby = in_recovery(target);
+    if (standby < 0)
+        return EXIT_FAILURE_1;
+    if (standby && !cfg->target_conninfo) {
+        fprintf(stderr, "projectord: database.conninfo names a hot standby (the server is in"
+                        " recovery): the event store must be read and the read model written on"
+                        " the primary; point database.conninfo at the primary\n");
+        return EXIT_CONFIG;
+    }
+    if (standby) {
+        fprintf(stderr, "projectord: database.target names a hot standby (the server is in"
+                        " recovery): the read model cannot be written there; point"
+                        " database.target at the primary\n");
+        return EXIT_CONFIG;
+    }
+    if (!events || !cfg->target_conninfo)
+        return 0;
+    PGconn *source = cli_connect_to(cfg->conninfo);
+    if (!source)
+        return EXIT_UNAVAILABLE;
+    standby = in_recovery(source);
+    PQfinish(source);
+    if (standby > 0)
+        fprintf(stderr, "projectord: database.conninfo names a hot standby (the server is in"
+                        " recovery): its snapshots do not list the primary's transactions in"
+                        " progress, so events could be skipped; point database.conninfo at the"
+                        " primary\n");
+    return standby < 0 ? EXIT_FAILURE_1 : standby ? EXIT_CONFIG : 0;
 }
 
 static void print_text(const PGresult *res)

@@ -25,6 +25,17 @@ PGconn *cli_connect(const struct config *cfg);
 /* The same for another database (NULL or "": libpq's PG* variables). */
 PGconn *cli_connect_to(const char *conninfo);
 
+/*
+ * Refuse a hot standby (docs: the event store's snapshots there do not list
+ * the primary's transactions in progress; nothing can be written there).
+ * target: the command's connection (cli_connect); events: the command reads
+ * the event store as well (a separate database.conninfo is asked too).
+ * Returns 0, or an exit code after printing one line: EXIT_CONFIG for a
+ * standby, EXIT_UNAVAILABLE when the event store cannot be reached,
+ * EXIT_FAILURE_1 when the question failed.
+ */
+int cli_require_primary(const struct config *cfg, PGconn *target, bool events);
+
 /* `status [--json] [--check]`: argv are the command's own arguments. */
 int cli_status(const struct config *cfg, int argc, char **argv);
 

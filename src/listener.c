@@ -29,6 +29,7 @@ struct listener {
     int64_t head;    /* the highest head the owner's opens found, */
     double moved_at; /* and when it was found to have moved */
     ev_timer tick;
+    bool standby_said; /* a hot standby (pgconn.h) is in the log: not again until a primary */
 };
 
 static int queue_presence(struct listener *l, struct pgconn *c)
@@ -37,13 +38,34 @@ static int queue_presence(struct listener *l, struct pgconn *c)
     return pgconn_query(c, "SELECT pg_try_advisory_lock($1::int, $2::int)", 2, params);
 }
 
+/*
+ * A hot standby is never listened on (pgconn.h): NOTIFY does not reach a
+ * standby, and the projections refuse it too. The connection waits for its
+ * promotion; the poll timer keeps waking the owner meanwhile.
+ */
+static void on_standby(struct listener *l, struct pgconn *c)
+{
+    if (l->standby_said)
+        return;
+    l->standby_said = true;
+    if (c != l->conn)
+        log_warning("listener: database.target names a hot standby: this instance's presence lock"
+                    " waits for its promotion (point database.target at the primary)");
+    else
+        log_warning("listener: database.conninfo names a hot standby: NOTIFY does not reach a"
+                    " standby, so nothing is listened for until it is promoted (point"
+                    " database.conninfo at the primary)");
+}
+
 /* The separate read-model connection only takes the presence lock. */
 static void presence_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGresult *res,
                         const PGnotify *notify)
 {
     (void)notify;
     struct listener *l = arg;
-    if (ev == PGCONN_READY && queue_presence(l, c) == 0)
+    if (ev == PGCONN_STANDBY)
+        on_standby(l, c);
+    else if (ev == PGCONN_READY && queue_presence(l, c) == 0)
         pgconn_sync(c);
     else if (ev == PGCONN_RESULT && !pgconn_result_ok(res))
         log_error("listener: presence lock failed: %s (SQLSTATE %s)", pgconn_error_line(res),
@@ -121,7 +143,11 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
 {
     struct listener *l = arg;
     switch (ev) {
+    case PGCONN_STANDBY:
+        on_standby(l, c);
+        break;
     case PGCONN_READY:
+        l->standby_said = false;
         if (pgconn_query(c, l->listen_sql, 0, NULL) == 0 &&
             (l->presence != c || queue_presence(l, c) == 0))
             pgconn_sync(c);

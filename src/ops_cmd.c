@@ -324,10 +324,12 @@ int cli_rebuild(const struct config *cfg, int argc, char **argv)
         return EXIT_USAGE;
     }
     PGconn *conn = cli_connect(cfg);
-    if (!conn) {
+    int refused = conn ? cli_require_primary(cfg, conn, true) : EXIT_UNAVAILABLE;
+    if (refused) {
+        PQfinish(conn);
         free(projs);
         free(here);
-        return EXIT_UNAVAILABLE;
+        return refused;
     }
     char **since = calloc(n, sizeof *since);
     for (size_t i = 0; since && i < n; i++) {
@@ -410,8 +412,11 @@ int cli_replay_dead_letters(const struct config *cfg, int argc, char **argv)
     if (!p)
         return EXIT_USAGE;
     PGconn *conn = cli_connect(cfg);
-    if (!conn)
-        return EXIT_UNAVAILABLE;
+    int refused = conn ? cli_require_primary(cfg, conn, true) : EXIT_UNAVAILABLE;
+    if (refused) {
+        PQfinish(conn);
+        return refused;
+    }
     int before = dead_letter_count(conn, p->name), rc = 0;
     if (owned_elsewhere(conn, p->name)) {
         char *since = request(conn, p->name, "replay_requested_at");
@@ -433,8 +438,11 @@ int cli_resume(const struct config *cfg, int argc, char **argv)
     if (!p)
         return EXIT_USAGE;
     PGconn *conn = cli_connect(cfg);
-    if (!conn)
-        return EXIT_UNAVAILABLE;
+    int refused = conn ? cli_require_primary(cfg, conn, false) : EXIT_UNAVAILABLE;
+    if (refused) {
+        PQfinish(conn);
+        return refused;
+    }
     const char *params[] = {p->name};
     int rc = 0;
     if (owned_elsewhere(conn, p->name)) {

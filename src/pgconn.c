@@ -3,9 +3,11 @@
  *
  * States: DOWN (waiting for the reconnect timer) -> CONNECTING (driving
  * PQconnectPoll, re-arming the watcher for read or write as it asks; the
- * socket may change between polls) -> UP (pipeline mode, non-blocking; the
- * read watcher is always on, the write watcher only while libpq has unsent
- * data) -> DOWN again on any failure. CLOSED is final.
+ * socket may change between polls) -> CHECK (pipeline mode, non-blocking:
+ * asking pg_is_in_recovery(), and on a standby asking again after a
+ * backoff delay) -> UP (the read watcher is always on, the write watcher
+ * only while libpq has unsent data) -> DOWN again on any failure. CLOSED is
+ * final.
  *
  * A failure noticed while the owner is calling us (a send that libpq
  * refuses) is not reported re-entrantly: it arms a zero-delay timer, and
@@ -25,7 +27,7 @@
 #define RECONNECT_INITIAL_S 0.2
 #define RECONNECT_MAX_S     10.0
 
-enum pgconn_state { ST_DOWN, ST_CONNECTING, ST_UP, ST_CLOSED };
+enum pgconn_state { ST_DOWN, ST_CONNECTING, ST_CHECK, ST_UP, ST_CLOSED };
 
 struct pgconn {
     struct ev_loop *loop;
@@ -43,6 +45,8 @@ struct pgconn {
     PGresult *current;   /* the result being delivered, unless taken */
     unsigned generation; /* bumped by every drop, so loops notice a reset made by a callback */
     bool broken;         /* a send failed; drop from the loop, not from inside the caller */
+    bool standby;        /* CHECK: this session found a hot standby (the owner was told) */
+    int in_recovery;     /* CHECK: the answer so far: 1, 0, or -1 when none came */
 };
 
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents);
@@ -132,6 +136,7 @@ static void disconnect(struct pgconn *c)
     c->pg = NULL;
     c->pending = 0;
     c->broken = false;
+    c->standby = false;
     c->generation++;
 }
 
@@ -139,7 +144,7 @@ void pgconn_reset(struct pgconn *c, const char *why)
 {
     if (c->state == ST_CLOSED)
         return;
-    bool was_up = c->state == ST_UP;
+    bool was_up = c->state == ST_UP || c->state == ST_CHECK;
     char line[1024];
     one_line(line, sizeof line, why);
     disconnect(c);
@@ -153,11 +158,24 @@ void pgconn_reset(struct pgconn *c, const char *why)
 
 static void start_connect(struct pgconn *c)
 {
-    /* Defaults first: the owner's conninfo (expanded from dbname) overrides them. */
-    const char *keys[] = {
-        "fallback_application_name", "keepalives",       "keepalives_idle", "keepalives_interval",
-        "keepalives_count",          "tcp_user_timeout", "dbname",          NULL};
-    const char *vals[] = {"projectord", "1", "10", "5", "3", "30000", c->conninfo, NULL};
+    /*
+     * Defaults first: the owner's conninfo (expanded from dbname) overrides
+     * them. client_encoding comes after it, so nothing overrides it: the
+     * handlers parse payloads as UTF-8 JSON and send UTF-8 text, whatever the
+     * database's encoding (a LATIN1 event store gave "José" as byte 0xe9).
+     * A startup parameter beats PGCLIENTENCODING, `options=-c ...` and the
+     * role's or database's settings, and is sent again on every reconnect.
+     */
+    const char *keys[] = {"fallback_application_name",
+                          "keepalives",
+                          "keepalives_idle",
+                          "keepalives_interval",
+                          "keepalives_count",
+                          "tcp_user_timeout",
+                          "dbname",
+                          "client_encoding",
+                          NULL};
+    const char *vals[] = {"projectord", "1", "10", "5", "3", "30000", c->conninfo, "UTF8", NULL};
     c->pg = PQconnectStartParams(keys, vals, 1);
     c->state = ST_CONNECTING;
     if (!c->pg) {
@@ -180,6 +198,23 @@ void pgconn_start(struct pgconn *c)
     start_connect(c);
 }
 
+static void flush(struct pgconn *c);
+
+/* Ask whether the server is a hot standby: one statement and a sync, answered in CHECK. */
+static void send_check(struct pgconn *c)
+{
+    c->in_recovery = -1;
+    if (!PQsendQueryParams(c->pg, "SELECT pg_catalog.pg_is_in_recovery()", 0, NULL, NULL, NULL,
+                           NULL, 0) ||
+        !PQpipelineSync(c->pg)) {
+        pgconn_reset(c, PQerrorMessage(c->pg));
+        return;
+    }
+    c->pending = 2;
+    arm_timer(c, CONNECT_TIMEOUT_S); /* an answer that does not come counts as a failed connect */
+    flush(c);
+}
+
 static void connected(struct pgconn *c)
 {
     ev_timer_stop(c->loop, &c->timer);
@@ -188,12 +223,70 @@ static void connected(struct pgconn *c)
         return;
     }
     PQsetNoticeProcessor(c->pg, notice_cb, c);
+    c->state = ST_CHECK;
+    send_check(c);
+}
+
+/* A primary: the owner may use the connection now. */
+static void go_up(struct pgconn *c)
+{
+    ev_timer_stop(c->loop, &c->timer);
+    if (c->standby)
+        log_info("%s: the server is no longer a hot standby (promoted)", c->name);
+    c->standby = false;
     backoff_reset(&c->backoff);
     c->state = ST_UP;
     watch(c, EV_READ);
     log_info("%s: connected to %s:%s/%s (server %d)", c->name, PQhost(c->pg), PQport(c->pg),
              PQdb(c->pg), PQserverVersion(c->pg));
     c->cb(c, c->arg, PGCONN_READY, NULL, NULL);
+}
+
+/* A hot standby: tell the owner (once per session) and ask again after a while. */
+static void wait_for_promotion(struct pgconn *c)
+{
+    double delay = backoff_next(&c->backoff, jitter_random());
+    arm_timer(c, delay);
+    log_debug("%s: the server is a hot standby; asking again in %.1fs", c->name, delay);
+    if (!c->standby) {
+        c->standby = true;
+        c->cb(c, c->arg, PGCONN_STANDBY, NULL, NULL);
+    }
+}
+
+/* The answer to send_check: results until the sync, then the verdict. */
+static void on_check_readable(struct pgconn *c)
+{
+    if (!PQconsumeInput(c->pg)) {
+        pgconn_reset(c, PQerrorMessage(c->pg));
+        return;
+    }
+    char error[512] = "";
+    int nulls = 0;
+    while (c->pending > 0 && !PQisBusy(c->pg)) {
+        PGresult *res = PQgetResult(c->pg);
+        if (!res) {
+            if (++nulls > 1)
+                break;
+            continue;
+        }
+        nulls = 0;
+        c->pending--;
+        ExecStatusType st = PQresultStatus(res);
+        if (st == PGRES_TUPLES_OK && PQntuples(res) == 1)
+            c->in_recovery = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        else if (st != PGRES_PIPELINE_SYNC && !error[0])
+            snprintf(error, sizeof error, "checking for a hot standby: %s", pgconn_error_line(res));
+        PQclear(res);
+    }
+    if (c->pending > 0)
+        return;
+    if (error[0] || c->in_recovery < 0)
+        pgconn_reset(c, error[0] ? error : "checking for a hot standby: no answer");
+    else if (c->in_recovery)
+        wait_for_promotion(c);
+    else
+        go_up(c);
 }
 
 static void poll_connect(struct pgconn *c)
@@ -300,12 +393,16 @@ static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
         poll_connect(c);
         return;
     }
-    if (c->state != ST_UP)
+    if (c->state != ST_UP && c->state != ST_CHECK)
         return;
     unsigned gen = c->generation;
     if (revents & EV_WRITE)
         flush(c);
-    if (gen == c->generation && c->state == ST_UP && (revents & EV_READ))
+    if (gen != c->generation || !(revents & EV_READ))
+        return;
+    if (c->state == ST_CHECK)
+        on_check_readable(c);
+    else if (c->state == ST_UP)
         on_readable(c);
 }
 
@@ -314,8 +411,10 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct pgconn *c = w->data;
-    if (c->state == ST_CONNECTING)
+    if (c->state == ST_CONNECTING || (c->state == ST_CHECK && c->pending > 0))
         pgconn_reset(c, "connection timed out");
+    else if (c->state == ST_CHECK)
+        send_check(c); /* a standby: has it been promoted? */
     else if (c->state == ST_UP && c->broken)
         pgconn_reset(c, PQerrorMessage(c->pg));
     else if (c->state == ST_DOWN)

@@ -14,6 +14,14 @@
  * each (re)connect it reports PGCONN_READY, where the owner re-issues its
  * session setup (prepared statements, LISTEN). Server notices go to the log.
  *
+ * A hot standby is never reported ready: every connection projectord makes
+ * needs a primary (a standby's snapshots do not list the primary's
+ * transactions in progress, nothing can be written there, NOTIFY does not
+ * reach it). Before PGCONN_READY the connection asks pg_is_in_recovery();
+ * on a standby the owner gets PGCONN_STANDBY once, and the question is asked
+ * again on the same session with backoff until the server is promoted, then
+ * PGCONN_READY follows.
+ *
  * pgconn_flush_request asks the server to send the results so far without
  * ending the request, so the owner can look at them before deciding how to
  * finish the transaction (the checkpoint write needs the handlers' counts).
@@ -32,11 +40,12 @@
 struct pgconn;
 
 enum pgconn_event {
-    PGCONN_READY,  /* connected; no request in flight */
-    PGCONN_RESULT, /* one statement's result (res) */
-    PGCONN_SYNC,   /* the request's sync point: all its results were delivered */
-    PGCONN_NOTIFY, /* notifications arrived: one event per read, with the last (notify) */
-    PGCONN_LOST,   /* the connection failed or broke; a reconnect is scheduled */
+    PGCONN_READY,   /* connected; no request in flight */
+    PGCONN_RESULT,  /* one statement's result (res) */
+    PGCONN_SYNC,    /* the request's sync point: all its results were delivered */
+    PGCONN_NOTIFY,  /* notifications arrived: one event per read, with the last (notify) */
+    PGCONN_LOST,    /* the connection failed or broke; a reconnect is scheduled */
+    PGCONN_STANDBY, /* the server is a hot standby: waiting for its promotion (see above) */
 };
 
 typedef void (*pgconn_cb)(struct pgconn *c, void *arg, enum pgconn_event ev, const PGresult *res,

@@ -40,6 +40,23 @@
 #define DEFERRED_COUNTS_S     0.05 /* how late a batch's ignored count may be written */
 #define CLAIM_INTERVAL_S      2.0  /* how often a standby tries to take a projection over */
 
+/*
+ * Hot standbys are refused (pgconn.h). The event store on one: its snapshots
+ * do not list the primary's transactions in progress, so a window taken
+ * there slides past an event whose transaction is still open on the primary.
+ */
+#define STANDBY_SOURCE                                                                             \
+    "database.conninfo names a hot standby (the server is in recovery): its snapshots do not"      \
+    " list the primary's transactions in progress, so events could be skipped; point"              \
+    " database.conninfo at the primary (checking again with backoff)"
+#define STANDBY_TARGET                                                                             \
+    "database.target names a hot standby (the server is in recovery): nothing can be written"      \
+    " there; point database.target at the primary (checking again with backoff)"
+#define STANDBY_BOTH                                                                               \
+    "database.conninfo names a hot standby (the server is in recovery): the event store must be"   \
+    " read and the read model written on the primary; point database.conninfo at the primary"      \
+    " (checking again with backoff)"
+
 /* The runner's own statements, prepared once per session next to the handlers'. */
 enum runner_stmt {
     RS_OPEN_PLAN,
@@ -163,7 +180,7 @@ static bool is_data_error(const char *sqlstate)
 
 static const char *current_status(const struct runner *r)
 {
-    if (r->failed)
+    if (r->failed || r->src_standby)
         return "failed";
     if (r->child)
         return "rebuilding";
@@ -226,6 +243,7 @@ static struct bad_event *add_bad(struct runner *r, int index, const char *sqlsta
     if (!b->error)
         return NULL;
     b->index = index;
+    b->unstorable = false;
     snprintf(b->sqlstate, sizeof b->sqlstate, "%s", sqlstate);
     r->nbad++;
     return b;
@@ -405,7 +423,7 @@ void runner_gauges(const struct runner *r, struct runner_gauges *out)
 {
     *out = (struct runner_gauges){
         .owned = r->holds_lock,
-        .failed = r->failed,
+        .failed = r->failed || r->src_standby,
         .last_position = r->cp.last_position,
         .head_position = r->head,
         .head_at = r->head_at,
@@ -592,6 +610,12 @@ static void on_src_setup_done(struct runner *r)
     }
     backoff_reset(&r->src_backoff);
     r->src_ready = true;
+    if (r->src_standby) {
+        log_info("%s: the event store is no longer a hot standby; resuming", r->proj->name);
+        r->src_standby = false;
+        r->heartbeat_due = true; /* the status row says failed */
+        r->wake_pending = true;
+    }
     if (r->state == R_IDLE)
         rn_next_step(r); /* a step may have been waiting for it */
 }
@@ -997,19 +1021,39 @@ static int run_handler(struct runner *r, int i)
     return rc;
 }
 
+/*
+ * An event the read-model database's encoding cannot hold (UTF-8 text in a
+ * LATIN1 read model: SQLSTATE 22P05) can not be dead-lettered with its
+ * payload either: its dead letter keeps the position, the event store has
+ * the rest. The error loses its non-ASCII characters for the same reason.
+ */
+static void unstorable_error(const char *error, char *out, size_t size)
+{
+    size_t n = 0;
+    for (const char *s = error; *s && n + 1 < size; s++)
+        out[n++] = (unsigned char)*s < 0x80 ? *s : '?';
+    out[n] = '\0';
+    snprintf(out + n, size - n,
+             " (payload not kept: the read-model database's encoding"
+             " cannot hold it; the event store has it)");
+}
+
 static int send_dead_letter(struct runner *r, const struct bad_event *b)
 {
     int i = b->index;
+    char error[BATCH_ERR_MAX + 128];
+    if (b->unstorable)
+        unstorable_error(b->error, error, sizeof error);
     const char *params[] = {r->proj->name,
                             rn_event_value(r, i, FC_POSITION),
                             rn_event_value(r, i, FC_EVENT_ID),
                             rn_event_value(r, i, FC_EVENT_TYPE),
-                            b->error,
+                            b->unstorable ? error : b->error,
                             b->sqlstate[0] ? b->sqlstate : NULL,
-                            rn_event_value(r, i, FC_EVENT_DATA)};
+                            b->unstorable ? NULL : rn_event_value(r, i, FC_EVENT_DATA)};
     if (exec_stmt(r, RS_DEAD_LETTER, params) < 0)
         return -1;
-    return batch_record(&r->ctx, BATCH_NO_EVENT, 0, 1);
+    return batch_record(&r->ctx, i, BATCH_DEAD_LETTER, 1);
 }
 
 /*
@@ -1602,6 +1646,19 @@ static void on_rollback_done(struct runner *r)
         send_batch(r);
         return;
     }
+    if (st && (st->flags & BATCH_DEAD_LETTER)) {
+        struct bad_event *b = find_bad(r, st->event);
+        if (b && !b->unstorable && strcmp(r->err_state, SQLSTATE_UNTRANSLATABLE) == 0) {
+            log_warning("%s: the dead letter of the event at position %" PRId64 " keeps no payload:"
+                        " %s",
+                        r->proj->name, rn_event_position(r, st->event), r->err_msg);
+            b->unstorable = true;
+            send_batch(r);
+            return;
+        }
+        rn_step_failed(r, "write dead letter", r->err_state, r->err_msg);
+        return;
+    }
     if (st && st->event < 0 && (st->flags & BATCH_HELD) && is_data_error(r->err_state) &&
         !r->ctx.one_by_one) {
         /* Held events of several events: which one is bad shows when each goes alone. */
@@ -1843,6 +1900,17 @@ static void src_event(struct runner *r, enum pgconn_event ev, const PGresult *re
         else if (r->state == R_IDLE)
             rn_next_step(r);
         break;
+    case PGCONN_STANDBY:
+        if (!r->src_standby) {
+            if (!r->shadow) /* its live runner says it */
+                log_error("%s: %s", r->proj->name, STANDBY_SOURCE);
+            r->stats->errors++;
+            r->src_standby = true;
+            r->standby_noted = false;
+        }
+        if (r->state == R_IDLE)
+            rn_next_step(r); /* to say so in the status row */
+        break;
     case PGCONN_NOTIFY:
         break;
     }
@@ -1859,7 +1927,16 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
     }
     switch (ev) {
     case PGCONN_READY:
+        r->standby_said = false;
+        r->standby_noted = false; /* a new session registers again, as 'starting' */
         send_setup(r);
+        break;
+    case PGCONN_STANDBY:
+        /* Nothing can be written there, the status row neither: say it here, once. */
+        if (!r->standby_said && !r->shadow)
+            log_error("%s: %s", r->proj->name, r->src == r->conn ? STANDBY_BOTH : STANDBY_TARGET);
+        r->standby_said = true;
+        r->stats->errors++;
         break;
     case PGCONN_LOST:
         r->stats->connection_losses++;
@@ -1899,7 +1976,8 @@ static void share_kick(void *arg)
 void rn_next_step(struct runner *r)
 {
     r->state = R_IDLE;
-    r->share.sharing = r->holds_lock && !r->failed && !r->stopping && !r->replaying;
+    r->share.sharing =
+        r->holds_lock && !r->failed && !r->src_standby && !r->stopping && !r->replaying;
     if (!r->cp.window_open && r->share.lo)
         readshare_left(&r->share);
     bool over_share = !r->shadow && !r->child && r->fleet->owned > fleet_share(r->fleet);
@@ -1924,6 +2002,12 @@ void rn_next_step(struct runner *r)
     if (r->reload_pending) {
         r->reload_pending = false;
         send_register(r);
+        return;
+    }
+    if (r->src_standby && !r->standby_noted && r->holds_lock && !r->shadow) {
+        r->standby_noted = true;
+        r->heartbeat_due = false;
+        send_note(r, "failed", STANDBY_SOURCE, NULL, NOTE_THEN_NEXT);
         return;
     }
     if (r->heartbeat_due) {

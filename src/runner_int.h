@@ -51,6 +51,7 @@ struct bad_event {
     int index;
     char sqlstate[6];
     char *error;
+    bool unstorable; /* the read-model database's encoding cannot hold its payload */
 };
 
 /* The checkpoint as committed (or, between OPEN and COMMIT, the open window). */
@@ -184,6 +185,11 @@ struct runner {
     struct pace pace;     /* the event rate its own opens saw */
     struct backoff backoff;
     struct backoff src_backoff;
+
+    /* Hot standbys (pgconn.h): refused until promoted. */
+    bool src_standby;   /* separate src on one: the projection is failed meanwhile */
+    bool standby_noted; /* the status row says so */
+    bool standby_said;  /* conn on one (nothing can be written there): logged once */
 };
 
 /* ---- runner.c ------------------------------------------------------------ */

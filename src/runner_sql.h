@@ -399,6 +399,7 @@ enum fetch_column {
 #define SQL_ABANDON                                                                                \
     "DO $$BEGIN RAISE EXCEPTION 'projectord: batch abandoned' USING ERRCODE = 'PJ002'; END$$"
 #define SQLSTATE_ABANDONED        "PJ002"
+#define SQLSTATE_UNTRANSLATABLE   "22P05" /* untranslatable_character */
 #define SQLSTATE_CHECKPOINT_MOVED "PJ001"
 #define SQLSTATE_FOREIGN_IDS      "PJ003" /* the status row's code for SQL_TROUBLE */
 

@@ -22,6 +22,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import time
 
 PG_BIN = os.environ.get("PG_BIN", "/usr/lib/postgresql/15/bin")
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
@@ -171,6 +172,40 @@ class PgCluster:
         self._give_to_postgres(dest)
         return dest
 
+    def make_standby(self, basedir):
+        """A streaming replica of this running cluster in basedir (a hot
+        standby: pg_basebackup -R, its own port and socket), started;
+        returns its PgCluster. The primary's initdb pg_hba.conf trusts
+        replication connections from 127.0.0.1."""
+        standby = PgCluster(basedir, sql_dir=self.sql_dir, hba=self.hba, settings=dict(
+            self.settings, primary_conninfo=f"'host=127.0.0.1 port={self.port} user=postgres'"))
+        os.makedirs(standby.basedir, exist_ok=True)
+        standby._give_to_postgres(standby.basedir)
+        standby._check_reachable()
+        run(as_postgres([f"{PG_BIN}/pg_basebackup", "-D", standby.datadir, "-R", "-X", "stream",
+                         "-c", "fast", "-h", "127.0.0.1", "-p", str(self.port), "-U", "postgres"]))
+        standby.port = free_port()
+        standby._write_settings()  # replaces the primary_conninfo -R wrote with the same
+        standby._save_state()
+        return standby.start()
+
+    def promote(self):
+        """Promote a standby to a primary and wait until it is one."""
+        self._pg_ctl("promote", "-w", "-t", "60")
+
+    def wait_replayed(self, standby, timeout=30):
+        """Wait until standby has replayed everything this primary wrote so far."""
+        lsn = self.psql_value("postgres", "SELECT pg_current_wal_lsn()")
+        deadline = time.monotonic() + timeout
+        while standby.psql_value("postgres", f"SELECT pg_last_wal_replay_lsn() >= '{lsn}'") != "t":
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{standby.basedir} did not replay up to {lsn} in {timeout}s")
+            time.sleep(0.05)
+
+    def psql_value(self, dbname, sql):
+        """The one value one statement returns, as psql prints it."""
+        return self.psql(dbname, "-At", "-c", sql).strip()
+
     def cleanup(self):
         """Stop (immediately: nothing to keep) and remove everything."""
         try:
@@ -212,9 +247,12 @@ class PgCluster:
             args += ["-f", path]
         self.psql(dbname, *args)
 
-    def create_database(self, name, schema=True):
-        """CREATE DATABASE name (with sql/ applied); returns its conninfo."""
-        self.psql("postgres", "-c", f'CREATE DATABASE "{name}"')
+    def create_database(self, name, schema=True, encoding=None):
+        """CREATE DATABASE name (with sql/ applied); returns its conninfo.
+        encoding: a server encoding other than the cluster's UTF8, e.g.
+        "LATIN1" (from template0, locale C, as createdb -E ... --locale=C)."""
+        options = f" ENCODING '{encoding}' TEMPLATE template0 LOCALE 'C'" if encoding else ""
+        self.psql("postgres", "-c", f'CREATE DATABASE "{name}"{options}')
         if schema:
             self.apply_schema(name)
         return self.conninfo(name)
