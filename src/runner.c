@@ -406,8 +406,7 @@ void runner_free(struct runner *r)
         pgconn_free(r->src);
     pgconn_free(r->conn);
     free(r->replay_positions);
-    free(r->cp.lo);
-    free(r->cp.hi);
+    checkpoint_free(&r->cp);
     free(r->types);
     free(r->tables);
     free(r->search_path);
@@ -1159,50 +1158,26 @@ static void defer_checkpoint(struct runner *r, double after)
     ev_timer_start(r->loop, &r->deferred_timer);
 }
 
-/* The checkpoint this batch will commit, written into next. */
+/* The checkpoint this batch will commit, written into next (checkpoint.h). */
 static void next_checkpoint(const struct runner *r, struct checkpoint *next, const char **status,
                             const struct bad_event **stop_at)
 {
-    *next = r->cp;
-    *stop_at = NULL;
-    *status = "live";
-    if (!r->events) {
-        /*
-         * No batch: a deferred write of progress made in memory. The window
-         * stays as it is; the runner may be waiting in the middle of it.
-         */
-        if (r->failed)
-            *status = "failed"; /* stopped by a bad event; only counts are written */
-        else if (next->window_open)
-            *status = "catching_up";
-        if (next->window_open && next->window_pos > next->last_position)
-            next->last_position = next->window_pos;
-        return;
-    }
-    if (r->cut < r->nevents) {
-        /* Cut short at a bad event: the rest of the window is still to come. */
-        if (r->stop_on_error) {
-            *stop_at = find_bad((struct runner *)r, r->cut);
-            *status = "failed";
-        } else {
-            *status = "catching_up";
-        }
-        if (r->cut > 0)
-            next->window_pos = rn_event_position(r, r->cut - 1);
-    } else if (r->more) {
-        *status = "catching_up";
-        next->window_pos = r->batch_end;
-    } else {
-        /* Window exhausted: everything visible in hi is applied. */
-        next->window_open = false;
-        next->window_pos = 0;
-        if (r->nevents > 0 && rn_event_position(r, r->nevents - 1) > next->last_position)
-            next->last_position = rn_event_position(r, r->nevents - 1);
-        if (r->cp.window_max > next->last_position)
-            next->last_position = r->cp.window_max;
-    }
-    if (next->window_open && next->window_pos > next->last_position)
-        next->last_position = next->window_pos;
+    struct cp_batch b = {
+        .fetched = r->events != NULL,
+        .failed = r->failed,
+        .nevents = r->nevents,
+        .cut = r->cut,
+        .stop_on_error = r->stop_on_error,
+        .more = r->more,
+        .batch_end = r->batch_end,
+        .cut_position = r->cut > 0 ? rn_event_position(r, r->cut - 1) : 0,
+        .last_read = r->nevents > 0 ? rn_event_position(r, r->nevents - 1) : 0,
+    };
+    enum cp_status st;
+    bool stops;
+    checkpoint_after(&r->cp, &b, next, &st, &stops);
+    *status = checkpoint_status_name(st);
+    *stop_at = stops ? find_bad((struct runner *)r, r->cut) : NULL;
 }
 
 /* Queue the checkpoint this batch commits (the batch's own statements went before). */
@@ -1354,11 +1329,7 @@ static void pass_window(struct runner *r)
         pgconn_reset(r->conn, "out of memory");
         return;
     }
-    if (r->cp.window_max > r->cp.last_position)
-        r->cp.last_position = r->cp.window_max;
-    r->cp.window_open = false;
-    r->cp.window_pos = 0;
-    r->cp.window_max = 0;
+    checkpoint_pass(&r->cp);
     r->dirty = true;
     defer_checkpoint(r, DEFERRED_CHECKPOINT_S);
     rn_clear_batch(r);

@@ -16,6 +16,7 @@
 
 #include "backoff.h"
 #include "batch.h"
+#include "checkpoint.h"
 #include "pgconn.h"
 #include "pace.h"
 #include "readshare.h"
@@ -52,17 +53,6 @@ struct bad_event {
     char sqlstate[6];
     char *error;
     bool unstorable; /* the read-model database's encoding cannot hold its payload */
-};
-
-/* The checkpoint as committed (or, between OPEN and COMMIT, the open window). */
-struct checkpoint {
-    char *lo;
-    char *hi;
-    int64_t window_pos; /* events of the window up to here are applied */
-    int64_t window_max; /* highest position in the window; 0 if unknown */
-    int64_t last_position;
-    int64_t seq;
-    bool window_open;
 };
 
 struct runner {
