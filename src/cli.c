@@ -14,9 +14,11 @@
 #define CONNECT_TIMEOUT "5"
 
 static const char *const status_columns[] = {
-    "projection_name", "status",           "last_position",  "head_position",
-    "lag_events",      "events_processed", "events_skipped", "events_ignored",
-    "healthy",         "heartbeat_at",     "owner",          "last_error",
+    "projection_name", "status",         "last_position",
+    "head_position",   "lag_events",     "events_processed",
+    "events_skipped",  "events_ignored", "healthy",
+    "heartbeat_at",    "owner",          "last_error",
+    "stalled",         "progressed_at",  "unhealthy_reason",
 };
 #define N_STATUS_COLUMNS (sizeof status_columns / sizeof status_columns[0])
 
@@ -24,7 +26,12 @@ static const char *const status_columns[] = {
     "SELECT projection_name, status, last_position, head_position, lag_events,"                    \
     "       events_processed, events_skipped, events_ignored, healthy,"                            \
     "       to_char(heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"           \
-    "       owner, last_error"                                                                     \
+    "       owner, last_error, stalled,"                                                           \
+    "       to_char(progressed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"          \
+    "       CASE unhealthy_reason WHEN 'stalled' THEN format("                                     \
+    "           'stalled: %s events behind, no progress for %s s (stall_after %s)',"               \
+    "           lag_events, round(extract(epoch FROM now() - progressed_at)),"                     \
+    "           coalesce(stall_after::text, 'not written')) ELSE unhealthy_reason END"             \
     "  FROM read_model.projection_status ORDER BY projection_name"
 
 PGconn *cli_connect(const struct config *cfg)
@@ -56,6 +63,8 @@ static void print_text(const PGresult *res)
                PQgetvalue(res, i, 4), PQgetvalue(res, i, 5), PQgetvalue(res, i, 6),
                PQgetvalue(res, i, 7), strcmp(PQgetvalue(res, i, 8), "t") == 0 ? "yes" : "no",
                PQgetvalue(res, i, 9), PQgetvalue(res, i, 10));
+        if (!PQgetisnull(res, i, 14))
+            printf("    unhealthy: %s\n", PQgetvalue(res, i, 14));
         if (!PQgetisnull(res, i, 11))
             printf("    last error: %s\n", PQgetvalue(res, i, 11));
     }
@@ -68,7 +77,7 @@ static json_t *json_value(const PGresult *res, int row, int col)
     const char *v = PQgetvalue(res, row, col);
     if (col >= 2 && col <= 7)
         return json_integer(strtoll(v, NULL, 10));
-    if (col == 8)
+    if (col == 8 || col == 12)
         return json_boolean(strcmp(v, "t") == 0);
     return json_string(v);
 }
@@ -102,8 +111,9 @@ static bool all_healthy(const struct config *cfg, const PGresult *res)
                 continue;
             found = true;
             if (strcmp(PQgetvalue(res, i, 8), "t") != 0) {
-                fprintf(stderr, "projectord: %s is unhealthy (status %s)\n",
-                        cfg->projections[p].name, PQgetvalue(res, i, 1));
+                fprintf(stderr, "projectord: %s is unhealthy (status %s%s%s)\n",
+                        cfg->projections[p].name, PQgetvalue(res, i, 1),
+                        PQgetisnull(res, i, 14) ? "" : ", ", PQgetvalue(res, i, 14));
                 ok = false;
             }
         }

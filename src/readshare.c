@@ -505,13 +505,26 @@ static int64_t cell_end(int64_t first, int64_t size, int64_t window_max)
     return end < window_max ? end : window_max;
 }
 
-void readshare_fetched(struct readshare *s, struct rs_batch *b, PGresult *res, int64_t window_max)
+int64_t readshare_batch_end(int64_t first, int64_t last, bool cut, int64_t size, int64_t window_max)
+{
+    if (first <= 0) /* no event: the window has none after the batch's start */
+        return window_max;
+    /*
+     * Cut by bytes: the cell goes on after its last event, and a batch
+     * must not claim the events it did not bring (they would be skipped).
+     */
+    return cut ? last : cell_end(first, size, window_max);
+}
+
+void readshare_fetched(struct readshare *s, struct rs_batch *b, PGresult *res, int64_t window_max,
+                       bool cut)
 {
     b->res = res;
     b->pending = false;
     int n = PQntuples(res);
-    b->end = n == 0 ? window_max
-                    : cell_end(strtoll(PQgetvalue(res, 0, 0), NULL, 10), s->batch_size, window_max);
+    int64_t first = n > 0 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+    int64_t last = n > 0 ? strtoll(PQgetvalue(res, n - 1, 0), NULL, 10) : 0;
+    b->end = readshare_batch_end(first, last, cut, s->batch_size, window_max);
     kick_waiters(s);
 }
 

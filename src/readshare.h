@@ -154,8 +154,21 @@ void readshare_left(struct rs_member *m);
  */
 enum rs_answer readshare_fetch(struct rs_member *m, const char *lo, const char *hi, int64_t after,
                                struct rs_batch **out);
-/* res holds the window's events after b->after in position order, at most batch_size. */
-void readshare_fetched(struct readshare *s, struct rs_batch *b, PGresult *res, int64_t window_max);
+/*
+ * res holds the window's events after b->after in position order, at most
+ * batch_size; cut: batch_max_bytes ended it before its cell's end.
+ */
+void readshare_fetched(struct readshare *s, struct rs_batch *b, PGresult *res, int64_t window_max,
+                       bool cut);
+
+/*
+ * Where a shared batch ends (the window's events up to there are in it):
+ * first and last are its first and last event's positions (0: none), size
+ * the grid's; a batch cut by bytes ends at its last event, else at the end
+ * of its first event's cell (never past window_max).
+ */
+int64_t readshare_batch_end(int64_t first, int64_t last, bool cut, int64_t size,
+                            int64_t window_max);
 void readshare_failed(struct readshare *s, struct rs_batch *b);
 void readshare_release(struct readshare *s, struct rs_batch *b);
 

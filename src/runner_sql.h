@@ -146,16 +146,62 @@
  * The next batch of the window, in position order. The window's position
  * range bounds an ordered walk of the global_position index; the snapshot
  * tests are filters on it. ($1 position done, $2 window's last position,
- * $3 hi, $4 lo, $5 handled event types as text[] or NULL for all, $6 limit.)
+ * $3 hi, $4 lo, $5 handled event types as text[] or NULL for all, $6 limit,
+ * $7 batch_max_bytes: SQL_BOUNDED_EVENTS.)
  * SQL_FETCH_PLAN goes first in the same request (the open, for a first batch).
  */
 /* Events with their envelope, in the columns of enum fetch_column. */
-#define SQL_EVENTS \
-    "SELECT e.global_position, e.event_id, e.stream_id, s.aggregate_type, s.aggregate_id," \
+#define SQL_EVENT_COLUMNS \
+    "e.global_position, e.event_id, e.stream_id, s.aggregate_type, s.aggregate_id," \
     "       e.event_type, e.event_version, e.aggregate_version, e.event_data, e.metadata," \
-    "       e.occurred_at, e.causation_id, e.correlation_id, e.transaction_id" \
+    "       e.occurred_at, e.causation_id, e.correlation_id, e.transaction_id"
+#define SQL_EVENT_TABLES \
     "  FROM event_store.domain_event e" \
     "  JOIN event_store.event_stream s ON s.stream_id = e.stream_id"
+#define SQL_EVENTS "SELECT " SQL_EVENT_COLUMNS SQL_EVENT_TABLES
+
+/*
+ * Batches are bounded by bytes as well as by count (batch_max_bytes): a
+ * fetch returns the events of its count-limited rows while the payload
+ * bytes before each stay under the bound, so always at least one, and its
+ * last column says whether the bound cut it (the window may hold more).
+ * What the daemon holds is the text of event_data and metadata; as stored
+ * they may be compressed (a payload of repeated characters shrinks 100
+ * times), so the bytes counted are the text's for a compressed value,
+ * else the stored size, which equals it to within jsonb's binary form
+ * (docs/design.md, "Bounded batches"). Working out a compressed value's
+ * text means reading it whole, so it is done only for the rows whose
+ * stored sizes alone stay under the bound: a row past that is never read.
+ * Both sums are running sums over the position order the index walk gives,
+ * so the walk still stops at the count limit (one WindowAgg over the Limit).
+ */
+#define SQL_STORED_SIZE(t) \
+    "(pg_catalog.pg_column_size(" t ".event_data)" \
+    " + coalesce(pg_catalog.pg_column_size(" t ".metadata), 0))"
+#define SQL_TEXT_SIZE1(v) \
+    "CASE WHEN pg_catalog.pg_column_compression(" v ") IS NULL" \
+    "     THEN coalesce(pg_catalog.pg_column_size(" v "), 0)" \
+    "     ELSE pg_catalog.octet_length(" v "::text) END"
+#define SQL_TEXT_SIZE(t) \
+    "(" SQL_TEXT_SIZE1(t ".event_data") " + " SQL_TEXT_SIZE1(t ".metadata") ")"
+#define SQL_RUNNING(expr, t) \
+    "sum(" expr ") OVER (ORDER BY " t ".global_position ROWS UNBOUNDED PRECEDING)"
+/* The events of a count-limited SELECT FROM SQL_EVENT_TABLES ... ORDER BY, bounded by bytes. */
+#define SQL_BOUNDED_EVENTS(where_order_limit, bytes) \
+    "SELECT c.global_position, c.event_id, c.stream_id, c.aggregate_type, c.aggregate_id," \
+    "       c.event_type, c.event_version, c.aggregate_version, c.event_data, c.metadata," \
+    "       c.occurred_at, c.causation_id, c.correlation_id, c.transaction_id," \
+    "       c.stored_run >= " bytes " OR c.text_run >= " bytes \
+    "  FROM (SELECT b.*, " SQL_RUNNING("b.text_size", "b") " AS text_run" \
+    "          FROM (SELECT a.*, " SQL_TEXT_SIZE("a") " AS text_size" \
+    "                  FROM (SELECT " SQL_EVENT_COLUMNS "," \
+    "                               " SQL_STORED_SIZE("e") " AS stored_size," \
+    "                               " SQL_RUNNING(SQL_STORED_SIZE("e"), "e") " AS stored_run" \
+    "                        " SQL_EVENT_TABLES where_order_limit ") a" \
+    "                 WHERE a.stored_run - a.stored_size < " bytes \
+    "                OFFSET 0) b) c" \
+    " WHERE c.text_run - c.text_size < " bytes \
+    " ORDER BY c.global_position"
 
 /*
  * A fetch's bounds: $1 position done, $2 the window's last position, $3 hi;
@@ -188,25 +234,26 @@
     " pg_catalog.set_config('max_parallel_workers_per_gather', '0', true)"
 #define SQL_FETCH_PLAN "SELECT " SQL_FETCH_SETTINGS
 #define SQL_FETCH                                                                                  \
-    SQL_EVENTS                                                                                     \
+    SQL_BOUNDED_EVENTS(                                                                            \
     " WHERE e.global_position > " SQL_DONE " AND e.global_position <= " SQL_LAST                    \
     SQL_IN_WINDOW("e")                                                                             \
     "   AND ($5::text[] IS NULL OR e.event_type = ANY($5::text[]))"                                \
     " ORDER BY e.global_position"                                                                  \
-    " LIMIT $6::int"
+    " LIMIT $6::int", "$7::bigint")
 
 /*
  * A shared batch (readshare.h): every event type, ending on the grid of $5
  * positions that starts at the first event of the window after $1, so
  * runners at different points of one cell meet at its end. ($1 position
- * done, $2 window's last position, $3 hi, $4 lo, $5 batch size.) The first
+ * done, $2 window's last position, $3 hi, $4 lo, $5 batch size, $6
+ * batch_max_bytes: a cell cut by bytes ends at its last event.) The first
  * event comes from a scalar subquery, not a join: as an InitPlan its value
  * bounds the index scan, where a joined value would only filter a walk to
  * the window's end; and ORDER BY ... LIMIT 1, not min(), which custom plans
  * turn into an aggregate over the rest of the window.
  */
 #define SQL_FETCH_CELL                                                                             \
-    SQL_EVENTS                                                                                     \
+    SQL_BOUNDED_EVENTS(                                                                            \
     " WHERE e.global_position > " SQL_DONE                                                         \
     "   AND e.global_position <= least(" SQL_LAST ", (("                                           \
     "         (SELECT f.global_position FROM event_store.domain_event f"                          \
@@ -214,7 +261,7 @@
     SQL_IN_WINDOW("f") "  ORDER BY f.global_position LIMIT 1) - 1) / $5::int + 1) * $5::int)"     \
     SQL_IN_WINDOW("e")                                                                             \
     " ORDER BY e.global_position"                                                                  \
-    " LIMIT $5::int"
+    " LIMIT $5::int", "$6::bigint")
 
 enum fetch_column {
     FC_POSITION,
@@ -231,6 +278,7 @@ enum fetch_column {
     FC_CAUSATION_ID,
     FC_CORRELATION_ID,
     FC_TRANSACTION_ID,
+    FC_BYTES_FULL, /* SQL_FETCH and SQL_FETCH_CELL only: the byte bound cut the batch here */
 };
 
 /*
@@ -244,7 +292,9 @@ enum fetch_column {
  * max, $7 last position, $8-$10 processed, ignored and skipped in the batch,
  * $11 head, $12 status, $13 owner, $14-$16 an error, its sqlstate and
  * position, or NULL, $17 and $18 the transaction and occurred_at of the
- * batch's newest event, NULL without events.)
+ * batch's newest event, NULL without events, $19 stall_timeout_ms.)
+ * progressed_at moves with last_position (sql/V028: healthy means
+ * progressing).
  *
  * Returns the new seq and the commit-to-apply latency of the newest event
  * in seconds (NULL without events): from its commit timestamp when the
@@ -261,6 +311,9 @@ enum fetch_column {
     "       tail_window_position = $5::bigint, tail_window_max = $6::bigint,"                      \
     "       last_position = greatest(m.last_position, $7::bigint),"                                \
     "       last_event_id = greatest(m.last_event_id, $7::bigint),"                                \
+    "       progressed_at = CASE WHEN $7::bigint > m.last_position THEN now()"                     \
+    "                            ELSE m.progressed_at END,"                                        \
+    "       stall_after = $19::int * interval '1 millisecond',"                                    \
     "       checkpoint_seq = m.checkpoint_seq + 1,"                                                \
     "       events_processed = m.events_processed + $8::bigint,"                                   \
     "       events_ignored = m.events_ignored + $9::bigint,"                                       \
@@ -281,7 +334,7 @@ enum fetch_column {
     "                 read_model.projectord_checkpoint_moved($1::text, $2::bigint)), l.s FROM l"
 #define SQL_CHECKPOINT         SQL_CHECKPOINT_ON("projection_metadata")
 #define SQL_REBUILD_CHECKPOINT SQL_CHECKPOINT_ON("projection_rebuild")
-#define SQL_CHECKPOINT_NPARAMS 18
+#define SQL_CHECKPOINT_NPARAMS 19
 
 /* $1 name, $2 position, $3 event_id, $4 event_type, $5 error, $6 sqlstate, $7 payload */
 #define SQL_DEAD_LETTER                                                                            \
@@ -295,10 +348,18 @@ enum fetch_column {
  * Heartbeat and status; $4/$5 an error to record, or NULL. Returns how many
  * instances there are ($6 FLEET_INSTANCE_LOCK, $7 this instance's id), for
  * rebalancing, and whether a rebuild, a resume or a replay was asked for.
+ * $8 stall_timeout_ms. A projection found at the head (as the status view
+ * judges it: SQL_AT_HEAD) counts as progressing, so one that waited at the
+ * head is not stalled the moment an event comes (sql/V028).
  */
+#define SQL_AT_HEAD(m) \
+    m ".last_position >= greatest(" m ".last_position + " m ".lag_events," \
+    " (SELECT coalesce(max(global_position), 0) FROM event_store.domain_event))"
 #define SQL_NOTE \
     "UPDATE read_model.projection_metadata m" \
     "   SET status = $2, owner = $3, heartbeat_at = now()," \
+    "       progressed_at = CASE WHEN " SQL_AT_HEAD("m") " THEN now() ELSE m.progressed_at END," \
+    "       stall_after = $8::int * interval '1 millisecond'," \
     "       last_error = coalesce($4, m.last_error)," \
     "       last_error_sqlstate = CASE WHEN $4 IS NULL THEN m.last_error_sqlstate ELSE $5 END," \
     "       last_error_at = CASE WHEN $4 IS NULL THEN m.last_error_at ELSE now() END," \
