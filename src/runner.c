@@ -89,6 +89,19 @@ static void take_batch(struct runner *r, PGresult *res);
 
 /* ---- helpers ---------------------------------------------------------- */
 
+/*
+ * At most `longest`, and a quarter of stall_timeout_ms: the status row says
+ * a projection is progressing when its position moves or a heartbeat finds
+ * it at the head (sql/V028), so both must come well within the timeout, or
+ * a projection idle at the head, or passing events it does not handle,
+ * would look stalled for a moment when events come.
+ */
+static double within_stall(const struct runner *r, double longest)
+{
+    double quarter = r->cfg->stall_timeout_ms / 4000.0;
+    return quarter < longest ? quarter : longest;
+}
+
 int rn_set_str(char **dst, const char *src)
 {
     char *copy = strdup(src);
@@ -334,7 +347,8 @@ struct runner *rn_create(struct ev_loop *loop, const struct projection *p,
     }
     ev_init(&r->retry_timer, retry_cb);
     r->retry_timer.data = r;
-    ev_timer_init(&r->heartbeat_timer, heartbeat_cb, HEARTBEAT_S, HEARTBEAT_S);
+    ev_timer_init(&r->heartbeat_timer, heartbeat_cb, within_stall(r, HEARTBEAT_S),
+                  within_stall(r, HEARTBEAT_S));
     r->heartbeat_timer.data = r;
     ev_timer_init(&r->deferred_timer, deferred_cb, DEFERRED_CHECKPOINT_S, 0.0);
     r->deferred_timer.data = r;
@@ -1296,7 +1310,7 @@ static void pass_window(struct runner *r)
     r->cp.window_pos = 0;
     r->cp.window_max = 0;
     r->dirty = true;
-    defer_checkpoint(r, DEFERRED_CHECKPOINT_S);
+    defer_checkpoint(r, within_stall(r, DEFERRED_CHECKPOINT_S));
     rn_clear_batch(r);
     rn_next_step(r);
 }
@@ -1664,7 +1678,7 @@ static void after_fetch(struct runner *r)
          */
         r->cp.window_pos = r->batch_end;
         r->dirty = true;
-        defer_checkpoint(r, DEFERRED_CHECKPOINT_S);
+        defer_checkpoint(r, within_stall(r, DEFERRED_CHECKPOINT_S));
         rn_clear_batch(r);
         rn_next_step(r);
     } else if (r->nevents == 0 || (r->sbatch && !handles_any(r))) {
@@ -1952,9 +1966,10 @@ static void claim_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    (void)loop;
     (void)revents;
     struct runner *r = w->data;
+    w->repeat = within_stall(r, HEARTBEAT_S); /* stall_timeout_ms may have been reloaded */
+    ev_timer_again(loop, w);
     /* Often due while a step is in flight (the poll timer ticks with it): next_step sends it. */
     r->heartbeat_due = true;
     if (r->state == R_IDLE && pgconn_idle(r->conn))

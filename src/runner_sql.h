@@ -168,40 +168,48 @@
  * What the daemon holds is the text of event_data and metadata; as stored
  * they may be compressed (a payload of repeated characters shrinks 100
  * times), so the bytes counted are the text's for a compressed value,
- * else the stored size, which equals it to within jsonb's binary form
+ * else the stored size, which is the text's to within jsonb's binary form
  * (docs/design.md, "Bounded batches"). Working out a compressed value's
  * text means reading it whole, so it is done only for the rows whose
  * stored sizes alone stay under the bound: a row past that is never read.
- * Both sums are running sums over the position order the index walk gives,
- * so the walk still stops at the count limit (one WindowAgg over the Limit).
+ *
+ * The sums are running sums over narrow rows (position and sizes) in a
+ * first walk of the position index, which stops at the count limit; the
+ * events themselves come from a second walk bounded by the last position
+ * kept (an InitPlan, so it bounds the index scan). Summing over the events'
+ * own rows doubled the fetch's server time: a window function keeps every
+ * row it has seen, payloads included. (walk_where, walk_tail: the walk's
+ * WHERE and its ORDER BY ... LIMIT over domain_event e; bytes: the bound.)
  */
-#define SQL_STORED_SIZE(t) \
-    "(pg_catalog.pg_column_size(" t ".event_data)" \
-    " + coalesce(pg_catalog.pg_column_size(" t ".metadata), 0))"
-#define SQL_TEXT_SIZE1(v) \
-    "CASE WHEN pg_catalog.pg_column_compression(" v ") IS NULL" \
-    "     THEN coalesce(pg_catalog.pg_column_size(" v "), 0)" \
-    "     ELSE pg_catalog.octet_length(" v "::text) END"
-#define SQL_TEXT_SIZE(t) \
-    "(" SQL_TEXT_SIZE1(t ".event_data") " + " SQL_TEXT_SIZE1(t ".metadata") ")"
-#define SQL_RUNNING(expr, t) \
-    "sum(" expr ") OVER (ORDER BY " t ".global_position ROWS UNBOUNDED PRECEDING)"
-/* The events of a count-limited SELECT FROM SQL_EVENT_TABLES ... ORDER BY, bounded by bytes. */
-#define SQL_BOUNDED_EVENTS(where_order_limit, bytes) \
-    "SELECT c.global_position, c.event_id, c.stream_id, c.aggregate_type, c.aggregate_id," \
-    "       c.event_type, c.event_version, c.aggregate_version, c.event_data, c.metadata," \
-    "       c.occurred_at, c.causation_id, c.correlation_id, c.transaction_id," \
-    "       c.stored_run >= " bytes " OR c.text_run >= " bytes \
-    "  FROM (SELECT b.*, " SQL_RUNNING("b.text_size", "b") " AS text_run" \
-    "          FROM (SELECT a.*, " SQL_TEXT_SIZE("a") " AS text_size" \
-    "                  FROM (SELECT " SQL_EVENT_COLUMNS "," \
-    "                               " SQL_STORED_SIZE("e") " AS stored_size," \
-    "                               " SQL_RUNNING(SQL_STORED_SIZE("e"), "e") " AS stored_run" \
-    "                        " SQL_EVENT_TABLES where_order_limit ") a" \
-    "                 WHERE a.stored_run - a.stored_size < " bytes \
-    "                OFFSET 0) b) c" \
-    " WHERE c.text_run - c.text_size < " bytes \
-    " ORDER BY c.global_position"
+#define SQL_STORED_SIZE(e) \
+    "pg_catalog.pg_column_size(" e ".event_data)" \
+    " + coalesce(pg_catalog.pg_column_size(" e ".metadata), 0)"
+#define SQL_IF_COMPRESSED(v) \
+    "CASE WHEN pg_catalog.pg_column_compression(" v ") IS NOT NULL THEN " v " END"
+#define SQL_BYTES_CUT(walk, bytes) \
+    "WITH x AS MATERIALIZED (" \
+    " SELECT max(w.p) AS upto, bool_or(w.stored_run >= " bytes " OR w.text_run >= " bytes ") AS cut" \
+    "   FROM (SELECT v.*, sum(v.text) OVER (ORDER BY v.p ROWS UNBOUNDED PRECEDING) AS text_run" \
+    "           FROM (SELECT u.p, u.stored_run," \
+    "                        coalesce(pg_catalog.octet_length(u.dz::text), u.ds)" \
+    "                        + coalesce(pg_catalog.octet_length(u.mz::text), u.ms) AS text" \
+    "                   FROM (SELECT e.global_position AS p," \
+    "                                pg_catalog.pg_column_size(e.event_data) AS ds," \
+    "                                coalesce(pg_catalog.pg_column_size(e.metadata), 0) AS ms," \
+    "                                " SQL_IF_COMPRESSED("e.event_data") " AS dz," \
+    "                                " SQL_IF_COMPRESSED("e.metadata") " AS mz," \
+    "                                sum(" SQL_STORED_SIZE("e") ")" \
+    "                                  OVER (ORDER BY e.global_position ROWS UNBOUNDED PRECEDING)" \
+    "                                  AS stored_run" \
+    "                           FROM event_store.domain_event e " walk ") u" \
+    "                  WHERE u.stored_run - u.ds - u.ms < " bytes \
+    "                  ORDER BY u.p OFFSET 0) v) w" \
+    "  WHERE w.text_run - w.text < " bytes ")"
+/* The events of the walk that the byte bound keeps, and whether it cut them. */
+#define SQL_BOUNDED_EVENTS(walk_where, walk_tail, bytes) \
+    SQL_BYTES_CUT(walk_where walk_tail, bytes) \
+    " SELECT " SQL_EVENT_COLUMNS ", (SELECT cut FROM x)" SQL_EVENT_TABLES \
+    walk_where " AND e.global_position <= (SELECT upto FROM x)" walk_tail
 
 /*
  * A fetch's bounds: $1 position done, $2 the window's last position, $3 hi;
@@ -233,13 +241,12 @@
     "pg_catalog.set_config('enable_bitmapscan', 'off', true),"                                     \
     " pg_catalog.set_config('max_parallel_workers_per_gather', '0', true)"
 #define SQL_FETCH_PLAN "SELECT " SQL_FETCH_SETTINGS
-#define SQL_FETCH                                                                                  \
-    SQL_BOUNDED_EVENTS(                                                                            \
+#define SQL_FETCH_WHERE                                                                            \
     " WHERE e.global_position > " SQL_DONE " AND e.global_position <= " SQL_LAST                    \
     SQL_IN_WINDOW("e")                                                                             \
-    "   AND ($5::text[] IS NULL OR e.event_type = ANY($5::text[]))"                                \
-    " ORDER BY e.global_position"                                                                  \
-    " LIMIT $6::int", "$7::bigint")
+    "   AND ($5::text[] IS NULL OR e.event_type = ANY($5::text[]))"
+#define SQL_FETCH                                                                                  \
+    SQL_BOUNDED_EVENTS(SQL_FETCH_WHERE, " ORDER BY e.global_position LIMIT $6::int", "$7::bigint")
 
 /*
  * A shared batch (readshare.h): every event type, ending on the grid of $5
@@ -252,16 +259,16 @@
  * the window's end; and ORDER BY ... LIMIT 1, not min(), which custom plans
  * turn into an aggregate over the rest of the window.
  */
-#define SQL_FETCH_CELL                                                                             \
-    SQL_BOUNDED_EVENTS(                                                                            \
+#define SQL_FETCH_CELL_WHERE                                                                       \
     " WHERE e.global_position > " SQL_DONE                                                         \
     "   AND e.global_position <= least(" SQL_LAST ", (("                                           \
     "         (SELECT f.global_position FROM event_store.domain_event f"                          \
     "           WHERE f.global_position > " SQL_DONE " AND f.global_position <= " SQL_LAST          \
     SQL_IN_WINDOW("f") "  ORDER BY f.global_position LIMIT 1) - 1) / $5::int + 1) * $5::int)"     \
-    SQL_IN_WINDOW("e")                                                                             \
-    " ORDER BY e.global_position"                                                                  \
-    " LIMIT $5::int", "$6::bigint")
+    SQL_IN_WINDOW("e")
+#define SQL_FETCH_CELL                                                                             \
+    SQL_BOUNDED_EVENTS(SQL_FETCH_CELL_WHERE, " ORDER BY e.global_position LIMIT $5::int",           \
+                       "$6::bigint")
 
 enum fetch_column {
     FC_POSITION,
