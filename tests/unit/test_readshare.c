@@ -222,6 +222,19 @@ static void a_batch_cut_by_bytes_ends_at_its_last_event(void **state)
     assert_int_equal(readshare_batch_end(0, 0, true, 100, 1000), 1000);
 }
 
+/* A runner waits when the slowest reader's unpassed batches reach the count or the bytes. */
+static void pacing_counts_batches_and_bytes(void **state)
+{
+    (void)state;
+    assert_false(readshare_too_far_ahead(0, 0, 4, 16));
+    assert_false(readshare_too_far_ahead(3, 15, 4, 16));
+    assert_true(readshare_too_far_ahead(4, 0, 4, 16));
+    assert_true(readshare_too_far_ahead(1, 16, 4, 16));
+    /* No byte bound; and the bound never stops a runner with nothing ahead. */
+    assert_false(readshare_too_far_ahead(3, 1 << 30, 4, 0));
+    assert_false(readshare_too_far_ahead(0, 0, 4, 1));
+}
+
 /* Two rows, first and last. */
 static PGresult *two_rows(int64_t first, int64_t last)
 {
@@ -430,6 +443,7 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_live_windows_batch_outlives_its_reader, setup, teardown),
         cmocka_unit_test_setup_teardown(a_backlogs_first_batch_does_not, setup, teardown),
         cmocka_unit_test(a_batch_cut_by_bytes_ends_at_its_last_event),
+        cmocka_unit_test(pacing_counts_batches_and_bytes),
         cmocka_unit_test_setup_teardown(a_cut_batch_is_not_taken_past_its_end, setup, teardown),
         cmocka_unit_test_setup_teardown(a_window_older_than_the_wake_up_is_taken, setup, teardown),
         cmocka_unit_test_setup_teardown(the_window_before_the_last_is_taken, setup, teardown),
