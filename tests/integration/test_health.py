@@ -119,10 +119,10 @@ def test_passing_events_a_projection_does_not_handle_is_progress(db, start_daemo
     whole backlog is one window); their progress must still be written, or
     they would look stalled until the window ends."""
     port = free_port()
-    orders = [c for c in generate_mix(seed=7, n_events=40_000, days=2) if c.aggregate_type == "Order"]
+    orders = [c for c in generate_mix(seed=7, n_events=60_000, days=2) if c.aggregate_type == "Order"]
     db.append_all(orders)
     daemon = start_daemon(batch_size=100, poll_interval_ms=200,
-                          extra=health_config(port, stall_ms=4000))
+                          extra=health_config(port, stall_ms=1000))
     seen = set()
 
     def caught_up(conn):
