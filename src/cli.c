@@ -23,16 +23,18 @@ static const char *const status_columns[] = {
 #define N_STATUS_COLUMNS (sizeof status_columns / sizeof status_columns[0])
 
 #define SQL_STATUS                                                                                 \
-    "SELECT projection_name, status, last_position, head_position, lag_events,"                    \
-    "       events_processed, events_skipped, events_ignored, healthy,"                            \
-    "       to_char(heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"           \
-    "       owner, last_error, stalled,"                                                           \
-    "       to_char(progressed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"          \
-    "       CASE unhealthy_reason WHEN 'stalled' THEN format("                                     \
+    "SELECT s.projection_name, s.status, s.last_position, s.head_position, s.lag_events,"          \
+    "       s.events_processed, s.events_skipped, s.events_ignored, s.healthy,"                    \
+    "       to_char(s.heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"         \
+    "       s.owner, s.last_error, h.stalled,"                                                     \
+    "       to_char(h.progressed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"        \
+    "       CASE h.unhealthy_reason WHEN 'stalled' THEN format("                                   \
     "           'stalled: %s events behind, no progress for %s s (stall_after %s)',"               \
-    "           lag_events, round(extract(epoch FROM now() - progressed_at)),"                     \
-    "           coalesce(stall_after::text, 'not written')) ELSE unhealthy_reason END"             \
-    "  FROM read_model.projection_status ORDER BY projection_name"
+    "           h.lag_events, round(h.seconds_since_progress), h.stall_after)"                     \
+    "       ELSE h.unhealthy_reason END"                                                           \
+    "  FROM read_model.projection_status s"                                                        \
+    "  LEFT JOIN read_model.projection_health h USING (projection_name)"                           \
+    " ORDER BY s.projection_name"
 
 PGconn *cli_connect(const struct config *cfg)
 {
