@@ -198,4 +198,4 @@ def test_big_payloads_take_bounded_memory(db, start_daemon):
     # docs/reliability.md: the peak stays within a few times max(bound,
     # largest event) over the idle daemon's; with every payload of the
     # window in one batch it was several hundred MB.
-    assert peak - before < 12 * bound // 1024, f"peak RSS grew by {(peak - before) // 1024} MB"
+    assert peak - before < 14 * bound // 1024, f"peak RSS grew by {(peak - before) // 1024} MB"
