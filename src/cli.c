@@ -15,18 +15,27 @@
 #define CONNECT_TIMEOUT "5"
 
 static const char *const status_columns[] = {
-    "projection_name", "status",           "last_position",  "head_position",
-    "lag_events",      "events_processed", "events_skipped", "events_ignored",
-    "healthy",         "heartbeat_at",     "owner",          "last_error",
+    "projection_name", "status",         "last_position",
+    "head_position",   "lag_events",     "events_processed",
+    "events_skipped",  "events_ignored", "healthy",
+    "heartbeat_at",    "owner",          "last_error",
+    "stalled",         "progressed_at",  "unhealthy_reason",
 };
 #define N_STATUS_COLUMNS (sizeof status_columns / sizeof status_columns[0])
 
 #define SQL_STATUS                                                                                 \
-    "SELECT projection_name, status, last_position, head_position, lag_events,"                    \
-    "       events_processed, events_skipped, events_ignored, healthy,"                            \
-    "       to_char(heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"           \
-    "       owner, last_error"                                                                     \
-    "  FROM read_model.projection_status ORDER BY projection_name"
+    "SELECT s.projection_name, s.status, s.last_position, s.head_position, s.lag_events,"          \
+    "       s.events_processed, s.events_skipped, s.events_ignored, s.healthy,"                    \
+    "       to_char(s.heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"         \
+    "       s.owner, s.last_error, h.stalled,"                                                     \
+    "       to_char(h.progressed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"        \
+    "       CASE h.unhealthy_reason WHEN 'stalled' THEN format("                                   \
+    "           'stalled: %s events behind, no progress for %s s (stall_after %s)',"               \
+    "           h.lag_events, round(h.seconds_since_progress), h.stall_after)"                     \
+    "       ELSE h.unhealthy_reason END"                                                           \
+    "  FROM read_model.projection_status s"                                                        \
+    "  LEFT JOIN read_model.projection_health h USING (projection_name)"                           \
+    " ORDER BY s.projection_name"
 
 PGconn *cli_connect(const struct config *cfg)
 {
@@ -109,6 +118,8 @@ static void print_text(const PGresult *res)
                PQgetvalue(res, i, 4), PQgetvalue(res, i, 5), PQgetvalue(res, i, 6),
                PQgetvalue(res, i, 7), strcmp(PQgetvalue(res, i, 8), "t") == 0 ? "yes" : "no",
                PQgetvalue(res, i, 9), PQgetvalue(res, i, 10));
+        if (!PQgetisnull(res, i, 14))
+            printf("    unhealthy: %s\n", PQgetvalue(res, i, 14));
         if (!PQgetisnull(res, i, 11))
             printf("    last error: %s\n", PQgetvalue(res, i, 11));
     }
@@ -121,7 +132,7 @@ static json_t *json_value(const PGresult *res, int row, int col)
     const char *v = PQgetvalue(res, row, col);
     if (col >= 2 && col <= 7)
         return json_integer(strtoll(v, NULL, 10));
-    if (col == 8)
+    if (col == 8 || col == 12)
         return json_boolean(strcmp(v, "t") == 0);
     return json_string(v);
 }
@@ -155,8 +166,9 @@ static bool all_healthy(const struct config *cfg, const PGresult *res)
                 continue;
             found = true;
             if (strcmp(PQgetvalue(res, i, 8), "t") != 0) {
-                fprintf(stderr, "projectord: %s is unhealthy (status %s)\n",
-                        cfg->projections[p].name, PQgetvalue(res, i, 1));
+                fprintf(stderr, "projectord: %s is unhealthy (status %s%s%s)\n",
+                        cfg->projections[p].name, PQgetvalue(res, i, 1),
+                        PQgetisnull(res, i, 14) ? "" : ", ", PQgetvalue(res, i, 14));
                 ok = false;
             }
         }

@@ -46,7 +46,9 @@ struct config {
     char *metrics_listen; /* HOST:PORT of the Prometheus endpoint; NULL: none */
     int batch_size;
     int poll_interval_ms;
-    int min_read_interval_ms;       /* least time between two reads of new events (window opens) */
+    int min_read_interval_ms; /* least time between two reads of new events (window opens) */
+    int batch_max_bytes;      /* most payload bytes a fetch returns (always at least one event) */
+    int stall_timeout_ms;     /* behind the head with no progress this long: unhealthy */
     bool rebuild_on_version_change; /* rebuild a projection whose compiled-in version changed */
     enum log_level log_level;
     enum log_format log_format;

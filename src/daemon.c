@@ -4,9 +4,10 @@
  * Each enabled projection gets a runner with its own connection, so one
  * slow or failed projection never holds the others back. The listener and
  * the poll timer only wake runners; runners decide what to read. SIGHUP
- * reloads the configuration file: log level and format, batch size, poll
- * interval, on_error and enabling or disabling a projection take effect at
- * once; a changed database or channel needs a restart, and the log says so.
+ * reloads the configuration file: log level and format, batch size and
+ * bytes, poll interval, stall timeout, on_error and enabling or disabling a
+ * projection take effect at once; a changed database or channel needs a
+ * restart, and the log says so.
  */
 #include <signal.h>
 #include <stdio.h>
@@ -297,6 +298,10 @@ static void reload(struct daemon *d)
     d->cfg->log_format = next.log_format;
     d->cfg->batch_size = next.batch_size;
     d->cfg->min_read_interval_ms = next.min_read_interval_ms;
+    d->cfg->batch_max_bytes = next.batch_max_bytes;
+    readshare_set_ahead_bytes(d->fleet.share,
+                              (int64_t)READSHARE_AHEAD_BOUNDS * next.batch_max_bytes);
+    d->cfg->stall_timeout_ms = next.stall_timeout_ms;
     listener_set_tick(d->listener, next.min_read_interval_ms / 1000.0);
     d->cfg->rebuild_on_version_change = next.rebuild_on_version_change;
     if (d->cfg->poll_interval_ms != next.poll_interval_ms) {
@@ -306,9 +311,10 @@ static void reload(struct daemon *d)
     }
     apply_projections(d, &next);
     config_free(&next);
-    log_info("reload: configuration applied (batch_size %d, poll_interval_ms %d, "
-             "min_read_interval_ms %d, log level %s)",
-             d->cfg->batch_size, d->cfg->poll_interval_ms, d->cfg->min_read_interval_ms,
+    log_info("reload: configuration applied (batch_size %d, batch_max_bytes %d, "
+             "poll_interval_ms %d, min_read_interval_ms %d, stall_timeout_ms %d, log level %s)",
+             d->cfg->batch_size, d->cfg->batch_max_bytes, d->cfg->poll_interval_ms,
+             d->cfg->min_read_interval_ms, d->cfg->stall_timeout_ms,
              log_level_name(d->cfg->log_level));
 }
 
@@ -410,6 +416,9 @@ int daemon_run(struct config *cfg, const char *config_path, const char *level_ov
         (int)(((unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL)) & 0x7fffffff);
 
     d.fleet.share = readshare_new(d.loop, cfg->batch_size, READSHARE_AHEAD);
+    if (d.fleet.share)
+        readshare_set_ahead_bytes(d.fleet.share,
+                                  (int64_t)READSHARE_AHEAD_BOUNDS * cfg->batch_max_bytes);
     if (!d.fleet.share || add_runners(&d) < 0) {
         log_error("out of memory");
         teardown(&d);

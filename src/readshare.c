@@ -25,6 +25,7 @@ struct readshare {
     struct ev_loop *loop;
     int batch_size;
     int batch_ahead;
+    int64_t ahead_bytes; /* 0: no byte budget */
     uint64_t seq;        /* opens sent so far */
     uint64_t wake_floor; /* seq when the current notification round began */
     uint64_t kick_round;
@@ -436,14 +437,28 @@ static struct rs_batch *new_batch(struct readshare *s, const char *lo, const cha
     return b;
 }
 
-/* Batches of the window not yet passed by position `from`. */
-static int batches_from(const struct readshare *s, const char *lo, const char *hi, int64_t from)
+/* Batches of the window not yet passed by position `from`, and their bytes. */
+static int batches_from(const struct readshare *s, const char *lo, const char *hi, int64_t from,
+                        int64_t *bytes)
 {
     int n = 0;
+    *bytes = 0;
     for (const struct rs_batch *b = s->batches; b; b = b->next)
-        if (same_window(lo, hi, b->lo, b->hi) && (b->pending || b->end > from))
+        if (same_window(lo, hi, b->lo, b->hi) && (b->pending || b->end > from)) {
             n++;
+            *bytes += b->bytes;
+        }
     return n;
+}
+
+void readshare_set_ahead_bytes(struct readshare *s, int64_t bytes)
+{
+    s->ahead_bytes = bytes > 0 ? bytes : 0;
+}
+
+bool readshare_too_far_ahead(int batches, int64_t bytes, int max_batches, int64_t max_bytes)
+{
+    return batches >= max_batches || (max_bytes > 0 && batches > 0 && bytes >= max_bytes);
 }
 
 static bool note_reader(struct rs_member *m, const char *lo, const char *hi, int64_t after)
@@ -491,9 +506,12 @@ enum rs_answer readshare_fetch(struct rs_member *m, const char *lo, const char *
             return RS_HIT;
         }
     }
-    int64_t low = slowest(m, lo, hi);
-    if (low >= 0 && low < after && batches_from(s, lo, hi, low) >= s->batch_ahead)
-        return wait(m);
+    int64_t low = slowest(m, lo, hi), bytes = 0;
+    if (low >= 0 && low < after) {
+        int ahead = batches_from(s, lo, hi, low, &bytes);
+        if (readshare_too_far_ahead(ahead, bytes, s->batch_ahead, s->ahead_bytes))
+            return wait(m);
+    }
     *out = new_batch(s, lo, hi, after);
     return RS_SEND;
 }
@@ -505,13 +523,30 @@ static int64_t cell_end(int64_t first, int64_t size, int64_t window_max)
     return end < window_max ? end : window_max;
 }
 
-void readshare_fetched(struct readshare *s, struct rs_batch *b, PGresult *res, int64_t window_max)
+int64_t readshare_batch_end(int64_t first, int64_t last, bool cut, int64_t size, int64_t window_max)
+{
+    if (first <= 0) /* no event: the window has none after the batch's start */
+        return window_max;
+    /*
+     * Cut by bytes: the cell goes on after its last event, and a batch
+     * must not claim the events it did not bring (they would be skipped).
+     */
+    return cut ? last : cell_end(first, size, window_max);
+}
+
+void readshare_fetched(struct readshare *s, struct rs_batch *b, PGresult *res, int64_t window_max,
+                       bool cut)
 {
     b->res = res;
     b->pending = false;
     int n = PQntuples(res);
-    b->end = n == 0 ? window_max
-                    : cell_end(strtoll(PQgetvalue(res, 0, 0), NULL, 10), s->batch_size, window_max);
+    int64_t first = n > 0 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+    int64_t last = n > 0 ? strtoll(PQgetvalue(res, n - 1, 0), NULL, 10) : 0;
+    b->end = readshare_batch_end(first, last, cut, s->batch_size, window_max);
+    b->bytes = 0;
+    for (int i = 0; i < n; i++)
+        for (int c = 0; c < PQnfields(res); c++)
+            b->bytes += PQgetlength(res, i, c);
     kick_waiters(s);
 }
 

@@ -32,7 +32,8 @@
  *    the whole window of a kept open while the share keeps that open (the
  *    runners it woke take it later). A runner waits for a read another
  *    sent only while that read is younger than READSHARE_STALE_S.
- *  - pacing: a runner that is batch_ahead batches ahead of the slowest
+ *  - pacing: a runner that is batch_ahead batches (or, for big events,
+ *    readshare_set_ahead_bytes) ahead of the slowest
  *    runner still reading its window waits for it (a runner that has not
  *    moved on for READSHARE_STALE_S seconds, stuck or retrying one batch,
  *    no longer counts), so the batches kept are few and memory stays
@@ -61,6 +62,8 @@
  */
 #define READSHARE_OPEN_STALE_S 30.0
 #define READSHARE_AHEAD        4 /* how many batches a runner may read ahead of the slowest */
+/* How many batch_max_bytes the batches not passed by the slowest may hold before a runner waits. */
+#define READSHARE_AHEAD_BOUNDS 2
 /* How long a runner waits for another to take the last open before it opens the next. */
 #define READSHARE_GATE_S 0.005
 
@@ -95,7 +98,8 @@ struct rs_batch {
     int64_t after;
     int64_t end; /* the window's events up to here are in res; meaningful once done */
     PGresult *res;
-    bool pending; /* sent, not answered */
+    int64_t bytes; /* of its values, once done */
+    bool pending;  /* sent, not answered */
     double sent_at;
     int refs;
     struct rs_batch *next;
@@ -111,6 +115,20 @@ enum rs_answer {
 /* batch_size: the grid and the most events in a batch; batch_ahead: pacing (>= 1). */
 struct readshare *readshare_new(struct ev_loop *loop, int batch_size, int batch_ahead);
 void readshare_free(struct readshare *s);
+
+/*
+ * Pacing by bytes as well: a runner waits while the batches the slowest
+ * reader has not passed hold `bytes` or more (0: no such bound), so big
+ * events do not pile up READSHARE_AHEAD batches of them.
+ */
+void readshare_set_ahead_bytes(struct readshare *s, int64_t bytes);
+
+/*
+ * Whether a runner is too far ahead of the slowest reader of its window,
+ * whose unpassed batches are `batches` holding `bytes`: at max_batches, or
+ * at max_bytes (0: none) with at least one batch.
+ */
+bool readshare_too_far_ahead(int batches, int64_t bytes, int max_batches, int64_t max_bytes);
 
 /* The grid's size: a shared batch's most events. */
 int readshare_grid(const struct readshare *s);
@@ -154,8 +172,21 @@ void readshare_left(struct rs_member *m);
  */
 enum rs_answer readshare_fetch(struct rs_member *m, const char *lo, const char *hi, int64_t after,
                                struct rs_batch **out);
-/* res holds the window's events after b->after in position order, at most batch_size. */
-void readshare_fetched(struct readshare *s, struct rs_batch *b, PGresult *res, int64_t window_max);
+/*
+ * res holds the window's events after b->after in position order, at most
+ * batch_size; cut: batch_max_bytes ended it before its cell's end.
+ */
+void readshare_fetched(struct readshare *s, struct rs_batch *b, PGresult *res, int64_t window_max,
+                       bool cut);
+
+/*
+ * Where a shared batch ends (the window's events up to there are in it):
+ * first and last are its first and last event's positions (0: none), size
+ * the grid's; a batch cut by bytes ends at its last event, else at the end
+ * of its first event's cell (never past window_max).
+ */
+int64_t readshare_batch_end(int64_t first, int64_t last, bool cut, int64_t size,
+                            int64_t window_max);
 void readshare_failed(struct readshare *s, struct rs_batch *b);
 void readshare_release(struct readshare *s, struct rs_batch *b);
 

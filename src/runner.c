@@ -79,13 +79,13 @@ static const struct {
     [RS_OPEN_PLAN] = {"open_plan", SQL_OPEN_PLAN, 0, true},
     [RS_OPEN] = {"open_window", SQL_OPEN_WINDOW, 4, true},
     [RS_FETCH_PLAN] = {"fetch_plan", SQL_FETCH_PLAN, 0, true},
-    [RS_FETCH] = {"fetch", SQL_FETCH, 6, true},
-    [RS_FETCH_CELL] = {"fetch_cell", SQL_FETCH_CELL, 5, true},
+    [RS_FETCH] = {"fetch", SQL_FETCH, 7, true},
+    [RS_FETCH_CELL] = {"fetch_cell", SQL_FETCH_CELL, 6, true},
     [RS_CHECKPOINT] = {"checkpoint", SQL_CHECKPOINT, SQL_CHECKPOINT_NPARAMS},
     [RS_REBUILD_CHECKPOINT] = {"rebuild_checkpoint", SQL_REBUILD_CHECKPOINT,
                                SQL_CHECKPOINT_NPARAMS},
     [RS_DEAD_LETTER] = {"dead_letter", SQL_DEAD_LETTER, 7},
-    [RS_NOTE] = {"note", SQL_NOTE, 7},
+    [RS_NOTE] = {"note", SQL_NOTE, 8},
 };
 
 static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGresult *res,
@@ -105,6 +105,19 @@ static void claim_first_batch(struct runner *r);
 static void take_batch(struct runner *r, PGresult *res);
 
 /* ---- helpers ---------------------------------------------------------- */
+
+/*
+ * At most `longest`, and a quarter of stall_timeout_ms: the status row says
+ * a projection is progressing when its position moves or a heartbeat finds
+ * it at the head (sql/V028), so both must come well within the timeout, or
+ * a projection idle at the head, or passing events it does not handle,
+ * would look stalled for a moment when events come.
+ */
+static double within_stall(const struct runner *r, double longest)
+{
+    double quarter = r->cfg->stall_timeout_ms / 4000.0;
+    return quarter < longest ? quarter : longest;
+}
 
 int rn_set_str(char **dst, const char *src)
 {
@@ -352,7 +365,8 @@ struct runner *rn_create(struct ev_loop *loop, const struct projection *p,
     }
     ev_init(&r->retry_timer, retry_cb);
     r->retry_timer.data = r;
-    ev_timer_init(&r->heartbeat_timer, heartbeat_cb, HEARTBEAT_S, HEARTBEAT_S);
+    ev_timer_init(&r->heartbeat_timer, heartbeat_cb, within_stall(r, HEARTBEAT_S),
+                  within_stall(r, HEARTBEAT_S));
     r->heartbeat_timer.data = r;
     ev_timer_init(&r->deferred_timer, deferred_cb, DEFERRED_CHECKPOINT_S, 0.0);
     r->deferred_timer.data = r;
@@ -426,6 +440,8 @@ void runner_gauges(const struct runner *r, struct runner_gauges *out)
         .last_position = r->cp.last_position,
         .head_position = r->head,
         .head_at = r->head_at,
+        .progress_age = ev_now(r->loop) - r->progress_at,
+        .stall_s = r->cfg->stall_timeout_ms / 1000.0,
         .status = r->state == R_DONE ? "stopped"
                   : r->holds_lock    ? current_status(r)
                                      : "standby",
@@ -471,12 +487,13 @@ static int exec_stmt(struct runner *r, enum runner_stmt st, const char *const *p
 static void send_note(struct runner *r, const char *status, const char *error, const char *sqlstate,
                       enum after_note then)
 {
-    char instance_key[12], instance_id[12];
+    char instance_key[12], instance_id[12], stall[12];
     snprintf(instance_key, sizeof instance_key, "%d", FLEET_INSTANCE_LOCK);
     snprintf(instance_id, sizeof instance_id, "%d", r->fleet->instance_id);
+    snprintf(stall, sizeof stall, "%d", r->cfg->stall_timeout_ms);
     const char *params[] = {
-        r->proj->name, status,     r->owner, error, sqlstate && *sqlstate ? sqlstate : NULL,
-        instance_key,  instance_id};
+        r->proj->name, status,      r->owner, error, sqlstate && *sqlstate ? sqlstate : NULL,
+        instance_key,  instance_id, stall};
     r->after_note = then;
     if (r->shadow || !r->holds_lock) {
         /*
@@ -730,6 +747,7 @@ static int set_window(struct runner *r, const struct rs_window *w)
     r->head = w->head;
     r->head_at = ev_now(r->loop);
     if (w->empty) {
+        r->progress_at = r->head_at;       /* at the head: nothing to apply is progress */
         r->heartbeat_due |= !r->announced; /* but say we are live */
         r->caught_up = true;
         r->cp.window_open = false;
@@ -856,15 +874,17 @@ static enum rs_answer share_open(struct runner *r, const char **hi)
 static int queue_fetch(struct runner *r, bool shared, const char *pos, const char *max,
                        const char *hi)
 {
-    char size[21];
+    char size[21], bytes[21];
+    rn_fmt_i64(bytes, r->cfg->batch_max_bytes);
     if (shared) {
-        const char *params[] = {pos, max, hi, r->cp.lo,
-                                rn_fmt_i64(size, readshare_grid(r->fleet->share))};
+        const char *params[] = {
+            pos, max, hi, r->cp.lo, rn_fmt_i64(size, readshare_grid(r->fleet->share)), bytes};
         return exec_stmt(r, RS_FETCH_CELL, params);
     }
     /* A full batch means "the window may hold more" only against the limit it was sent with. */
     r->fetch_limit = r->cfg->batch_size;
-    const char *params[] = {pos, max, hi, r->cp.lo, r->types, rn_fmt_i64(size, r->fetch_limit)};
+    const char *params[] = {pos,  max, hi, r->cp.lo, r->types, rn_fmt_i64(size, r->fetch_limit),
+                            bytes};
     return exec_stmt(r, RS_FETCH, params);
 }
 
@@ -1188,7 +1208,7 @@ int rn_queue_checkpoint(struct runner *r)
     const struct bad_event *stop_at;
     next_checkpoint(r, &next, &status, &stop_at);
     char seq[21], pos[21], wmax[21], last[21], processed[21], ignored[21], skipped[21], head[21],
-        errpos[21];
+        errpos[21], stall[21];
     const char *params[SQL_CHECKPOINT_NPARAMS] = {
         r->proj->name,
         rn_fmt_i64(seq, r->cp.seq),
@@ -1209,6 +1229,7 @@ int rn_queue_checkpoint(struct runner *r)
         /* Another database may be another cluster, whose commit log can't date it. */
         r->cut > 0 && r->src == r->conn ? rn_event_value(r, r->cut - 1, FC_TRANSACTION_ID) : NULL,
         r->cut > 0 ? rn_event_value(r, r->cut - 1, FC_OCCURRED_AT) : NULL,
+        rn_fmt_i64(stall, r->cfg->stall_timeout_ms),
     };
     r->ignored_sent = r->ignored_unsaved;
     return exec_stmt(r, RS_CHECKPOINT, params);
@@ -1275,6 +1296,8 @@ static void committed(struct runner *r)
     }
     r->cp.window_pos = next.window_pos;
     r->cp.window_open = next.window_open;
+    if (next.last_position > r->cp.last_position)
+        r->progress_at = ev_now(r->loop);
     r->cp.last_position = next.last_position;
     r->cp.seq = r->new_seq;
     rn_checkpoint_saved(r, r->ignored);
@@ -1329,9 +1352,12 @@ static void pass_window(struct runner *r)
         pgconn_reset(r->conn, "out of memory");
         return;
     }
+    int64_t before = r->cp.last_position;
     checkpoint_pass(&r->cp);
+    if (r->cp.last_position > before)
+        r->progress_at = ev_now(r->loop);
     r->dirty = true;
-    defer_checkpoint(r, DEFERRED_CHECKPOINT_S);
+    defer_checkpoint(r, within_stall(r, DEFERRED_CHECKPOINT_S));
     rn_clear_batch(r);
     rn_next_step(r);
 }
@@ -1429,6 +1455,7 @@ static void on_register_done(struct runner *r)
              r->shadow ? "rebuild resuming" : "owned by this instance; resuming",
              r->cp.last_position, r->cp.window_open ? " (inside a window)" : "");
     r->announced = false;
+    r->progress_at = ev_now(r->loop); /* the metrics' stall clock starts with ownership */
     r->state = R_IDLE;
     r->wake_pending = true;
     rn_next_step(r);
@@ -1559,18 +1586,30 @@ static void claim_first_batch(struct runner *r)
     r->first = FIRST_NONE;
 }
 
+/*
+ * Whether batch_max_bytes cut the fetch: the window may hold more than it
+ * returned, however few rows came (runner_sql.h, SQL_BOUNDED_EVENTS).
+ */
+static bool cut_by_bytes(const PGresult *res)
+{
+    int n = PQntuples(res);
+    return n > 0 && PQnfields(res) > FC_BYTES_FULL &&
+           strcmp(PQgetvalue(res, n - 1, FC_BYTES_FULL), "t") == 0;
+}
+
 /* A fetch's rows: into the shared batch they were read for, or ours alone. */
 static void take_batch(struct runner *r, PGresult *res)
 {
     if (r->sbatch && r->sbatch->pending) {
-        readshare_fetched(r->fleet->share, r->sbatch, pgconn_take_result(r->src), window_max(r));
+        readshare_fetched(r->fleet->share, r->sbatch, pgconn_take_result(r->src), window_max(r),
+                          cut_by_bytes(res));
         use_shared_batch(r, r->sbatch);
         return;
     }
     rn_clear_batch(r);
     r->events = pgconn_take_result(r->src);
     r->nevents = PQntuples(res);
-    r->more = r->nevents >= r->fetch_limit;
+    r->more = r->nevents >= r->fetch_limit || cut_by_bytes(res);
     r->batch_end = r->nevents > 0 ? rn_event_position(r, r->nevents - 1) : 0;
 }
 
@@ -1764,8 +1803,15 @@ static void after_fetch(struct runner *r)
     if (r->replaying && r->nevents == 0) {
         replay_finish(r);
     } else if (r->sbatch && r->more && !handles_any(r)) {
-        /* Nothing of ours in this part of the window: move on without a write. */
+        /*
+         * Nothing of ours in this part of the window: move on without a
+         * write, but write the progress within a second, as for a window
+         * passed whole: a window can be a whole backlog of events of other
+         * types, and the status row must not look stalled meanwhile.
+         */
         r->cp.window_pos = r->batch_end;
+        r->dirty = true;
+        defer_checkpoint(r, within_stall(r, DEFERRED_CHECKPOINT_S));
         rn_clear_batch(r);
         rn_next_step(r);
     } else if (r->nevents == 0 || (r->sbatch && !handles_any(r))) {
@@ -2080,9 +2126,10 @@ static void claim_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
 {
-    (void)loop;
     (void)revents;
     struct runner *r = w->data;
+    w->repeat = within_stall(r, HEARTBEAT_S); /* stall_timeout_ms may have been reloaded */
+    ev_timer_again(loop, w);
     /* Often due while a step is in flight (the poll timer ticks with it): next_step sends it. */
     r->heartbeat_due = true;
     if (r->state == R_IDLE && pgconn_idle(r->conn))

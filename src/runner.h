@@ -45,6 +45,8 @@ struct runner_gauges {
     int64_t last_position;
     int64_t head_position; /* as of the last window opened */
     double head_at;        /* ev_now() when that window was taken */
+    double progress_age;   /* seconds since last_position moved or an open found nothing new */
+    double stall_s;        /* stall_timeout_ms, in seconds */
     const char *status;
 };
 

@@ -171,6 +171,7 @@ struct runner {
     ev_timer src_retry_timer;
     ev_timer pause_timer; /* ends a pause between two opens (min_read_interval_ms) */
     double head_at;       /* ev_now() when head was read */
+    double progress_at;   /* ev_now() when last_position last moved, or the window was empty */
     double opened_at;     /* ev_now() of its last open sent alone (not through the share) */
     struct pace pace;     /* the event rate its own opens saw */
     struct backoff backoff;

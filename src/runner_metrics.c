@@ -6,6 +6,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include <string.h>
 
 struct counter {
     const char *name;
@@ -96,6 +97,64 @@ static void render_gauges(struct mbuf *out, struct runner *const *runners, size_
     }
 }
 
+bool runner_metrics_stalled(const struct runner_gauges *v, int64_t head)
+{
+    if (!v->owned || v->failed || strcmp(v->status, "stopped") == 0)
+        return false;
+    int64_t ahead = v->head_position > head ? v->head_position : head;
+    return v->last_position < ahead && v->progress_age > v->stall_s;
+}
+
+/*
+ * Health as the status view judges it, from this instance's side: 0 when
+ * it owns the projection and it is failed or stalled. A standby reports 1:
+ * the owner's series tells (alert on the minimum over instances).
+ */
+static void render_health(struct mbuf *out, struct runner *const *runners, size_t n)
+{
+    int64_t head = 0;
+    for (size_t i = 0; i < n; i++) {
+        struct runner_gauges v;
+        if (!runners[i])
+            continue;
+        runner_gauges(runners[i], &v);
+        if (v.head_position > head)
+            head = v.head_position;
+    }
+    metrics_family(out, "projectord_projection_stalled", "gauge",
+                   "1 while behind the head with no progress for longer than stall_timeout_ms");
+    for (size_t i = 0; i < n; i++) {
+        struct runner_gauges v;
+        if (!runners[i])
+            continue;
+        runner_gauges(runners[i], &v);
+        mbuf_printf(out, "projectord_projection_stalled{projection=\"%s\"} %d\n",
+                    runner_name(runners[i]), runner_metrics_stalled(&v, head));
+    }
+    metrics_family(out, "projectord_projection_healthy", "gauge",
+                   "0 while this instance owns the projection and it is failed or stalled");
+    for (size_t i = 0; i < n; i++) {
+        struct runner_gauges v;
+        if (!runners[i])
+            continue;
+        runner_gauges(runners[i], &v);
+        bool sick = v.owned && (v.failed || runner_metrics_stalled(&v, head));
+        mbuf_printf(out, "projectord_projection_healthy{projection=\"%s\"} %d\n",
+                    runner_name(runners[i]), !sick);
+    }
+    metrics_family(out, "projectord_seconds_since_progress", "gauge",
+                   "Since last_position last moved or an open found nothing new (owned only)");
+    for (size_t i = 0; i < n; i++) {
+        struct runner_gauges v;
+        if (!runners[i])
+            continue;
+        runner_gauges(runners[i], &v);
+        if (v.owned)
+            mbuf_printf(out, "projectord_seconds_since_progress{projection=\"%s\"} %.3f\n",
+                        runner_name(runners[i]), v.progress_age);
+    }
+}
+
 static void render_histograms(struct mbuf *out, struct runner *const *runners,
                               const struct runner_stats *stats, size_t n)
 {
@@ -124,5 +183,6 @@ void runner_metrics_render(struct mbuf *out, struct runner *const *runners,
     mbuf_printf(out, "projectord_instances %d\n", instances);
     render_counters(out, runners, stats, n);
     render_gauges(out, runners, n);
+    render_health(out, runners, n);
     render_histograms(out, runners, stats, n);
 }

@@ -5,7 +5,9 @@
 #ifndef PROJECTORD_RUNNER_METRICS_H
 #define PROJECTORD_RUNNER_METRICS_H
 
+#include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "metrics.h"
 #include "runner.h"
@@ -17,5 +19,13 @@
  */
 void runner_metrics_render(struct mbuf *out, struct runner *const *runners,
                            const struct runner_stats *stats, size_t n, int instances);
+
+/*
+ * Whether a projection this instance owns is stalled (SPEC §3, "healthy
+ * means progressing"): running, behind head (the highest head any of the
+ * instance's runners saw: a runner that opens no window knows no newer
+ * one), and no progress for longer than its stall_timeout_ms.
+ */
+bool runner_metrics_stalled(const struct runner_gauges *v, int64_t head);
 
 #endif

@@ -190,16 +190,70 @@
  * The next batch of the window, in position order. The window's position
  * range bounds an ordered walk of the global_position index; the snapshot
  * tests are filters on it. ($1 position done, $2 window's last position,
- * $3 hi, $4 lo, $5 handled event types as text[] or NULL for all, $6 limit.)
+ * $3 hi, $4 lo, $5 handled event types as text[] or NULL for all, $6 limit,
+ * $7 batch_max_bytes: SQL_BOUNDED_EVENTS.)
  * SQL_FETCH_PLAN goes first in the same request (the open, for a first batch).
  */
 /* Events with their envelope, in the columns of enum fetch_column. */
-#define SQL_EVENTS \
-    "SELECT e.global_position, e.event_id, e.stream_id, s.aggregate_type, s.aggregate_id," \
+#define SQL_EVENT_COLUMNS \
+    "e.global_position, e.event_id, e.stream_id, s.aggregate_type, s.aggregate_id," \
     "       e.event_type, e.event_version, e.aggregate_version, e.event_data, e.metadata," \
-    "       e.occurred_at, e.causation_id, e.correlation_id, e.transaction_id" \
+    "       e.occurred_at, e.causation_id, e.correlation_id, e.transaction_id"
+#define SQL_EVENT_TABLES \
     "  FROM event_store.domain_event e" \
     "  JOIN event_store.event_stream s ON s.stream_id = e.stream_id"
+#define SQL_EVENTS "SELECT " SQL_EVENT_COLUMNS SQL_EVENT_TABLES
+
+/*
+ * Batches are bounded by bytes as well as by count (batch_max_bytes): a
+ * fetch returns the events of its count-limited rows while the payload
+ * bytes before each stay under the bound, so always at least one, and its
+ * last column says whether the bound cut it (the window may hold more).
+ * What the daemon holds is the text of event_data and metadata; as stored
+ * they may be compressed (a payload of repeated characters shrinks 100
+ * times), so the bytes counted are the text's for a compressed value,
+ * else the stored size, which is the text's to within jsonb's binary form
+ * (docs/design.md, "Bounded batches"). Working out a compressed value's
+ * text means reading it whole, so it is done only for the rows whose
+ * stored sizes alone stay under the bound: a row past that is never read.
+ *
+ * The sums are running sums over narrow rows (position and sizes) in a
+ * first walk of the position index, which stops at the count limit; the
+ * events themselves come from a second walk bounded by the last position
+ * kept (an InitPlan, so it bounds the index scan). Summing over the events'
+ * own rows doubled the fetch's server time: a window function keeps every
+ * row it has seen, payloads included. (walk_where, walk_tail: the walk's
+ * WHERE and its ORDER BY ... LIMIT over domain_event e; bytes: the bound.)
+ */
+#define SQL_STORED_SIZE(e) \
+    "pg_catalog.pg_column_size(" e ".event_data)" \
+    " + coalesce(pg_catalog.pg_column_size(" e ".metadata), 0)"
+#define SQL_IF_COMPRESSED(v) \
+    "CASE WHEN pg_catalog.pg_column_compression(" v ") IS NOT NULL THEN " v " END"
+#define SQL_BYTES_CUT(walk, bytes) \
+    "WITH x AS MATERIALIZED (" \
+    " SELECT max(w.p) AS upto, bool_or(w.stored_run >= " bytes " OR w.text_run >= " bytes ") AS cut" \
+    "   FROM (SELECT v.*, sum(v.text) OVER (ORDER BY v.p ROWS UNBOUNDED PRECEDING) AS text_run" \
+    "           FROM (SELECT u.p, u.stored_run," \
+    "                        coalesce(pg_catalog.octet_length(u.dz::text), u.ds)" \
+    "                        + coalesce(pg_catalog.octet_length(u.mz::text), u.ms) AS text" \
+    "                   FROM (SELECT e.global_position AS p," \
+    "                                pg_catalog.pg_column_size(e.event_data) AS ds," \
+    "                                coalesce(pg_catalog.pg_column_size(e.metadata), 0) AS ms," \
+    "                                " SQL_IF_COMPRESSED("e.event_data") " AS dz," \
+    "                                " SQL_IF_COMPRESSED("e.metadata") " AS mz," \
+    "                                sum(" SQL_STORED_SIZE("e") ")" \
+    "                                  OVER (ORDER BY e.global_position ROWS UNBOUNDED PRECEDING)" \
+    "                                  AS stored_run" \
+    "                           FROM event_store.domain_event e " walk ") u" \
+    "                  WHERE u.stored_run - u.ds - u.ms < " bytes \
+    "                  ORDER BY u.p OFFSET 0) v) w" \
+    "  WHERE w.text_run - w.text < " bytes ")"
+/* The events of the walk that the byte bound keeps, and whether it cut them. */
+#define SQL_BOUNDED_EVENTS(walk_where, walk_tail, bytes) \
+    SQL_BYTES_CUT(walk_where walk_tail, bytes) \
+    " SELECT " SQL_EVENT_COLUMNS ", (SELECT cut FROM x)" SQL_EVENT_TABLES \
+    walk_where " AND e.global_position <= (SELECT upto FROM x)" walk_tail
 
 /*
  * A fetch's bounds: $1 position done, $2 the window's last position, $3 hi;
@@ -231,34 +285,34 @@
     "pg_catalog.set_config('enable_bitmapscan', 'off', true),"                                     \
     " pg_catalog.set_config('max_parallel_workers_per_gather', '0', true)"
 #define SQL_FETCH_PLAN "SELECT " SQL_FETCH_SETTINGS
-#define SQL_FETCH                                                                                  \
-    SQL_EVENTS                                                                                     \
+#define SQL_FETCH_WHERE                                                                            \
     " WHERE e.global_position > " SQL_DONE " AND e.global_position <= " SQL_LAST                    \
     SQL_IN_WINDOW("e")                                                                             \
-    "   AND ($5::text[] IS NULL OR e.event_type = ANY($5::text[]))"                                \
-    " ORDER BY e.global_position"                                                                  \
-    " LIMIT $6::int"
+    "   AND ($5::text[] IS NULL OR e.event_type = ANY($5::text[]))"
+#define SQL_FETCH                                                                                  \
+    SQL_BOUNDED_EVENTS(SQL_FETCH_WHERE, " ORDER BY e.global_position LIMIT $6::int", "$7::bigint")
 
 /*
  * A shared batch (readshare.h): every event type, ending on the grid of $5
  * positions that starts at the first event of the window after $1, so
  * runners at different points of one cell meet at its end. ($1 position
- * done, $2 window's last position, $3 hi, $4 lo, $5 batch size.) The first
+ * done, $2 window's last position, $3 hi, $4 lo, $5 batch size, $6
+ * batch_max_bytes: a cell cut by bytes ends at its last event.) The first
  * event comes from a scalar subquery, not a join: as an InitPlan its value
  * bounds the index scan, where a joined value would only filter a walk to
  * the window's end; and ORDER BY ... LIMIT 1, not min(), which custom plans
  * turn into an aggregate over the rest of the window.
  */
-#define SQL_FETCH_CELL                                                                             \
-    SQL_EVENTS                                                                                     \
+#define SQL_FETCH_CELL_WHERE                                                                       \
     " WHERE e.global_position > " SQL_DONE                                                         \
     "   AND e.global_position <= least(" SQL_LAST ", (("                                           \
     "         (SELECT f.global_position FROM event_store.domain_event f"                          \
     "           WHERE f.global_position > " SQL_DONE " AND f.global_position <= " SQL_LAST          \
     SQL_IN_WINDOW("f") "  ORDER BY f.global_position LIMIT 1) - 1) / $5::int + 1) * $5::int)"     \
-    SQL_IN_WINDOW("e")                                                                             \
-    " ORDER BY e.global_position"                                                                  \
-    " LIMIT $5::int"
+    SQL_IN_WINDOW("e")
+#define SQL_FETCH_CELL                                                                             \
+    SQL_BOUNDED_EVENTS(SQL_FETCH_CELL_WHERE, " ORDER BY e.global_position LIMIT $5::int",           \
+                       "$6::bigint")
 
 enum fetch_column {
     FC_POSITION,
@@ -275,6 +329,7 @@ enum fetch_column {
     FC_CAUSATION_ID,
     FC_CORRELATION_ID,
     FC_TRANSACTION_ID,
+    FC_BYTES_FULL, /* SQL_FETCH and SQL_FETCH_CELL only: the byte bound cut the batch here */
 };
 
 /*
@@ -288,7 +343,9 @@ enum fetch_column {
  * max, $7 last position, $8-$10 processed, ignored and skipped in the batch,
  * $11 head, $12 status, $13 owner, $14-$16 an error, its sqlstate and
  * position, or NULL, $17 and $18 the transaction and occurred_at of the
- * batch's newest event, NULL without events.)
+ * batch's newest event, NULL without events, $19 stall_timeout_ms.)
+ * progressed_at moves with last_position (sql/V028: healthy means
+ * progressing).
  *
  * Returns the new seq and the commit-to-apply latency of the newest event
  * in seconds (NULL without events): from its commit timestamp when the
@@ -305,6 +362,9 @@ enum fetch_column {
     "       tail_window_position = $5::bigint, tail_window_max = $6::bigint,"                      \
     "       last_position = greatest(m.last_position, $7::bigint),"                                \
     "       last_event_id = greatest(m.last_event_id, $7::bigint),"                                \
+    "       progressed_at = CASE WHEN $7::bigint > m.last_position THEN now()"                     \
+    "                            ELSE m.progressed_at END,"                                        \
+    "       stall_after = $19::int * interval '1 millisecond',"                                    \
     "       checkpoint_seq = m.checkpoint_seq + 1,"                                                \
     "       events_processed = m.events_processed + $8::bigint,"                                   \
     "       events_ignored = m.events_ignored + $9::bigint,"                                       \
@@ -326,7 +386,7 @@ enum fetch_column {
     "                 read_model.projectord_checkpoint_moved($1::text, $2::bigint)), l.s FROM l"
 #define SQL_CHECKPOINT         SQL_CHECKPOINT_ON("projection_metadata")
 #define SQL_REBUILD_CHECKPOINT SQL_CHECKPOINT_ON("projection_rebuild")
-#define SQL_CHECKPOINT_NPARAMS 18
+#define SQL_CHECKPOINT_NPARAMS 19
 
 /* $1 name, $2 position, $3 event_id, $4 event_type, $5 error, $6 sqlstate, $7 payload */
 #define SQL_DEAD_LETTER                                                                            \
@@ -340,10 +400,18 @@ enum fetch_column {
  * Heartbeat and status; $4/$5 an error to record, or NULL. Returns how many
  * instances there are ($6 FLEET_INSTANCE_LOCK, $7 this instance's id), for
  * rebalancing, and whether a rebuild, a resume or a replay was asked for.
+ * $8 stall_timeout_ms. A projection found at the head (as the status view
+ * judges it: SQL_AT_HEAD) counts as progressing, so one that waited at the
+ * head is not stalled the moment an event comes (sql/V028).
  */
+#define SQL_AT_HEAD(m) \
+    m ".last_position >= greatest(" m ".last_position + " m ".lag_events," \
+    " (SELECT coalesce(max(global_position), 0) FROM event_store.domain_event))"
 #define SQL_NOTE \
     "UPDATE read_model.projection_metadata m" \
     "   SET status = $2, owner = $3, heartbeat_at = now()," \
+    "       progressed_at = CASE WHEN " SQL_AT_HEAD("m") " THEN now() ELSE m.progressed_at END," \
+    "       stall_after = $8::int * interval '1 millisecond'," \
     "       last_error = coalesce($4, m.last_error)," \
     "       last_error_sqlstate = CASE WHEN $4 IS NULL THEN m.last_error_sqlstate ELSE $5 END," \
     "       last_error_at = CASE WHEN $4 IS NULL THEN m.last_error_at ELSE now() END," \

@@ -80,6 +80,8 @@ static void assert_defaults(const struct config *cfg)
     assert_int_equal(cfg->batch_size, 1000);
     assert_int_equal(cfg->poll_interval_ms, 1000);
     assert_int_equal(cfg->min_read_interval_ms, 2);
+    assert_int_equal(cfg->batch_max_bytes, 16 << 20);
+    assert_int_equal(cfg->stall_timeout_ms, 20000);
     assert_int_equal(cfg->log_level, LOG_LEVEL_INFO);
     assert_int_equal(cfg->log_format, LOG_FORMAT_TEXT);
     assert_int_equal(cfg->n_projections, N_NAMES);
@@ -226,16 +228,21 @@ static void test_bounds_are_inclusive(void **state)
 {
     (void)state;
     struct config cfg;
-    load_ok(&cfg, "batch_size = 1; poll_interval_ms = 10; min_read_interval_ms = 0;\n");
+    load_ok(&cfg, "batch_size = 1; poll_interval_ms = 10; min_read_interval_ms = 0;\n"
+                  "batch_max_bytes = 1024; stall_timeout_ms = 1000;\n");
     assert_int_equal(cfg.batch_size, 1);
     assert_int_equal(cfg.poll_interval_ms, 10);
     assert_int_equal(cfg.min_read_interval_ms, 0);
+    assert_int_equal(cfg.batch_max_bytes, 1024);
+    assert_int_equal(cfg.stall_timeout_ms, 1000);
     config_free(&cfg);
-    load_ok(&cfg,
-            "batch_size = 100000; poll_interval_ms = 3600000; min_read_interval_ms = 1000;\n");
+    load_ok(&cfg, "batch_size = 100000; poll_interval_ms = 3600000; min_read_interval_ms = 1000;\n"
+                  "batch_max_bytes = 1073741824; stall_timeout_ms = 3600000;\n");
     assert_int_equal(cfg.batch_size, 100000);
     assert_int_equal(cfg.poll_interval_ms, 3600000);
     assert_int_equal(cfg.min_read_interval_ms, 1000);
+    assert_int_equal(cfg.batch_max_bytes, 1 << 30);
+    assert_int_equal(cfg.stall_timeout_ms, 3600000);
     config_free(&cfg);
 }
 
@@ -348,6 +355,15 @@ static void test_out_of_range(void **state)
                  "min_read_interval_ms: must be an integer between 0 and 1000 (got 1001)");
     expect_error("min_read_interval_ms = -1;\n", 1,
                  "min_read_interval_ms: must be an integer between 0 and 1000 (got -1)");
+    expect_error("batch_max_bytes = 1023;\n", 1,
+                 "batch_max_bytes: must be an integer between 1024 and 1073741824 (got 1023)");
+    expect_error("batch_max_bytes = 1073741825;\n", 1,
+                 "batch_max_bytes: must be an integer between 1024 and 1073741824 "
+                 "(got 1073741825)");
+    expect_error("stall_timeout_ms = 999;\n", 1,
+                 "stall_timeout_ms: must be an integer between 1000 and 3600000 (got 999)");
+    expect_error("stall_timeout_ms = 3600001;\n", 1,
+                 "stall_timeout_ms: must be an integer between 1000 and 3600000 (got 3600001)");
 }
 
 static void test_wrong_types(void **state)
@@ -396,7 +412,8 @@ static void test_unknown_keys(void **state)
     (void)state;
     expect_error("batch_size = 5;\nbatchsize = 5;\n", 2,
                  "batchsize: unknown key (valid here: database, listen_channel, batch_size, "
-                 "poll_interval_ms, min_read_interval_ms, rebuild_on_version_change, log, metrics, "
+                 "poll_interval_ms, min_read_interval_ms, batch_max_bytes, stall_timeout_ms, "
+                 "rebuild_on_version_change, log, metrics, "
                  "projections)");
     expect_error("database = {\n  conninfo = \"\";\n  host = \"x\";\n};\n", 3,
                  "database.host: unknown key (valid here: conninfo, target)");
@@ -407,7 +424,8 @@ static void test_unknown_keys(void **state)
     /* Keys are case-sensitive, as in libconfig itself. */
     expect_error("Batch_size = 5;\n", 1,
                  "Batch_size: unknown key (valid here: database, listen_channel, batch_size, "
-                 "poll_interval_ms, min_read_interval_ms, rebuild_on_version_change, log, metrics, "
+                 "poll_interval_ms, min_read_interval_ms, batch_max_bytes, stall_timeout_ms, "
+                 "rebuild_on_version_change, log, metrics, "
                  "projections)");
 }
 
@@ -745,6 +763,8 @@ static void test_print_defaults(void **state)
                               "batch_size = 1000;\n"
                               "poll_interval_ms = 1000;\n"
                               "min_read_interval_ms = 2;\n"
+                              "batch_max_bytes = 16777216;\n"
+                              "stall_timeout_ms = 20000;\n"
                               "rebuild_on_version_change = true;\n"
                               "log = { level = \"info\"; format = \"text\"; };\n"
                               "metrics = { listen = \"\"; };\n"

@@ -14,6 +14,7 @@
 #include <string.h>
 
 #include "metrics.h"
+#include "runner_metrics.h"
 
 static void test_histogram_buckets(void **state)
 {
@@ -113,13 +114,44 @@ static void test_parse_address(void **state)
                   NULL);
 }
 
+/* A live projection owned here: last and head positions, seconds since progress, 20 s allowed. */
+static struct runner_gauges live_at(int64_t last, int64_t head, double age)
+{
+    return (struct runner_gauges){.owned = true,
+                                  .last_position = last,
+                                  .head_position = head,
+                                  .progress_age = age,
+                                  .stall_s = 20.0,
+                                  .status = "live"};
+}
+
+static void test_stalled(void **state)
+{
+    (void)state;
+    struct runner_gauges v = live_at(100, 100, 60.0);
+    assert_false(runner_metrics_stalled(&v, 0));  /* at the head: nothing to do is no stall */
+    assert_true(runner_metrics_stalled(&v, 101)); /* another runner saw a newer head */
+    v = live_at(90, 100, 20.5);
+    assert_true(runner_metrics_stalled(&v, 0));
+    v = live_at(90, 100, 19.5);
+    assert_false(runner_metrics_stalled(&v, 0)); /* behind, but moved lately */
+    v = live_at(90, 100, 60.0);
+    v.failed = true; /* unhealthy for that, not stalled */
+    assert_false(runner_metrics_stalled(&v, 0));
+    v = live_at(90, 100, 60.0);
+    v.owned = false; /* a standby: the owner tells */
+    assert_false(runner_metrics_stalled(&v, 0));
+    v = live_at(90, 100, 60.0);
+    v.status = "stopped";
+    assert_false(runner_metrics_stalled(&v, 0));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
-        cmocka_unit_test(test_histogram_buckets),
-        cmocka_unit_test(test_histogram_text),
-        cmocka_unit_test(test_mbuf_grows),
-        cmocka_unit_test(test_parse_address),
+        cmocka_unit_test(test_histogram_buckets), cmocka_unit_test(test_histogram_text),
+        cmocka_unit_test(test_mbuf_grows),        cmocka_unit_test(test_parse_address),
+        cmocka_unit_test(test_stalled),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -155,7 +155,7 @@ static enum rs_answer b_fetches_after_a_passed(struct fixture *f, int64_t first,
     struct rs_batch *batch;
     assert_int_equal(readshare_fetch(&f->a, LO, HI, first - 1, &batch), RS_SEND);
     assert_non_null(batch);
-    readshare_fetched(f->share, batch, rows_from(first), last);
+    readshare_fetched(f->share, batch, rows_from(first), last, false);
     readshare_release(f->share, batch);
     readshare_left(&f->a);
 
@@ -197,7 +197,71 @@ static void opened_and_read(struct fixture *f, struct rs_member *m)
     struct rs_batch *batch;
     a_opened(f, LO, HI, 101, 119);
     assert_int_equal(readshare_fetch(m, LO, HI, 100, &batch), RS_SEND);
-    readshare_fetched(f->share, batch, rows_from(101), 119);
+    readshare_fetched(f->share, batch, rows_from(101), 119, false);
+    readshare_release(f->share, batch);
+}
+
+/*
+ * Where a shared batch ends. Cut by batch_max_bytes, it ends at its last
+ * event: ending at its cell's end claimed the cell's events it did not
+ * bring, and the runners skipped them.
+ */
+static void a_batch_cut_by_bytes_ends_at_its_last_event(void **state)
+{
+    (void)state;
+    /* The grid of 100: the cell of 101 ends at 200, or at the window's end. */
+    assert_int_equal(readshare_batch_end(101, 150, false, 100, 1000), 200);
+    assert_int_equal(readshare_batch_end(101, 150, false, 100, 180), 180);
+    assert_int_equal(readshare_batch_end(100, 100, false, 100, 1000), 100);
+    assert_int_equal(readshare_batch_end(1, 1, false, 1, 5), 1);
+    assert_int_equal(readshare_batch_end(101, 103, true, 100, 1000), 103);
+    /* One big event alone. */
+    assert_int_equal(readshare_batch_end(150, 150, true, 100, 1000), 150);
+    /* No event: the rest of the window has none. */
+    assert_int_equal(readshare_batch_end(0, 0, false, 100, 1000), 1000);
+    assert_int_equal(readshare_batch_end(0, 0, true, 100, 1000), 1000);
+}
+
+/* A runner waits when the slowest reader's unpassed batches reach the count or the bytes. */
+static void pacing_counts_batches_and_bytes(void **state)
+{
+    (void)state;
+    assert_false(readshare_too_far_ahead(0, 0, 4, 16));
+    assert_false(readshare_too_far_ahead(3, 15, 4, 16));
+    assert_true(readshare_too_far_ahead(4, 0, 4, 16));
+    assert_true(readshare_too_far_ahead(1, 16, 4, 16));
+    /* No byte bound; and the bound never stops a runner with nothing ahead. */
+    assert_false(readshare_too_far_ahead(3, 1 << 30, 4, 0));
+    assert_false(readshare_too_far_ahead(0, 0, 4, 1));
+}
+
+/* Two rows, first and last. */
+static PGresult *two_rows(int64_t first, int64_t last)
+{
+    PGresult *res = rows_from(first);
+    char text[21];
+    snprintf(text, sizeof text, "%lld", (long long)last);
+    assert_int_equal(PQsetvalue(res, 1, 0, text, (int)strlen(text)), 1);
+    return res;
+}
+
+/* A cut batch covers up to its last event only: the next fetch goes on from there. */
+static void a_cut_batch_is_not_taken_past_its_end(void **state)
+{
+    struct fixture *f = *state;
+    struct rs_batch *batch, *got;
+    a_opened(f, LO, HI, 101, 400);
+    assert_int_equal(readshare_fetch(&f->a, LO, HI, 100, &batch), RS_SEND);
+    readshare_fetched(f->share, batch, two_rows(101, 105), 400, true);
+    assert_int_equal(batch->end, 105);
+    /* b, at 104, takes it; at 105 it needs the next read. */
+    assert_int_equal(readshare_fetch(&f->b, LO, HI, 104, &got), RS_HIT);
+    assert_ptr_equal(got, batch);
+    readshare_release(f->share, got);
+    assert_int_equal(readshare_fetch(&f->b, LO, HI, 105, &got), RS_SEND);
+    assert_non_null(got);
+    readshare_failed(f->share, got);
+    readshare_release(f->share, got);
     readshare_release(f->share, batch);
 }
 
@@ -378,6 +442,9 @@ int main(void)
         cmocka_unit_test_setup_teardown(a_failed_open_frees_the_waiter_at_once, setup, teardown),
         cmocka_unit_test_setup_teardown(a_live_windows_batch_outlives_its_reader, setup, teardown),
         cmocka_unit_test_setup_teardown(a_backlogs_first_batch_does_not, setup, teardown),
+        cmocka_unit_test(a_batch_cut_by_bytes_ends_at_its_last_event),
+        cmocka_unit_test(pacing_counts_batches_and_bytes),
+        cmocka_unit_test_setup_teardown(a_cut_batch_is_not_taken_past_its_end, setup, teardown),
         cmocka_unit_test_setup_teardown(a_window_older_than_the_wake_up_is_taken, setup, teardown),
         cmocka_unit_test_setup_teardown(the_window_before_the_last_is_taken, setup, teardown),
         cmocka_unit_test_setup_teardown(no_second_window_ahead_of_a_reader, setup, teardown),
