@@ -120,30 +120,47 @@ static char *prune_deep(const char *text, size_t len, size_t *outlen)
     return out;
 }
 
-json_t *payload_decode(const char *text, size_t len, bool *out_of_memory, char *err, size_t errlen)
+/*
+ * Whether jansson failed to parse for want of memory. jansson 2.14 says so
+ * only sometimes: a failed allocation also comes back without a reason, or
+ * as a syntax error at the token it was reading. The text is jsonb as
+ * PostgreSQL prints it, so it is valid JSON: a syntax error can only be
+ * such a failure. What stays the event's fault is what jansson can not
+ * hold (numbers beyond int64 or double, invalid UTF-8 from a SQL_ASCII
+ * server).
+ */
+static bool allocation_failed(const json_error_t *jerr)
+{
+    switch (json_error_code(jerr)) {
+    case json_error_unknown:
+    case json_error_out_of_memory:
+    case json_error_invalid_syntax:
+    case json_error_premature_end_of_input:
+    case json_error_end_of_input_expected:
+        return true;
+    default:
+        return false;
+    }
+}
+
+json_t *payload_decode(const char *text, size_t len, bool *out_of_memory, char *err,
+                       size_t errlen)
 {
     json_error_t jerr;
     /* JSON_ALLOW_NUL: "\u0000" decodes, and payload_string rejects it by name. */
     const size_t flags = JSON_DECODE_ANY | JSON_ALLOW_NUL;
-    bool oom = false;
+    bool pruned_oom = false;
     json_t *v = json_loadb(text, len, flags, &jerr);
     if (v == NULL && json_error_code(&jerr) == json_error_stack_overflow) {
         size_t n;
         char *pruned = prune_deep(text, len, &n);
         if (pruned != NULL)
             v = json_loadb(pruned, n, flags, &jerr);
-        else
-            oom = true;
+        pruned_oom = pruned == NULL;
         free(pruned);
     }
-    oom |= v == NULL && json_error_code(&jerr) == json_error_out_of_memory;
     if (out_of_memory)
-        *out_of_memory = oom;
-    if (oom) {
-        json_decref(v);
-        snprintf(err, errlen, "out of memory decoding the payload");
-        return NULL;
-    }
+        *out_of_memory = v == NULL && (pruned_oom || allocation_failed(&jerr));
     if (v == NULL) {
         snprintf(err, errlen, "payload is not valid JSON: %s at line %d column %d", jerr.text,
                  jerr.line, jerr.column);

@@ -15,10 +15,10 @@
 #include <stdint.h>
 
 /*
- * Decode event_data text; the result must be a JSON object.
- * Returns a new reference (caller json_decref()s it) or NULL with err set;
- * then *out_of_memory (when not NULL) says whether memory ran out, which
- * is no fault of the text.
+ * Decode event_data text (jsonb as PostgreSQL prints it); the result must
+ * be a JSON object. Returns a new reference (caller json_decref()s it) or
+ * NULL with err set; then *out_of_memory (when not NULL) says whether the
+ * decoding ran out of memory, which is no fault of the event.
  */
 json_t *payload_decode(const char *text, size_t len, bool *out_of_memory, char *err, size_t errlen);
 
