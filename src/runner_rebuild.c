@@ -145,12 +145,18 @@ void rebuild_lost(struct runner *r)
  */
 bool rebuild_setup_failed(struct runner *r)
 {
-    static const char *const undefined[] = {"42P01", "42883", "42704",
-                                            NULL}; /* table, function, object */
-    bool permanent = false;
+    /* undefined_table, undefined_function, undefined_object */
+    static const char *const undefined[] = {"42P01", "42883", "42704", NULL};
+    bool names_what_it_lacks = false;
     for (const char *const *s = undefined; *s; s++)
-        permanent |= strcmp(r->err_state, *s) == 0;
-    if (!permanent)
+        names_what_it_lacks |= strcmp(r->err_state, *s) == 0;
+    /*
+     * Only in the setup that begins the rebuild: the schema is then the one
+     * its own transaction makes. In a later session the schema may be gone
+     * because the projection has another owner now, whose status row an
+     * abandon must not touch: the retry finds that out (rebuild_lost).
+     */
+    if (!names_what_it_lacks || r->rebuild_begun)
         return false;
     char cause[sizeof r->err_msg];
     snprintf(cause, sizeof cause, "%s", r->err_msg);
