@@ -9,51 +9,54 @@
 #include "projection.h"
 
 enum {
-    ST_COUNT,
+    ST_COUNT = PJ_STMT_ID(0, 3),
 };
 
 static const struct pj_statement statements[] = {
     /* $1 event types, $2 positions, $3 occurred_at (NULLs allowed): one element per event */
-    [ST_COUNT] =
-        {"INSERT INTO event_type_stats AS s (event_type, event_count, first_position,"
-         "                                   last_position, last_occurred_at)"
-         " SELECT t, count(*), min(p), max(p), max(o)"
-         "   FROM unnest($1::text[], $2::bigint[], $3::timestamptz[]) AS e(t, p, o)"
-         "  GROUP BY t"
-         " ON CONFLICT (event_type) DO UPDATE"
-         "   SET event_count = s.event_count + excluded.event_count,"
-         "       first_position = least(s.first_position, excluded.first_position),"
-         "       last_position = greatest(s.last_position, excluded.last_position),"
-         "       last_occurred_at = greatest(s.last_occurred_at, excluded.last_occurred_at)",
-         3},
-    {NULL, 0},
+    PJ_STATEMENT(
+        ST_COUNT,
+        .sql = "INSERT INTO event_type_stats AS s (event_type, event_count, first_position,"
+               "                                   last_position, last_occurred_at)"
+               " SELECT t, count(*), min(p), max(p), max(o)"
+               "   FROM unnest($1::text[], $2::bigint[], $3::timestamptz[]) AS e(t, p, o)"
+               "  GROUP BY t"
+               " ON CONFLICT (event_type) DO UPDATE"
+               "   SET event_count = s.event_count + excluded.event_count,"
+               "       first_position = least(s.first_position, excluded.first_position),"
+               "       last_position = greatest(s.last_position, excluded.last_position),"
+               "       last_occurred_at = greatest(s.last_occurred_at, excluded.last_occurred_at)"),
+    PJ_STATEMENTS_END,
 };
 
 struct batch {
     struct pj_textarr types, positions, occurred;
 };
 
-static int any_event(struct pj_ctx *ctx, const struct pj_event *ev, const json_t *payload)
+static enum pj_outcome any_event(struct pj_ctx *ctx, const struct pj_event *ev,
+                                 const json_t *payload)
 {
     (void)payload;
     struct batch *b = pj_state(ctx);
-    if (pj_textarr_add(&b->types, ev->event_type) < 0 ||
-        pj_textarr_add(&b->positions, ev->position_text) < 0 ||
-        pj_textarr_add(&b->occurred, ev->occurred_at) < 0)
-        return pj_bad(ctx, "out of memory");
-    return 0;
+    /* Out of memory is no fault of the event: the batch goes again later. */
+    if (pj_textarr_add(&b->types, ev->event_type) != PJ_OK ||
+        pj_textarr_add(&b->positions, ev->position_text) != PJ_OK ||
+        pj_textarr_add(&b->occurred, ev->occurred_at) != PJ_OK)
+        return PJ_RETRY;
+    return PJ_OK;
 }
 
-static int flush(struct pj_ctx *ctx, void *state)
+static enum pj_outcome flush(struct pj_ctx *ctx, void *state)
 {
     struct batch *b = state;
     if (b->types.n == 0)
-        return 0;
-    const char *params[] = {pj_textarr_literal(&b->types), pj_textarr_literal(&b->positions),
-                            pj_textarr_literal(&b->occurred)};
-    if (!params[0] || !params[1] || !params[2])
-        return pj_bad(ctx, "out of memory");
-    return pj_exec(ctx, ST_COUNT, params, 0);
+        return PJ_OK;
+    const char *types = pj_textarr_literal(&b->types);
+    const char *positions = pj_textarr_literal(&b->positions);
+    const char *occurred = pj_textarr_literal(&b->occurred);
+    if (!types || !positions || !occurred)
+        return PJ_RETRY;
+    return PJ_EXEC(ctx, ST_COUNT, types, positions, occurred);
 }
 
 static void release(void *state)

@@ -9,109 +9,110 @@
 #include "projection.h"
 
 enum {
-    ST_REGISTER,
-    ST_VERIFY_EMAIL,
-    ST_CHANGE_EMAIL,
-    ST_LOG_IN,
-    ST_CHANGE_ROLE,
-    ST_SET_STATUS,
+    ST_REGISTER = PJ_STMT_ID(0, 6),
+    ST_VERIFY_EMAIL = PJ_STMT_ID(1, 2),
+    ST_CHANGE_EMAIL = PJ_STMT_ID(2, 3),
+    ST_LOG_IN = PJ_STMT_ID(3, 2),
+    ST_CHANGE_ROLE = PJ_STMT_ID(4, 3),
+    ST_SET_STATUS = PJ_STMT_ID(5, 3),
 };
 
 static const struct pj_statement statements[] = {
     /* $1 id, $2 email, $3 first_name, $4 last_name, $5 role|NULL, $6 occurred_at */
-    [ST_REGISTER] = {"INSERT INTO users (id, email, first_name, last_name, role, status,"
+    PJ_STATEMENT(ST_REGISTER, .key = 1, .flags = PJ_COUNT_IGNORED,
+                 .sql =
+                     "INSERT INTO users (id, email, first_name, last_name, role, status,"
                      "                   email_verified, login_count, created_at, updated_at)"
                      " VALUES ($1::uuid, $2::text, $3::text, $4::text, coalesce($5::text, 'user'),"
                      "         'active', false, 0, $6::timestamptz, $6::timestamptz)"
-                     " ON CONFLICT (id) DO NOTHING",
-                     6},
+                     " ON CONFLICT (id) DO NOTHING"),
     /* PJ_BULK (projection.h): $1 ids, $2 occurred_at, one element per event */
-    [ST_VERIFY_EMAIL] = {"UPDATE users u SET email_verified = true,"
-                         " email_verified_at = e.at, updated_at = e.at"
-                         " FROM unnest($1::uuid[], $2::timestamptz[]) AS e(id, at)"
-                         " WHERE u.id = e.id",
-                         2, PJ_BULK},
+    PJ_STATEMENT(ST_VERIFY_EMAIL, .key = 1, .flags = PJ_BULK | PJ_COUNT_IGNORED,
+                 .sql = "UPDATE users u SET email_verified = true,"
+                        " email_verified_at = e.at, updated_at = e.at"
+                        " FROM unnest($1::uuid[], $2::timestamptz[]) AS e(id, at)"
+                        " WHERE u.id = e.id"),
     /* $1 id, $2 email, $3 occurred_at */
-    [ST_CHANGE_EMAIL] = {"UPDATE users SET email = $2::text, email_verified = false,"
-                         " email_verified_at = NULL, updated_at = $3::timestamptz"
-                         " WHERE id = $1::uuid",
-                         3},
+    PJ_STATEMENT(ST_CHANGE_EMAIL, .key = 1, .flags = PJ_COUNT_IGNORED,
+                 .sql = "UPDATE users SET email = $2::text, email_verified = false,"
+                        " email_verified_at = NULL, updated_at = $3::timestamptz"
+                        " WHERE id = $1::uuid"),
     /* PJ_BULK: $1 ids, $2 occurred_at */
-    [ST_LOG_IN] = {"UPDATE users u SET login_count = u.login_count + 1,"
-                   " last_login_at = e.at, updated_at = e.at"
-                   " FROM unnest($1::uuid[], $2::timestamptz[]) AS e(id, at)"
-                   " WHERE u.id = e.id",
-                   2, PJ_BULK},
+    PJ_STATEMENT(ST_LOG_IN, .key = 1, .flags = PJ_BULK | PJ_COUNT_IGNORED,
+                 .sql = "UPDATE users u SET login_count = u.login_count + 1,"
+                        " last_login_at = e.at, updated_at = e.at"
+                        " FROM unnest($1::uuid[], $2::timestamptz[]) AS e(id, at)"
+                        " WHERE u.id = e.id"),
     /* PJ_BULK: $1 ids, $2 roles, $3 occurred_at */
-    [ST_CHANGE_ROLE] = {"UPDATE users u SET role = e.role, updated_at = e.at"
+    PJ_STATEMENT(ST_CHANGE_ROLE, .key = 1, .flags = PJ_BULK | PJ_COUNT_IGNORED,
+                 .sql = "UPDATE users u SET role = e.role, updated_at = e.at"
                         " FROM unnest($1::uuid[], $2::text[], $3::timestamptz[]) AS e(id, role, at)"
-                        " WHERE u.id = e.id",
-                        3, PJ_BULK},
+                        " WHERE u.id = e.id"),
     /* PJ_BULK: $1 ids, $2 statuses ('active' | 'inactive', from the handler), $3 occurred_at */
-    [ST_SET_STATUS] = {"UPDATE users u SET status = e.status, updated_at = e.at"
-                       " FROM unnest($1::uuid[], $2::text[], $3::timestamptz[])"
-                       "      AS e(id, status, at)"
-                       " WHERE u.id = e.id",
-                       3, PJ_BULK},
-    {NULL, 0},
+    PJ_STATEMENT(ST_SET_STATUS, .key = 1, .flags = PJ_BULK | PJ_COUNT_IGNORED,
+                 .sql = "UPDATE users u SET status = e.status, updated_at = e.at"
+                        " FROM unnest($1::uuid[], $2::text[], $3::timestamptz[])"
+                        "      AS e(id, status, at)"
+                        " WHERE u.id = e.id"),
+    PJ_STATEMENTS_END,
 };
 
-static int user_registered(struct pj_ctx *ctx, const struct pj_event *ev, const json_t *payload)
+static enum pj_outcome user_registered(struct pj_ctx *ctx, const struct pj_event *ev,
+                                       const json_t *payload)
 {
     const char *email, *first_name, *last_name, *role;
-    if (pj_str(ctx, payload, "email", &email) < 0 ||
-        pj_str(ctx, payload, "first_name", &first_name) < 0 ||
-        pj_str(ctx, payload, "last_name", &last_name) < 0 ||
-        pj_opt_str(ctx, payload, "role", &role) < 0)
-        return -1;
-    const char *params[] = {ev->aggregate_id, email, first_name, last_name, role, ev->occurred_at};
-    return pj_exec(ctx, ST_REGISTER, params, PJ_COUNT_IGNORED);
+    if (!pj_str(ctx, payload, "email", &email) ||
+        !pj_str(ctx, payload, "first_name", &first_name) ||
+        !pj_str(ctx, payload, "last_name", &last_name) || !pj_opt_str(ctx, payload, "role", &role))
+        return PJ_BAD_EVENT;
+    return PJ_EXEC(ctx, ST_REGISTER, ev->aggregate_id, email, first_name, last_name, role,
+                   ev->occurred_at);
 }
 
-static int user_email_verified(struct pj_ctx *ctx, const struct pj_event *ev, const json_t *payload)
+static enum pj_outcome user_email_verified(struct pj_ctx *ctx, const struct pj_event *ev,
+                                           const json_t *payload)
 {
     (void)payload;
-    const char *params[] = {ev->aggregate_id, ev->occurred_at};
-    return pj_exec(ctx, ST_VERIFY_EMAIL, params, PJ_COUNT_IGNORED);
+    return PJ_EXEC(ctx, ST_VERIFY_EMAIL, ev->aggregate_id, ev->occurred_at);
 }
 
-static int user_email_changed(struct pj_ctx *ctx, const struct pj_event *ev, const json_t *payload)
+static enum pj_outcome user_email_changed(struct pj_ctx *ctx, const struct pj_event *ev,
+                                          const json_t *payload)
 {
     const char *email;
-    if (pj_str(ctx, payload, "email", &email) < 0)
-        return -1;
-    const char *params[] = {ev->aggregate_id, email, ev->occurred_at};
-    return pj_exec(ctx, ST_CHANGE_EMAIL, params, PJ_COUNT_IGNORED);
+    if (!pj_str(ctx, payload, "email", &email))
+        return PJ_BAD_EVENT;
+    return PJ_EXEC(ctx, ST_CHANGE_EMAIL, ev->aggregate_id, email, ev->occurred_at);
 }
 
-static int user_logged_in(struct pj_ctx *ctx, const struct pj_event *ev, const json_t *payload)
+static enum pj_outcome user_logged_in(struct pj_ctx *ctx, const struct pj_event *ev,
+                                      const json_t *payload)
 {
     (void)payload;
-    const char *params[] = {ev->aggregate_id, ev->occurred_at};
-    return pj_exec(ctx, ST_LOG_IN, params, PJ_COUNT_IGNORED);
+    return PJ_EXEC(ctx, ST_LOG_IN, ev->aggregate_id, ev->occurred_at);
 }
 
-static int user_role_changed(struct pj_ctx *ctx, const struct pj_event *ev, const json_t *payload)
+static enum pj_outcome user_role_changed(struct pj_ctx *ctx, const struct pj_event *ev,
+                                         const json_t *payload)
 {
     const char *role;
-    if (pj_str(ctx, payload, "role", &role) < 0)
-        return -1;
-    const char *params[] = {ev->aggregate_id, role, ev->occurred_at};
-    return pj_exec(ctx, ST_CHANGE_ROLE, params, PJ_COUNT_IGNORED);
+    if (!pj_str(ctx, payload, "role", &role))
+        return PJ_BAD_EVENT;
+    return PJ_EXEC(ctx, ST_CHANGE_ROLE, ev->aggregate_id, role, ev->occurred_at);
 }
 
-static int user_deactivated(struct pj_ctx *ctx, const struct pj_event *ev, const json_t *payload)
+static enum pj_outcome user_deactivated(struct pj_ctx *ctx, const struct pj_event *ev,
+                                        const json_t *payload)
 {
     (void)payload;
-    const char *params[] = {ev->aggregate_id, "inactive", ev->occurred_at};
-    return pj_exec(ctx, ST_SET_STATUS, params, PJ_COUNT_IGNORED);
+    return PJ_EXEC(ctx, ST_SET_STATUS, ev->aggregate_id, "inactive", ev->occurred_at);
 }
 
-static int user_reactivated(struct pj_ctx *ctx, const struct pj_event *ev, const json_t *payload)
+static enum pj_outcome user_reactivated(struct pj_ctx *ctx, const struct pj_event *ev,
+                                        const json_t *payload)
 {
     (void)payload;
-    const char *params[] = {ev->aggregate_id, "active", ev->occurred_at};
-    return pj_exec(ctx, ST_SET_STATUS, params, PJ_COUNT_IGNORED);
+    return PJ_EXEC(ctx, ST_SET_STATUS, ev->aggregate_id, "active", ev->occurred_at);
 }
 
 static const struct pj_handler handlers[] = {

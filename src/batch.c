@@ -89,8 +89,9 @@ int batch_flush(struct pj_ctx *b)
     b->err[0] = '\0';
     if (send_held(b) < 0)
         return -1;
-    int rc = b->proj->flush ? b->proj->flush(b, b->state) : 0;
-    return rc < 0 ? rc : send_held(b); /* what the flush itself held */
+    if (b->proj->flush && b->proj->flush(b, b->state) != PJ_OK)
+        return -1;
+    return send_held(b); /* what the flush itself held */
 }
 
 void *pj_state(struct pj_ctx *ctx)
@@ -114,16 +115,16 @@ static int textarr_reserve(struct pj_textarr *a, size_t need)
     return 0;
 }
 
-int pj_textarr_add(struct pj_textarr *a, const char *value)
+enum pj_outcome pj_textarr_add(struct pj_textarr *a, const char *value)
 {
     size_t need = value ? 2 * strlen(value) + 3 : 5;
     if (textarr_reserve(a, need) < 0)
-        return -1;
+        return PJ_RETRY;
     a->buf[a->len++] = a->n++ ? ',' : '{';
     if (!value) {
         memcpy(a->buf + a->len, "NULL", 4);
         a->len += 4;
-        return 0;
+        return PJ_OK;
     }
     a->buf[a->len++] = '"';
     for (const char *c = value; *c; c++) {
@@ -132,7 +133,7 @@ int pj_textarr_add(struct pj_textarr *a, const char *value)
         a->buf[a->len++] = *c;
     }
     a->buf[a->len++] = '"';
-    return 0;
+    return PJ_OK;
 }
 
 const char *pj_textarr_literal(struct pj_textarr *a)
@@ -183,33 +184,49 @@ void batch_stmt_name(int idx, char buf[16])
     snprintf(buf, 16, "pj%d", idx);
 }
 
-int pj_exec(struct pj_ctx *ctx, int stmt, const char *const *params, unsigned flags)
+enum pj_outcome pj_exec(struct pj_ctx *ctx, int id, const char *const *params)
 {
+    int stmt = PJ_STMT_INDEX(id);
     if (stmt < 0 || stmt >= ctx->nstatements)
         return pj_bad(ctx, "projection %s: no statement %d", ctx->proj->name, stmt);
     const struct pj_statement *s = &ctx->proj->statements[stmt];
-    const char *key = s->nparams > 0 ? params[0] : NULL;
+    const char *key = s->key > 0 ? params[s->key - 1] : NULL;
     ctx->queued++;
     /* A statement about a held key must come after the held events. */
     if (bulk_conflicts(&ctx->bulk, key) && send_held(ctx) < 0)
-        return -1;
-    if (ctx->bulk.stmts[stmt].cols) { /* PJ_BULK, with a key to hold by */
-        if (bulk_hold(&ctx->bulk, stmt, ctx->event, params, flags) < 0)
-            return -1;
-        return ctx->one_by_one || !key ? send_held(ctx) : 0;
+        return PJ_RETRY;
+    if (ctx->bulk.stmts[stmt].cols) { /* PJ_BULK */
+        if (bulk_hold(&ctx->bulk, stmt, ctx->event, params) < 0)
+            return PJ_RETRY;
+        return (ctx->one_by_one || !key) && send_held(ctx) < 0 ? PJ_RETRY : PJ_OK;
     }
     char name[16];
     batch_stmt_name(stmt, name);
-    if (pgconn_exec_prepared(ctx->conn, name, s->nparams, params) < 0)
-        return -1;
-    return batch_record(ctx, ctx->event, flags, 1);
+    if (pgconn_exec_prepared(ctx->conn, name, s->nparams, params) < 0 ||
+        batch_record(ctx, ctx->event, s->flags, 1) < 0)
+        return PJ_RETRY;
+    return PJ_OK;
 }
 
-int pj_bad(struct pj_ctx *ctx, const char *fmt, ...)
+enum pj_outcome pj_bad(struct pj_ctx *ctx, const char *fmt, ...)
 {
     va_list ap;
     va_start(ap, fmt);
     vsnprintf(ctx->err, sizeof ctx->err, fmt, ap);
     va_end(ap);
-    return -1;
+    return PJ_BAD_EVENT;
+}
+
+enum pj_outcome pj_bad_in(struct pj_ctx *ctx, const char *where, ...)
+{
+    char reason[sizeof ctx->err];
+    snprintf(reason, sizeof reason, "%s", ctx->err);
+    va_list ap;
+    va_start(ap, where);
+    int n = vsnprintf(ctx->err, sizeof ctx->err, where, ap);
+    va_end(ap);
+    size_t room = n >= 0 && (size_t)n < sizeof ctx->err ? sizeof ctx->err - (size_t)n : 0;
+    if (room > 2) /* ": " and what of the reason fits */
+        snprintf(ctx->err + n, room, ": %.*s", (int)(room - 3), reason);
+    return PJ_BAD_EVENT;
 }

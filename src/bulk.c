@@ -14,9 +14,11 @@ int bulk_init(struct bulk *b, const struct projection *p, int nstmts)
         return -1;
     for (int i = 0; i < nstmts; i++) {
         const struct pj_statement *s = &p->statements[i];
-        if (!(s->flags & PJ_BULK) || s->nparams < 1)
-            continue;
+        if (!(s->flags & PJ_BULK) || s->key < 1 || s->key > s->nparams)
+            continue; /* registry_check refuses such a projection */
         b->stmts[i].nparams = s->nparams;
+        b->stmts[i].key = s->key;
+        b->stmts[i].flags = s->flags;
         b->stmts[i].cols = calloc((size_t)s->nparams, sizeof *b->stmts[i].cols);
         if (!b->stmts[i].cols)
             return -1;
@@ -112,18 +114,17 @@ static int add_key(struct bulk *b, const char *key)
     return 0;
 }
 
-int bulk_hold(struct bulk *b, int stmt, int event, const char *const *params, unsigned flags)
+int bulk_hold(struct bulk *b, int stmt, int event, const char *const *params)
 {
     struct bulk_stmt *s = &b->stmts[stmt];
-    if (params[0] && add_key(b, params[0]) < 0)
+    const char *key = params[s->key - 1];
+    if (key && add_key(b, key) < 0)
         return -1;
     for (int k = 0; k < s->nparams; k++)
-        if (pj_textarr_add(&s->cols[k], params[k]) < 0)
+        if (pj_textarr_add(&s->cols[k], params[k]) != PJ_OK)
             return -1;
-    if (s->n++ == 0) {
+    if (s->n++ == 0)
         s->event = event;
-        s->flags = flags;
-    }
     b->held++;
     return 0;
 }

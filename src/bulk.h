@@ -21,9 +21,10 @@
 struct bulk_stmt {
     struct pj_textarr *cols; /* nparams arrays; NULL for a statement that is not PJ_BULK */
     int nparams;
+    int key;        /* the statement's key parameter (1 for $1) */
     size_t n;       /* events held */
     int event;      /* the first held event's index */
-    unsigned flags; /* pj_exec flags of the first held event */
+    unsigned flags; /* the statement's flags */
 };
 
 struct bulk {
@@ -48,7 +49,7 @@ void bulk_clear(struct bulk *b);
 bool bulk_conflicts(const struct bulk *b, const char *key);
 
 /* Hold event's parameters for statement stmt (a PJ_BULK one). Returns 0 or -1 (memory). */
-int bulk_hold(struct bulk *b, int stmt, int event, const char *const *params, unsigned flags);
+int bulk_hold(struct bulk *b, int stmt, int event, const char *const *params);
 
 /*
  * The i-th parameter of statement stmt's held events, as an array literal;

@@ -144,6 +144,12 @@ int main(int argc, char **argv)
         usage(stderr);
         return EXIT_USAGE;
     }
+    /* A projection whose declarations are wrong would fail mid-batch: refuse it now. */
+    char err[512];
+    if (registry_check_all(err, sizeof err) < 0) {
+        fprintf(stderr, "projectord: %s\n", err);
+        return EXIT_FAILURE_1;
+    }
     if (strcmp(command, "list") == 0) {
         if (optind < argc) {
             fprintf(stderr, "projectord: list: unexpected arguments\n");

@@ -120,19 +120,47 @@ static char *prune_deep(const char *text, size_t len, size_t *outlen)
     return out;
 }
 
-json_t *payload_decode(const char *text, size_t len, char *err, size_t errlen)
+/*
+ * Whether jansson failed to parse for want of memory. jansson 2.14 says so
+ * only sometimes: a failed allocation also comes back without a reason, or
+ * as a syntax error at the token it was reading. The text is jsonb as
+ * PostgreSQL prints it, so it is valid JSON: a syntax error can only be
+ * such a failure. What stays the event's fault is what jansson can not
+ * hold (numbers beyond int64 or double, invalid UTF-8 from a SQL_ASCII
+ * server).
+ */
+static bool allocation_failed(const json_error_t *jerr)
+{
+    switch (json_error_code(jerr)) {
+    case json_error_unknown:
+    case json_error_out_of_memory:
+    case json_error_invalid_syntax:
+    case json_error_premature_end_of_input:
+    case json_error_end_of_input_expected:
+        return true;
+    default:
+        return false;
+    }
+}
+
+json_t *payload_decode(const char *text, size_t len, bool *out_of_memory, char *err,
+                       size_t errlen)
 {
     json_error_t jerr;
     /* JSON_ALLOW_NUL: "\u0000" decodes, and payload_string rejects it by name. */
     const size_t flags = JSON_DECODE_ANY | JSON_ALLOW_NUL;
+    bool pruned_oom = false;
     json_t *v = json_loadb(text, len, flags, &jerr);
     if (v == NULL && json_error_code(&jerr) == json_error_stack_overflow) {
         size_t n;
         char *pruned = prune_deep(text, len, &n);
         if (pruned != NULL)
             v = json_loadb(pruned, n, flags, &jerr);
+        pruned_oom = pruned == NULL;
         free(pruned);
     }
+    if (out_of_memory)
+        *out_of_memory = v == NULL && (pruned_oom || allocation_failed(&jerr));
     if (v == NULL) {
         snprintf(err, errlen, "payload is not valid JSON: %s at line %d column %d", jerr.text,
                  jerr.line, jerr.column);
@@ -270,13 +298,38 @@ int payload_opt_uuid(const json_t *obj, const char *key, const char **out, char 
     return uuid_value(v, key, out, err, errlen);
 }
 
-int payload_array(const json_t *obj, const char *key, const json_t **out, char *err, size_t errlen)
+/* A required field of one container type (what: "an array", "an object"). */
+static int container(const json_t *obj, const char *key, json_type type, const char *what,
+                     const json_t **out, char *err, size_t errlen)
 {
     json_t *v;
     if (field(obj, key, false, &v, err, errlen) < 0)
         return -1;
-    if (!json_is_array(v)) {
-        snprintf(err, errlen, "field '%s' must be an array (got %s)", key, type_name(v));
+    if (json_typeof(v) != type) {
+        snprintf(err, errlen, "field '%s' must be %s (got %s)", key, what, type_name(v));
+        return -1;
+    }
+    *out = v;
+    return 0;
+}
+
+int payload_array(const json_t *obj, const char *key, const json_t **out, char *err, size_t errlen)
+{
+    return container(obj, key, JSON_ARRAY, "an array", out, err, errlen);
+}
+
+int payload_object(const json_t *obj, const char *key, const json_t **out, char *err, size_t errlen)
+{
+    return container(obj, key, JSON_OBJECT, "an object", out, err, errlen);
+}
+
+int payload_object_at(const json_t *array, const char *key, size_t i, const json_t **out, char *err,
+                      size_t errlen)
+{
+    const json_t *v = json_array_get(array, i);
+    if (!json_is_object(v)) {
+        snprintf(err, errlen, "%s[%zu] must be a JSON object (got %s)", key, i,
+                 v ? type_name(v) : "nothing");
         return -1;
     }
     *out = v;

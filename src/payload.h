@@ -15,10 +15,12 @@
 #include <stdint.h>
 
 /*
- * Decode event_data text; the result must be a JSON object.
- * Returns a new reference (caller json_decref()s it) or NULL with err set.
+ * Decode event_data text (jsonb as PostgreSQL prints it); the result must
+ * be a JSON object. Returns a new reference (caller json_decref()s it) or
+ * NULL with err set; then *out_of_memory (when not NULL) says whether the
+ * decoding ran out of memory, which is no fault of the event.
  */
-json_t *payload_decode(const char *text, size_t len, char *err, size_t errlen);
+json_t *payload_decode(const char *text, size_t len, bool *out_of_memory, char *err, size_t errlen);
 
 /* Required string: present, not null, a JSON string without NUL bytes. */
 int payload_string(const json_t *obj, const char *key, const char **out, char *err, size_t errlen);
@@ -42,6 +44,17 @@ int payload_opt_uuid(const json_t *obj, const char *key, const char **out, char 
 
 /* Required array. */
 int payload_array(const json_t *obj, const char *key, const json_t **out, char *err, size_t errlen);
+
+/* Required object. */
+int payload_object(const json_t *obj, const char *key, const json_t **out, char *err,
+                   size_t errlen);
+
+/*
+ * Element i of array (the field `key`, for messages), which must be an
+ * object: "items[2] must be a JSON object (got string)". i below the size.
+ */
+int payload_object_at(const json_t *array, const char *key, size_t i, const json_t **out, char *err,
+                      size_t errlen);
 
 /* True if text is a uuid in 8-4-4-4-12 hex form. */
 bool payload_is_uuid(const char *text);

@@ -22,4 +22,24 @@ const struct pj_handler *registry_handler(const struct projection *p, const char
 /* True if the projection has a "*" handler (it sees every event type). */
 bool registry_handles_all(const struct projection *p);
 
+/*
+ * What the build can not check about a projection's declarations
+ * (projection.h): a name the shadow schema can take, statements numbered
+ * 0, 1, 2, ... up to PJ_STATEMENTS_END, each statement's SQL using $1..$N
+ * for its declared N parameters, a key within them and one on each PJ_BULK
+ * statement, known flags, a handler function for each event type, at least
+ * one table. Returns 0, or -1 with one line in err naming the projection
+ * and what is wrong. Called once at start, before any command runs.
+ */
+int registry_check(const struct projection *p, char *err, size_t errlen);
+
+/* registry_check for every compiled-in projection: 0, or -1 for the first that fails. */
+int registry_check_all(char *err, size_t errlen);
+
+/*
+ * The highest $N placeholder in sql (0 without any), outside quoted
+ * strings, quoted identifiers, dollar quotes and comments.
+ */
+int registry_max_placeholder(const char *sql);
+
 #endif

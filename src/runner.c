@@ -1017,25 +1017,30 @@ void rn_send_fetch(struct runner *r)
 
 /* ---- building a batch ----------------------------------------------------- */
 
-/* Returns 1 when the projection has no handler for event i (a shared batch holds every type). */
-static int run_handler(struct runner *r, int i)
+/*
+ * Event i's outcome (projection.h); *handled is false when the projection
+ * has no handler for it (a shared batch holds every type).
+ */
+static enum pj_outcome run_handler(struct runner *r, int i, bool *handled)
 {
     struct pj_event ev;
     fill_event(r, i, &ev);
     const struct pj_handler *h = registry_handler(r->proj, ev.event_type);
+    *handled = h != NULL;
     if (!h)
-        return 1;
+        return PJ_OK;
     r->ctx.event = i;
     r->ctx.err[0] = '\0';
     json_t *payload = NULL;
     if (!(h->flags & PJ_NO_PAYLOAD)) {
+        bool oom = false;
         payload =
             payload_decode(ev.event_data, (size_t)PQgetlength(r->events, r->ev0 + i, FC_EVENT_DATA),
-                           r->ctx.err, sizeof r->ctx.err);
+                           &oom, r->ctx.err, sizeof r->ctx.err);
         if (!payload)
-            return -1;
+            return oom ? PJ_RETRY : PJ_BAD_EVENT;
     }
-    int rc = h->fn(&r->ctx, &ev, payload);
+    enum pj_outcome rc = h->fn(&r->ctx, &ev, payload);
     json_decref(payload);
     return rc;
 }
@@ -1089,16 +1094,18 @@ static int queue_event(struct runner *r, int i)
     struct bad_event *b = find_bad(r, i);
     if (!b) {
         size_t before = batch_queued(&r->ctx);
-        int rc = run_handler(r, i);
-        if (rc == 1)
+        bool handled;
+        enum pj_outcome rc = run_handler(r, i, &handled);
+        if (!handled)
             return 0;
-        if (rc == 0) {
+        if (rc == PJ_OK) {
             r->processed++;
             return r->replaying ? replay_drop_dead_letter(r, i) : 0;
         }
-        if (!r->ctx.err[0])
-            return -1;
-        b = add_bad(r, i, "", r->ctx.err);
+        if (rc != PJ_BAD_EVENT)
+            return -1; /* PJ_RETRY: memory or the connection; the batch goes again later */
+        b = add_bad(r, i, "",
+                    r->ctx.err[0] ? r->ctx.err : "the handler found it bad (no reason given)");
         if (!b)
             return -1;
         if (batch_queued(&r->ctx) > before) {
@@ -1379,6 +1386,8 @@ static void on_register_done(struct runner *r);
 
 static void on_setup_done(struct runner *r)
 {
+    if (r->shadow && r->err_stmt >= 0 && rebuild_setup_failed(r))
+        return;
     if (!r->shadow || r->err_stmt >= 0) {
         on_claim_done(r);
         return;

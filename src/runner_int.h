@@ -245,6 +245,12 @@ void rebuild_check_version(struct runner *r, const char *stored);
 /* A shadow whose rebuild another instance took over: stop, touching nothing. */
 void rebuild_lost(struct runner *r);
 
+/*
+ * A shadow's setup failed: when its statements name what its schema does
+ * not have, give the rebuild up for good and return true (else false: retry).
+ */
+bool rebuild_setup_failed(struct runner *r);
+
 /* Spawn the shadow runner. */
 void rebuild_start(struct runner *r);
 

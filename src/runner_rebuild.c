@@ -135,6 +135,43 @@ void rebuild_lost(struct runner *r)
 }
 
 /*
+ * A shadow's search_path is its own schema and public: it holds the
+ * projection's own tables (its `tables` list) and nothing of read_model.
+ * A statement naming another projection's table (or a table missing from
+ * the list) prepares live but not here, and no retry can change that: so,
+ * rather than retrying its setup with backoff for ever, the rebuild is
+ * given up with projection.h's rule in its error (the status table's
+ * last_error, the one-shot command's exit 1).
+ */
+bool rebuild_setup_failed(struct runner *r)
+{
+    /* undefined_table, undefined_function, undefined_object */
+    static const char *const undefined[] = {"42P01", "42883", "42704", NULL};
+    bool names_what_it_lacks = false;
+    for (const char *const *s = undefined; *s; s++)
+        names_what_it_lacks |= strcmp(r->err_state, *s) == 0;
+    /*
+     * Only in the setup that begins the rebuild: the schema is then the one
+     * its own transaction makes. In a later session the schema may be gone
+     * because the projection has another owner now, whose status row an
+     * abandon must not touch: the retry finds that out (rebuild_lost).
+     */
+    if (!names_what_it_lacks || r->rebuild_begun)
+        return false;
+    char cause[sizeof r->err_msg];
+    snprintf(cause, sizeof cause, "%s", r->err_msg);
+    snprintf(r->err_msg, sizeof r->err_msg,
+             "%.300s (SQLSTATE %s): a rebuild sees only the projection's own tables, so its SQL "
+             "may name no other (src/projection.h)",
+             cause, r->err_state);
+    log_error("%s (rebuild): %s; giving the rebuild up", r->proj->name, r->err_msg);
+    r->stats->errors++;
+    r->failed = true;
+    rebuild_step(r);
+    return true;
+}
+
+/*
  * What a shadow does between batches: catch up until a window comes back
  * empty; then hold the live runner (it opens no new window), catch up once
  * more, and swap. The last window is opened after the hold, so its snapshot

@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     batch_init(&ctx, p, conn);
     json_t *payload = NULL;
     if (!(h->flags & PJ_NO_PAYLOAD)) {
-        payload = payload_decode((const char *)data + 1, size - 1, ctx.err, sizeof ctx.err);
+        payload = payload_decode((const char *)data + 1, size - 1, NULL, ctx.err, sizeof ctx.err);
         if (!payload) {
             batch_free(&ctx);
             return 0;

@@ -6,6 +6,8 @@
 - `start_daemon`: starts the real projectord against `db`, connected as the
   least-privilege role `projectord` (sql/V007; daemon.DAEMON_USER) while
   the tests append and inspect as `postgres`;
+- `projection_case`: one projection on a list of events, its rows asserted
+  (projection_harness.py: the harness for projection authors);
 - on failure, the server log tail and every daemon's log are attached to
   the report (pytest prints them under the failure).
 """
@@ -22,6 +24,7 @@ import pytest
 from daemon import Daemon
 from eventgen import append, append_all
 from pgcluster import PgCluster
+from projection_harness import ProjectionCase
 
 _db_seq = itertools.count(1)
 _current = {"cluster": None}
@@ -143,6 +146,23 @@ def start_daemon(request, db, workdir):
     Daemon)."""
     with daemon_starter(request, workdir, db.conninfo) as start:
         yield start
+
+
+@pytest.fixture
+def projection_case(request, db, workdir):
+    """projection_case(name, batch_size=1000) -> a ProjectionCase of that
+    projection on `db`: emit events, run(), assert_rows (see
+    projection_harness.py)."""
+    daemons = request.node.daemons = []
+
+    def make(projection, batch_size=1000):
+        case = ProjectionCase(db, workdir, projection, batch_size)
+        daemons.append(case.daemon)
+        return case
+
+    yield make
+    for d in daemons:
+        d.close()
 
 
 def check_clean_exit(request, daemons):

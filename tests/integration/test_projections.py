@@ -1,10 +1,15 @@
 """SPEC §4: each example projection on a scripted scenario, with the exact
-rows written out by hand. The same scenarios also check the oracle's fold
-(the catch-up and fault tests trust it), which needs no daemon."""
+rows written out by hand, run through the projection authors' harness
+(projection_harness.py: the daemon, then a rebuild). The same scenarios
+also check the oracle's fold (the catch-up and fault tests trust it),
+which needs no daemon."""
+
+import uuid
 
 import pytest
 
 import oracle
+from eventgen import at
 from scenarios import SCENARIOS
 
 
@@ -25,28 +30,60 @@ def test_oracle_fold_matches_hand_written_rows(db, name):
 
 
 # --------------------------------------------------------------------------
-# The daemon produces them
+# The daemon produces them: each example projection through the harness a
+# projection author uses (projection_harness.py), alone, then rebuilt
 # --------------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", SCENARIOS)
-def test_projection_scenario(db, start_daemon, name):
+def test_projection_scenario(projection_case, name):
     sc = SCENARIOS[name]()
-    daemon = start_daemon(batch_size=4)   # small batches: the scenario spans several
-    db.append(sc.script.commands)
-    daemon.wait_caught_up(timeout=30)
-    rows = daemon.wait_ignored({name: sc.missing})
-    with db.connect() as conn:
-        for table, want in sc.expected.items():
-            oracle.assert_same_rows(table, want, oracle.read_table(conn, table))
-        oracle.assert_invariants(conn)
+    case = projection_case(name, batch_size=4)   # small batches: the scenario spans several
+    case.append(sc.script.commands).run()
+    for table, want in sc.expected.items():
+        case.assert_rows(table, want)
+    with case.db.connect() as conn:
         handled = oracle.handled_counts(conn)[name]
-    ignored = rows[name]["events_ignored"]
+    ignored = case.status["events_ignored"]
     assert sc.missing <= ignored <= sc.missing + sc.other, \
         f"{name}: the {sc.missing} updates of missing rows must be counted as ignored, got {ignored}"
-    processed = rows[name]["events_processed"]
+    processed = case.status["events_processed"]
     assert handled - sc.missing - sc.other <= processed <= handled
-    assert rows["event_stats"]["events_processed"] == sc.script.n_events
-    assert rows["event_stats"]["events_ignored"] == 0
+    assert case.bad == []
+
+
+def test_event_stats_scenario(projection_case):
+    """event_stats on all three scenarios' events: a row per event type,
+    exactly as computed from the event table."""
+    case = projection_case("event_stats", batch_size=7)
+    for sc in SCENARIOS.values():
+        case.append(sc().script.commands)
+    case.run()
+    with case.db.connect() as conn:
+        expected = oracle.expected_event_stats(conn)
+    case.assert_rows("event_type_stats", expected)
+    assert case.status["events_processed"] == sum(r["event_count"] for r in expected.values())
+    assert case.status["events_ignored"] == 0
+
+
+def test_orders_bad_item_lines_are_dead_lettered_with_where_they_are(projection_case):
+    """Nested item lines are read with projection.h's accessors; their
+    errors name the line, and the good orders around them are applied."""
+    o1, o2, o3, c = (uuid.uuid4() for _ in range(4))
+    line = {"product_id": str(uuid.uuid4()), "quantity": 2, "unit_price_cents": 150}
+    case = projection_case("orders")
+    case.emit("Order", o1, "OrderPlaced", {"customer_id": str(c), "items": [line, "x"]}, at(0, 9))
+    case.emit("Order", o2, "OrderPlaced", {"customer_id": str(c), "items": [line, {"quantity": 1}]},
+              at(0, 10))
+    case.emit("Order", o3, "OrderPlaced", {"customer_id": str(c), "items": [line, line]}, at(0, 11))
+    case.emit("Order", o3, "OrderItemAdded", dict(line, quantity=0), at(0, 12))
+    case.run()
+    case.assert_rows("orders", {o3: {"status": "placed", "item_count": 4, "total_cents": 600}})
+    case.assert_rows("daily_sales", {at(0).date(): {"orders_placed": 1, "revenue_cents": 600}})
+    assert case.bad == [
+        ("OrderPlaced", "items[1] must be a JSON object (got string)"),
+        ("OrderPlaced", "items[1]: field 'product_id' is missing"),
+        ("OrderItemAdded", "field 'quantity' must be > 0 (got 0)"),
+    ]
 
 
 def test_all_projections_together_with_event_stats(db, start_daemon):

@@ -20,7 +20,7 @@
 static json_t *object(const char *text)
 {
     char err[ERRLEN] = "";
-    json_t *v = payload_decode(text, strlen(text), err, sizeof err);
+    json_t *v = payload_decode(text, strlen(text), NULL, err, sizeof err);
     if (v == NULL)
         fail_msg("decode failed: %s", err);
     return v;
@@ -66,7 +66,7 @@ static void test_decode_object(void **state)
 {
     (void)state;
     char err[ERRLEN] = "";
-    json_t *v = payload_decode("{\"a\": 1}", 8, err, sizeof err);
+    json_t *v = payload_decode("{\"a\": 1}", 8, NULL, err, sizeof err);
     assert_non_null(v);
     assert_true(json_is_object(v));
     json_decref(v);
@@ -77,7 +77,7 @@ static void test_decode_uses_len(void **state)
     (void)state;
     char err[ERRLEN] = "";
     /* Only the first 2 bytes are the payload. */
-    json_t *v = payload_decode("{}garbage", 2, err, sizeof err);
+    json_t *v = payload_decode("{}garbage", 2, NULL, err, sizeof err);
     assert_non_null(v);
     json_decref(v);
 }
@@ -85,7 +85,7 @@ static void test_decode_uses_len(void **state)
 static void assert_not_object(const char *text, const char *want_err)
 {
     char err[ERRLEN] = "";
-    json_t *v = payload_decode(text, strlen(text), err, sizeof err);
+    json_t *v = payload_decode(text, strlen(text), NULL, err, sizeof err);
     assert_null(v);
     assert_string_equal(err, want_err);
 }
@@ -106,11 +106,11 @@ static void test_decode_invalid(void **state)
     (void)state;
     char err[ERRLEN] = "";
     const char *text = "{\"a\": }";
-    assert_null(payload_decode(text, strlen(text), err, sizeof err));
+    assert_null(payload_decode(text, strlen(text), NULL, err, sizeof err));
     assert_non_null(strstr(err, "payload is not valid JSON: "));
     assert_non_null(strstr(err, " at line 1 column "));
 
-    assert_null(payload_decode("", 0, err, sizeof err));
+    assert_null(payload_decode("", 0, NULL, err, sizeof err));
     assert_non_null(strstr(err, "payload is not valid JSON: "));
 }
 
@@ -120,7 +120,7 @@ static void test_decode_error_is_one_line(void **state)
     char err[ERRLEN] = "";
     /* A raw newline inside a string: jansson quotes it back in its message. */
     const char *text = "{\"a\": \"x\ny\"}";
-    assert_null(payload_decode(text, strlen(text), err, sizeof err));
+    assert_null(payload_decode(text, strlen(text), NULL, err, sizeof err));
     assert_null(strchr(err, '\n'));
     assert_non_null(strstr(err, "payload is not valid JSON: "));
 }
@@ -130,10 +130,10 @@ static void test_decode_integer_beyond_int64(void **state)
     (void)state;
     char err[ERRLEN] = "";
     const char *text = "{\"n\": 9223372036854775808}";
-    assert_null(payload_decode(text, strlen(text), err, sizeof err));
+    assert_null(payload_decode(text, strlen(text), NULL, err, sizeof err));
     assert_non_null(strstr(err, "payload is not valid JSON: "));
     text = "{\"n\": -9223372036854775809}";
-    assert_null(payload_decode(text, strlen(text), err, sizeof err));
+    assert_null(payload_decode(text, strlen(text), NULL, err, sizeof err));
 }
 
 /* {"a": DEPTH nested arrays, "b": "after"<tail>; caller frees. */
@@ -161,7 +161,7 @@ static void test_decode_deep_nesting(void **state)
     size_t len;
     char *text = deep_text(10000, "}", &len);
     char err[ERRLEN] = "";
-    json_t *v = payload_decode(text, len, err, sizeof err);
+    json_t *v = payload_decode(text, len, NULL, err, sizeof err);
     assert_non_null(v);
     const char *b;
     assert_int_equal(payload_string(v, "b", &b, err, sizeof err), 0);
@@ -177,15 +177,15 @@ static void test_decode_deep_nesting(void **state)
 
     /* Text that is not JSON stays an error after pruning. */
     text = deep_text(10000, ", }", &len);
-    assert_null(payload_decode(text, len, err, sizeof err));
+    assert_null(payload_decode(text, len, NULL, err, sizeof err));
     assert_non_null(strstr(err, "payload is not valid JSON: "));
     free(text);
     text = deep_text(3000, "", &len); /* unterminated */
-    assert_null(payload_decode(text, len, err, sizeof err));
+    assert_null(payload_decode(text, len, NULL, err, sizeof err));
     free(text);
     /* Brackets inside strings are not nesting. */
     text = deep_text(5000, ", \"c\": \"[[{\\\"]\"}", &len);
-    v = payload_decode(text, len, err, sizeof err);
+    v = payload_decode(text, len, NULL, err, sizeof err);
     assert_non_null(v);
     assert_int_equal(payload_string(v, "c", &b, err, sizeof err), 0);
     assert_string_equal(b, "[[{\"]");
