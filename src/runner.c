@@ -876,15 +876,18 @@ static int queue_fetch(struct runner *r, bool shared, const char *pos, const cha
 {
     char size[21], bytes[21];
     rn_fmt_i64(bytes, r->cfg->batch_max_bytes);
+    /*
+     * A full batch means "the window may hold more" only against the limit
+     * it was sent with (a reload may change the config's before the result
+     * comes back; take_batch judges by this).
+     */
+    r->fetch_limit = shared ? readshare_grid(r->fleet->share) : r->cfg->batch_size;
+    rn_fmt_i64(size, r->fetch_limit);
     if (shared) {
-        const char *params[] = {
-            pos, max, hi, r->cp.lo, rn_fmt_i64(size, readshare_grid(r->fleet->share)), bytes};
+        const char *params[] = {pos, max, hi, r->cp.lo, size, bytes};
         return exec_stmt(r, RS_FETCH_CELL, params);
     }
-    /* A full batch means "the window may hold more" only against the limit it was sent with. */
-    r->fetch_limit = r->cfg->batch_size;
-    const char *params[] = {pos,  max, hi, r->cp.lo, r->types, rn_fmt_i64(size, r->fetch_limit),
-                            bytes};
+    const char *params[] = {pos, max, hi, r->cp.lo, r->types, size, bytes};
     return exec_stmt(r, RS_FETCH, params);
 }
 
