@@ -231,19 +231,23 @@ class PgCluster:
         """Run psql against dbname, stopping at the first error."""
         return run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", self.conninfo(dbname)] + list(args))
 
-    def migrations(self):
-        """sql/V*.sql in lexical order, as Flyway and the SPEC apply them."""
-        files = sorted(glob.glob(os.path.join(self.sql_dir, "V*.sql")))
+    def migrations(self, sql_dir=None):
+        """The migrations of sql_dir (default: this cluster's) in the order
+        Flyway applies them: the versioned sql/V*.sql in lexical order, then
+        the repeatable sql/R__*.sql in the order of their names."""
+        sql_dir = sql_dir or self.sql_dir
+        files = sorted(glob.glob(os.path.join(sql_dir, "V*.sql")))
         if not files:
-            raise RuntimeError(f"no migrations in {self.sql_dir}")
-        return files
+            raise RuntimeError(f"no migrations in {sql_dir}")
+        return files + sorted(glob.glob(os.path.join(sql_dir, "R__*.sql")))
 
-    def apply_schema(self, dbname):
-        """Apply every migration to dbname with psql -v ON_ERROR_STOP=1 -f,
-        in one psql run (-f FILE for each, in order; it stops at the first
-        error): several times faster than one psql per file."""
+    def apply_schema(self, dbname, files=None):
+        """Apply files (default: every migration) to dbname with psql -v
+        ON_ERROR_STOP=1 -f, in one psql run (-f FILE for each, in order; it
+        stops at the first error): several times faster than one psql per
+        file."""
         args = []
-        for path in self.migrations():
+        for path in self.migrations() if files is None else files:
             args += ["-f", path]
         self.psql(dbname, *args)
 

@@ -21,6 +21,7 @@ import pytest
 import yaml
 
 import oracle
+import schemainfo
 from daemon import BIN, EXIT_OK, REPO_ROOT, SLOWDOWN, Daemon, clean_env, run_cli
 from eventgen import generate_mix
 from pgcluster import free_port
@@ -199,7 +200,9 @@ def test_install_layout(install):
     assert os.access(binary, os.X_OK)
     assert run([binary, "--version"]).stdout.split() == ["projectord", project_version()]
     assert os.path.isfile(inst.path("/etc/projectord/projectord.conf"))
-    want_sql = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO_ROOT, "sql", "V*.sql")))
+    want_sql = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO_ROOT, "sql", "V*.sql"))
+                      + glob.glob(os.path.join(REPO_ROOT, "sql", "R__*.sql")))
+    assert any(f.startswith("R__") for f in want_sql)
     got_sql = sorted(os.listdir(inst.path("/usr/share/projectord/sql")))
     assert got_sql == want_sql and want_sql
     with open(inst.path("/usr/lib/systemd/system/projectord.service")) as f:
@@ -484,7 +487,7 @@ def test_docker_compose():
     pg, pd = services["postgres"], services["projectord"]
 
     assert pg["image"].startswith("postgres:")
-    assert any(re.fullmatch(r"\./sql:/docker-entrypoint-initdb\.d(:ro)?", v) for v in pg["volumes"])
+    assert initdb_files(pg), "nothing in /docker-entrypoint-initdb.d"
     pg_env = environment(pg)
     db, user, password = pg_env["POSTGRES_DB"], pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"]
     test = pg["healthcheck"]["test"]
@@ -501,6 +504,69 @@ def test_docker_compose():
     assert not any("/etc/projectord" in str(v) for v in pd.get("volumes", []))
     assert "-c" not in str(pd.get("command", "")).split()
     assert pd["depends_on"]["postgres"]["condition"] == "service_healthy"
+
+
+INITDB = "/docker-entrypoint-initdb.d"
+
+
+def mounts(service):
+    """{container path: host path} of the service's bind mounts."""
+    out = {}
+    for volume in service.get("volumes", []):
+        host, target = volume.split(":")[:2]
+        out[target.rstrip("/")] = os.path.normpath(os.path.join(REPO_ROOT, host))
+    return out
+
+
+def initdb_files(service):
+    """[(container name, host path)] of what the postgres image finds in
+    /docker-entrypoint-initdb.d, in the (lexical) order it runs them."""
+    files = {}
+    for target, host in mounts(service).items():
+        if target == INITDB:
+            files.update({f"{INITDB}/{f}": os.path.join(host, f) for f in os.listdir(host)})
+        elif os.path.dirname(target) == INITDB:
+            files[target] = host
+    return sorted(files.items())
+
+
+def test_docker_compose_initdb_makes_the_schema(cluster):
+    """What the postgres image does with /docker-entrypoint-initdb.d on first
+    start (docker_process_init_files: *.sh run, or sourced when not
+    executable; *.sql through psql), done here against a test cluster: the
+    database ends with the schema the migrations give (the R__ files after
+    the V files, which the image's lexical order of *.sql would not do)."""
+    with open(os.path.join(REPO_ROOT, "docker-compose.yml")) as f:
+        pg = yaml.safe_load(f)["services"]["postgres"]
+    name = f"compose_{os.getpid()}"
+    cluster.create_database(name, schema=False)
+    env = dict(os.environ, PGHOST="127.0.0.1", PGPORT=str(cluster.port), POSTGRES_USER="postgres",
+               POSTGRES_DB=name)
+    try:
+        for target, host in initdb_files(pg):
+            if target.endswith(".sh"):
+                with open(host) as f:
+                    script = f.read()
+                # The script reads the mounted sql/ where compose puts it.
+                default = re.search(r"PROJECTORD_SQL_DIR:-([^}]+)\}", script).group(1)
+                env["PROJECTORD_SQL_DIR"] = mounts(pg)[default]
+                argv = [host] if os.access(host, os.X_OK) else ["sh", "-c", f". {host}"]
+                proc = run(argv, env=env)
+            elif target.endswith(".sql"):
+                proc = run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", cluster.conninfo(name),
+                            "-f", host])
+            else:
+                continue
+            assert proc.returncode == 0, f"{target}:\n{proc.stdout}"
+        fresh = f"compose_fresh_{os.getpid()}"
+        cluster.create_database(fresh)
+        try:
+            want = schemainfo.catalog(cluster.conninfo(fresh))
+        finally:
+            cluster.drop_database(fresh)
+        assert schemainfo.differences(want, schemainfo.catalog(cluster.conninfo(name))) == []
+    finally:
+        cluster.drop_database(name)
 
 
 # --------------------------------------------------------------------------

@@ -1,7 +1,17 @@
 """SPEC §2 and §5 schema: migrations, append_events, the NOTIFY wake-up and
-the status table's check query. No daemon involved."""
+the status table's check query. No daemon involved, except in the upgrade
+tests, which run one on a database migrated from an earlier schema.
+
+The migrations (issue 17, "The SQL"; docs/design.md, "The schema"): the
+versioned files sql/V*.sql, never changed once released, then the
+repeatable files sql/R__*.sql, which hold the one current definition of
+each function and view."""
 
 import datetime as dt
+import glob
+import hashlib
+import os
+import re
 import select
 import threading
 import time
@@ -10,7 +20,12 @@ import uuid
 import psycopg
 import pytest
 
-from eventgen import Command, append, event
+import oracle
+import schemainfo
+from conftest import Database, daemon_starter
+from daemon import EXIT_OK, run_cli
+from eventgen import Command, append, event, generate_mix
+from pgcluster import SQL_DIR
 
 UTC = dt.timezone.utc
 
@@ -27,7 +42,8 @@ def stream_version(db, aggregate_id):
 
 def test_migrations_create_everything_and_apply_twice(cluster):
     name = "schema_twice"
-    cluster.create_database(name)          # applies every sql/V*.sql
+    cluster.create_database(name)          # applies every sql/V*.sql, then sql/R__*.sql
+    once = schemainfo.catalog(cluster.conninfo(name))
     conn_s = cluster.conninfo(name)
     with psycopg.connect(conn_s, autocommit=True) as conn:
         conn.execute("""SELECT event_store.append_events('Category', gen_random_uuid(), 0,
@@ -50,7 +66,197 @@ def test_migrations_create_everything_and_apply_twice(cluster):
                                     WHERE tgrelid = 'event_store.domain_event'::regclass
                                       AND NOT tgisinternal""").fetchone()[0]
         assert triggers == 1, "applying twice must not duplicate the NOTIFY trigger"
+    assert schemainfo.differences(once, schemainfo.catalog(conn_s)) == []
     cluster.drop_database(name)
+
+
+# ---------------------------------------------------------------------------
+# Versioned and repeatable migrations
+# ---------------------------------------------------------------------------
+
+# sha256 of each versioned migration as released. Flyway checksums every V
+# file it has applied and refuses to migrate a database whose applied files
+# changed, so these stay byte for byte as they are: a function or view
+# changes in its R__ file, anything else in a new V file.
+RELEASED = {
+    "V001__event_store.sql": "8b9ebc1c5e67ba1411a2b3869291cb15be71001ec3264709a62fabaf5913a07e",
+    "V002__projection_status.sql": "d97446bbbb5d4eb20b2b0339cbf5027cf80e51488fcaff4c0e4ff97f4227f28b",
+    "V003__catalog.sql": "4f964d846f9f635eb2779738eac98e8780d6e7de49868681f9056e3a7563b166",
+    "V004__users.sql": "85898d8853ae15dc69eeeddc88837578eb0ff1d38fa3f43d51faf237d8d9c6c2",
+    "V005__orders.sql": "04db438f69fe48128f77239c81ae68877c6159d9ce822e5f3a2d9969799b27a1",
+    "V006__event_stats.sql": "ecbcd875fa99f272f17489d6ac5a6733c225f5f6c16233953799ede26b80aaef",
+    "V007__projectord_role.sql": "c6c525aef82315e81f63fb278f6fdf79ece92d7f554ca68201e80f4fa00762e5",
+    "V008__rebuild.sql": "599029f4e44d8349c9520dec4176e480df5229e268a0c5f7eaa7f513af69caa4",
+    "V009__operator_requests.sql": "0c2c765921a2bfa7d097541d7b8004f624befaad7949898e56b8b1decc135c5f",
+    "V010__separate_read_model.sql": "38e913873eaf59077a46b72520496083e7ba13a15927f4537083eb00de0d3297",
+    "V020__read_model_fillfactor.sql": "e98eba686e56b87b0d1b1f7150c696c2579abf093c022c9410c6e29c43b8cb9f",
+    "V021__checkpoint_static_sql.sql": "0bd2141cfdd56d2e4a84084fee5e968b6d711e1aea99a29e30e62f320b77de77",
+    "V022__checkpoint_statement.sql": "662568cab61345a6237e8f2e1d1785ac44a83889fbd1b66f19eccd2b4a837a0c",
+    "V023__status_domains.sql": "538394740e01e3f0790506141b859469ef21e4ce70f341c12da170d341e19cd8",
+    "V024__append_events_fewer_statements.sql": "71587b159f4759899e6893c792053f42c8949a60586939725ae28247c955b838",
+    "V026__adopt_restored_store.sql": "f29989d21c19f14a5ba7e26b21025b5eb1e75fcde45d9ea24610f8ee354a7e90",
+    "V027__swap_by_row_diff.sql": "fdb4e3d4a6c55abdd3f46d42e27283dfb8fdfd835b9d147b05d13277488c2904",
+    "V028__health_progress.sql": "d05525070f439474de24392193c29d479f3352230112f27c9294601ab30fb043",
+    "V029__drop_unused.sql": "df198c091fd094aa57fe0f830b828689f0385d598a6a651ddf9207ca6056dc65",
+}
+
+
+def versioned():
+    return sorted(glob.glob(os.path.join(SQL_DIR, "V*.sql")))
+
+
+def repeatable():
+    return sorted(glob.glob(os.path.join(SQL_DIR, "R__*.sql")))
+
+
+def test_released_versioned_migrations_are_unchanged():
+    for name, digest in RELEASED.items():
+        with open(os.path.join(SQL_DIR, name), "rb") as f:
+            assert hashlib.sha256(f.read()).hexdigest() == digest, \
+                f"{name} changed after its release: Flyway's validate fails on every database it migrated"
+
+
+DEFINITION = re.compile(r"^\s*CREATE\s+(?:OR\s+REPLACE\s+)?(FUNCTION|VIEW)\s+([a-z_]+\.[a-z_0-9]+)",
+                        re.IGNORECASE | re.MULTILINE)
+
+
+def test_each_function_and_view_has_one_current_definition(db):
+    """Each function and view of the schema is defined in exactly one R__
+    file, once; nothing else is left in the database (what no R__ file
+    defines was dropped by a V file)."""
+    defined = {}
+    for path in repeatable():
+        with open(path) as f:
+            for kind, name in DEFINITION.findall(f.read()):
+                defined.setdefault((kind.lower(), name.lower()), []).append(os.path.basename(path))
+    assert defined, "no R__ files"
+    assert {k: v for k, v in defined.items() if len(v) > 1} == {}
+    present = {("function", r[0]) for r in db.query(
+                   """SELECT p.oid::regproc::text FROM pg_proc p JOIN pg_namespace n ON n.oid = p.pronamespace
+                       WHERE n.nspname IN ('event_store', 'read_model')""")}
+    present |= {("view", r[0]) for r in db.query(
+                    """SELECT c.oid::regclass::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace
+                        WHERE n.nspname IN ('event_store', 'read_model') AND c.relkind = 'v'""")}
+    assert present == set(defined)
+    for gone in ("projectord_save_checkpoint", "projectord_write_checkpoint"):
+        assert ("function", f"read_model.{gone}") not in present
+
+
+def test_repeatable_files_apply_again_on_their_own(db):
+    """What Flyway does when an R__ file changed: that file alone, again."""
+    before = schemainfo.catalog(db.conninfo)
+    for path in repeatable():
+        db.cluster.apply_schema(db.name, [path])
+    assert schemainfo.differences(before, schemainfo.catalog(db.conninfo)) == []
+
+
+def fresh_catalog(cluster):
+    name = f"fresh_{os.getpid()}"
+    cluster.create_database(name)
+    try:
+        return schemainfo.catalog(cluster.conninfo(name))
+    finally:
+        cluster.drop_database(name)
+
+
+def earlier_schemas():
+    """Each schema projectord has had: the V files up to each one."""
+    files = versioned()
+    return [files[:i] for i in range(1, len(files))]
+
+
+def test_upgrades_from_every_earlier_schema(cluster):
+    """From every earlier schema (V001 alone, V001..V002, ..., everything
+    but the last V file), both ways of upgrading end in the schema a fresh
+    database gets, grants included: every file again (psql, README), or
+    only the files the database has not had (Flyway: the newer V files,
+    then every R__ file)."""
+    want = fresh_catalog(cluster)
+    for old in earlier_schemas():
+        for way in ("psql", "flyway"):
+            name = f"up_{os.getpid()}_{len(old)}_{way}"
+            cluster.create_database(name, schema=False)
+            cluster.apply_schema(name, old)
+            with psycopg.connect(cluster.conninfo(name), autocommit=True) as conn:
+                append(conn, Command("User", uuid.uuid4(), 0, [event("UserRegistered", {})]))
+            new = cluster.migrations() if way == "psql" else \
+                [f for f in cluster.migrations() if f not in old]
+            cluster.apply_schema(name, new)
+            got = schemainfo.catalog(cluster.conninfo(name))
+            assert schemainfo.differences(want, got) == [], \
+                f"upgraded from ..{os.path.basename(old[-1])} ({way})"
+            cluster.drop_database(name)
+
+
+@pytest.mark.parametrize("way", ["psql", "flyway"])
+def test_upgrade_from_the_schema_before_repeatable_migrations(request, cluster, workdir, way):
+    """A database of the last schema without R__ files (V001..V028), with a
+    daemon tailing it, is upgraded under the running daemon; then the
+    suite's core checks: it goes on projecting, the status views work,
+    `status --check` passes, a rebuild swaps, the role may do what the
+    daemon needs and nothing the schema does not grant."""
+    old = [f for f in versioned() if os.path.basename(f) < "V029"]
+    name = f"up28_{os.getpid()}_{way}"
+    cluster.create_database(name, schema=False)
+    cluster.apply_schema(name, old)
+    db = Database(cluster, name)
+    commands = generate_mix(seed=171, n_events=3000, days=2)
+    db.append_all(commands[:2000])
+    try:
+        with daemon_starter(request, workdir, db.conninfo) as start:
+            daemon = start(poll_interval_ms=200)
+            daemon.wait_caught_up(timeout=60)
+            new = cluster.migrations() if way == "psql" else \
+                [f for f in cluster.migrations() if f not in old]
+            cluster.apply_schema(name, new)
+            assert schemainfo.differences(fresh_catalog(cluster), schemainfo.catalog(db.conninfo)) == []
+
+            db.append_all(commands[2000:])
+            daemon.wait_caught_up(timeout=60)
+            status = dict(db.query("SELECT projection_name, healthy FROM read_model.projection_status"))
+            assert status == {n: True for n in oracle.PROJECTIONS}
+            health = db.query("SELECT projection_name, unhealthy_reason FROM read_model.projection_health")
+            assert sorted(health) == sorted((n, None) for n in oracle.PROJECTIONS)
+            check = run_cli(["-c", daemon.config_path, "status", "--check"])
+            assert check.returncode == EXIT_OK, check.stdout + check.stderr
+
+            rebuild = run_cli(["-c", daemon.config_path, "rebuild", "catalog"], timeout=120)
+            assert rebuild.returncode == EXIT_OK, rebuild.stdout + rebuild.stderr
+            assert "catalog: rebuilt" in rebuild.stdout
+            rows = daemon.wait_caught_up(timeout=60)
+            assert rows["catalog"]["rebuilt_at"] is not None
+            with db.connect() as conn:
+                oracle.assert_invariants(conn)
+                oracle.assert_read_model_matches_fold(conn)
+            assert db.query("SELECT nspname FROM pg_namespace WHERE nspname LIKE 'projectord_rebuild%'") == []
+
+            with psycopg.connect(db.conninfo.replace("user=postgres", "user=projectord"),
+                                 autocommit=True) as conn:
+                may = dict(conn.execute(
+                    """SELECT f, has_function_privilege(f, 'EXECUTE') FROM unnest(ARRAY[
+                           'read_model.projectord_begin_rebuild(text, text[], text)',
+                           'read_model.projectord_finish_rebuild(text, text[], integer)',
+                           'read_model.projectord_abandon_rebuild(text, text)',
+                           'read_model.projectord_checkpoint_moved(text, bigint)',
+                           'event_store.append_events(varchar, uuid, integer, jsonb[])',
+                           'read_model.projectord_adopt_restored_store(boolean)',
+                           'read_model.projectord_apply_diff(name, text, text)']) AS f""").fetchall())
+                assert may == {"read_model.projectord_begin_rebuild(text, text[], text)": True,
+                               "read_model.projectord_finish_rebuild(text, text[], integer)": True,
+                               "read_model.projectord_abandon_rebuild(text, text)": True,
+                               "read_model.projectord_checkpoint_moved(text, bigint)": True,
+                               "event_store.append_events(varchar, uuid, integer, jsonb[])": False,
+                               "read_model.projectord_adopt_restored_store(boolean)": False,
+                               "read_model.projectord_apply_diff(name, text, text)": False}
+                for view in ("projection_status", "projection_health"):
+                    rights = dict(conn.execute(
+                        """SELECT p, has_table_privilege(%s, p) FROM unnest(ARRAY['SELECT', 'INSERT',
+                               'UPDATE', 'DELETE', 'TRUNCATE']) AS p""", (f"read_model.{view}",)).fetchall())
+                    assert rights == {"SELECT": True, "INSERT": False, "UPDATE": False,
+                                      "DELETE": False, "TRUNCATE": False}, view
+    finally:
+        if cluster.is_running():
+            cluster.drop_database(name)
 
 
 def test_domain_event_columns(db):

@@ -149,9 +149,11 @@ def test_role_can_do_what_the_daemon_needs(db):
                 conn.execute(sql.SQL("DELETE FROM {} WHERE false").format(ident))
                 conn.execute(sql.SQL("TRUNCATE {}").format(ident))
             conn.execute("""INSERT INTO read_model.projection_metadata (projection_name) VALUES ('p')""")
-            assert conn.execute("""SELECT read_model.projectord_save_checkpoint('p', 0, '1:1:', '1:1:',
-                                     0, 0, 0, 0, 0, 0, 0, 'live', 'me', NULL, NULL, NULL, NULL, NULL)"""
-                                ).fetchone()[0] == 1
+            # The checkpoint: one UPDATE of the status row (src/runner_sql.h, SQL_CHECKPOINT_ON).
+            assert conn.execute("""UPDATE read_model.projection_metadata
+                                      SET checkpoint_seq = checkpoint_seq + 1, status = 'live'
+                                    WHERE projection_name = 'p' AND checkpoint_seq = 0
+                                   RETURNING checkpoint_seq""").fetchone()[0] == 1
             # The checkpoint statement's compare-and-set fails through this one.
             with pytest.raises(psycopg.Error) as moved, conn.transaction():
                 conn.execute("SELECT read_model.projectord_checkpoint_moved('p', 7)")
