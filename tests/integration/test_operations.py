@@ -44,3 +44,18 @@ def test_random_operations(request, cluster, workdir):
     print(f"operations seed {seed} ({seconds:g} s, profile {profile}); replay with "
           f"PROJECTORD_OPS_SEED={seed} PROJECTORD_OPS_SECONDS={seconds:g} PROJECTORD_OPS_PROFILE={profile}")
     run_schedule(request, cluster, workdir, seed, seconds, profile)
+
+
+def test_the_schedule_is_a_pure_function_of_the_seed():
+    """A seed replays: the same operations, arguments and order (only the
+    timing against the daemons varies), whatever ran before."""
+    from operations import PROFILES, initial_config, make_schedule
+    for profile in PROFILES:
+        first = [str(op) for op in make_schedule(4242, 120, profile)]
+        random.seed(1)
+        again = [str(op) for op in make_schedule(4242, 120, profile)]
+        assert first == again, profile
+        assert initial_config(4242, profile) == initial_config(4242, profile)
+        assert first != [str(op) for op in make_schedule(4243, 120, profile)], profile
+    kinds = {op.kind for seed in range(20) for op in make_schedule(seed, 180)}
+    assert kinds == set(PROFILES["all"]), "the full profile draws every kind of operation"
