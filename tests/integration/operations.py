@@ -243,8 +243,8 @@ def make_schedule(seed, seconds, profile="all"):
             # several windows while the daemon is live.
             args["per_tx"] = rng.choice([args["events"], args["events"], 2000])
             toggles, t = [], 0.0
-            for _ in range(rng.randint(4, 12)):
-                t = round(t + rng.uniform(0.05, 0.6), 2)
+            for _ in range(rng.randint(6, 16)):
+                t = round(t + rng.uniform(0.02, 0.4), 2)
                 toggles.append((t, rng.choice([100, 5000, 1, 1000, 100, 5000])))
             args["toggles"] = toggles
             cfg["batch_size"] = toggles[-1][1]
@@ -555,7 +555,8 @@ def final_check(conn, committed_events):
                 lost_or_twice[ENTITY_TABLES[table]].append(
                     f"{table}: of {len(lines)} differing rows diagnosed, "
                     f"{sum('NOT applied' in line for line in lines)} are explained by an event not "
-                    f"applied, at positions {_ranges(lost)}")
+                    f"applied: {len(lost)} event(s) between positions {lost[0]} and {lost[-1]}: "
+                    f"{_ranges(lost)}")
         if table == "event_type_stats":
             for t in sorted(set(expected[table]) | set(actual)):
                 e = expected[table].get(t, {}).get("event_count", 0)
