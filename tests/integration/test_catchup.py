@@ -30,9 +30,12 @@ def test_catch_up_100k_events(db, start_daemon):
 
     # The four projections read the events once between them (readshare.h):
     # each reading its own copy walked the global_position index four times.
+    # A read is two walks of the index since batches are bounded by bytes too
+    # (runner_sql.h, SQL_BYTES_CUT: the rows' sizes first, then the events
+    # the bound keeps), so shared reads come to about 2x, separate ones 8x.
     walked = event_index_tuples_read(db) - read_before
     print(f"global_position index tuples read: {walked} for {head} events")
-    assert walked < 1.5 * head, f"the catch-up read {walked} index tuples for {head} events"
+    assert walked < 2.5 * head, f"the catch-up read {walked} index tuples for {head} events"
 
     with db.connect() as conn:
         oracle.assert_invariants(conn)              # event_stats == event table, product_count, daily_sales
