@@ -166,9 +166,11 @@ static bool all_healthy(const struct config *cfg, const PGresult *res)
                 continue;
             found = true;
             if (strcmp(PQgetvalue(res, i, 8), "t") != 0) {
+                /* The reason, unless it only says the status again ("failed"). */
+                const char *status = PQgetvalue(res, i, 1), *why = PQgetvalue(res, i, 14);
+                bool say_why = !PQgetisnull(res, i, 14) && strcmp(why, status) != 0;
                 fprintf(stderr, "projectord: %s is unhealthy (status %s%s%s)\n",
-                        cfg->projections[p].name, PQgetvalue(res, i, 1),
-                        PQgetisnull(res, i, 14) ? "" : ", ", PQgetvalue(res, i, 14));
+                        cfg->projections[p].name, status, say_why ? ", " : "", say_why ? why : "");
                 ok = false;
             }
         }
