@@ -98,6 +98,7 @@ struct local {
     struct progress *progress;
     size_t n, running;
     ev_timer tick;
+    ev_timer poll; /* wakes the live runners, as the daemon's poll timer does */
     ev_signal sigterm, sigint;
 };
 
@@ -119,6 +120,20 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
         if (runner_rebuild_progress(l->runners[i], &done, &total) && total > 0)
             print_progress(&l->progress[i], done, total);
     }
+}
+
+/*
+ * A rebuild here owns the live projection for as long as it takes (minutes
+ * for a large store): its live runner must go on applying new events
+ * meanwhile, as the daemon's would. No LISTEN here; the poll wakes it.
+ */
+static void poll_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop, (void)revents;
+    struct local *l = w->data;
+    for (size_t i = 0; i < l->n; i++)
+        if (l->runners[i])
+            runner_wake(l->runners[i]);
 }
 
 /* Stop every runner: each finishes its request in flight, a rebuild gives itself up. */
@@ -164,6 +179,10 @@ static int run_here(const struct config *cfg, enum job job, const struct project
     ev_timer_init(&l.tick, tick_cb, PROGRESS_INTERVAL_S, PROGRESS_INTERVAL_S);
     l.tick.data = &l;
     ev_timer_start(l.loop, &l.tick);
+    double poll_s = cfg->poll_interval_ms / 1000.0;
+    ev_timer_init(&l.poll, poll_cb, poll_s, poll_s);
+    l.poll.data = &l;
+    ev_timer_start(l.loop, &l.poll);
     ev_signal_init(&l.sigterm, stop_cb, SIGTERM);
     ev_signal_init(&l.sigint, stop_cb, SIGINT);
     l.sigterm.data = l.sigint.data = &l;
@@ -173,6 +192,7 @@ static int run_here(const struct config *cfg, enum job job, const struct project
     ev_signal_stop(l.loop, &l.sigterm);
     ev_signal_stop(l.loop, &l.sigint);
     ev_timer_stop(l.loop, &l.tick);
+    ev_timer_stop(l.loop, &l.poll);
     for (size_t i = 0; i < n; i++) {
         bool ok =
             l.runners && l.runners[i] &&

@@ -1044,6 +1044,25 @@ class OperationsRun:
             self.wait(min(0.25, self.seconds - self.elapsed()))
         self.check_instances("at the end of the schedule")
 
+    def stop_commands(self):
+        """Commands still running at the end are stopped as an operator
+        would: SIGTERM. A rebuild read the config of its start (batch_size
+        may have been 1: minutes for a large store); stopped, it must give
+        its rebuild up cleanly, exit 0 or 1 (never die of the signal), and
+        leave the live projection to the instances."""
+        running = [b for b in self.background if not b.done() and b.op.kind in ("rebuild", "burst")]
+        for b in running:
+            self.say(f"end: SIGTERM to {b.op.kind} #{b.op.n} (pid {b.proc.pid})")
+            b.proc.send_signal(signal.SIGTERM)
+            self.stats["cmd_stopped_at_end"] += 1
+        for b in running:
+            try:
+                rc = b.proc.wait(timeout=60 * SLOWDOWN)
+            except subprocess.TimeoutExpired:
+                raise Finding(f"{b.op} did not exit within 60 s of SIGTERM: {b.output()[-300:]!r}")
+            if rc not in (0, 1):
+                raise Finding(f"{b.op} exited {rc} on SIGTERM (0 or 1 expected): {b.output()[-300:]!r}")
+
     def end_phase(self):
         """Bring everything to a known state, then check exactly."""
         self.say("schedule over: stopping the writers")
@@ -1062,6 +1081,7 @@ class OperationsRun:
         self.instances[1].wanted = True
         self.reload([i for i in self.instances.values()], final,
                     "end: every projection enabled, on_error=skip, batch_size=1000")
+        self.stop_commands()
         resumed = collections.Counter()
         deadline = time.monotonic() + self.settle_s
         head = None
@@ -1104,6 +1124,7 @@ class OperationsRun:
                 rebuilds = conn.execute("SELECT projection_name, last_position, events_total "
                                         "FROM read_model.projection_rebuild").fetchall()
                 locks = lock_holders(conn)
+                sessions = lock_sessions(conn)
             detail = "\n".join(status_lines(rows)) + "\n  instances: " + ", ".join(
                 f"{i.name} pid {i.pid} {'up' if i.alive() else 'down'}"
                 for i in self.instances.values() if i.daemon.proc is not None)
@@ -1112,7 +1133,7 @@ class OperationsRun:
             raise Finding(f"not settled within {self.settle_s:.0f}s after the end of the schedule "
                           f"(head {head}): some projection is not live at the head, or a request or a "
                           f"command is still pending\n{detail}\n  rebuild rows: {rebuilds}\n"
-                          f"  ownership locks held: {locks}{cmds}")
+                          f"  ownership locks held: {locks}{cmds}\n{sessions}")
         for b in self.background:
             if not b.killed and b.op.kind == "rebuild" and b.proc.returncode != 0:
                 self.notes.append(f"{b.op} exited {b.proc.returncode}: {b.output()[-300:]!r}")
@@ -1237,6 +1258,22 @@ def lock_holders(conn):
                   AND l.objid = (hashtext(p.name)::bigint & 4294967295)::oid
                   AND l.objsubid = 2 AND l.granted
             GROUP BY p.name""", (sorted(PROJECTIONS), PROJECTION_LOCK)).fetchall())
+
+
+def lock_sessions(conn):
+    """The sessions holding ownership locks: who they are and what they wait
+    for, one line each (for a finding: a lock nobody seems to hold)."""
+    rows = conn.execute(
+        """SELECT p.name, a.pid, a.application_name, a.client_port, a.state, a.wait_event_type,
+                  a.wait_event, a.backend_start, now() - a.state_change, left(a.query, 160)
+             FROM unnest(%s::text[]) AS p(name)
+             JOIN pg_locks l ON l.locktype = 'advisory' AND l.classid = %s::oid
+                  AND l.objid = (hashtext(p.name)::bigint & 4294967295)::oid
+                  AND l.objsubid = 2 AND l.granted
+             LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+            ORDER BY 1""", (sorted(PROJECTIONS), PROJECTION_LOCK)).fetchall()
+    return "\n".join(f"  lock {r[0]}: backend {r[1]} ({r[2]}, port {r[3]}) {r[4]}, waiting {r[5]}/{r[6]}, "
+                     f"since {r[7]}, state for {r[8]}: {r[9]!r}" for r in rows)
 
 
 # --------------------------------------------------------------------------

@@ -15,7 +15,10 @@ import time
 
 import oracle
 from daemon import Daemon, command, clean_env, run_cli, SLOWDOWN
-from eventgen import generate_mix
+from eventgen import bulk_events, generate_mix
+from oracle import assert_event_stats_exact
+
+ONLY_EVENT_STATS = {name: {"enabled": name == "event_stats"} for name in oracle.PROJECTIONS}
 
 SHADOWS = "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'projectord_rebuild%'"
 
@@ -176,3 +179,42 @@ def test_version_change_can_be_left_alone(db, start_daemon):
     assert db.scalar("SELECT rebuilt_at FROM read_model.projection_metadata "
                      "WHERE projection_name = 'users'") is None
     assert "rebuild_on_version_change = false" in daemon.log()
+
+
+def test_a_rebuild_run_here_keeps_the_live_projection_going(db, start_daemon):
+    """With no instance running, `rebuild` owns the projection itself for as
+    long as the rebuild takes; its live runner must go on applying new
+    events meanwhile. It opened no window after its first (no LISTEN and no
+    poll in a one-shot command): the operations test saw event_stats stay
+    20,000 events behind for the minutes a batch_size = 1 rebuild took."""
+    bulk_events(db, 100, 1000)
+    daemon = start_daemon(poll_interval_ms=100, level="info", batch_size=10,
+                          projections=ONLY_EVENT_STATS)
+    daemon.wait_caught_up(timeout=120)
+    assert daemon.stop() == 0
+    cmd = subprocess.Popen(command(["-c", daemon.config_path, "rebuild", "event_stats"]),
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=clean_env())
+    try:
+        deadline = time.monotonic() + 30 * SLOWDOWN
+        while not db.query("SELECT 1 FROM read_model.projection_rebuild WHERE last_position > 0"):
+            assert cmd.poll() is None and time.monotonic() < deadline, "the rebuild did not start"
+            time.sleep(0.05)
+        bulk_events(db, 1, 20)
+        head = db.scalar("SELECT max(global_position) FROM event_store.domain_event")
+        # The live row at the head while the rebuild is still under way (its row is there).
+        while True:
+            live, rebuilding = db.query(
+                "SELECT m.last_position >= %s, EXISTS (SELECT 1 FROM read_model.projection_rebuild r"
+                "                                      WHERE r.projection_name = m.projection_name)"
+                "  FROM read_model.projection_metadata m WHERE projection_name = 'event_stats'",
+                (head,))[0]
+            if live:
+                break
+            assert rebuilding, "the rebuild was done before the live projection applied the new events"
+            assert time.monotonic() < deadline, "the live projection stood still during the rebuild"
+            time.sleep(0.05)
+        assert rebuilding
+    finally:
+        out, _ = cmd.communicate(timeout=300 * SLOWDOWN)
+    assert cmd.returncode == 0, out
+    assert_event_stats_exact(db)
