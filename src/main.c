@@ -10,33 +10,40 @@
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
+#include "migrate.h"
 #include "registry.h"
 
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: projectord [-c FILE] [-l LEVEL] COMMAND [ARGS]\n"
-                 "  run                    run the daemon in the foreground (default)\n"
-                 "  status [--json] [--check]\n"
-                 "                         print the status table; --check exits 1 when an\n"
-                 "                         enabled projection is unhealthy\n"
-                 "  rebuild NAME...|--all  rebuild projections from scratch; readers keep the\n"
-                 "                         old tables until the new ones are swapped in\n"
-                 "  dead-letters [NAME]    list dead-lettered events\n"
-                 "  replay-dead-letters NAME\n"
-                 "                         re-apply them in position order after a fix\n"
-                 "  resume NAME            restart a failed projection\n"
-                 "  adopt-restored-store [--dry-run]\n"
-                 "                         after pg_restore or logical replication into another\n"
-                 "                         cluster: rewrite the events' transaction ids and move\n"
-                 "                         the checkpoints so every event is applied once (run\n"
-                 "                         as the event store's owner)\n"
-                 "  list                   compiled-in projections, tables and event types\n"
-                 "  check-config           validate the config and print it, secrets masked\n"
-                 "options:\n"
-                 "  -c, --config FILE      configuration file (default " CONFIG_DEFAULT_PATH ")\n"
-                 "  -l, --log-level LEVEL  error, warning, info or debug\n"
-                 "  -h, --help             this text\n"
-                 "  -V, --version          the version\n");
+    fprintf(out,
+            "usage: projectord [-c FILE] [-l LEVEL] COMMAND [ARGS]\n"
+            "  run                    run the daemon in the foreground (default)\n"
+            "  status [--json] [--check]\n"
+            "                         print the status table; --check exits 1 when an\n"
+            "                         enabled projection is unhealthy\n"
+            "  rebuild NAME...|--all  rebuild projections from scratch; readers keep the\n"
+            "                         old tables until the new ones are swapped in\n"
+            "  dead-letters [NAME]    list dead-lettered events\n"
+            "  replay-dead-letters NAME\n"
+            "                         re-apply them in position order after a fix\n"
+            "  resume NAME            restart a failed projection\n"
+            "  adopt-restored-store [--dry-run]\n"
+            "                         after pg_restore or logical replication into another\n"
+            "                         cluster: rewrite the events' transaction ids and move\n"
+            "                         the checkpoints so every event is applied once (run\n"
+            "                         as the event store's owner)\n"
+            "  migrate [--dry-run] [--sql-dir DIR]\n"
+            "                         apply the bundled migrations (" PROJECTORD_SQL_DIR_DEFAULT
+            ")\n"
+            "                         not yet applied, recorded in public.flyway_schema_history;\n"
+            "                         adopts the original design's event store with its events\n"
+            "  list                   compiled-in projections, tables and event types\n"
+            "  check-config           validate the config and print it, secrets masked\n"
+            "options:\n"
+            "  -c, --config FILE      configuration file (default " CONFIG_DEFAULT_PATH ")\n"
+            "  -l, --log-level LEVEL  error, warning, info or debug\n"
+            "  -h, --help             this text\n"
+            "  -V, --version          the version\n");
 }
 
 static const char *const *projection_names(void)
@@ -82,6 +89,8 @@ static int dispatch(struct config *cfg, const char *path, const char *level, con
         return cli_dead_letters(cfg, argc, argv);
     if (strcmp(command, "adopt-restored-store") == 0)
         return cli_adopt_restored_store(cfg, argc, argv);
+    if (strcmp(command, "migrate") == 0)
+        return cli_migrate(cfg, argc, argv);
     if (strcmp(command, "check-config") == 0 && argc == 0)
         return cli_check_config(cfg);
     fprintf(stderr, "projectord: %s: unexpected arguments\n", command);
@@ -100,6 +109,7 @@ static bool known_command(const char *command)
                                            "replay-dead-letters",
                                            "resume",
                                            "adopt-restored-store",
+                                           "migrate",
                                            NULL};
     for (const char *const *c = commands; *c; c++)
         if (strcmp(command, *c) == 0)
