@@ -358,7 +358,9 @@ static int read_history(const struct target *t, struct mfile *files, size_t n)
 static bool apply_file(const struct target *t, const struct mfile *m)
 {
     double start = now_ms();
-    if (!exec_ok(t, m->name, m->text))
+    /* The server does not take a UTF-8 byte order mark for white space. */
+    bool bom = m->len >= 3 && memcmp(m->text, "\xEF\xBB\xBF", 3) == 0;
+    if (!exec_ok(t, m->name, m->text + (bom ? 3 : 0)))
         return false;
     char sum[16], ms[16];
     snprintf(sum, sizeof sum, "%" PRId32, m->checksum);
@@ -455,11 +457,13 @@ static int migrate_one(struct target *t, struct mfile *files, size_t n, const ch
 
     int rc = 0;
     size_t applied = 0;
-    if (!history && !exec_ok(t, "creating " HISTORY, SQL_CREATE_HISTORY))
+    if (!adopt && !history && !exec_ok(t, "creating " HISTORY, SQL_CREATE_HISTORY))
         rc = EXIT_FAILURE_1;
-    if (!rc && adopt) {
-        /* All or nothing: see the top of this file. */
-        bool ok = exec_ok(t, "BEGIN", "BEGIN") && exec_ok(t, ADOPT_SCRIPT, adopt);
+    if (adopt) {
+        /* All or nothing, the history table too: see the top of this file. */
+        bool ok = exec_ok(t, "BEGIN", "BEGIN") &&
+                  (history || exec_ok(t, "creating " HISTORY, SQL_CREATE_HISTORY)) &&
+                  exec_ok(t, ADOPT_SCRIPT, adopt);
         if (ok)
             printf("%s%s: applied (the original event store adopted)\n", t->label, ADOPT_SCRIPT);
         for (size_t i = 0; ok && i < n; i++)
