@@ -398,3 +398,61 @@ def test_store_that_differs_more_is_refused_unchanged(cluster):
     assert "rolled back" in r.stderr
     assert db.scalar("SELECT to_regclass('public.flyway_schema_history') IS NULL")
     assert schemainfo.differences(before, schemainfo.catalog(db.conninfo)) == []
+
+
+# ---------------------------------------------------------------------------
+# A database without the schema
+# ---------------------------------------------------------------------------
+
+ONE_SHOT = [["status"], ["status", "--check"], ["dead-letters"], ["rebuild", "--all"],
+            ["resume", "users"], ["replay-dead-letters", "users"], ["adopt-restored-store"]]
+
+
+@pytest.mark.parametrize("store", ["empty", "original"])
+def test_one_shot_commands_without_schema_name_migrate(cluster, store):
+    db = new_db(cluster, f"mig_noschema_{store}") if store == "empty" else \
+        load_original(cluster, f"mig_noschema_{store}")
+    env = clean_env(PROJECTORD_DATABASE_URL=db.conninfo)
+    for args in ONE_SHOT:
+        r = run_cli(["-c", EMPTY_CONFIG, *args], env=env)
+        assert r.returncode == EXIT_FAILURE, (args, r.stdout, r.stderr)
+        lines = r.stderr.splitlines()
+        assert len(lines) == 1 and "run `projectord migrate`" in lines[0], (args, r.stderr)
+        assert f"database {db.name} " in lines[0]
+        if store == "original" and args[0] != "status" and args[0] != "dead-letters":
+            assert "original design" in lines[0] and "to adopt it" in lines[0], (args, lines)
+        assert "does not exist" not in r.stderr
+
+
+def ensure_daemon_role(cluster):
+    cluster.psql("postgres", "-c", "DO $$ BEGIN CREATE ROLE projectord LOGIN; "
+                 "EXCEPTION WHEN duplicate_object THEN NULL; END $$")
+
+
+def test_run_says_it_once_and_starts_after_migrate(cluster, request, workdir):
+    ensure_daemon_role(cluster)
+    db = new_db(cluster, "mig_run")
+    line = f"ERROR database {db.name} has no projectord schema"
+    with daemon_starter(request, workdir, db.conninfo) as start:
+        d = start()
+        wait_for(lambda: line in d.log(), "the ERROR line")
+        # Retries with backoff (1 s, 2 s, 4 s...): several in this time, one line.
+        time.sleep(4)
+        assert d.alive()
+        assert d.log(tail=10000).count("no projectord schema") == 1, d.log()
+        assert "does not exist" not in d.log(tail=10000)
+        r = migrate(db)
+        assert r.returncode == EXIT_OK, r.stderr
+        db.append([Command("Category", new_id(), 0, [event("CategoryCreated", {"name": "c"})])])
+        d.wait_caught_up(timeout=60)
+        assert "the schema is there now" in d.log(tail=10000)
+        assert d.log(tail=10000).count("no projectord schema") == 1
+
+
+def test_run_stops_at_once_while_waiting_for_the_schema(cluster, request, workdir):
+    ensure_daemon_role(cluster)
+    db = load_original(cluster, "mig_run_stop")
+    with daemon_starter(request, workdir, db.conninfo) as start:
+        d = start()
+        wait_for(lambda: "holds the event store of the original design" in d.log(), "the ERROR line")
+        assert d.stop(timeout=5) == EXIT_OK
