@@ -81,6 +81,15 @@ static void answer(struct probe *p, const PGresult *res)
     ev_timer_start(p->gate->loop, &p->retry);
 }
 
+static void all_ok(struct schemagate *g)
+{
+    bool all = true;
+    for (int i = 0; i < g->nprobes; i++)
+        all = all && g->probes[i].ok;
+    if (all)
+        ev_timer_start(g->loop, &g->done);
+}
+
 static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGresult *res,
                     const PGnotify *notify)
 {
@@ -98,12 +107,15 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
         p->asked = false;
         if (p->ok) {
             pgconn_close(p->conn);
-            bool all = true;
-            for (int i = 0; i < g->nprobes; i++)
-                all = all && g->probes[i].ok;
-            if (all)
-                ev_timer_start(g->loop, &g->done);
+            all_ok(g);
         }
+        break;
+    case PGCONN_STANDBY:
+        /* A hot standby is the runners' to report (and to wait out): it is no
+         * place to judge the schema from, nor to hold the daemon back. */
+        p->ok = true;
+        pgconn_close(p->conn);
+        all_ok(g);
         break;
     case PGCONN_LOST:
         p->asked = false;
