@@ -441,7 +441,7 @@ static int migrate_one(struct target *t, struct mfile *files, size_t n, const ch
                t->label, t->database);
     }
 
-    if (dry_run || pending == 0) {
+    if (dry_run || (pending == 0 && !original)) {
         for (size_t i = 0; dry_run && i < n; i++)
             if (files[i].pending)
                 printf("%s%s: would be applied\n", t->label, files[i].name);

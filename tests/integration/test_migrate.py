@@ -456,3 +456,16 @@ def test_run_stops_at_once_while_waiting_for_the_schema(cluster, request, workdi
         d = start()
         wait_for(lambda: "holds the event store of the original design" in d.log(), "the ERROR line")
         assert d.stop(timeout=5) == EXIT_OK
+
+
+def test_separate_read_model_database_gets_both(cluster):
+    """database.target: both databases get every migration, each its own history."""
+    events, reads = new_db(cluster, "mig_events"), new_db(cluster, "mig_reads")
+    env = clean_env(PROJECTORD_DATABASE_URL=events.conninfo,
+                    PROJECTORD_TARGET_DATABASE_URL=reads.conninfo)
+    r = run_cli(["-c", EMPTY_CONFIG, "migrate", "--sql-dir", SQL_DIR], env=env)
+    assert r.returncode == EXIT_OK, r.stderr
+    assert "event store: mig_events:" in r.stdout and "read model: mig_reads:" in r.stdout
+    assert history(events) == history(reads) == expected_history()
+    again = run_cli(["-c", EMPTY_CONFIG, "migrate", "--sql-dir", SQL_DIR], env=env)
+    assert again.stdout.count("nothing to apply") == 2, again.stdout
