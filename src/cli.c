@@ -62,11 +62,10 @@ PGconn *cli_connect_to(const char *conninfo)
     return NULL;
 }
 
-int cli_require_schema(const struct config *cfg, PGconn *conn)
+/* schemagate.h's question on conn: 0, or an exit code after one line. */
+static int ask_schema(PGconn *conn, bool events, bool read_model)
 {
-    bool apart = cfg->target_conninfo &&
-                 (!cfg->conninfo || strcmp(cfg->conninfo, cfg->target_conninfo) != 0);
-    const char *params[] = {apart ? "f" : "t", "t"};
+    const char *params[] = {events ? "t" : "f", read_model ? "t" : "f"};
     PGresult *res = PQexecParams(conn, SCHEMAGATE_SQL, 2, NULL, params, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
@@ -81,22 +80,11 @@ int cli_require_schema(const struct config *cfg, PGconn *conn)
     return rc;
 }
 
-/* The event store's half when it is another database than conn's (database.target). */
-static int require_event_schema(PGconn *source)
+int cli_require_schema(const struct config *cfg, PGconn *conn)
 {
-    const char *params[] = {"t", "f"};
-    PGresult *res = PQexecParams(source, SCHEMAGATE_SQL, 2, NULL, params, NULL, NULL, 0);
-    int rc = 0;
-    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-        fprintf(stderr, "projectord: cannot tell whether the schema is there: %s\n",
-                pgconn_error_line(res));
-        rc = EXIT_FAILURE_1;
-    } else if (!PQgetisnull(res, 0, 0)) {
-        fprintf(stderr, "projectord: %s\n", PQgetvalue(res, 0, 0));
-        rc = EXIT_NO_SCHEMA;
-    }
-    PQclear(res);
-    return rc;
+    bool apart = cfg->target_conninfo &&
+                 (!cfg->conninfo || strcmp(cfg->conninfo, cfg->target_conninfo) != 0);
+    return ask_schema(conn, !apart, true);
 }
 
 /* 1 when conn's server is a hot standby, 0 when not, -1 when the question failed (printed). */
@@ -142,7 +130,7 @@ int cli_require_primary(const struct config *cfg, PGconn *target, bool events)
                         " recovery): its snapshots do not list the primary's transactions in"
                         " progress, so events could be skipped; point database.conninfo at the"
                         " primary\n");
-    missing = standby == 0 ? require_event_schema(source) : 0;
+    missing = standby == 0 ? ask_schema(source, true, false) : 0;
     PQfinish(source);
     return standby < 0 ? EXIT_FAILURE_1 : standby ? EXIT_CONFIG : missing;
 }

@@ -208,7 +208,7 @@ def test_install_layout(install):
     # `projectord migrate` adopts an original event store with this one (sql/adopt/).
     assert os.listdir(inst.path("/usr/share/projectord/sql/adopt")) == ["original_event_store.sql"]
     # ... and finds the installed directory by itself.
-    assert "(/usr/share/projectord/sql)" in run([binary, "--help"]).stdout
+    assert "(default /usr/share/projectord/sql)" in run([binary, "--help"]).stdout
     with open(inst.path("/usr/lib/systemd/system/projectord.service")) as f:
         unit = f.read()
     assert not re.search(r"@[A-Za-z0-9_]+@", unit), "a template variable left in the unit"
