@@ -4,7 +4,8 @@
 # Environment: PROJECTORD_DATABASE_URL (conninfo or URI; or libpq's PG*
 # variables), PROJECTORD_LOG_LEVEL. No config file: the default path
 # /etc/projectord/projectord.conf is absent, which is fine. The SQL
-# migrations are in /usr/share/projectord/sql (apply V*.sql, then R__*.sql).
+# migrations are in /usr/share/projectord/sql: `docker run ... projectord
+# migrate` applies them (as the database's owner).
 
 # --- build: compilers and -dev packages, thrown away afterwards ----------
 FROM debian:bookworm-slim AS build

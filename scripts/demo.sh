@@ -34,10 +34,13 @@ trap cleanup EXIT
 
 say "Starting a throwaway PostgreSQL in $work/pg"
 "${pgcluster[@]}" start "$work/pg" >/dev/null
-conninfo=$("${pgcluster[@]}" createdb "$work/pg" app)
-echo "database: $conninfo (schema from sql/ applied)"
+conninfo=$("${pgcluster[@]}" createdb --empty "$work/pg" app)
+echo "database: $conninfo (empty)"
 
 q() { psql -X -q -v ON_ERROR_STOP=1 -d "$conninfo" "$@"; }
+
+say "Creating the schema: $bin migrate --sql-dir sql"
+PROJECTORD_DATABASE_URL="$conninfo" "$bin" -c /dev/null migrate --sql-dir sql | tail -n 3
 
 say "Loading examples/sample_events.sql"
 q -o /dev/null -f examples/sample_events.sql

@@ -11,6 +11,7 @@
 #include "log.h"
 #include "pgconn.h"
 #include "registry.h"
+#include "schemagate.h"
 
 #define CONNECT_TIMEOUT "5"
 
@@ -61,6 +62,31 @@ PGconn *cli_connect_to(const char *conninfo)
     return NULL;
 }
 
+/* schemagate.h's question on conn: 0, or an exit code after one line. */
+static int ask_schema(PGconn *conn, bool events, bool read_model)
+{
+    const char *params[] = {events ? "t" : "f", read_model ? "t" : "f"};
+    PGresult *res = PQexecParams(conn, SCHEMAGATE_SQL, 2, NULL, params, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        fprintf(stderr, "projectord: cannot tell whether the schema is there: %s\n",
+                pgconn_error_line(res));
+        rc = EXIT_FAILURE_1;
+    } else if (!PQgetisnull(res, 0, 0)) {
+        fprintf(stderr, "projectord: %s\n", PQgetvalue(res, 0, 0));
+        rc = EXIT_NO_SCHEMA;
+    }
+    PQclear(res);
+    return rc;
+}
+
+int cli_require_schema(const struct config *cfg, PGconn *conn)
+{
+    bool apart = cfg->target_conninfo &&
+                 (!cfg->conninfo || strcmp(cfg->conninfo, cfg->target_conninfo) != 0);
+    return ask_schema(conn, !apart, true);
+}
+
 /* 1 when conn's server is a hot standby, 0 when not, -1 when the question failed (printed). */
 static int in_recovery(PGconn *conn)
 {
@@ -92,19 +118,21 @@ int cli_require_primary(const struct config *cfg, PGconn *target, bool events)
                         " database.target at the primary\n");
         return EXIT_CONFIG;
     }
-    if (!events || !cfg->target_conninfo)
-        return 0;
+    int missing = cli_require_schema(cfg, target);
+    if (missing || !events || !cfg->target_conninfo)
+        return missing;
     PGconn *source = cli_connect_to(cfg->conninfo);
     if (!source)
         return EXIT_UNAVAILABLE;
     standby = in_recovery(source);
-    PQfinish(source);
     if (standby > 0)
         fprintf(stderr, "projectord: database.conninfo names a hot standby (the server is in"
                         " recovery): its snapshots do not list the primary's transactions in"
                         " progress, so events could be skipped; point database.conninfo at the"
                         " primary\n");
-    return standby < 0 ? EXIT_FAILURE_1 : standby ? EXIT_CONFIG : 0;
+    missing = standby == 0 ? ask_schema(source, true, false) : 0;
+    PQfinish(source);
+    return standby < 0 ? EXIT_FAILURE_1 : standby ? EXIT_CONFIG : missing;
 }
 
 static void print_text(const PGresult *res)
@@ -199,6 +227,11 @@ int cli_status(const struct config *cfg, int argc, char **argv)
     PGconn *conn = cli_connect(cfg);
     if (!conn)
         return EXIT_UNAVAILABLE;
+    int missing = cli_require_schema(cfg, conn);
+    if (missing) {
+        PQfinish(conn);
+        return missing;
+    }
     PGresult *res = PQexec(conn, SQL_STATUS);
     int rc = 0;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {

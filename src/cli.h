@@ -15,6 +15,9 @@
 #define EXIT_FAILURE_1   1
 #define EXIT_USAGE       64
 #define EXIT_UNAVAILABLE 69
+/* The database has no projectord schema (or the original design's event
+ * store): the line names `projectord migrate`. A failure like any other. */
+#define EXIT_NO_SCHEMA 1
 
 /*
  * Connect to the read-model database (config_target) with a bounded wait (connect_timeout, unless
@@ -35,6 +38,17 @@ PGconn *cli_connect_to(const char *conninfo);
  * EXIT_FAILURE_1 when the question failed.
  */
 int cli_require_primary(const struct config *cfg, PGconn *target, bool events);
+
+/*
+ * Refuse a database without projectord's schema (schemagate.h's question):
+ * the read model on conn, and the event store there too unless it is in
+ * another database (database.target): an original design's event store
+ * is named as such, whatever the command reads. Returns 0, or an exit code after printing one
+ * line: EXIT_NO_SCHEMA naming `projectord migrate`, EXIT_FAILURE_1 when the
+ * question failed. cli_require_primary asks it as well (of the event
+ * store's own database too, with database.target).
+ */
+int cli_require_schema(const struct config *cfg, PGconn *conn);
 
 /* `status [--json] [--check]`: argv are the command's own arguments. */
 int cli_status(const struct config *cfg, int argc, char **argv);

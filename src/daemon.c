@@ -26,6 +26,7 @@
 #include "registry.h"
 #include "runner.h"
 #include "runner_metrics.h"
+#include "schemagate.h"
 
 #define STOP_GRACE_S    30.0
 #define NOTIFY_STATUS_S 5.0 /* STATUS= refresh when there is no watchdog */
@@ -43,6 +44,7 @@ struct daemon {
     struct metrics_server *metrics;
     size_t nrunning;
     struct listener *listener;
+    struct schemagate *gate; /* until the schema is there: nothing else starts */
     ev_timer poll_timer;
     ev_timer stop_timer;
     ev_timer respawn_timer; /* starts the runners of enabled slots whose runner has finished */
@@ -56,6 +58,8 @@ struct daemon {
 static void wake_all(void *arg)
 {
     struct daemon *d = arg;
+    if (d->gate)
+        return;
     readshare_wake_round(d->fleet.share);
     for (size_t i = 0; i < projection_registry_count; i++)
         if (d->active[i])
@@ -174,7 +178,7 @@ static void stop_cb(struct ev_loop *loop, ev_signal *w, int revents)
     listener_free(d->listener);
     d->listener = NULL;
     ev_timer_start(loop, &d->stop_timer);
-    if (d->nrunning == 0) {
+    if (d->nrunning == 0 || d->gate) { /* waiting for the schema: no runner has started */
         ev_break(loop, EVBREAK_ALL);
         return;
     }
@@ -213,6 +217,8 @@ static void respawn_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)loop;
     (void)revents;
     struct daemon *d = w->data;
+    if (d->gate)
+        return; /* the schema's arrival starts them */
     for (size_t i = 0; i < projection_registry_count && !d->stopping; i++) {
         if (!d->cfg->projections[i].enabled || d->active[i])
             continue;
@@ -374,8 +380,22 @@ static int start_metrics(struct daemon *d)
     return 0;
 }
 
+/* The schema is there (schemagate.h): start listening and projecting. */
+static void schema_ready(void *arg)
+{
+    struct daemon *d = arg;
+    schemagate_free(d->gate);
+    d->gate = NULL;
+    listener_start(d->listener);
+    for (size_t i = 0; i < projection_registry_count; i++)
+        if (d->active[i])
+            runner_start(d->runners[i]);
+    ev_timer_start(d->loop, &d->respawn_timer); /* those a reload enabled meanwhile */
+}
+
 static void teardown(struct daemon *d)
 {
+    schemagate_free(d->gate);
     listener_free(d->listener);
     metrics_close(d->metrics);
     for (size_t i = 0; d->runners && i < projection_registry_count; i++)
@@ -442,10 +462,13 @@ int daemon_run(struct config *cfg, const char *config_path, const char *level_ov
     log_info("projectord %s starting as %s with %zu projection(s)", PROJECTORD_VERSION, d.owner,
              d.nrunning);
     listener_set_tick(d.listener, cfg->min_read_interval_ms / 1000.0);
-    listener_start(d.listener);
-    for (size_t i = 0; i < projection_registry_count; i++)
-        if (d.active[i])
-            runner_start(d.runners[i]);
+    d.gate = schemagate_new(d.loop, cfg->conninfo, cfg->target_conninfo, schema_ready, &d);
+    if (!d.gate) {
+        log_error("out of memory");
+        teardown(&d);
+        return 1;
+    }
+    schemagate_start(d.gate);
 
     ev_run(d.loop, 0);
 

@@ -10,6 +10,7 @@
 #include "config.h"
 #include "daemon.h"
 #include "log.h"
+#include "migrate.h"
 #include "registry.h"
 
 static void usage(FILE *out)
@@ -30,6 +31,10 @@ static void usage(FILE *out)
                  "                         cluster: rewrite the events' transaction ids and move\n"
                  "                         the checkpoints so every event is applied once (run\n"
                  "                         as the event store's owner)\n"
+                 "  migrate [--dry-run] [--sql-dir DIR]\n"
+                 "                         apply the bundled migrations not yet applied\n"
+                 "                         (default " PROJECTORD_SQL_DIR_DEFAULT ");\n"
+                 "                         adopts the original design's event store\n"
                  "  list                   compiled-in projections, tables and event types\n"
                  "  check-config           validate the config and print it, secrets masked\n"
                  "options:\n"
@@ -82,6 +87,8 @@ static int dispatch(struct config *cfg, const char *path, const char *level, con
         return cli_dead_letters(cfg, argc, argv);
     if (strcmp(command, "adopt-restored-store") == 0)
         return cli_adopt_restored_store(cfg, argc, argv);
+    if (strcmp(command, "migrate") == 0)
+        return cli_migrate(cfg, argc, argv);
     if (strcmp(command, "check-config") == 0 && argc == 0)
         return cli_check_config(cfg);
     fprintf(stderr, "projectord: %s: unexpected arguments\n", command);
@@ -100,6 +107,7 @@ static bool known_command(const char *command)
                                            "replay-dead-letters",
                                            "resume",
                                            "adopt-restored-store",
+                                           "migrate",
                                            NULL};
     for (const char *const *c = commands; *c; c++)
         if (strcmp(command, *c) == 0)

@@ -530,6 +530,11 @@ int cli_dead_letters(const struct config *cfg, int argc, char **argv)
     PGconn *conn = cli_connect(cfg);
     if (!conn)
         return EXIT_UNAVAILABLE;
+    int missing = cli_require_schema(cfg, conn);
+    if (missing) {
+        PQfinish(conn);
+        return missing;
+    }
     const char *params[] = {argc == 1 ? argv[0] : NULL};
     PGresult *res = PQexecParams(
         conn,
@@ -692,6 +697,13 @@ int cli_adopt_restored_store(const struct config *cfg, int argc, char **argv)
     if (!target || !source) {
         PQfinish(target);
         return EXIT_UNAVAILABLE;
+    }
+    int missing = cli_require_schema(cfg, target);
+    if (missing) {
+        if (source != target)
+            PQfinish(source);
+        PQfinish(target);
+        return missing;
     }
     char *out = NULL;
     if (apart) {

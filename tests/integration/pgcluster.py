@@ -10,7 +10,9 @@ As a module:   c = PgCluster(tempdir); c.start(); c.create_database("app")
                PgCluster(tempdir, settings={"ssl": "on"}, hba=PASSWORD_HBA) for
                a cluster with extra server settings or its own pg_hba.conf
 As a CLI:      pgcluster.py start DIR            -> prints a conninfo
-               pgcluster.py createdb DIR NAME    -> applies sql/, prints a conninfo
+               pgcluster.py createdb DIR NAME [--empty]
+                                                 -> applies sql/ (not with --empty),
+                                                    prints a conninfo
                pgcluster.py stop DIR [--mode immediate]
 """
 
@@ -333,6 +335,7 @@ def main(argv=None):
     p = sub.add_parser("createdb", help="create a database with sql/ applied; print its conninfo")
     p.add_argument("dir")
     p.add_argument("name")
+    p.add_argument("--empty", action="store_true", help="without the schema (projectord migrate makes it)")
     p = sub.add_parser("stop", help="stop the cluster")
     p.add_argument("dir")
     p.add_argument("--mode", default="fast", choices=["smart", "fast", "immediate"])
@@ -346,7 +349,7 @@ def main(argv=None):
             cluster.start()
             print(cluster.conninfo())
         elif args.command == "createdb":
-            print(cluster.create_database(args.name))
+            print(cluster.create_database(args.name, schema=not args.empty))
         elif args.command == "stop":
             cluster.stop(args.mode)
         elif args.command == "destroy":

@@ -201,10 +201,14 @@ def test_install_layout(install):
     assert run([binary, "--version"]).stdout.split() == ["projectord", project_version()]
     assert os.path.isfile(inst.path("/etc/projectord/projectord.conf"))
     want_sql = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO_ROOT, "sql", "V*.sql"))
-                      + glob.glob(os.path.join(REPO_ROOT, "sql", "R__*.sql")))
+                      + glob.glob(os.path.join(REPO_ROOT, "sql", "R__*.sql"))) + ["adopt"]
     assert any(f.startswith("R__") for f in want_sql)
     got_sql = sorted(os.listdir(inst.path("/usr/share/projectord/sql")))
     assert got_sql == want_sql and want_sql
+    # `projectord migrate` adopts an original event store with this one (sql/adopt/).
+    assert os.listdir(inst.path("/usr/share/projectord/sql/adopt")) == ["original_event_store.sql"]
+    # ... and finds the installed directory by itself.
+    assert "(default /usr/share/projectord/sql)" in run([binary, "--help"]).stdout
     with open(inst.path("/usr/lib/systemd/system/projectord.service")) as f:
         unit = f.read()
     assert not re.search(r"@[A-Za-z0-9_]+@", unit), "a template variable left in the unit"
@@ -487,7 +491,6 @@ def test_docker_compose():
     pg, pd = services["postgres"], services["projectord"]
 
     assert pg["image"].startswith("postgres:")
-    assert initdb_files(pg), "nothing in /docker-entrypoint-initdb.d"
     pg_env = environment(pg)
     db, user, password = pg_env["POSTGRES_DB"], pg_env["POSTGRES_USER"], pg_env["POSTGRES_PASSWORD"]
     test = pg["healthcheck"]["test"]
@@ -504,60 +507,31 @@ def test_docker_compose():
     assert not any("/etc/projectord" in str(v) for v in pd.get("volumes", []))
     assert "-c" not in str(pd.get("command", "")).split()
     assert pd["depends_on"]["postgres"]["condition"] == "service_healthy"
+    # The schema comes from `projectord migrate` (issue 19), before the daemon starts.
+    mig = services["migrate"]
+    assert mig.get("build") == pd.get("build") and mig.get("image") == pd.get("image")
+    assert mig["command"] == ["migrate"]
+    assert environment(mig)["PROJECTORD_DATABASE_URL"] == pd_env["PROJECTORD_DATABASE_URL"]
+    assert mig["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert pd["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
 
 
-INITDB = "/docker-entrypoint-initdb.d"
-
-
-def mounts(service):
-    """{container path: host path} of the service's bind mounts."""
-    out = {}
-    for volume in service.get("volumes", []):
-        host, target = volume.split(":")[:2]
-        out[target.rstrip("/")] = os.path.normpath(os.path.join(REPO_ROOT, host))
-    return out
-
-
-def initdb_files(service):
-    """[(container name, host path)] of what the postgres image finds in
-    /docker-entrypoint-initdb.d, in the (lexical) order it runs them."""
-    files = {}
-    for target, host in mounts(service).items():
-        if target == INITDB:
-            files.update({f"{INITDB}/{f}": os.path.join(host, f) for f in os.listdir(host)})
-        elif os.path.dirname(target) == INITDB:
-            files[target] = host
-    return sorted(files.items())
-
-
-def test_docker_compose_initdb_makes_the_schema(cluster):
-    """What the postgres image does with /docker-entrypoint-initdb.d on first
-    start (docker_process_init_files: *.sh run, or sourced when not
-    executable; *.sql through psql), done here against a test cluster: the
-    database ends with the schema the migrations give (the R__ files after
-    the V files, which the image's lexical order of *.sql would not do)."""
+def test_docker_compose_migrate_makes_the_schema(cluster):
+    """The compose file's `migrate` service, run against a test cluster (its
+    URL pointed there): the database ends with the schema the migrations
+    give, and the next start of the service is a no-op."""
     with open(os.path.join(REPO_ROOT, "docker-compose.yml")) as f:
-        pg = yaml.safe_load(f)["services"]["postgres"]
+        mig = yaml.safe_load(f)["services"]["migrate"]
     name = f"compose_{os.getpid()}"
     cluster.create_database(name, schema=False)
-    env = dict(os.environ, PGHOST="127.0.0.1", PGPORT=str(cluster.port), POSTGRES_USER="postgres",
-               POSTGRES_DB=name)
+    url = urlsplit(environment(mig)["PROJECTORD_DATABASE_URL"])
+    env = clean_env(PROJECTORD_DATABASE_URL=f"{url.scheme}://postgres@127.0.0.1:{cluster.port}/{name}",
+                    PROJECTORD_SQL_DIR=os.path.join(REPO_ROOT, "sql"))  # the image's, installed
     try:
-        for target, host in initdb_files(pg):
-            if target.endswith(".sh"):
-                with open(host) as f:
-                    script = f.read()
-                # The script reads the mounted sql/ where compose puts it.
-                default = re.search(r"PROJECTORD_SQL_DIR:-([^}]+)\}", script).group(1)
-                env["PROJECTORD_SQL_DIR"] = mounts(pg)[default]
-                argv = [host] if os.access(host, os.X_OK) else ["sh", "-c", f". {host}"]
-                proc = run(argv, env=env)
-            elif target.endswith(".sql"):
-                proc = run(["psql", "-X", "-q", "-v", "ON_ERROR_STOP=1", "-d", cluster.conninfo(name),
-                            "-f", host])
-            else:
-                continue
-            assert proc.returncode == 0, f"{target}:\n{proc.stdout}"
+        for _ in range(2):
+            proc = run_cli(mig["command"], env=env)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "nothing to apply" in proc.stdout
         fresh = f"compose_fresh_{os.getpid()}"
         cluster.create_database(fresh)
         try:

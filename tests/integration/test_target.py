@@ -150,17 +150,18 @@ def test_dead_letters_replay_and_rebuild_across_databases(db, reads, start_daemo
 
 
 def test_target_without_the_schema_is_retried_not_fatal(db, cluster, start_daemon, workdir):
-    """A target database without sql/ applied: the projections log the
-    error (preparing their statements finds no read_model.projection_metadata,
-    SQLSTATE 42P01) and retry with backoff; once the migrations are applied
-    they start without a restart."""
+    """A target database without sql/ applied: the daemon says so once
+    (issue 19: naming `projectord migrate`, not a raw "relation ... does not
+    exist" from every projection) and asks again with backoff; once the
+    migrations are applied it starts without a restart."""
     name = f"{db.name}_empty"
     cluster.create_database(name, schema=False)
     empty = Database(cluster, name)
     try:
         daemon = start_daemon(target=empty.conninfo, user=None, poll_interval_ms=200)
         deadline = time.monotonic() + 20
-        while "projection_metadata\" does not exist (SQLSTATE 42P01); retrying" not in daemon.log(tail=100_000):
+        while "has no projectord schema (no read_model.projection_metadata): run `projectord migrate`" \
+                not in daemon.log(tail=100_000):
             assert daemon.alive() and time.monotonic() < deadline, daemon.log()
             time.sleep(0.1)
         cluster.apply_schema(name)
