@@ -220,7 +220,13 @@ int cli_list(void)
 {
     for (size_t i = 0; i < projection_registry_count; i++) {
         const struct projection *p = projection_registry[i];
-        printf("%s (version %d): %s\n  tables:", p->name, p->version, p->description);
+        const char *origin = registry_origin(p);
+        printf("%s (version %d): %s\n", p->name, p->version, p->description);
+        if (origin)
+            printf("  declared (%s)\n", origin);
+        else
+            printf("  compiled-in\n");
+        printf("  tables:");
         for (const char *const *t = p->tables; *t; t++)
             printf(" read_model.%s", *t);
         printf("\n  events:");

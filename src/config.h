@@ -44,6 +44,7 @@ struct config {
     char *target_conninfo; /* read-model database; NULL: same as conninfo */
     char *listen_channel;
     char *metrics_listen; /* HOST:PORT of the Prometheus endpoint; NULL: none */
+    char *projection_dir; /* declared projections (SPEC §8); NULL: none */
     int batch_size;
     int poll_interval_ms;
     int min_read_interval_ms; /* least time between two reads of new events (window opens) */
@@ -76,6 +77,15 @@ int config_load(struct config *cfg, const char *path, const char *const *names, 
  */
 int config_load_path(struct config *cfg, const char *path, bool must_exist,
                      const char *const *names, size_t n, char *err, size_t errlen);
+
+/*
+ * Only the projection_dir the file (path; NULL: the default, which may be
+ * absent) or PROJECTORD_PROJECTION_DIR names, into *dir (NULL: none; the
+ * caller frees): the declared projections are loaded before the file is,
+ * since its projections.NAME blocks may name them. Returns 0, or -1 with
+ * one line in err (the file does not parse: config_load would say the same).
+ */
+int config_projection_dir(const char *path, char **dir, char *err, size_t errlen);
 
 /* Release what config_load allocated. */
 void config_free(struct config *cfg);

@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "config.h"
 #include "daemon.h"
+#include "declared.h"
 #include "log.h"
 #include "registry.h"
 
@@ -30,7 +31,8 @@ static void usage(FILE *out)
                  "                         cluster: rewrite the events' transaction ids and move\n"
                  "                         the checkpoints so every event is applied once (run\n"
                  "                         as the event store's owner)\n"
-                 "  list                   compiled-in projections, tables and event types\n"
+                 "  list                   the projections (compiled-in or declared), tables and\n"
+                 "                         event types\n"
                  "  check-config           validate the config and print it, secrets masked\n"
                  "options:\n"
                  "  -c, --config FILE      configuration file (default " CONFIG_DEFAULT_PATH ")\n"
@@ -63,6 +65,26 @@ static int load_config(struct config *cfg, const char *path, const char *level)
     }
     log_setup(cfg->log_level, cfg->log_format);
     return 0;
+}
+
+/*
+ * The declared projections of projection_dir, into the registry: before the
+ * config is loaded, since its projections.NAME blocks may name them.
+ * Returns 0, or -1 after one line on stderr (a file that can not be loaded:
+ * "FILE:LINE: problem").
+ */
+static int load_declared(const char *path)
+{
+    char err[1024], *dir;
+    if (config_projection_dir(path, &dir, err, sizeof err) < 0) {
+        fprintf(stderr, "projectord: %s\n", err);
+        return -1;
+    }
+    int rc = dir ? declared_load_dir(dir, err, sizeof err) : 0;
+    if (rc < 0)
+        fprintf(stderr, "projectord: %s\n", err);
+    free(dir);
+    return rc;
 }
 
 static int dispatch(struct config *cfg, const char *path, const char *level, const char *command,
@@ -144,6 +166,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return EXIT_USAGE;
     }
+    if (load_declared(path) < 0)
+        return EXIT_CONFIG;
     /* A projection whose declarations are wrong would fail mid-batch: refuse it now. */
     char err[512];
     if (registry_check_all(err, sizeof err) < 0) {
