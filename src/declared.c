@@ -180,7 +180,8 @@ static bool read_elements(struct pj_ctx *ctx, const struct df_field *f, const js
     return true;
 }
 
-static const char *envelope_value(const struct pj_event *ev, enum df_envelope e, char num[DF_NUMLEN])
+static const char *envelope_value(const struct pj_event *ev, enum df_envelope e,
+                                  char num[DF_NUMLEN])
 {
     switch (e) {
     case DE_POSITION:

@@ -80,7 +80,7 @@ struct df_statement {
     int index; /* in the projection's statements */
     struct df_param *params;
     int nparams;
-    int for_each;  /* index of the array field it runs once per element of, or -1 */
+    int for_each;   /* index of the array field it runs once per element of, or -1 */
     bool per_batch; /* its parameters collect the batch's values; run once by flush */
     int slot;       /* per_batch: its first pj_textarr in the state */
 };
@@ -106,7 +106,7 @@ struct declared {
     int *statement_lines; /* the line of each statement in file, for messages */
     char **tables;
     int name_line; /* of `name`, for a duplicate name */
-    int nslots; /* pj_textarr slots of the per-batch statements */
+    int nslots;    /* pj_textarr slots of the per-batch statements */
 };
 
 /*

@@ -85,8 +85,8 @@ static int get_string(struct loader *ld, const config_setting_t *g, const char *
     return 0;
 }
 
-static int get_bool(struct loader *ld, const config_setting_t *g, const char *key,
-                    const char *what, bool def, bool *out)
+static int get_bool(struct loader *ld, const config_setting_t *g, const char *key, const char *what,
+                    bool def, bool *out)
 {
     const config_setting_t *s = config_setting_get_member(g, key);
     *out = def;
@@ -117,9 +117,9 @@ static const struct {
     const char *name;
     enum df_type type;
 } field_types[] = {
-    {"text", DF_TEXT},           {"integer", DF_INTEGER}, {"uuid", DF_UUID},
-    {"boolean", DF_BOOLEAN},     {"timestamp", DF_TIMESTAMP}, {"numeric", DF_NUMERIC},
-    {"object", DF_OBJECT},       {"array", DF_ARRAY},     {"json", DF_JSON},
+    {"text", DF_TEXT},       {"integer", DF_INTEGER},     {"uuid", DF_UUID},
+    {"boolean", DF_BOOLEAN}, {"timestamp", DF_TIMESTAMP}, {"numeric", DF_NUMERIC},
+    {"object", DF_OBJECT},   {"array", DF_ARRAY},         {"json", DF_JSON},
 };
 
 #define TYPE_NAMES "text, integer, uuid, boolean, timestamp, numeric, object, array, json"
@@ -174,8 +174,8 @@ static int parse_field(struct loader *ld, const config_setting_t *s, struct df_f
                     "field '%s': must be a type (\"text\", \"uuid?\", ...) or a group "
                     "{ type = ...; ... }",
                     f->name);
-    static const char *const keys[] = {"type", "optional", "key",   "min",    "max",
-                                       "above", "below",   "fields", NULL};
+    static const char *const keys[] = {"type",  "optional", "key",    "min", "max",
+                                       "above", "below",    "fields", NULL};
     const char *type, *key;
     char what[128];
     snprintf(what, sizeof what, "field '%s'", f->name);
@@ -319,8 +319,8 @@ static int parse_statement(struct loader *ld, const config_setting_t *s, struct 
     struct declared *d = ld->d;
     char what[160];
     snprintf(what, sizeof what, "%s: statement", h->event_type);
-    static const char *const keys[] = {"sql",      "params",    "key", "count_ignored",
-                                       "bulk",     "for_each",  "per_batch", NULL};
+    static const char *const keys[] = {"sql",  "params",   "key",       "count_ignored",
+                                       "bulk", "for_each", "per_batch", NULL};
     if (config_setting_type(s) != CONFIG_TYPE_GROUP)
         return fail(ld, s, "%s must be a group { sql = \"...\"; params = [...]; }", what);
     const char *sql, *for_each;
@@ -380,8 +380,9 @@ static int parse_statement(struct loader *ld, const config_setting_t *s, struct 
     }
     if (per_batch) {
         if (bulk || for_each || count_ignored)
-            return fail(ld, s, "%s: a per_batch statement can not be bulk, for_each or "
-                               "count_ignored (it belongs to no single event)",
+            return fail(ld, s,
+                        "%s: a per_batch statement can not be bulk, for_each or "
+                        "count_ignored (it belongs to no single event)",
                         what);
         key = 0;
         st->per_batch = true;
@@ -436,8 +437,8 @@ static int parse_handler(struct loader *ld, const config_setting_t *s, struct df
         return fail(ld, stmts, "out of memory");
     for (int i = 0; i < n; i++) {
         h->nstatements++;
-        if (parse_statement(ld, config_setting_get_elem(stmts, (unsigned)i), h,
-                            &h->statements[i]) < 0)
+        if (parse_statement(ld, config_setting_get_elem(stmts, (unsigned)i), h, &h->statements[i]) <
+            0)
             return -1;
     }
     return 0;
@@ -449,9 +450,9 @@ static int count_statements(const config_setting_t *handlers)
     int n = 0;
     for (int i = 0; i < config_setting_length(handlers); i++) {
         const config_setting_t *h = config_setting_get_elem(handlers, (unsigned)i);
-        const config_setting_t *s =
-            config_setting_type(h) == CONFIG_TYPE_GROUP ? config_setting_get_member(h, "statements")
-                                                        : NULL;
+        const config_setting_t *s = config_setting_type(h) == CONFIG_TYPE_GROUP
+                                        ? config_setting_get_member(h, "statements")
+                                        : NULL;
         if (s && config_setting_type(s) == CONFIG_TYPE_LIST)
             n += config_setting_length(s);
     }
@@ -477,8 +478,9 @@ static int parse_tables(struct loader *ld, const config_setting_t *root)
         if (!name || !*name || strlen(name) > 63 ||
             strspn(name, "abcdefghijklmnopqrstuvwxyz0123456789_") != strlen(name) ||
             isdigit((unsigned char)name[0]))
-            return fail(ld, s, "'tables': a table is a lowercase unqualified name "
-                               "([a-z_][a-z0-9_]*, at most 63)");
+            return fail(ld, s,
+                        "'tables': a table is a lowercase unqualified name "
+                        "([a-z_][a-z0-9_]*, at most 63)");
         if (!(d->tables[i] = dup_or_fail(ld, s, name)))
             return -1;
     }
@@ -488,8 +490,8 @@ static int parse_tables(struct loader *ld, const config_setting_t *root)
 static int parse_root(struct loader *ld, const config_setting_t *root)
 {
     struct declared *d = ld->d;
-    static const char *const keys[] = {"name", "version", "description", "tables", "handlers",
-                                       NULL};
+    static const char *const keys[] = {"name",   "version",  "description",
+                                       "tables", "handlers", NULL};
     const char *name, *description;
     if (known_keys(ld, root, "projection", keys) < 0 ||
         get_string(ld, root, "name", "projection", true, &name) < 0 ||
@@ -529,17 +531,17 @@ static int parse_root(struct loader *ld, const config_setting_t *root)
             return -1;
         for (int k = 0; k < i; k++)
             if (strcmp(d->handlers[k].event_type, h->event_type) == 0)
-                return fail(ld, s, "handler: event type '%s' has a handler already",
-                            h->event_type);
-        d->pj_handlers[i] = (struct pj_handler){
-            .event_type = h->event_type, .fn = declared_handle,
-            .flags = h->payload ? 0 : PJ_NO_PAYLOAD};
+                return fail(ld, s, "handler: event type '%s' has a handler already", h->event_type);
+        d->pj_handlers[i] = (struct pj_handler){.event_type = h->event_type,
+                                                .fn = declared_handle,
+                                                .flags = h->payload ? 0 : PJ_NO_PAYLOAD};
     }
     d->statements[d->nstatements] = (struct pj_statement)PJ_STATEMENTS_END;
     d->proj.statements = d->statements;
     d->proj.handlers = d->pj_handlers;
     if (d->nslots > 0) {
-        d->proj.state_size = sizeof(struct df_state) + (size_t)d->nslots * sizeof(struct pj_textarr);
+        d->proj.state_size =
+            sizeof(struct df_state) + (size_t)d->nslots * sizeof(struct pj_textarr);
         d->proj.flush = declared_flush;
         d->proj.release = declared_release;
     }
@@ -687,8 +689,9 @@ int declared_load_dir(const char *dir, char *err, size_t errlen)
         }
         for (size_t k = 0; k < i; k++)
             if (loaded[k] && strcmp(loaded[k]->proj.name, loaded[i]->proj.name) == 0) {
-                snprintf(err, errlen, "%s:%d: duplicate name: projection '%s' is declared in %s "
-                                      "already",
+                snprintf(err, errlen,
+                         "%s:%d: duplicate name: projection '%s' is declared in %s "
+                         "already",
                          names[i], loaded[i]->name_line, loaded[i]->proj.name, loaded[k]->file);
                 rc = -1;
             }
