@@ -164,8 +164,8 @@ def projection_case(request, db, workdir):
     projection_harness.py)."""
     daemons = request.node.daemons = []
 
-    def make(projection, batch_size=1000):
-        case = ProjectionCase(db, workdir, projection, batch_size)
+    def make(projection, batch_size=1000, projection_dir=None):
+        case = ProjectionCase(db, workdir, projection, batch_size, projection_dir)
         daemons.append(case.daemon)
         return case
 
