@@ -13,9 +13,11 @@ import uuid
 import pytest
 
 from daemon import (DECLARED_DIR, EXIT_CONFIG, EXIT_OK, clean_env, config_text, libconfig_string,
-                    run_cli)
+                    metadata, run_cli)
 from eventgen import at
+from oracle import PROJECTIONS
 from pgcluster import free_port
+from scenarios import users_scenario
 
 WIDGETS = """\
 # widgets: how often each widget was seen, and its parts.
@@ -186,3 +188,44 @@ def test_a_missing_projection_dir_exits_78(workdir):
     proc = run_cli(["list"], env=clean_env(PROJECTORD_PROJECTION_DIR=os.path.join(workdir, "no")))
     assert proc.returncode == EXIT_CONFIG
     assert "projection_dir: cannot read: No such file or directory" in proc.stderr
+
+
+def test_a_statement_the_database_rejects_fails_that_projection_alone(db, workdir, start_daemon):
+    """SPEC §8: the projection is failed with the SQLSTATE, the message and
+    the file in its status row and the log; the others run; check-config
+    reports the same; after a fix, a resume prepares again."""
+    db.execute(WIDGETS_SQL)
+    path = declared_dir(workdir, {"widgets.conf": WIDGETS.replace("SET shiny = true", "SET shinny = true")})
+    line = WIDGETS.splitlines().index("        bulk = true;") + 1 - 1  # the statement's "{"
+    projections = {name: {} for name in PROJECTIONS}
+    projections["widgets"] = {}
+    daemon = start_daemon(projections=projections,
+                          extra=f"projection_dir = {libconfig_string(path)};")
+    where = f"{path}/widgets.conf:{line}"
+
+    def widgets_failed(conn):
+        row = metadata(conn).get("widgets")
+        return row if row and row["status"] == "failed" else None
+    row = daemon.wait_until(widgets_failed, 30, "widgets to fail")
+    assert row["last_error_sqlstate"] == "42703", row
+    assert row["last_error"] == (f'statement 2 ({where}) does not prepare: column "shinny" of '
+                                 'relation "widgets" does not exist'), row
+    assert f"widgets: statement 2 ({where}) does not prepare" in daemon.log()
+    db.append(users_scenario().script.commands)
+    rows = daemon.wait_until(
+        lambda conn: all(metadata(conn)[n]["status"] == "live" for n in PROJECTIONS)
+        and metadata(conn), 30, "the other projections to run")
+    assert rows["users"]["events_processed"] > 0
+
+    proc = run_cli(["-c", daemon.config_path, "check-config"])
+    assert proc.returncode == EXIT_CONFIG, proc.stderr
+    assert proc.stderr.strip() == (f'projectord: {where}: projection widgets: statement 2 does not '
+                                   'prepare: column "shinny" of relation "widgets" does not exist '
+                                   '(SQLSTATE 42703)')
+
+    db.execute("ALTER TABLE read_model.widgets ADD COLUMN shinny boolean")
+    assert run_cli(["-c", daemon.config_path, "resume", "widgets"]).returncode == EXIT_OK
+    daemon.wait_until(lambda conn: metadata(conn)["widgets"]["status"] == "live", 30,
+                      "widgets to run after the resume")
+    proc = run_cli(["-c", daemon.config_path, "check-config"])
+    assert proc.returncode == EXIT_OK, proc.stderr
