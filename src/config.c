@@ -486,7 +486,9 @@ static int init_defaults(struct loader *ld, const char *const *names, size_t n)
     struct config *cfg = ld->cfg;
     if (set_defaults(top_keys, cfg) != 0)
         return report(ld, "out of memory");
-    if (n > 0 && (cfg->projections = calloc(n, sizeof(*cfg->projections))) == NULL)
+    if (n > CONFIG_MAX_PROJECTIONS)
+        return report(ld, "more than %d projections", CONFIG_MAX_PROJECTIONS);
+    if ((cfg->projections = calloc(CONFIG_MAX_PROJECTIONS, sizeof(*cfg->projections))) == NULL)
         return report(ld, "out of memory");
     cfg->n_projections = n;
     for (size_t i = 0; i < n; i++) {

@@ -26,6 +26,12 @@
 #endif
 #define CONFIG_DEFAULT_PATH PROJECTORD_CONFIG_PATH
 #define CONFIG_NAME_MAX     64
+/*
+ * The most projections (compiled-in and declared): projections[] always
+ * has room for this many, so a reload that declares a new projection adds
+ * its settings without moving the others (runners point at theirs).
+ */
+#define CONFIG_MAX_PROJECTIONS 64
 
 /* Exit code for configuration errors (sysexits EX_CONFIG). */
 #define EXIT_CONFIG 78
@@ -53,7 +59,7 @@ struct config {
     bool rebuild_on_version_change; /* rebuild a projection whose compiled-in version changed */
     enum log_level log_level;
     enum log_format log_format;
-    size_t n_projections; /* one per compiled-in projection, registry order */
+    size_t n_projections; /* one per projection, registry order (room for CONFIG_MAX_PROJECTIONS) */
     struct projection_config *projections;
 };
 

@@ -98,6 +98,7 @@ struct df_handler {
 struct declared {
     struct projection proj; /* first: the runner's ctx->proj points at it */
     char *file;
+    char *text; /* the file's content: a reload tells a changed file by it */
     struct df_handler *handlers;
     size_t nhandlers;
     struct pj_handler *pj_handlers;
@@ -142,6 +143,15 @@ struct declared *declared_load_file(const char *path, char *err, size_t errlen);
  * files declaring one name, too: the second is the problem).
  */
 int declared_load_dir(const char *dir, char *err, size_t errlen);
+
+/*
+ * Load every regular *.conf file in dir, in name order, into *out (*n of
+ * them; the caller frees each and the array), without touching the
+ * registry. Returns 0, or -1 with "FILE:LINE: problem" in err and nothing
+ * to free.
+ */
+int declared_load_list(const char *dir, struct declared ***out, size_t *n, char *err,
+                       size_t errlen);
 
 void declared_free(struct declared *d);
 

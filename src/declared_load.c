@@ -551,6 +551,33 @@ static int parse_root(struct loader *ld, const config_setting_t *root)
     return 0;
 }
 
+/* The whole file (size bytes, as stat said), NUL-terminated; NULL with err set. */
+static char *read_text(const char *path, size_t size, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        snprintf(err, errlen, "%s:0: cannot read: %s", path, strerror(errno));
+        return NULL;
+    }
+    char *text = malloc(size + 1);
+    size_t n = text ? fread(text, 1, size, f) : 0;
+    bool failed = ferror(f);
+    fclose(f);
+    if (!text || failed) {
+        snprintf(err, errlen, "%s:0: cannot read: %s", path,
+                 text ? strerror(EIO) : "out of memory");
+        free(text);
+        return NULL;
+    }
+    text[n] = '\0';
+    if (strlen(text) != n) {
+        snprintf(err, errlen, "%s:0: cannot read: it holds a NUL byte", path);
+        free(text);
+        return NULL;
+    }
+    return text;
+}
+
 struct declared *declared_load_file(const char *path, char *err, size_t errlen)
 {
     struct loader ld = {.path = path, .err = err, .errlen = errlen};
@@ -563,26 +590,25 @@ struct declared *declared_load_file(const char *path, char *err, size_t errlen)
         snprintf(err, errlen, "%s:0: cannot read: not a regular file", path);
         return NULL;
     }
-    FILE *f = fopen(path, "r");
-    if (!f) {
-        snprintf(err, errlen, "%s:0: cannot read: %s", path, strerror(errno));
+    char *text = read_text(path, (size_t)st.st_size, err, errlen);
+    if (!text)
         return NULL;
-    }
     config_t lc;
     config_init(&lc);
-    int ok = config_read(&lc, f);
-    fclose(f);
-    if (ok != CONFIG_TRUE) {
+    if (config_read_string(&lc, text) != CONFIG_TRUE) {
         fail_at(&ld, config_error_line(&lc), "%s", config_error_text(&lc));
         config_destroy(&lc);
+        free(text);
         return NULL;
     }
     if (!(ld.d = calloc(1, sizeof *ld.d)) || !(ld.d->file = strdup(path))) {
         snprintf(err, errlen, "%s:0: out of memory", path);
         config_destroy(&lc);
+        free(text);
         declared_free(ld.d);
         return NULL;
     }
+    ld.d->text = text;
     int rc = parse_root(&ld, config_root_setting(&lc));
     config_destroy(&lc);
     if (rc < 0) {
@@ -628,6 +654,7 @@ void declared_free(struct declared *d)
     free((char *)d->proj.name);
     free((char *)d->proj.description);
     free(d->file);
+    free(d->text);
     free(d);
 }
 
@@ -642,9 +669,12 @@ static bool is_conf(const char *name)
     return n > 5 && name[0] != '.' && strcmp(name + n - 5, ".conf") == 0;
 }
 
-int declared_load_dir(const char *dir, char *err, size_t errlen)
+int declared_load_list(const char *dir, struct declared ***out, size_t *count, char *err,
+                       size_t errlen)
 {
     DIR *dh = opendir(dir);
+    *out = NULL;
+    *count = 0;
     if (!dh) {
         snprintf(err, errlen, "%s:0: projection_dir: cannot read: %s", dir, strerror(errno));
         return -1;
@@ -672,42 +702,59 @@ int declared_load_dir(const char *dir, char *err, size_t errlen)
         snprintf(names[n++], len, "%s/%s", dir, e->d_name);
     }
     closedir(dh);
-    if (rc < 0)
-        snprintf(err, errlen, "%s:0: out of memory", dir);
     if (n > 0)
         qsort(names, n, sizeof *names, by_name);
-    struct declared **loaded = n ? calloc(n, sizeof *loaded) : NULL;
+    struct declared **loaded = calloc(n + 1, sizeof *loaded);
+    if (rc < 0 || !loaded) {
+        snprintf(err, errlen, "%s:0: out of memory", dir);
+        rc = -1;
+    }
+    size_t nloaded = 0;
     for (size_t i = 0; rc == 0 && i < n; i++) {
         struct stat st;
         if (stat(names[i], &st) == 0 && !S_ISREG(st.st_mode))
             continue; /* only regular files declare projections (SPEC §8) */
-        if (!loaded || !(loaded[i] = declared_load_file(names[i], err, errlen))) {
-            if (!loaded)
-                snprintf(err, errlen, "%s:0: out of memory", dir);
+        struct declared *d = declared_load_file(names[i], err, errlen);
+        if (!d) {
             rc = -1;
             break;
         }
-        for (size_t k = 0; k < i; k++)
-            if (loaded[k] && strcmp(loaded[k]->proj.name, loaded[i]->proj.name) == 0) {
+        loaded[nloaded++] = d;
+        for (size_t k = 0; k + 1 < nloaded; k++)
+            if (strcmp(loaded[k]->proj.name, d->proj.name) == 0) {
                 snprintf(err, errlen,
-                         "%s:%d: duplicate name: projection '%s' is declared in %s "
-                         "already",
-                         names[i], loaded[i]->name_line, loaded[i]->proj.name, loaded[k]->file);
+                         "%s:%d: duplicate name: projection '%s' is declared in %s already",
+                         names[i], d->name_line, d->proj.name, loaded[k]->file);
                 rc = -1;
             }
     }
-    /* All or nothing: a directory with one bad file changes nothing. */
-    for (size_t i = 0; rc == 0 && i < n; i++)
-        if (loaded[i] && registry_add(&loaded[i]->proj, loaded[i]->file) < 0) {
-            snprintf(err, errlen, "%s:0: out of memory", names[i]);
-            rc = -1;
-        }
-    if (rc < 0)
-        for (size_t i = 0; loaded && i < n; i++)
-            declared_free(loaded[i]); /* (a failed registry_add added nothing usable) */
     for (size_t i = 0; i < n; i++)
         free(names[i]);
     free(names);
+    if (rc < 0) {
+        for (size_t i = 0; i < nloaded; i++)
+            declared_free(loaded[i]);
+        free(loaded);
+        return -1;
+    }
+    *out = loaded;
+    *count = nloaded;
+    return 0;
+}
+
+int declared_load_dir(const char *dir, char *err, size_t errlen)
+{
+    struct declared **loaded;
+    size_t n;
+    if (declared_load_list(dir, &loaded, &n, err, errlen) < 0)
+        return -1;
+    int rc = 0;
+    for (size_t i = 0; i < n; i++)
+        if (rc == 0 && registry_add(&loaded[i]->proj, loaded[i]->file) < 0) {
+            snprintf(err, errlen, "%s:0: out of memory", loaded[i]->file);
+            rc = -1;
+        }
+    /* A failed registry_add leaves the ones added in use: they stay (the process exits). */
     free(loaded);
     return rc;
 }

@@ -43,8 +43,8 @@ static void usage(FILE *out)
 
 static const char *const *projection_names(void)
 {
-    static const char *names[64];
-    for (size_t i = 0; i < projection_registry_count && i < 63; i++)
+    static const char *names[CONFIG_MAX_PROJECTIONS];
+    for (size_t i = 0; i < projection_registry_count && i < CONFIG_MAX_PROJECTIONS; i++)
         names[i] = projection_registry[i]->name;
     return names;
 }
@@ -83,6 +83,10 @@ static int load_declared(const char *path)
     int rc = dir ? declared_load_dir(dir, err, sizeof err) : 0;
     if (rc < 0)
         fprintf(stderr, "projectord: %s\n", err);
+    else if (projection_registry_count > CONFIG_MAX_PROJECTIONS) {
+        fprintf(stderr, "projectord: %s: more than %d projections\n", dir, CONFIG_MAX_PROJECTIONS);
+        rc = -1;
+    }
     free(dir);
     return rc;
 }

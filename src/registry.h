@@ -27,6 +27,12 @@ extern size_t projection_registry_count;
  */
 int registry_add(const struct projection *p, const char *origin);
 
+/*
+ * registry_add for a running daemon: replace the projection of p's name in
+ * its place, or append p at the end, so the indexes of the others stay.
+ */
+int registry_put(const struct projection *p, const char *origin);
+
 /* The file p was declared in, or NULL when it is compiled in. */
 const char *registry_origin(const struct projection *p);
 

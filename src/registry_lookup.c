@@ -31,7 +31,7 @@ static int own_list(size_t room)
     return 0;
 }
 
-int registry_add(const struct projection *p, const char *origin)
+static int registry_insert(const struct projection *p, const char *origin, bool sorted)
 {
     for (size_t i = 0; i < projection_registry_count; i++)
         if (strcmp(projection_registry[i]->name, p->name) == 0) {
@@ -44,7 +44,7 @@ int registry_add(const struct projection *p, const char *origin)
     if (own_list(projection_registry_count + 1) < 0)
         return -1;
     size_t at = projection_registry_count;
-    while (at > 0 && strcmp(owned[at - 1]->name, p->name) > 0) {
+    while (sorted && at > 0 && strcmp(owned[at - 1]->name, p->name) > 0) {
         owned[at] = owned[at - 1];
         origins[at] = origins[at - 1];
         at--;
@@ -54,6 +54,16 @@ int registry_add(const struct projection *p, const char *origin)
     projection_registry_count++;
     owned[projection_registry_count] = NULL;
     return 0;
+}
+
+int registry_add(const struct projection *p, const char *origin)
+{
+    return registry_insert(p, origin, true);
+}
+
+int registry_put(const struct projection *p, const char *origin)
+{
+    return registry_insert(p, origin, false);
 }
 
 const char *registry_origin(const struct projection *p)

@@ -8,13 +8,14 @@ The declared forms of the four examples run the whole projection suite with
 PROJECTORD_TEST_DECLARED=1 (tests/CMakeLists.txt registers those runs)."""
 
 import os
+import signal
 import uuid
 
 import pytest
 
 from daemon import (DECLARED_DIR, EXIT_CONFIG, EXIT_OK, clean_env, config_text, libconfig_string,
                     metadata, run_cli)
-from eventgen import at
+from eventgen import Script, at
 from oracle import PROJECTIONS
 from pgcluster import free_port
 from scenarios import users_scenario
@@ -229,3 +230,72 @@ def test_a_statement_the_database_rejects_fails_that_projection_alone(db, workdi
                       "widgets to run after the resume")
     proc = run_cli(["-c", daemon.config_path, "check-config"])
     assert proc.returncode == EXIT_OK, proc.stderr
+
+
+GADGETS = """\
+name = "gadgets";
+version = 1;
+tables = [ "gadgets" ];
+handlers = (
+  { event = "GadgetMade";
+    fields = { label = "text"; };
+    statements = ( { params = [ "event.aggregate_id", "label" ];
+                     sql = "INSERT INTO gadgets (id, label) VALUES ($1::uuid, $2::text)"
+                           " ON CONFLICT (id) DO NOTHING"; } ); }
+);
+"""
+
+
+def test_sighup_loads_new_and_changed_files(db, workdir, start_daemon):
+    """SPEC §8: SIGHUP loads a new file (its projection starts) and a changed
+    one (a changed version rebuilds it without downtime, with the new
+    statements); a file that can not be loaded changes nothing."""
+    db.execute(WIDGETS_SQL)
+    db.execute("CREATE TABLE read_model.gadgets (id uuid PRIMARY KEY, label text NOT NULL);"
+               " GRANT SELECT, INSERT, UPDATE, DELETE, TRUNCATE ON read_model.gadgets TO projectord")
+    path = declared_dir(workdir, {"widgets.conf": WIDGETS})
+    daemon = start_daemon(poll_interval_ms=200,
+                          extra=f"projection_dir = {libconfig_string(path)};")
+    w, g = uuid.uuid4(), uuid.uuid4()
+    script = Script()
+    for n in range(3):
+        script.emit("Widget", w, "WidgetSeen", {"colour": "red", "size": 1, "parts": []}, at(0, 9 + n))
+    script.emit("Gadget", g, "GadgetMade", {"label": "first"}, at(0, 12))
+    db.append(script.commands)
+    seen = "SELECT seen FROM read_model.widgets WHERE id = %s"
+    daemon.wait_until(lambda conn: conn.execute(seen, (w,)).fetchone() == (3,), 20,
+                      "widgets to apply its events")
+
+    # A broken file: the reload says where, and everything runs on as it was.
+    with open(os.path.join(path, "broken.conf"), "w") as f:
+        f.write('name = "broken";\nversion = = 1;\n')
+    daemon.kill(signal.SIGHUP)
+    daemon.wait_until(lambda conn: "reload: " + os.path.join(path, "broken.conf") + ":2: " in daemon.log(),
+                      10, "the reload to report the broken file")
+    os.unlink(os.path.join(path, "broken.conf"))
+
+    # Version 2 counts every sighting ten times: the rebuild replays the
+    # events with the new statement. And gadgets is new.
+    with open(os.path.join(path, "widgets.conf"), "w") as f:
+        f.write(WIDGETS.replace("version = 1;", "version = 2;")
+                .replace("seen = w.seen + 1", "seen = w.seen + 10")
+                .replace("$4::boolean, 1, $5", "$4::boolean, 10, $5"))
+    with open(os.path.join(path, "gadgets.conf"), "w") as f:
+        f.write(GADGETS)
+    daemon.kill(signal.SIGHUP)
+    daemon.wait_until(lambda conn: conn.execute(seen, (w,)).fetchone() == (30,), 30,
+                      "widgets to be rebuilt with version 2's statements")
+    daemon.wait_until(lambda conn: conn.execute(
+        "SELECT label FROM read_model.gadgets WHERE id = %s", (g,)).fetchone() == ("first",), 20,
+        "gadgets to start and apply its event")
+    rows = daemon.wait_caught_up()
+    assert rows["widgets"]["projection_version"] == 2
+    assert rows["gadgets"]["status"] in ("live", "catching_up")
+    log = daemon.log()
+    assert "reload: gadgets: declared in" in log
+    assert "reload: widgets: " in log and "changed (version 2, was 1)" in log
+    script.commands = []
+    script.emit("Widget", w, "WidgetSeen", {"colour": "blue", "size": 2, "parts": []}, at(0, 20))
+    db.append(script.commands)
+    daemon.wait_until(lambda conn: conn.execute(seen, (w,)).fetchone() == (40,), 20,
+                      "widgets to apply new events with version 2")
