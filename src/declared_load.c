@@ -192,13 +192,11 @@ static int parse_field(struct loader *ld, const config_setting_t *s, struct df_f
         if (!(f->name = dup_or_fail(ld, s, key)))
             return -1;
     }
-    bool dummy;
     if (parse_bound(ld, s, f, "min", &f->has_min, &f->min, false, &f->min_exclusive) < 0 ||
         parse_bound(ld, s, f, "above", &f->has_min, &f->min, true, &f->min_exclusive) < 0 ||
         parse_bound(ld, s, f, "max", &f->has_max, &f->max, false, &f->max_exclusive) < 0 ||
         parse_bound(ld, s, f, "below", &f->has_max, &f->max, true, &f->max_exclusive) < 0)
         return -1;
-    (void)dummy;
     const config_setting_t *elems = config_setting_get_member(s, "fields");
     if (elems) {
         if (f->type != DF_ARRAY)
@@ -383,6 +381,9 @@ static int parse_statement(struct loader *ld, const config_setting_t *s, struct 
             return fail(ld, s,
                         "%s: a per_batch statement can not be bulk, for_each or "
                         "count_ignored (it belongs to no single event)",
+                        what);
+        if (n == 0)
+            return fail(ld, s, "%s: a per_batch statement needs parameters (the batch's values)",
                         what);
         key = 0;
         st->per_batch = true;

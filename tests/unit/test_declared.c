@@ -141,6 +141,9 @@ static void test_refusals_name_file_and_line(void **state)
                              "    statements = ( { for_each = \"items\"; sql = \"SELECT 1\"; } "
                              "); }\n"),
                    6, "for_each 'items' must name a required array field");
+    assert_refused(FILE_WITH("  { event = \"*\"; payload = false;\n"
+                             "    statements = ( { per_batch = true; sql = \"SELECT 1\"; } ); }\n"),
+                   6, "a per_batch statement needs parameters");
 }
 
 static void test_a_directory_refuses_a_duplicate_name(void **state)
