@@ -44,6 +44,8 @@ struct daemon {
     bool *active;               /* the slot's runner runs (not disabled, not finished) */
     struct runner_stats *stats; /* the slot's counts, kept across runner restarts */
     struct metrics_server *metrics;
+    struct declared **retired; /* declarations a reload replaced: freed after the runners */
+    size_t nretired;
     size_t nrunning;
     struct listener *listener;
     ev_timer poll_timer;
@@ -327,7 +329,8 @@ static size_t reload_names(const struct declared_reload *list, const char **name
  * (disabled in d->cfg, so apply_projections starts it as enabled by the
  * file), a changed one replaces its projection, whose runner stops and
  * starts again with it (runner_done's respawn). Unchanged ones are
- * dropped. A replaced declaration is kept: its runner may still run on it.
+ * dropped. A replaced declaration is kept until teardown (d->retired): its
+ * runner, and a finished one in its slot, may still point at it.
  */
 static void apply_declared(struct daemon *d, const struct declared_reload *list,
                            const struct config *next)
@@ -359,11 +362,17 @@ static void apply_declared(struct daemon *d, const struct declared_reload *list,
             declared_free(nd);
             continue;
         }
-        if (registry_put(&nd->proj, nd->file) < 0) {
+        struct declared **retired = realloc(d->retired, (d->nretired + 1) * sizeof *retired);
+        if (!retired || registry_put(&nd->proj, nd->file) < 0) {
             log_error("reload: %s: out of memory; not applied", nd->file);
+            if (retired)
+                d->retired = retired;
             declared_free(nd);
             continue;
         }
+        d->retired = retired;
+        if (od)
+            d->retired[d->nretired++] = (struct declared *)od;
         if (!old) {
             const struct projection_config *np = config_projection(next, nd->proj.name);
             struct projection_config *pc = &d->cfg->projections[d->cfg->n_projections++];
@@ -491,6 +500,9 @@ static void teardown(struct daemon *d)
     free(d->runners);
     free(d->active);
     free(d->stats);
+    for (size_t i = 0; i < d->nretired; i++)
+        declared_free(d->retired[i]);
+    free(d->retired);
     readshare_free(d->fleet.share);
     ev_signal_stop(d->loop, &d->sigterm);
     ev_signal_stop(d->loop, &d->sigint);
