@@ -47,12 +47,19 @@ q -o /dev/null -f examples/sample_events.sql
 q -c "SELECT global_position AS pos, event_type, aggregate_version AS v, occurred_at
         FROM event_store.domain_event ORDER BY global_position"
 
+say "A projection declared in a file: examples/declared/logins_per_day.conf, and its table"
+q -f examples/declared/logins_per_day.sql
+
 cat >"$work/projectord.conf" <<EOF
 database = { conninfo = "$conninfo"; };
+projection_dir = "$PWD/examples/declared";
 batch_size = 1000;
 poll_interval_ms = 1000;
 log = { level = "info"; };
 EOF
+
+say "$bin -c $work/projectord.conf list: compiled-in and declared side by side"
+"$bin" -c "$work/projectord.conf" list
 
 say "Running: $bin -c $work/projectord.conf run"
 "$bin" -c "$work/projectord.conf" run >"$work/projectord.log" 2>&1 &
@@ -60,7 +67,7 @@ daemon_pid=$!
 
 # Caught up: every projection has passed the newest event and is live.
 caught_up() {
-  [ "$(q -tA -c "SELECT count(*) = 4 AND bool_and(last_position >= head_position AND status = 'live')
+  [ "$(q -tA -c "SELECT count(*) = 5 AND bool_and(last_position >= head_position AND status = 'live')
                    FROM read_model.projection_status")" = t ]
 }
 wait_for() {  # wait_for SECONDS COMMAND...: poll until COMMAND succeeds
@@ -84,6 +91,7 @@ q -c "SELECT email, role, status, email_verified, login_count, last_login_at FRO
 q -c "SELECT id, status, item_count, total_cents, placed_at, shipped_at, cancelled_at FROM read_model.orders ORDER BY placed_at"
 q -c "TABLE read_model.daily_sales ORDER BY day"
 q -c "TABLE read_model.event_type_stats ORDER BY event_type"
+q -c "TABLE read_model.logins_per_day ORDER BY day"
 
 say "$bin -c $work/projectord.conf status"
 "$bin" -c "$work/projectord.conf" status

@@ -19,7 +19,7 @@ mkdir -p build-fuzz/artifacts
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-for target in event config snapshot; do
+for target in event config snapshot declared; do
   seeds=tests/fuzz/corpus/$target
   echo "=== fuzz_$target: replaying $(ls "$seeds" | wc -l) seeds, then ${seconds}s"
   build-fuzz/tests/fuzz/fuzz_"$target" "$seeds"/* > "$work/$target-replay.log" 2>&1 ||

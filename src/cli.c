@@ -8,6 +8,7 @@
 #include <string.h>
 
 #include "cli.h"
+#include "declared.h"
 #include "log.h"
 #include "pgconn.h"
 #include "registry.h"
@@ -255,7 +256,13 @@ int cli_list(void)
 {
     for (size_t i = 0; i < projection_registry_count; i++) {
         const struct projection *p = projection_registry[i];
-        printf("%s (version %d): %s\n  tables:", p->name, p->version, p->description);
+        const char *origin = registry_origin(p);
+        printf("%s (version %d): %s\n", p->name, p->version, p->description);
+        if (origin)
+            printf("  declared (%s)\n", origin);
+        else
+            printf("  compiled-in\n");
+        printf("  tables:");
         for (const char *const *t = p->tables; *t; t++)
             printf(" read_model.%s", *t);
         printf("\n  events:");
@@ -266,8 +273,58 @@ int cli_list(void)
     return 0;
 }
 
+/*
+ * Prepare projection p's statements on conn as a runner would (its
+ * search_path); one line on stderr for each the database rejects, naming
+ * the declared file and line. Returns the number rejected.
+ */
+static int prepare_statements(PGconn *conn, const struct projection *p)
+{
+    const struct declared *d = declared_of(p);
+    int rejected = 0;
+    for (int i = 0; p->statements[i].sql; i++) {
+        PGresult *res = PQprepare(conn, "", p->statements[i].sql, 0, NULL);
+        if (PQresultStatus(res) != PGRES_COMMAND_OK) {
+            rejected++;
+            if (d)
+                fprintf(stderr, "projectord: %s:%d: ", d->file, d->statement_lines[i]);
+            else
+                fprintf(stderr, "projectord: ");
+            fprintf(stderr, "projection %s: statement %d does not prepare: %s (SQLSTATE %s)\n",
+                    p->name, i, pgconn_error_line(res), pgconn_sqlstate(res));
+        }
+        PQclear(res);
+    }
+    return rejected;
+}
+
 int cli_check_config(const struct config *cfg)
 {
     config_print(cfg, stdout);
-    return 0;
+    /*
+     * With a reachable read-model database, every enabled projection's
+     * statements are prepared too, as the daemon would at start: a declared
+     * statement the database rejects is reported now, with its file and
+     * line, not when its projection starts. Unreachable: the file alone.
+     */
+    const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname",
+                          "client_encoding", NULL};
+    const char *target = config_target(cfg);
+    const char *vals[] = {CONNECT_TIMEOUT, "projectord", target ? target : "", "UTF8", NULL};
+    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    if (!conn || PQstatus(conn) != CONNECTION_OK) {
+        PQfinish(conn);
+        return 0;
+    }
+    PGresult *res = PQexec(conn, "SELECT pg_catalog.set_config('search_path', 'read_model, public',"
+                                 " false), pg_catalog.set_config('TimeZone', 'UTC', false)");
+    PQclear(res);
+    int rejected = 0;
+    for (size_t i = 0; i < projection_registry_count; i++) {
+        const struct projection_config *pc = config_projection(cfg, projection_registry[i]->name);
+        if (!pc || pc->enabled)
+            rejected += prepare_statements(conn, projection_registry[i]);
+    }
+    PQfinish(conn);
+    return rejected ? EXIT_CONFIG : 0;
 }

@@ -158,6 +158,10 @@ static const struct key top_keys[] = {
      .type = KEY_BOOL,
      .offset = AT(rebuild_on_version_change),
      .def_int = true},
+    {.name = "projection_dir",
+     .type = KEY_TEXT,
+     .offset = AT(projection_dir),
+     .expect = "a directory of declared projections (*.conf)"},
     {.name = "log", .type = KEY_GROUP, .children = log_keys},
     {.name = "metrics", .type = KEY_GROUP, .children = metrics_keys},
     {.name = "projections", .type = KEY_PROJECTIONS},
@@ -482,7 +486,9 @@ static int init_defaults(struct loader *ld, const char *const *names, size_t n)
     struct config *cfg = ld->cfg;
     if (set_defaults(top_keys, cfg) != 0)
         return report(ld, "out of memory");
-    if (n > 0 && (cfg->projections = calloc(n, sizeof(*cfg->projections))) == NULL)
+    if (n > CONFIG_MAX_PROJECTIONS)
+        return report(ld, "more than %d projections", CONFIG_MAX_PROJECTIONS);
+    if ((cfg->projections = calloc(CONFIG_MAX_PROJECTIONS, sizeof(*cfg->projections))) == NULL)
         return report(ld, "out of memory");
     cfg->n_projections = n;
     for (size_t i = 0; i < n; i++) {
@@ -553,7 +559,7 @@ static int apply_projections(struct loader *ld, const config_setting_t *group)
         char names[512];
         if (p == NULL) {
             join_projections(cfg, names, sizeof(names));
-            return fail(ld, s, "unknown projection (compiled in: %s)", names);
+            return fail(ld, s, "unknown projection (compiled in or declared: %s)", names);
         }
         if (config_setting_type(s) != CONFIG_TYPE_GROUP)
             return fail(ld, s, "must be a group { enabled = ...; on_error = ...; } (got %s)",
@@ -688,6 +694,9 @@ static int apply_environment(struct loader *ld)
     if (env_conninfo(ld, "PROJECTORD_DATABASE_URL", &ld->cfg->conninfo) != 0 ||
         env_conninfo(ld, "PROJECTORD_TARGET_DATABASE_URL", &ld->cfg->target_conninfo) != 0)
         return -1;
+    const char *dir = getenv("PROJECTORD_PROJECTION_DIR");
+    if (dir != NULL && dir[0] != '\0' && set_text(&ld->cfg->projection_dir, dir) != 0)
+        return report(ld, "out of memory");
     if (level != NULL && level[0] != '\0' && level_key->parse(level, &ld->cfg->log_level) != 0)
         return report(ld, "PROJECTORD_LOG_LEVEL: unknown %s '%s' (%s)", level_key->what, level,
                       level_key->choices);
@@ -719,6 +728,31 @@ int config_load(struct config *cfg, const char *path, const char *const *names, 
     if (path == NULL)
         return config_load_path(cfg, CONFIG_DEFAULT_PATH, false, names, n, err, errlen);
     return config_load_path(cfg, path, true, names, n, err, errlen);
+}
+
+int config_projection_dir(const char *path, char **dir, char *err, size_t errlen)
+{
+    *dir = NULL;
+    const char *env = getenv("PROJECTORD_PROJECTION_DIR");
+    if (env != NULL && env[0] != '\0')
+        return (*dir = strdup(env)) ? 0 : -1;
+    struct loader ld = {.path = path ? path : CONFIG_DEFAULT_PATH, .err = err, .errlen = errlen};
+    FILE *f = fopen(ld.path, "r");
+    if (f == NULL) {
+        if (errno == ENOENT && path == NULL)
+            return 0;
+        return report(&ld, "%s: cannot read: %s", ld.path, strerror(errno));
+    }
+    config_t lc;
+    config_init(&lc);
+    int rc = parse_file(&ld, f, &lc);
+    fclose(f);
+    const char *text = NULL;
+    if (rc == 0 && config_lookup_string(&lc, "projection_dir", &text) == CONFIG_TRUE && text[0] &&
+        (*dir = strdup(text)) == NULL)
+        rc = report(&ld, "out of memory");
+    config_destroy(&lc);
+    return rc;
 }
 
 void config_free(struct config *cfg)

@@ -26,6 +26,12 @@
 #endif
 #define CONFIG_DEFAULT_PATH PROJECTORD_CONFIG_PATH
 #define CONFIG_NAME_MAX     64
+/*
+ * The most projections (compiled-in and declared): projections[] always
+ * has room for this many, so a reload that declares a new projection adds
+ * its settings without moving the others (runners point at theirs).
+ */
+#define CONFIG_MAX_PROJECTIONS 64
 
 /* Exit code for configuration errors (sysexits EX_CONFIG). */
 #define EXIT_CONFIG 78
@@ -44,6 +50,7 @@ struct config {
     char *target_conninfo; /* read-model database; NULL: same as conninfo */
     char *listen_channel;
     char *metrics_listen; /* HOST:PORT of the Prometheus endpoint; NULL: none */
+    char *projection_dir; /* declared projections (SPEC §8); NULL: none */
     int batch_size;
     int poll_interval_ms;
     int min_read_interval_ms; /* least time between two reads of new events (window opens) */
@@ -52,7 +59,7 @@ struct config {
     bool rebuild_on_version_change; /* rebuild a projection whose compiled-in version changed */
     enum log_level log_level;
     enum log_format log_format;
-    size_t n_projections; /* one per compiled-in projection, registry order */
+    size_t n_projections; /* one per projection, registry order (room for CONFIG_MAX_PROJECTIONS) */
     struct projection_config *projections;
 };
 
@@ -76,6 +83,15 @@ int config_load(struct config *cfg, const char *path, const char *const *names, 
  */
 int config_load_path(struct config *cfg, const char *path, bool must_exist,
                      const char *const *names, size_t n, char *err, size_t errlen);
+
+/*
+ * Only the projection_dir the file (path; NULL: the default, which may be
+ * absent) or PROJECTORD_PROJECTION_DIR names, into *dir (NULL: none; the
+ * caller frees): the declared projections are loaded before the file is,
+ * since its projections.NAME blocks may name them. Returns 0, or -1 with
+ * one line in err (the file does not parse: config_load would say the same).
+ */
+int config_projection_dir(const char *path, char **dir, char *err, size_t errlen);
 
 /* Release what config_load allocated. */
 void config_free(struct config *cfg);

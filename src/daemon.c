@@ -7,7 +7,9 @@
  * reloads the configuration file: log level and format, batch size and
  * bytes, poll interval, stall timeout, on_error and enabling or disabling a
  * projection take effect at once; a changed database or channel needs a
- * restart, and the log says so.
+ * restart, and the log says so. It also loads projection_dir again: a new
+ * declared projection starts, a changed one's runner is replaced (a changed
+ * version then rebuilds it without downtime, as at start).
  */
 #include <signal.h>
 #include <stdio.h>
@@ -17,6 +19,7 @@
 #include <unistd.h>
 
 #include "daemon.h"
+#include "declared.h"
 #include "fleet.h"
 #include "readshare.h"
 #include "listener.h"
@@ -38,10 +41,12 @@ struct daemon {
     const char *level_override; /* -l, which a reload must not undo */
     char owner[300];
     struct fleet fleet;
-    struct runner **runners;    /* one slot per compiled-in projection, registry order */
+    struct runner **runners;    /* one slot per projection, registry order (room for all) */
     bool *active;               /* the slot's runner runs (not disabled, not finished) */
     struct runner_stats *stats; /* the slot's counts, kept across runner restarts */
     struct metrics_server *metrics;
+    struct declared **retired; /* declarations a reload replaced: freed after the runners */
+    size_t nretired;
     size_t nrunning;
     struct listener *listener;
     struct schemagate *gate; /* until the schema is there: nothing else starts */
@@ -231,9 +236,10 @@ static void respawn_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static int add_runners(struct daemon *d)
 {
-    d->runners = calloc(projection_registry_count, sizeof *d->runners);
-    d->active = calloc(projection_registry_count, sizeof *d->active);
-    d->stats = calloc(projection_registry_count, sizeof *d->stats);
+    /* Room for every projection a reload may declare: runners point at their stats. */
+    d->runners = calloc(CONFIG_MAX_PROJECTIONS, sizeof *d->runners);
+    d->active = calloc(CONFIG_MAX_PROJECTIONS, sizeof *d->active);
+    d->stats = calloc(CONFIG_MAX_PROJECTIONS, sizeof *d->stats);
     if (!d->runners || !d->active || !d->stats)
         return -1;
     for (size_t i = 0; i < projection_registry_count; i++) {
@@ -285,17 +291,128 @@ static void apply_projections(struct daemon *d, const struct config *next)
     count_enabled(d);
 }
 
+/* The declarations a reload found, to be put in use once the config is good too. */
+struct declared_reload {
+    struct declared **loaded;
+    size_t n;
+};
+
+/*
+ * Load projection_dir again. Returns 0 (list holds what it found, maybe
+ * nothing), or -1 after logging why: the running projections stay.
+ */
+static int reload_declared(struct daemon *d, struct declared_reload *list)
+{
+    char err[1024], *dir;
+    *list = (struct declared_reload){0};
+    if (config_projection_dir(d->config_path, &dir, err, sizeof err) < 0) {
+        log_error("reload: %s; keeping the running configuration", err);
+        return -1;
+    }
+    if (!dir)
+        return 0;
+    int rc = declared_load_list(dir, &list->loaded, &list->n, err, sizeof err);
+    if (rc < 0)
+        log_error("reload: %s; keeping the running configuration and projections", err);
+    free(dir);
+    return rc;
+}
+
+/* The registry's names, then the names list adds (new projections go at the end). */
+static size_t reload_names(const struct declared_reload *list, const char **names)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < projection_registry_count && n < CONFIG_MAX_PROJECTIONS; i++)
+        names[n++] = projection_registry[i]->name;
+    for (size_t i = 0; i < list->n && n < CONFIG_MAX_PROJECTIONS; i++)
+        if (!registry_find(list->loaded[i]->proj.name))
+            names[n++] = list->loaded[i]->proj.name;
+    return n;
+}
+
+/*
+ * Put the reloaded declarations in use: a new one gets a slot at the end
+ * (disabled in d->cfg, so apply_projections starts it as enabled by the
+ * file), a changed one replaces its projection, whose runner stops and
+ * starts again with it (runner_done's respawn). Unchanged ones are
+ * dropped. A replaced declaration is kept until teardown (d->retired): its
+ * runner, and a finished one in its slot, may still point at it.
+ */
+static void apply_declared(struct daemon *d, const struct declared_reload *list,
+                           const struct config *next)
+{
+    for (size_t k = 0; k < projection_registry_count; k++) {
+        const char *origin = registry_origin(projection_registry[k]);
+        bool found = false;
+        for (size_t i = 0; origin && i < list->n && !found; i++)
+            found = strcmp(list->loaded[i]->proj.name, projection_registry[k]->name) == 0;
+        if (origin && !found)
+            log_warning("reload: %s: %s declares it no more; it runs on until a restart",
+                        projection_registry[k]->name, origin);
+    }
+    for (size_t i = 0; i < list->n; i++) {
+        struct declared *nd = list->loaded[i];
+        const struct projection *old = registry_find(nd->proj.name);
+        const struct declared *od = declared_of(old);
+        if (od && strcmp(od->text, nd->text) == 0 && strcmp(od->file, nd->file) == 0) {
+            declared_free(nd);
+            continue;
+        }
+        size_t slot = projection_registry_count;
+        for (size_t k = 0; old && k < projection_registry_count; k++)
+            if (projection_registry[k] == old)
+                slot = k;
+        if (!old && slot >= CONFIG_MAX_PROJECTIONS) {
+            log_error("reload: %s: more than %d projections; not added", nd->file,
+                      CONFIG_MAX_PROJECTIONS);
+            declared_free(nd);
+            continue;
+        }
+        struct declared **retired = realloc(d->retired, (d->nretired + 1) * sizeof *retired);
+        if (!retired || registry_put(&nd->proj, nd->file) < 0) {
+            log_error("reload: %s: out of memory; not applied", nd->file);
+            if (retired)
+                d->retired = retired;
+            declared_free(nd);
+            continue;
+        }
+        d->retired = retired;
+        if (od)
+            d->retired[d->nretired++] = (struct declared *)od;
+        if (!old) {
+            const struct projection_config *np = config_projection(next, nd->proj.name);
+            struct projection_config *pc = &d->cfg->projections[d->cfg->n_projections++];
+            *pc = *np;
+            pc->enabled = false; /* apply_projections starts it when the file enables it */
+            log_info("reload: %s: declared in %s (version %d)", nd->proj.name, nd->file,
+                     nd->proj.version);
+            continue;
+        }
+        log_info("reload: %s: %s changed (version %d, was %d): its runner starts again with it",
+                 nd->proj.name, nd->file, nd->proj.version, old->version);
+        if (d->active[slot])
+            runner_stop(d->runners[slot]); /* runner_done respawns it with the new one */
+    }
+}
+
 static void reload(struct daemon *d)
 {
-    const char *names[64];
-    for (size_t i = 0; i < projection_registry_count && i < 64; i++)
-        names[i] = projection_registry[i]->name;
+    struct declared_reload list;
+    if (reload_declared(d, &list) < 0)
+        return;
+    const char *names[CONFIG_MAX_PROJECTIONS];
+    size_t nnames = reload_names(&list, names);
     struct config next;
     char err[1024];
-    if (config_load(&next, d->config_path, names, projection_registry_count, err, sizeof err) < 0) {
+    if (config_load(&next, d->config_path, names, nnames, err, sizeof err) < 0) {
         log_error("reload: %s; keeping the running configuration", err);
+        for (size_t i = 0; i < list.n; i++)
+            declared_free(list.loaded[i]);
+        free(list.loaded);
         return;
     }
+    apply_declared(d, &list, &next);
+    free(list.loaded);
     if (d->level_override)
         log_level_parse(d->level_override, &next.log_level);
     warn_restart_needed(d->cfg, &next);
@@ -403,6 +520,9 @@ static void teardown(struct daemon *d)
     free(d->runners);
     free(d->active);
     free(d->stats);
+    for (size_t i = 0; i < d->nretired; i++)
+        declared_free(d->retired[i]);
+    free(d->retired);
     readshare_free(d->fleet.share);
     ev_signal_stop(d->loop, &d->sigterm);
     ev_signal_stop(d->loop, &d->sigint);

@@ -9,6 +9,7 @@
 #include "cli.h"
 #include "config.h"
 #include "daemon.h"
+#include "declared.h"
 #include "log.h"
 #include "migrate.h"
 #include "registry.h"
@@ -35,7 +36,8 @@ static void usage(FILE *out)
                  "                         apply the bundled migrations not yet applied\n"
                  "                         (default " PROJECTORD_SQL_DIR_DEFAULT ");\n"
                  "                         adopts the original design's event store\n"
-                 "  list                   compiled-in projections, tables and event types\n"
+                 "  list                   the projections (compiled-in or declared), tables and\n"
+                 "                         event types\n"
                  "  check-config           validate the config and print it, secrets masked\n"
                  "options:\n"
                  "  -c, --config FILE      configuration file (default " CONFIG_DEFAULT_PATH ")\n"
@@ -46,8 +48,8 @@ static void usage(FILE *out)
 
 static const char *const *projection_names(void)
 {
-    static const char *names[64];
-    for (size_t i = 0; i < projection_registry_count && i < 63; i++)
+    static const char *names[CONFIG_MAX_PROJECTIONS];
+    for (size_t i = 0; i < projection_registry_count && i < CONFIG_MAX_PROJECTIONS; i++)
         names[i] = projection_registry[i]->name;
     return names;
 }
@@ -68,6 +70,30 @@ static int load_config(struct config *cfg, const char *path, const char *level)
     }
     log_setup(cfg->log_level, cfg->log_format);
     return 0;
+}
+
+/*
+ * The declared projections of projection_dir, into the registry: before the
+ * config is loaded, since its projections.NAME blocks may name them.
+ * Returns 0, or -1 after one line on stderr (a file that can not be loaded:
+ * "FILE:LINE: problem").
+ */
+static int load_declared(const char *path)
+{
+    char err[1024], *dir;
+    if (config_projection_dir(path, &dir, err, sizeof err) < 0) {
+        fprintf(stderr, "projectord: %s\n", err);
+        return -1;
+    }
+    int rc = dir ? declared_load_dir(dir, err, sizeof err) : 0;
+    if (rc < 0)
+        fprintf(stderr, "projectord: %s\n", err);
+    else if (projection_registry_count > CONFIG_MAX_PROJECTIONS) {
+        fprintf(stderr, "projectord: %s: more than %d projections\n", dir, CONFIG_MAX_PROJECTIONS);
+        rc = -1;
+    }
+    free(dir);
+    return rc;
 }
 
 static int dispatch(struct config *cfg, const char *path, const char *level, const char *command,
@@ -152,6 +178,8 @@ int main(int argc, char **argv)
         usage(stderr);
         return EXIT_USAGE;
     }
+    if (load_declared(path) < 0)
+        return EXIT_CONFIG;
     /* A projection whose declarations are wrong would fail mid-batch: refuse it now. */
     char err[512];
     if (registry_check_all(err, sizeof err) < 0) {

@@ -1,6 +1,8 @@
 /*
- * registry: the compiled-in projections, in name order. The list is
- * generated at build time from the .c files in projections/ (see CMakeLists.txt).
+ * registry: the projections this process runs, in name order. It starts as
+ * the compiled-in ones (generated at build time from the .c files in
+ * projections/, see CMakeLists.txt); declared projections (src/declared.h)
+ * are added at start, and one with the name of a compiled-in one replaces it.
  */
 #ifndef PROJECTORD_REGISTRY_H
 #define PROJECTORD_REGISTRY_H
@@ -10,8 +12,32 @@
 
 #include "projection.h"
 
-extern const struct projection *const projection_registry[]; /* NULL-terminated */
-extern const size_t projection_registry_count;
+/* The compiled-in projections (generated), NULL-terminated. */
+extern const struct projection *const projection_compiled[];
+extern const size_t projection_compiled_count;
+
+/* The projections in use: the compiled-in ones until registry_add. NULL-terminated. */
+extern const struct projection **projection_registry;
+extern size_t projection_registry_count;
+
+/*
+ * Add p (in name order), or replace the projection of its name. origin is
+ * the file it was declared in (kept as a pointer), NULL for compiled-in.
+ * Returns 0, or -1 when out of memory.
+ */
+int registry_add(const struct projection *p, const char *origin);
+
+/*
+ * registry_add for a running daemon: replace the projection of p's name in
+ * its place, or append p at the end, so the indexes of the others stay.
+ */
+int registry_put(const struct projection *p, const char *origin);
+
+/* The file p was declared in, or NULL when it is compiled in. */
+const char *registry_origin(const struct projection *p);
+
+/* Back to the compiled-in projections alone (tests; a reload that drops files). */
+void registry_reset(void);
 
 /* The projection called name, or NULL. */
 const struct projection *registry_find(const char *name);

@@ -29,6 +29,7 @@
 #include "log.h"
 #include "payload.h"
 #include "registry.h"
+#include "declared.h"
 #include "runner_int.h"
 #include "tailwin.h"
 
@@ -677,7 +678,7 @@ static void send_setup(struct runner *r)
 {
     rn_begin_request(r, R_SETUP);
     bool ok = queue_session(r, r->conn, r->search_path) && rebuild_queue_begin(r) == 0;
-    for (int i = 0; ok && r->proj->statements[i].sql; i++) {
+    for (int i = 0; ok && !r->unprepared && r->proj->statements[i].sql; i++) {
         char name[16];
         batch_stmt_name(i, name);
         ok = pgconn_prepare(r->conn, name, r->proj->statements[i].sql,
@@ -1404,8 +1405,39 @@ static void on_setup_done(struct runner *r)
     on_register_done(r);
 }
 
+/*
+ * Whether the setup failed on one of the projection's statements (they come
+ * right before the claim, its last result): then it is set up again
+ * without them, and stays failed once it owns the projection (unprepared).
+ */
+static bool statement_rejected(struct runner *r)
+{
+    int n = 0;
+    while (r->proj->statements[n].sql)
+        n++;
+    int first = (int)r->results - 1 - n;
+    if (r->shadow || r->unprepared || r->err_stmt < first || r->err_stmt >= first + n)
+        return false;
+    int i = r->err_stmt - first;
+    const struct declared *d = declared_of(r->proj);
+    char where[300] = "";
+    if (d)
+        snprintf(where, sizeof where, " (%.240s:%d)", d->file, d->statement_lines[i]);
+    snprintf(r->unprepared_error, sizeof r->unprepared_error,
+             "statement %d%s does not prepare: %.300s", i, where, r->err_msg);
+    snprintf(r->unprepared_state, sizeof r->unprepared_state, "%s", r->err_state);
+    log_error("%s: %s (SQLSTATE %s); the projection is failed until resumed or restarted",
+              r->proj->name, r->unprepared_error, r->unprepared_state);
+    r->unprepared = true;
+    r->stats->errors++;
+    send_setup(r);
+    return true;
+}
+
 static void on_claim_done(struct runner *r)
 {
+    if (r->err_stmt >= 0 && statement_rejected(r))
+        return;
     if (r->err_stmt >= 0) {
         log_error("%s: session setup failed: %s (SQLSTATE %s); retrying with backoff",
                   r->proj->name, r->err_msg, r->err_state);
@@ -1463,6 +1495,11 @@ static void on_register_done(struct runner *r)
     }
     snapshot_free(&lo);
     snapshot_free(&hi);
+    if (r->unprepared && !r->failed) {
+        r->failed = true;
+        send_note(r, "failed", r->unprepared_error, r->unprepared_state, NOTE_THEN_NEXT);
+        return;
+    }
     log_info("%s: %s at position %" PRId64 "%s", r->proj->name,
              r->shadow ? "rebuild resuming" : "owned by this instance; resuming",
              r->cp.last_position, r->cp.window_open ? " (inside a window)" : "");
@@ -2026,6 +2063,12 @@ void rn_next_step(struct runner *r)
     }
     if (over_share) {
         send_release(r);
+        return;
+    }
+    if (r->unprepared && !r->failed) {
+        /* Resumed: prepare the statements again, in a new session. */
+        r->unprepared = false;
+        pgconn_reset(r->conn, "resumed: preparing the projection's statements again");
         return;
     }
     if (r->reload_pending) {

@@ -92,6 +92,15 @@ struct runner {
     char *tables;   /* text[] literal of the projection's tables */
     char version[12];
     char *search_path;
+    /*
+     * live: a statement of the projection was rejected when prepared (a
+     * declared one names a column that does not exist, ...): the session is
+     * set up without them and the projection stays failed, with
+     * unprepared_error in its status row, until a resume prepares again.
+     */
+    bool unprepared;
+    char unprepared_state[6];
+    char unprepared_error[BATCH_ERR_MAX];
 
     /*
      * Rebuilds. The live runner spawns a shadow runner (its child) that

@@ -17,7 +17,10 @@ fsync off, track_commit_timestamp on, shared_buffers 512MB), then:
  4. appends OrderPlaced events with pgbench (append_order.pgbench) at 1,000
     and 5,000 events/s and measures commit-to-read-model latency with
     pg_xact_commit_timestamp;
- 5. reports the daemon's peak RSS while catching up (and with --big, for a
+ 5. with the declared forms of the examples (projections/declared, SPEC §8;
+    --no-declared skips them): the same cold catch-up (rows compared with the
+    reference) and the same live runs, reported next to the compiled-in ones;
+ 6. reports the daemon's peak RSS while catching up (and with --big, for a
     5,000,000-event backlog in a second database) and its CPU while idle.
 
 A results table is printed at the end and written to --out (default
@@ -216,7 +219,8 @@ def daemon_env():
 class Daemon:
     """One `projectord -c FILE run` process, its config and log in workdir."""
 
-    def __init__(self, binary, workdir, name, conninfo, enabled, batch_size=1000):
+    def __init__(self, binary, workdir, name, conninfo, enabled, batch_size=1000,
+                 projection_dir=None):
         self.binary = binary
         self.name = name
         self.config_path = os.path.join(workdir, f"{name}.conf")
@@ -226,6 +230,8 @@ class Daemon:
                  f"batch_size = {batch_size};",
                  'log = { level = "info"; };',
                  "projections = {"]
+        if projection_dir:  # the declared forms of the examples replace the compiled-in ones
+            lines.insert(0, f'projection_dir = "{projection_dir}";')
         for p in PROJECTIONS:
             on = "true" if p in self.enabled else "false"
             lines.append(f'  {p} = {{ enabled = {on}; on_error = "stop"; }};')
@@ -474,9 +480,9 @@ def reset_statements(conn):
 # Phases
 # ---------------------------------------------------------------------------
 
-def catch_up(args, workdir, conninfo, name, enabled, total_events, timeout):
+def catch_up(args, workdir, conninfo, name, enabled, total_events, timeout, projection_dir=None):
     """A cold `projectord run` over the whole backlog; returns a result dict."""
-    d = Daemon(args.bin, workdir, name, conninfo, enabled)
+    d = Daemon(args.bin, workdir, name, conninfo, enabled, projection_dir=projection_dir)
     samples = []
     try:
         d.start()
@@ -684,6 +690,17 @@ def render(R):
             ratio = c["eps"] / ref["eps"]
             add("projectord / reference throughput", f"{ratio:.2f}x", ">= 1.0x", met(ratio >= TARGETS["ratio"]))
         add("reference result = projectord result", "yes" if ref["same"] else f"NO ({ref['diff_rows']} rows differ)")
+    cd = R.get("catchup_declared")
+    if cd:
+        ratio = cd["eps"] / c["eps"] if c and c.get("eps") else None
+        add("Catch-up, declared forms (projections/declared)",
+            f"{cd['seconds']:.1f} s = {fmt_int(cd['eps'])} events/s"
+            + (f"; declared / compiled-in {ratio:.2f}x" if ratio else ""),
+            ">= 0.90x compiled-in", met(ratio is not None and ratio >= 0.9))
+        add("  CPU during catch-up: daemon / its PostgreSQL backends",
+            f"{cd['daemon_cpu_s']:.1f} s / {cd['backends_cpu_s']:.1f} s; others {cd['others_pct']:.0f} % of 2 cores")
+        add("  declared result = reference result",
+            "yes" if R.get("declared_same") else "NO")
     if R.get("consistency") is not None:
         bad = {k: v for k, v in R["consistency"].items() if v}
         add("projectord result vs event store (invariants)", "ok" if not bad else f"VIOLATED: {bad}")
@@ -708,6 +725,16 @@ def render(R):
         behind = "" if not lv["behind_after_30s"] else \
             "; still behind 30 s later: " + ", ".join(f"{k} {v:,}" for k, v in lv["behind_after_30s"].items())
         add("  orders caught up after the writers stopped", f"{lv['drain_s']:.1f} s{behind}")
+    compiled_p99 = {lv["rate"]: lv["p99"] for lv in R.get("live", [])}
+    for lv in R.get("live_declared", []):
+        base = compiled_p99.get(lv["rate"])
+        ratio = lv["p99"] / base if base else None
+        add(f"Live {fmt_int(lv['rate'])} events/s, declared forms: p50 / p95 / p99 / max",
+            f"{lv['p50']:.2f} / {lv['p95']:.2f} / {lv['p99']:.2f} / {lv['max']:.2f} ms"
+            + (f"; p99 declared / compiled-in {ratio:.2f}x" if ratio else ""),
+            "p99 <= 1.10x compiled-in", met(ratio is not None and ratio <= 1.1))
+        add("  CPU: daemon / its PostgreSQL backends",
+            f"{lv['daemon_cpu_pct']:.1f} % / {lv['backends_cpu_pct']:.1f} % of one core")
     if c:
         add(f"Peak RSS, {fmt_int(N)}-event catch-up", f"{c['hwm_kb'] / 1024:.1f} MB (VmHWM)",
             f"<= {TARGETS['rss_mb']:g} MB", met(c["hwm_kb"] / 1024 <= TARGETS["rss_mb"]))
@@ -809,6 +836,8 @@ def main(argv=None):
     ap.add_argument("--wait-quiet", type=int, default=0, metavar="SECONDS",
                     help="first wait up to SECONDS for the machine to be under 15 %% busy (shared boxes)")
     ap.add_argument("--keep", action="store_true", help="keep the cluster directory (stopped) at the end")
+    ap.add_argument("--no-declared", action="store_true",
+                    help="skip the declared forms' catch-up and live runs (projections/declared)")
     ap.add_argument("--out", default=os.path.join(HERE, "last-run.txt"), help="results file (.json alongside)")
     args = ap.parse_args(argv)
     n_events = args.events or (100_000 if args.quick else 1_000_000)
@@ -952,6 +981,24 @@ def main(argv=None):
             cmp2 = compare_tables(conn)
         R["rebuild_same"] = sum(v[2] + v[3] for v in cmp2.values()) == 0
 
+        # ---- 3b. the declared forms: the same catch-up, the same rows ------
+        declared_dir = os.path.join(os.path.dirname(os.path.abspath(args.sql_dir)), "projections",
+                                    "declared")
+        if not args.no_declared:
+            with connect(conninfo) as conn:
+                for p in PROJECTIONS:
+                    reset_projection(conn, p)
+            log(f"catch-up: cold start, the declared forms ({declared_dir})")
+            R["catchup_declared"] = catch_up(args, workdir, conninfo, "catchup-declared", PROJECTIONS,
+                                             N, timeout, projection_dir=declared_dir)
+            cd = R["catchup_declared"]
+            with connect(conninfo) as conn:
+                cmp3 = compare_tables(conn)
+            R["declared_same"] = sum(v[2] + v[3] for v in cmp3.values()) == 0
+            log(f"declared forms caught up in {cd['seconds']:.1f} s = {cd['eps']:,.0f} events/s "
+                f"(compiled-in {c['eps']:,.0f}); "
+                f"{'same rows as the reference' if R['declared_same'] else 'rows DIFFER'}")
+
         # ---- 4. live latency, 5. idle ------------------------------------
         daemon = Daemon(args.bin, workdir, "live", conninfo, PROJECTIONS).start()
         LOAD.track(daemon.pid)
@@ -991,6 +1038,31 @@ def main(argv=None):
         daemon = None
         if rc != 0:
             log(f"live daemon exited with {rc}")
+
+        # ---- 4b. live latency of the declared forms ----------------------
+        if not args.no_declared:
+            daemon = Daemon(args.bin, workdir, "live-declared", conninfo, PROJECTIONS,
+                            projection_dir=declared_dir).start()
+            LOAD.track(daemon.pid)
+            wait_caught_up(conninfo, daemon, PROJECTIONS, 60)
+            R["live_declared"] = []
+            for rate in rates:
+                clients = 4 if rate <= 1000 else 8
+                try:
+                    lv = live_run(args, cluster, "bench", daemon, rate, live_s, clients)
+                except BenchError as exc:
+                    R.setdefault("errors", []).append(f"live declared {rate}/s: {str(exc).splitlines()[0]}")
+                    log(f"live declared {rate}/s failed: {exc}")
+                    if not daemon.alive():
+                        raise
+                    continue
+                R["live_declared"].append(lv)
+                log(f"live declared {rate}/s: p50 {lv['p50']:.2f} p95 {lv['p95']:.2f} "
+                    f"p99 {lv['p99']:.2f} max {lv['max']:.2f} ms")
+            rc = daemon.stop()
+            daemon = None
+            if rc != 0:
+                log(f"live declared daemon exited with {rc}")
 
         # ---- 5b. the big backlog -----------------------------------------
         if args.big:

@@ -21,7 +21,7 @@ import tempfile
 import psycopg
 import pytest
 
-from daemon import Daemon
+from daemon import TEST_DECLARED, Daemon, run_cli
 from eventgen import append, append_all
 from pgcluster import PgCluster
 from projection_harness import ProjectionCase
@@ -29,6 +29,15 @@ from projection_harness import ProjectionCase
 _db_seq = itertools.count(1)
 _current = {"cluster": None}
 KEEP_TMP = os.environ.get("PROJECTORD_KEEP_TMP") == "1"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def declared_form():
+    """Under PROJECTORD_TEST_DECLARED=1 every example projection must really
+    run in its declared form, or the run proves nothing about it."""
+    if TEST_DECLARED:
+        out = run_cli(["list"]).stdout
+        assert out.count("  declared (") == 4, out
 
 
 @pytest.fixture(scope="session")
@@ -155,8 +164,8 @@ def projection_case(request, db, workdir):
     projection_harness.py)."""
     daemons = request.node.daemons = []
 
-    def make(projection, batch_size=1000):
-        case = ProjectionCase(db, workdir, projection, batch_size)
+    def make(projection, batch_size=1000, projection_dir=None):
+        case = ProjectionCase(db, workdir, projection, batch_size, projection_dir)
         daemons.append(case.daemon)
         return case
 

@@ -43,11 +43,21 @@ class ProjectordError(AssertionError):
     """A daemon misbehaved (died, failed a projection, missed a deadline)."""
 
 
+# PROJECTORD_TEST_DECLARED=1 runs every projectord process with the four
+# example projections in their declared form (SPEC §8, projections/declared),
+# so the same tests prove the same read models for both forms.
+DECLARED_DIR = os.path.join(REPO_ROOT, "projections", "declared")
+TEST_DECLARED = os.environ.get("PROJECTORD_TEST_DECLARED") == "1"
+
+
 def clean_env(**overrides):
     """The environment for a projectord process: without the caller's PG*
-    and PROJECTORD_* variables (they would change what a test means)."""
+    and PROJECTORD_* variables (they would change what a test means), but
+    with PROJECTORD_PROJECTION_DIR under PROJECTORD_TEST_DECLARED=1."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("PG") and not k.startswith("PROJECTORD_")}
+    if TEST_DECLARED:
+        env["PROJECTORD_PROJECTION_DIR"] = DECLARED_DIR
     env.update({k: str(v) for k, v in overrides.items() if v is not None})
     return env
 

@@ -24,16 +24,20 @@ test, with the rebuild's error. `assert_rows` checks the rows as the
 daemon left them and as the rebuild made them.
 """
 
+import os
 import subprocess
 
-from daemon import BIN, Daemon, EXIT_OK, ProjectordError, command, head_position, metadata, run_cli
+from daemon import (BIN, Daemon, EXIT_OK, ProjectordError, command, head_position, libconfig_string,
+                    metadata, run_cli)
 from eventgen import Script
 
 
-def compiled_projections():
-    """{name: [table, ...]} of the projections compiled into the binary,
-    from `projectord list`."""
-    out = subprocess.run(command(["list"]), stdout=subprocess.PIPE, check=True, text=True).stdout
+def compiled_projections(projection_dir=None):
+    """{name: [table, ...]} of the projections compiled into the binary
+    (and declared in projection_dir), from `projectord list`."""
+    env = dict(os.environ, PROJECTORD_PROJECTION_DIR=projection_dir) if projection_dir else None
+    out = subprocess.run(command(["list"]), stdout=subprocess.PIPE, check=True, text=True,
+                         env=env).stdout
     projections, name = {}, None
     for line in out.splitlines():
         if not line.startswith(" "):
@@ -82,16 +86,18 @@ class ProjectionCase:
     """One projection, one list of events, the rows they give. See the
     module's docstring."""
 
-    def __init__(self, db, workdir, projection, batch_size=1000):
+    def __init__(self, db, workdir, projection, batch_size=1000, projection_dir=None):
         self.db = db
         self.projection = projection
-        compiled = compiled_projections()
+        compiled = compiled_projections(projection_dir)
         if projection not in compiled:
             raise AssertionError(f"{BIN} has no projection {projection!r} (it has {sorted(compiled)})")
         self.tables = compiled[projection]
         settings = {name: {"enabled": name == projection, "on_error": "skip"} for name in compiled}
         self.daemon = Daemon(db.conninfo, workdir, name=f"case-{projection}",
-                             projections=settings, batch_size=batch_size)
+                             projections=settings, batch_size=batch_size,
+                             extra=f"projection_dir = {libconfig_string(projection_dir)};"
+                             if projection_dir else "")
         self.script = Script()
         self.live_rows = None
         self.status = None  # the status row the daemon left (events_processed, _ignored, ...)

@@ -413,7 +413,7 @@ static void test_unknown_keys(void **state)
     expect_error("batch_size = 5;\nbatchsize = 5;\n", 2,
                  "batchsize: unknown key (valid here: database, listen_channel, batch_size, "
                  "poll_interval_ms, min_read_interval_ms, batch_max_bytes, stall_timeout_ms, "
-                 "rebuild_on_version_change, log, metrics, "
+                 "rebuild_on_version_change, projection_dir, log, metrics, "
                  "projections)");
     expect_error("database = {\n  conninfo = \"\";\n  host = \"x\";\n};\n", 3,
                  "database.host: unknown key (valid here: conninfo, target)");
@@ -425,7 +425,7 @@ static void test_unknown_keys(void **state)
     expect_error("Batch_size = 5;\n", 1,
                  "Batch_size: unknown key (valid here: database, listen_channel, batch_size, "
                  "poll_interval_ms, min_read_interval_ms, batch_max_bytes, stall_timeout_ms, "
-                 "rebuild_on_version_change, log, metrics, "
+                 "rebuild_on_version_change, projection_dir, log, metrics, "
                  "projections)");
 }
 
@@ -441,7 +441,7 @@ static void test_unknown_projection(void **state)
                  "  catalg = { enabled = false; };\n"
                  "};\n",
                  7,
-                 "projections.catalg: unknown projection (compiled in: catalog, event_stats, "
+                 "projections.catalg: unknown projection (compiled in or declared: catalog, event_stats, "
                  "orders, users)");
 }
 
@@ -453,7 +453,7 @@ static void test_unknown_projection_none_compiled_in(void **state)
     write_conf("projections = { users = {}; };\n", path, sizeof(path));
     snprintf(expected, sizeof(expected),
              "%s:1: projections.users: unknown projection "
-             "(compiled in: none)",
+             "(compiled in or declared: none)",
              path);
     assert_int_equal(config_load(&cfg, path, NULL, 0, err, sizeof(err)), -1);
     assert_string_equal(err, expected);
@@ -766,6 +766,7 @@ static void test_print_defaults(void **state)
                               "batch_max_bytes = 16777216;\n"
                               "stall_timeout_ms = 20000;\n"
                               "rebuild_on_version_change = true;\n"
+                              "projection_dir = \"\";\n"
                               "log = { level = \"info\"; format = \"text\"; };\n"
                               "metrics = { listen = \"\"; };\n"
                               "projections = {\n"
