@@ -39,12 +39,14 @@ if [ "$quick" -eq 0 ]; then
   # deadlines by PROJECTORD_TEST_SLOWDOWN. test_packaging builds and installs
   # the tree twice more and runs the binary only for --version and
   # check-config: the plain pass covers it, and the CI's time is kept for
-  # the tests that run the daemon.
+  # the tests that run the daemon. The declared forms' runs of the projection
+  # tests (integration.declared.*) repeat the compiled forms' under the same
+  # code; test_declared.py and the unit tests run the declared code here.
   ASAN_OPTIONS=detect_leaks=1 \
   LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp" \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   PROJECTORD_TEST_SLOWDOWN=3 \
-  CTEST_EXCLUDE='integration[.]test_packaging$' \
+  CTEST_EXCLUDE='integration[.](test_packaging$|declared[.])' \
     run_pass build-asan -DPROJECTORD_SANITIZE=ON
 fi
 
