@@ -40,6 +40,9 @@ The operations (OP_KINDS):
     terminate     pg_terminate_backend of a random subset of the daemons'
                   sessions
     pg_restart    PostgreSQL restarted, fast or immediate
+    declared      the projections switched between their compiled-in and
+                  declared forms (projection_dir = projections/declared, or
+                  unset) by SIGHUP, on every instance or on one
 
 The end: writers stopped; every instance's config set to a known state
 (every projection enabled, on_error = "skip"), SIGHUP; the first instance
@@ -89,7 +92,7 @@ if HERE not in sys.path:
 
 import faults  # noqa: E402
 import oracle  # noqa: E402
-from daemon import (BIN, SLOWDOWN, Daemon, clean_env, command, config_text,  # noqa: E402
+from daemon import (BIN, DECLARED_DIR, SLOWDOWN, Daemon, clean_env, command, config_text,  # noqa: E402
                     metadata)
 from eventgen import Command, append_all, event  # noqa: E402
 from pgcluster import PgCluster  # noqa: E402
@@ -113,7 +116,7 @@ DEFAULT_CONFIG = {"batch_size": 1000, "poll_interval_ms": 200, "min_read_interva
 # Relative weights of the operations; a profile can narrow them (the
 # fixed-seed regression tests do).
 OP_WEIGHTS = {"sighup": 10, "burst": 4, "rebuild": 5, "rebuild_request": 2, "resume": 3,
-              "replay": 2, "start": 3, "kill": 3, "terminate": 4, "pg_restart": 2}
+              "replay": 2, "start": 3, "kill": 3, "terminate": 4, "pg_restart": 2, "declared": 2}
 PROFILES = {
     "all": OP_WEIGHTS,
     # SIGHUPs that change batch_size while a backlog is caught up (issue 16 defect 1).
@@ -206,7 +209,7 @@ def describe_config(cfg):
     stop = [p for p in PROJECTIONS if cfg["projections"][p]["on_error"] == "stop"]
     return (f"batch_size={cfg['batch_size']} poll_interval_ms={cfg['poll_interval_ms']} "
             f"min_read_interval_ms={cfg['min_read_interval_ms']} disabled={off or 'none'} "
-            f"on_error=stop: {stop or 'none'}")
+            f"on_error=stop: {stop or 'none'} declared={bool(cfg.get('declared'))}")
 
 
 def make_schedule(seed, seconds, profile="all"):
@@ -230,7 +233,15 @@ def make_schedule(seed, seconds, profile="all"):
         if kind == "kill" and not up:
             kind = "start"
         args = {}
-        if kind == "sighup":
+        if kind == "declared":
+            # The four projections switched between their compiled-in and
+            # declared forms (projection_dir), on every instance or on one:
+            # same tables, so the read model must go on as if nothing happened.
+            cfg["declared"] = not cfg.get("declared", False)
+            args["changes"] = [f"projection_dir={'projections/declared' if cfg['declared'] else 'unset'}"]
+            args["config"] = json.loads(json.dumps(cfg))
+            args["scope"] = "all" if rng.random() < 0.7 else f"inst{rng.choice(INSTANCES)}"
+        elif kind == "sighup":
             args["changes"] = _config_change(rng, cfg)
             args["config"] = json.loads(json.dumps(cfg))
             args["scope"] = "all" if rng.random() < 0.85 else f"inst{rng.choice(INSTANCES)}"
@@ -650,10 +661,12 @@ class Instance:
         if cfg is not None:
             self.config = json.loads(json.dumps(cfg))
         c = self.config
+        extra = f"min_read_interval_ms = {c['min_read_interval_ms']};"
+        if c.get("declared"):
+            extra += f'\nprojection_dir = "{DECLARED_DIR}";'
         text = config_text(self.daemon.daemon_conninfo, batch_size=c["batch_size"],
                            poll_interval_ms=c["poll_interval_ms"], level="info",
-                           projections=c["projections"],
-                           extra=f"min_read_interval_ms = {c['min_read_interval_ms']};")
+                           projections=c["projections"], extra=extra)
         tmp = self.daemon.config_path + ".tmp"
         fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with open(fd, "w") as f:
@@ -889,6 +902,9 @@ class OperationsRun:
         else:
             targets = [self.instances[int(a["scope"][4:])]]
         self.reload(targets, cfg, ", ".join(a["changes"]))
+
+    def op_declared(self, op):
+        self.op_sighup(op)
 
     def op_burst(self, op):
         """Append a backlog (without holding the lock: deferred toggles of
