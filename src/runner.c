@@ -17,8 +17,9 @@
  *
  * Every callback runs on the loop, so it may do anything; the only state
  * shared with the outside is the wake/stop flags. Rebuilds and dead-letter
- * replays are modes of this machine, in runner_rebuild.c and
- * runner_replay.c (runner_int.h).
+ * replays are jobs of their own kinds, in runner_rebuild.c and
+ * runner_replay.c above this core, which calls them only through their
+ * hooks (struct rn_job, runner_int.h).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -96,6 +97,7 @@ static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void claim_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void src_retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void pause_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void reap_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void send_batch(struct runner *r);
 static void send_checkpoint(struct runner *r);
 static void on_claim_done(struct runner *r);
@@ -372,7 +374,7 @@ struct runner *rn_create(struct ev_loop *loop, const struct projection *p,
     r->deferred_timer.data = r;
     ev_timer_init(&r->claim_timer, claim_cb, CLAIM_INTERVAL_S, 0.0);
     r->claim_timer.data = r;
-    ev_timer_init(&r->reap_timer, rebuild_reap_cb, 0.0, 0.0);
+    ev_timer_init(&r->reap_timer, reap_cb, 0.0, 0.0);
     r->reap_timer.data = r;
     ev_init(&r->src_retry_timer, src_retry_cb);
     r->src_retry_timer.data = r;
@@ -383,14 +385,6 @@ struct runner *rn_create(struct ev_loop *loop, const struct projection *p,
         r->share.sharing = true; /* until it turns out another instance owns the projection */
     }
     return r;
-}
-
-struct runner *runner_new(struct ev_loop *loop, const struct projection *p,
-                          const struct projection_config *pc, const struct config *cfg,
-                          const char *owner, struct fleet *fleet, struct runner_stats *stats,
-                          runner_done_cb done, void *done_arg)
-{
-    return rn_create(loop, p, pc, cfg, owner, fleet, stats, NULL, done, done_arg);
 }
 
 /* All but the reap timer: a finished child is freed by its parent's. */
@@ -676,14 +670,15 @@ void rn_src_send_failed(struct runner *r)
 static void send_setup(struct runner *r)
 {
     rn_begin_request(r, R_SETUP);
-    bool ok = queue_session(r, r->conn, r->search_path) && rebuild_queue_begin(r) == 0;
+    bool ok = queue_session(r, r->conn, r->search_path) &&
+              (!r->job || !r->job->queue_setup || r->job->queue_setup(r) == 0);
     for (int i = 0; ok && r->proj->statements[i].sql; i++) {
         char name[16];
         batch_stmt_name(i, name);
         ok = pgconn_prepare(r->conn, name, r->proj->statements[i].sql,
                             r->proj->statements[i].nparams) == 0;
     }
-    if (!ok || (r->shadow ? rebuild_queue_load(r) : send_claim_statement(r)) < 0 ||
+    if (!ok || (r->shadow ? r->job->queue_load(r) : send_claim_statement(r)) < 0 ||
         pgconn_sync(r->conn) < 0)
         r->state = R_DOWN;
 }
@@ -1094,7 +1089,7 @@ static int queue_event(struct runner *r, int i)
             return 0;
         if (rc == 0) {
             r->processed++;
-            return r->replaying ? replay_drop_dead_letter(r, i) : 0;
+            return r->job && r->job->applied ? r->job->applied(r, i) : 0;
         }
         if (!r->ctx.err[0])
             return -1;
@@ -1386,7 +1381,7 @@ static void on_setup_done(struct runner *r)
     r->set_up = true;
     r->rebuild_begun = true;
     if (!r->cp_loaded) {
-        rebuild_lost(r);
+        r->job->lost(r);
         return;
     }
     on_register_done(r);
@@ -1414,6 +1409,22 @@ static void on_claim_done(struct runner *r)
     send_register(r);
 }
 
+/* A projection built by other code than this binary's is rebuilt (if so configured). */
+static void check_version(struct runner *r, const char *stored)
+{
+    if (r->shadow || !stored || strcmp(stored, r->version) == 0 || r->rebuild_requested)
+        return;
+    if (!r->cfg->rebuild_on_version_change) {
+        log_warning("%s: tables built by version %s, this is version %s; not rebuilding "
+                    "(rebuild_on_version_change = false)",
+                    r->proj->name, stored, r->version);
+        return;
+    }
+    log_info("%s: tables built by version %s, this is version %s: rebuilding", r->proj->name,
+             stored, r->version);
+    r->rebuild_requested = true;
+}
+
 static void on_register_result(struct runner *r, const PGresult *res)
 {
     rn_record_error(r, res);
@@ -1433,7 +1444,7 @@ static void on_register_result(struct runner *r, const PGresult *res)
         r->cp_loaded = true;
         r->rebuild_requested |= strcmp(PQgetvalue(res, 0, 7), "t") == 0;
         r->replay_requested |= strcmp(PQgetvalue(res, 0, 8), "t") == 0;
-        rebuild_check_version(r, PQgetisnull(res, 0, 6) ? NULL : PQgetvalue(res, 0, 6));
+        check_version(r, PQgetisnull(res, 0, 6) ? NULL : PQgetvalue(res, 0, 6));
     }
     r->results++;
 }
@@ -1711,7 +1722,7 @@ static void on_commit_done(struct runner *r)
     }
     if (strcmp(r->err_state, SQLSTATE_CHECKPOINT_MOVED) == 0 && r->shadow) {
         rn_clear_batch(r);
-        rebuild_lost(r);
+        r->job->lost(r);
         return;
     }
     if (strcmp(r->err_state, SQLSTATE_CHECKPOINT_MOVED) == 0) {
@@ -1777,12 +1788,10 @@ static void on_result(struct runner *r, const PGresult *res)
         break;
     case R_SWAP:
     case R_ABANDON:
-        rebuild_on_result(r, res);
-        break;
     case R_REPLAY_LIST:
     case R_REPLAYED:
     case R_REPLAY_DONE:
-        replay_on_result(r, res);
+        r->job->on_result(r, res); /* the job's own requests */
         break;
     default:
         break;
@@ -1800,8 +1809,8 @@ static bool handles_any(const struct runner *r)
 
 static void after_fetch(struct runner *r)
 {
-    if (r->replaying && r->nevents == 0) {
-        replay_finish(r);
+    if (r->job && r->job->fetched_nothing && r->nevents == 0) {
+        r->job->fetched_nothing(r);
     } else if (r->sbatch && r->more && !handles_any(r)) {
         /*
          * Nothing of ours in this part of the window: move on without a
@@ -1870,12 +1879,10 @@ static void on_sync(struct runner *r)
         break;
     case R_SWAP:
     case R_ABANDON:
-        rebuild_on_sync(r);
-        break;
     case R_REPLAY_LIST:
     case R_REPLAYED:
     case R_REPLAY_DONE:
-        replay_on_sync(r);
+        r->job->on_sync(r);
         break;
     default:
         break;
@@ -2005,9 +2012,9 @@ void rn_next_step(struct runner *r)
     }
     if (r->stopping) {
         if (r->child)
-            return; /* the rebuild stops first; rebuild_reap_cb comes back here */
-        if (r->shadow)
-            rebuild_stopped(r);
+            return; /* the rebuild stops first; reap_cb comes back here */
+        if (r->job && r->job->stopped)
+            r->job->stopped(r);
         else
             send_note(r, r->failed ? "failed" : "stopped", NULL, NULL, NOTE_THEN_DONE);
         return;
@@ -2033,21 +2040,16 @@ void rn_next_step(struct runner *r)
         send_note(r, current_status(r), NULL, NULL, NOTE_THEN_NEXT);
         return;
     }
-    if (r->replay_requested && !r->replaying && !r->shadow) {
-        log_info("%s: replaying dead letters", r->proj->name);
-        r->replay_requested = false;
-        r->replaying = true;
-        r->replay_pos = 0;
-        r->replayed = 0;
-    }
+    if (r->replay_requested && !r->replaying && !r->shadow)
+        r->jobs->replay->start(r);
     if (r->replaying) {
-        replay_fetch(r);
+        r->job->step(r);
         return;
     }
     if (r->rebuild_requested && !r->child && !r->shadow)
-        rebuild_start(r);
+        r->jobs->rebuild->start(r);
     if (r->shadow) {
-        rebuild_step(r);
+        r->job->step(r);
         return;
     }
     if (r->failed)
@@ -2095,6 +2097,23 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
     else if (!r->holds_lock && !r->shadow)
         send_claim(r);
     else
+        rn_next_step(r);
+}
+
+/* Frees a finished child (a rebuild's shadow), outside its own callbacks. */
+static void reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct runner *r = w->data;
+    if (!r->child || r->child->state != R_DONE)
+        return;
+    runner_free(r->child);
+    r->child = NULL;
+    r->held = false;
+    if (r->rebuild_then_stop && !r->stopping)
+        runner_stop(r);
+    else if (r->state == R_IDLE)
         rn_next_step(r);
 }
 

@@ -93,6 +93,10 @@ struct runner {
     char version[12];
     char *search_path;
 
+    /* The job under way besides tailing (struct rn_job): a shadow's rebuild, a replay; or NULL. */
+    const struct rn_job *job;
+    const struct rn_jobs *jobs; /* live: the kinds of job it may start */
+
     /*
      * Rebuilds. The live runner spawns a shadow runner (its child) that
      * replays everything into shadow tables; when the shadow has caught up
@@ -233,47 +237,47 @@ const char *rn_fmt_i64(char buf[21], int64_t v);
 const char *rn_event_value(const struct runner *r, int i, enum fetch_column col);
 int64_t rn_event_position(const struct runner *r, int i);
 
-/* ---- runner_rebuild.c ---------------------------------------------------- */
+/* ---- kinds of job (runner_rebuild.c, runner_replay.c) -------------------- */
 
-/* Setup of a shadow's session: create its tables (once), then load its checkpoint. */
-int rebuild_queue_begin(struct runner *r);
-int rebuild_queue_load(struct runner *r);
+/*
+ * What a runner does besides tailing is a job of its own kind, in a module
+ * above this core: the core calls a job only through these hooks, and the
+ * job drives the core through the rn_* steps above, so the dependencies
+ * point one way. A hook left NULL means the core's own default.
+ */
+struct rn_job {
+    const char *name;
+    /* Live runner r asked for it: begin (a rebuild spawns the shadow that runs it). */
+    void (*start)(struct runner *r);
+    /* Session setup: queued before the projection's statements are prepared ... */
+    int (*queue_setup)(struct runner *r);
+    /* ... and last, instead of the claim (its results come as R_SETUP's). */
+    int (*queue_load)(struct runner *r);
+    /* Between batches: send the job's next request. */
+    void (*step)(struct runner *r);
+    /* Told to stop, between requests (NULL: the status note, then done). */
+    void (*stopped)(struct runner *r);
+    /* Its checkpoint row is another instance's now: stop, touching nothing. */
+    void (*lost)(struct runner *r);
+    /* The fetch found no event (NULL: the window is passed). */
+    void (*fetched_nothing)(struct runner *r);
+    /* Inside a batch: event i applied; queue what goes with it (-1: failed). */
+    int (*applied)(struct runner *r, int i);
+    /* Results and sync of the job's own requests (its states in enum rstate). */
+    void (*on_result)(struct runner *r, const PGresult *res);
+    void (*on_sync)(struct runner *r);
+};
 
-/* Ask for a rebuild when the stored version is not this binary's (if so configured). */
-void rebuild_check_version(struct runner *r, const char *stored);
+/* The kinds a live runner may start (runner_jobs.c wires them). */
+struct rn_jobs {
+    const struct rn_job *rebuild;
+    const struct rn_job *replay;
+};
 
-/* A shadow whose rebuild another instance took over: stop, touching nothing. */
-void rebuild_lost(struct runner *r);
+/* Rebuilding into shadow tables (runner_rebuild.c): start spawns the shadow runner. */
+extern const struct rn_job rebuild_job;
 
-/* Spawn the shadow runner. */
-void rebuild_start(struct runner *r);
-
-/* A shadow's next step between batches. */
-void rebuild_step(struct runner *r);
-
-/* A shadow told to stop, between requests: give a one-shot rebuild up, or just finish. */
-void rebuild_stopped(struct runner *r);
-
-/* Frees a finished shadow, outside its own callbacks. */
-void rebuild_reap_cb(struct ev_loop *loop, ev_timer *w, int revents);
-
-/* Results and sync of the R_SWAP and R_ABANDON steps. */
-void rebuild_on_result(struct runner *r, const PGresult *res);
-void rebuild_on_sync(struct runner *r);
-
-/* ---- runner_replay.c ----------------------------------------------------- */
-
-/* Replay the next batch of dead letters (or finish when none are left). */
-void replay_fetch(struct runner *r);
-
-/* Record the end of the replay. */
-void replay_finish(struct runner *r);
-
-/* Inside a replay batch: event i applied, so its dead letter goes. */
-int replay_drop_dead_letter(struct runner *r, int i);
-
-/* Results and sync of the R_REPLAY_LIST, R_REPLAYED and R_REPLAY_DONE steps. */
-void replay_on_result(struct runner *r, const PGresult *res);
-void replay_on_sync(struct runner *r);
+/* Replaying dead letters (runner_replay.c), inside the live runner. */
+extern const struct rn_job replay_job;
 
 #endif
