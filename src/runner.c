@@ -306,10 +306,31 @@ void rn_record_error(struct runner *r, const PGresult *res)
     snprintf(r->err_msg, sizeof r->err_msg, "%s", pgconn_error_line(res));
 }
 
+/*
+ * The one place where the runner's state changes. A transition the table
+ * (rstate.c) does not hold is a bug of this machine: said as such and
+ * refused, the runner staying where it was (the test suite fails on the
+ * line).
+ */
+bool rn_set_state(struct runner *r, enum rstate to)
+{
+    if (r->state == to)
+        return true;
+    if (!rstate_allowed(r->state, to)) {
+        log_error("%s%s: internal error: state transition %s -> %s refused", r->proj->name,
+                  r->shadow ? " (rebuild)" : "", rstate_name(r->state), rstate_name(to));
+        return false;
+    }
+    log_debug("%s%s: %s -> %s", r->proj->name, r->shadow ? " (rebuild)" : "", rstate_name(r->state),
+              rstate_name(to));
+    r->state = to;
+    return true;
+}
+
 /* Start a request: results are counted and errors recorded from here. */
 void rn_begin_request(struct runner *r, enum rstate state)
 {
-    r->state = state;
+    rn_set_state(r, state);
     r->results = 0;
     r->err_stmt = -1;
 }
@@ -455,7 +476,7 @@ static void set_owned(struct runner *r, bool owned);
 
 void rn_finish(struct runner *r)
 {
-    r->state = R_DONE;
+    rn_set_state(r, R_DONE);
     set_owned(r, false); /* the connection and its lock go */
     stop_timers(r);
     pgconn_close(r->conn);
@@ -499,7 +520,7 @@ static void send_note(struct runner *r, const char *status, const char *error, c
     }
     rn_begin_request(r, R_NOTE);
     if (exec_stmt(r, RS_NOTE, params) < 0 || pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN; /* PGCONN_LOST follows */
+        rn_set_state(r, R_DOWN); /* PGCONN_LOST follows */
 }
 
 static void wait_and_retry(struct runner *r);
@@ -518,7 +539,7 @@ static void after_note(struct runner *r)
 static void wait_and_retry(struct runner *r)
 {
     double delay = backoff_next(&r->backoff, (uint32_t)rand());
-    r->state = R_WAIT;
+    rn_set_state(r, R_WAIT);
     ev_timer_stop(r->loop, &r->retry_timer);
     ev_timer_set(&r->retry_timer, delay, 0.0);
     ev_timer_start(r->loop, &r->retry_timer);
@@ -639,7 +660,7 @@ bool rn_src_usable(struct runner *r)
 {
     if (r->src == r->conn || (r->src_ready && pgconn_idle(r->src)))
         return true;
-    r->state = R_IDLE;
+    rn_set_state(r, R_IDLE);
     return false;
 }
 
@@ -653,7 +674,7 @@ static void abandon_read(struct runner *r)
     read_failed(r);
     r->src_ready = false;
     r->wake_pending = true;
-    r->state = R_IDLE;
+    rn_set_state(r, R_IDLE);
     if (r->stopping)
         rn_next_step(r);
 }
@@ -662,7 +683,7 @@ static void abandon_read(struct runner *r)
 void rn_src_send_failed(struct runner *r)
 {
     if (r->src == r->conn)
-        r->state = R_DOWN;
+        rn_set_state(r, R_DOWN);
     else
         abandon_read(r);
 }
@@ -680,14 +701,14 @@ static void send_setup(struct runner *r)
     }
     if (!ok || (r->shadow ? r->job->queue_load(r) : send_claim_statement(r)) < 0 ||
         pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
+        rn_set_state(r, R_DOWN);
 }
 
 static void send_claim(struct runner *r)
 {
     rn_begin_request(r, R_CLAIM);
     if (send_claim_statement(r) < 0 || pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
+        rn_set_state(r, R_DOWN);
 }
 
 static void send_register(struct runner *r)
@@ -695,7 +716,7 @@ static void send_register(struct runner *r)
     rn_begin_request(r, R_REGISTER);
     const char *params[] = {r->proj->name, r->version, r->owner, r->failed ? "t" : "f"};
     if (pgconn_query(r->conn, SQL_REGISTER, 4, params) < 0 || pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
+        rn_set_state(r, R_DOWN);
 }
 
 /* Another instance holds the projection: look again in a while. */
@@ -712,7 +733,7 @@ static void stand_by(struct runner *r)
         log_info("%s: standing by (owned by another instance, or this one has its share)",
                  r->proj->name);
     r->standing_by = true;
-    r->state = R_STANDBY;
+    rn_set_state(r, R_STANDBY);
     ev_timer_stop(r->loop, &r->claim_timer);
     ev_timer_set(&r->claim_timer, CLAIM_INTERVAL_S, 0.0);
     ev_timer_start(r->loop, &r->claim_timer);
@@ -729,7 +750,7 @@ static void send_release(struct runner *r)
              r->fleet->instances, fleet_share(r->fleet));
     rn_begin_request(r, R_RELEASE);
     if (pgconn_query(r->conn, SQL_RELEASE, 2, params) < 0 || pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
+        rn_set_state(r, R_DOWN);
 }
 
 /* Take a window another runner opened from our lo (readshare.h). */
@@ -807,7 +828,7 @@ static bool pause_open(struct runner *r, bool shared)
     /* ev_now follows the wall clock, which may step back */
     if (left <= 0 || left > gap)
         return false;
-    r->state = R_IDLE;
+    rn_set_state(r, R_IDLE);
     if (!ev_is_active(&r->pause_timer)) {
         ev_timer_set(&r->pause_timer, left, 0.);
         ev_timer_start(r->loop, &r->pause_timer);
@@ -835,7 +856,7 @@ static enum rs_answer share_open(struct runner *r, const char **hi)
     enum rs_answer a = shared ? readshare_open(&r->share, r->cp.lo, &w) : RS_SEND;
     switch (a) {
     case RS_WAIT:
-        r->state = R_IDLE;
+        rn_set_state(r, R_IDLE);
         break;
     case RS_HIT:
         adopt_window(r, &w);
@@ -973,7 +994,7 @@ static bool share_fetch(struct runner *r)
     struct rs_batch *b;
     enum rs_answer a = readshare_fetch(&r->share, r->cp.lo, r->cp.hi, r->cp.window_pos, &b);
     if (a == RS_WAIT) {
-        r->state = R_IDLE;
+        rn_set_state(r, R_IDLE);
         return true;
     }
     if (a == RS_SEND) {
@@ -1151,7 +1172,7 @@ static void send_batch(struct runner *r)
         return;
     }
     if (pgconn_flush_request(r->conn) < 0)
-        r->state = R_DOWN;
+        rn_set_state(r, R_DOWN);
 }
 
 /* ---- the checkpoint ------------------------------------------------------- */
@@ -1237,7 +1258,7 @@ static void send_replayed(struct runner *r)
     const char *params[] = {r->proj->name, rn_fmt_i64(applied, r->processed)};
     rn_begin_request(r, R_REPLAYED);
     if (pgconn_query(r->conn, SQL_REPLAYED, 2, params) < 0 || pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
+        rn_set_state(r, R_DOWN);
 }
 
 /*
@@ -1248,10 +1269,10 @@ static void send_replayed(struct runner *r)
  */
 static void send_commit(struct runner *r)
 {
-    r->state = R_COMMIT;
+    rn_set_state(r, R_COMMIT);
     r->new_seq = -1;
     if (rn_queue_checkpoint(r) < 0 || pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
+        rn_set_state(r, R_DOWN);
 }
 
 /* A checkpoint alone: progress made in memory, or counts not yet written. */
@@ -1467,7 +1488,7 @@ static void on_register_done(struct runner *r)
              r->cp.last_position, r->cp.window_open ? " (inside a window)" : "");
     r->announced = false;
     r->progress_at = ev_now(r->loop); /* the metrics' stall clock starts with ownership */
-    r->state = R_IDLE;
+    rn_set_state(r, R_IDLE);
     r->wake_pending = true;
     rn_next_step(r);
 }
@@ -1652,9 +1673,9 @@ static void on_apply_result(struct runner *r, const PGresult *res)
     if (r->results < r->ctx.n)
         return;
     if (r->err_stmt >= 0) {
-        r->state = R_ROLLBACK;
+        rn_set_state(r, R_ROLLBACK);
         if (pgconn_sync(r->conn) < 0)
-            r->state = R_DOWN;
+            rn_set_state(r, R_DOWN);
         return;
     }
     send_replayed(r);
@@ -1973,7 +1994,7 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
         if (r->stopping)
             rn_finish(r);
         else
-            r->state = R_DOWN;
+            rn_set_state(r, R_DOWN);
         break;
     case PGCONN_RESULT:
         on_result(r, res);
@@ -1999,7 +2020,7 @@ static void share_kick(void *arg)
 /* Decide what to do once a step has completed and the connection is idle. */
 void rn_next_step(struct runner *r)
 {
-    r->state = R_IDLE;
+    rn_set_state(r, R_IDLE);
     r->share.sharing =
         r->holds_lock && !r->failed && !r->src_standby && !r->stopping && !r->replaying;
     if (!r->cp.window_open && r->share.lo)
@@ -2089,7 +2110,7 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (r->state != R_WAIT)
         return;
     if (!pgconn_idle(r->conn)) {
-        r->state = R_DOWN;
+        rn_set_state(r, R_DOWN);
         return;
     }
     if (!r->set_up)

@@ -20,31 +20,9 @@
 #include "pgconn.h"
 #include "pace.h"
 #include "readshare.h"
+#include "rstate.h"
 #include "runner.h"
 #include "runner_sql.h"
-
-enum rstate {
-    R_DOWN,        /* waiting for the connection */
-    R_SETUP,       /* session setup and first claim in flight */
-    R_STANDBY,     /* another instance owns the projection: claim again later */
-    R_CLAIM,       /* trying to take ownership */
-    R_REGISTER,    /* owner now: loading the checkpoint */
-    R_RELEASE,     /* handing the projection over to another instance */
-    R_IDLE,        /* waiting for a wake-up */
-    R_OPEN,        /* opening a window */
-    R_FETCH,       /* reading a batch */
-    R_APPLY,       /* a replay's statements sent, their results coming */
-    R_ROLLBACK,    /* a statement failed: waiting for the sync */
-    R_COMMIT,      /* a batch's statements (or none), its checkpoint and the sync sent */
-    R_NOTE,        /* status-only write in flight */
-    R_SWAP,        /* shadow: trying to swap the rebuilt tables in */
-    R_REPLAY_LIST, /* reading the positions of the next dead letters to replay */
-    R_REPLAYED,    /* a replay batch's dead letters dropped, counts moved */
-    R_REPLAY_DONE, /* the replay's end recorded */
-    R_ABANDON,     /* shadow: giving the rebuild up */
-    R_WAIT,        /* backing off before a retry */
-    R_DONE,
-};
 
 enum after_note { NOTE_THEN_NEXT, NOTE_THEN_WAIT, NOTE_THEN_DONE };
 
@@ -200,6 +178,13 @@ void rn_next_step(struct runner *r);
 
 /* Stop for good: close the connections, then call the done callback. */
 void rn_finish(struct runner *r);
+
+/*
+ * The one place where the state changes: logs the transition (debug), or
+ * refuses one the table in rstate.c does not hold (an error: a bug of the
+ * machine). Returns false when refused.
+ */
+bool rn_set_state(struct runner *r, enum rstate to);
 
 /* Start a request in `state`: results are counted and errors recorded from here. */
 void rn_begin_request(struct runner *r, enum rstate state);

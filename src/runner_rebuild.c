@@ -116,7 +116,7 @@ static void rebuild_step(struct runner *r)
         const char *params[] = {r->proj->name, r->err_msg};
         rn_begin_request(r, R_ABANDON);
         if (pgconn_query(r->conn, SQL_ABANDON_REBUILD, 2, params) < 0 || pgconn_sync(r->conn) < 0)
-            r->state = R_DOWN;
+            rn_set_state(r, R_DOWN);
         return;
     }
     if (r->cp.window_open) {
@@ -170,7 +170,7 @@ static void send_swap(struct runner *r)
     r->swap_sent = ev_time();
     if (rn_queue_checkpoint(r) < 0 || pgconn_query(r->conn, SQL_FINISH_REBUILD, 3, params) < 0 ||
         pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
+        rn_set_state(r, R_DOWN);
 }
 
 /* The swap gave way to a lock: nothing changed; try again shortly. */
@@ -187,7 +187,7 @@ static void swap_wait(struct runner *r)
         log_debug("%s: the swap gave way to a lock (SQLSTATE %s); again in %.0f ms", r->proj->name,
                   r->err_state, delay * 1000);
     rn_clear_batch(r);
-    r->state = R_WAIT;
+    rn_set_state(r, R_WAIT);
     ev_timer_stop(r->loop, &r->retry_timer);
     ev_timer_set(&r->retry_timer, delay, 0.0);
     ev_timer_start(r->loop, &r->retry_timer);

@@ -52,7 +52,7 @@ static void replay_fetch(struct runner *r)
     r->replay_positions = NULL;
     rn_begin_request(r, R_REPLAY_LIST);
     if (pgconn_query(r->conn, SQL_LIST_DEAD_LETTERS, 3, params) < 0 || pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
+        rn_set_state(r, R_DOWN);
 }
 
 static void on_replay_list_result(struct runner *r, const PGresult *res)
@@ -75,7 +75,7 @@ static void on_replay_listed(struct runner *r)
         replay_finish(r);
         return;
     }
-    r->state = R_IDLE;
+    rn_set_state(r, R_IDLE);
     if (!rn_src_usable(r))
         return; /* rn_next_step lists them again once it is */
     const char *params[] = {r->replay_positions};
@@ -107,7 +107,7 @@ static void replay_finish(struct runner *r)
     rn_clear_batch(r);
     rn_begin_request(r, R_REPLAY_DONE);
     if (pgconn_query(r->conn, SQL_REPLAY_DONE, 1, params) < 0 || pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
+        rn_set_state(r, R_DOWN);
 }
 
 static void on_replay_done(struct runner *r)
@@ -120,7 +120,7 @@ static void on_replay_done(struct runner *r)
     r->job = NULL;
     r->replay_over = true;
     log_info("%s: replay over: %" PRId64 " dead letter(s) applied", r->proj->name, r->replayed);
-    r->state = R_IDLE;
+    rn_set_state(r, R_IDLE);
     if (r->replay_then_stop)
         runner_stop(r);
     else
