@@ -15,6 +15,14 @@
  * dead-letter replay still waits for its statements' results (APPLY, then
  * ROLLBACK or its counts).
  *
+ * The file reads top-down: helpers and lifecycle; requests, notes and
+ * retries; tailing (open a window, fetch a batch, and their results); a
+ * batch (queue its events, apply it, a replay's results); the checkpoint
+ * (commit and its results); ownership (setup, claim, load, release); the
+ * dispatch of each result and sync to the step in flight; scheduling
+ * (rn_next_step: what to do between steps). Each request's send sits next
+ * to the handling of its results; the state changes only in rn_set_state.
+ *
  * Every callback runs on the loop, so it may do anything; the only state
  * shared with the outside is the wake/stop flags. Rebuilds and dead-letter
  * replays are jobs of their own kinds, in runner_rebuild.c and
@@ -105,6 +113,10 @@ static void send_replayed(struct runner *r);
 static void share_kick(void *arg);
 static void claim_first_batch(struct runner *r);
 static void take_batch(struct runner *r, PGresult *res);
+static void send_register(struct runner *r);
+static void stand_by(struct runner *r);
+static void pass_window(struct runner *r);
+static void defer_checkpoint(struct runner *r, double after);
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -487,7 +499,7 @@ void rn_finish(struct runner *r)
     r->done(r, r->done_arg);
 }
 
-/* ---- requests ----------------------------------------------------------- */
+/* ---- requests, status notes, retries and the event store's session -------- */
 
 static void after_note(struct runner *r);
 
@@ -688,70 +700,7 @@ void rn_src_send_failed(struct runner *r)
         abandon_read(r);
 }
 
-static void send_setup(struct runner *r)
-{
-    rn_begin_request(r, R_SETUP);
-    bool ok = queue_session(r, r->conn, r->search_path) &&
-              (!r->job || !r->job->queue_setup || r->job->queue_setup(r) == 0);
-    for (int i = 0; ok && r->proj->statements[i].sql; i++) {
-        char name[16];
-        batch_stmt_name(i, name);
-        ok = pgconn_prepare(r->conn, name, r->proj->statements[i].sql,
-                            r->proj->statements[i].nparams) == 0;
-    }
-    if (!ok || (r->shadow ? r->job->queue_load(r) : send_claim_statement(r)) < 0 ||
-        pgconn_sync(r->conn) < 0)
-        rn_set_state(r, R_DOWN);
-}
-
-static void send_claim(struct runner *r)
-{
-    rn_begin_request(r, R_CLAIM);
-    if (send_claim_statement(r) < 0 || pgconn_sync(r->conn) < 0)
-        rn_set_state(r, R_DOWN);
-}
-
-static void send_register(struct runner *r)
-{
-    rn_begin_request(r, R_REGISTER);
-    const char *params[] = {r->proj->name, r->version, r->owner, r->failed ? "t" : "f"};
-    if (pgconn_query(r->conn, SQL_REGISTER, 4, params) < 0 || pgconn_sync(r->conn) < 0)
-        rn_set_state(r, R_DOWN);
-}
-
-/* Another instance holds the projection: look again in a while. */
-static void stand_by(struct runner *r)
-{
-    r->share.sharing = false;
-    if (r->rebuild_then_stop) {
-        log_error("%s: another instance took the projection over; ask it to rebuild instead",
-                  r->proj->name);
-        rn_finish(r);
-        return;
-    }
-    if (!r->standing_by)
-        log_info("%s: standing by (owned by another instance, or this one has its share)",
-                 r->proj->name);
-    r->standing_by = true;
-    rn_set_state(r, R_STANDBY);
-    ev_timer_stop(r->loop, &r->claim_timer);
-    ev_timer_set(&r->claim_timer, CLAIM_INTERVAL_S, 0.0);
-    ev_timer_start(r->loop, &r->claim_timer);
-}
-
-/* Give the projection back (this instance owns more than its share). */
-static void send_release(struct runner *r)
-{
-    char key[12];
-    snprintf(key, sizeof key, "%d", FLEET_PROJECTION_LOCK);
-    const char *params[] = {key, r->proj->name};
-    set_owned(r, false);
-    log_info("%s: handing over to another instance (%d instances, share %d)", r->proj->name,
-             r->fleet->instances, fleet_share(r->fleet));
-    rn_begin_request(r, R_RELEASE);
-    if (pgconn_query(r->conn, SQL_RELEASE, 2, params) < 0 || pgconn_sync(r->conn) < 0)
-        rn_set_state(r, R_DOWN);
-}
+/* ---- tailing: open a window, fetch a batch, and their results -------------- */
 
 /* Take a window another runner opened from our lo (readshare.h). */
 /*
@@ -1031,468 +980,6 @@ void rn_send_fetch(struct runner *r)
         rn_src_send_failed(r);
 }
 
-/* ---- building a batch ----------------------------------------------------- */
-
-/* Returns 1 when the projection has no handler for event i (a shared batch holds every type). */
-static int run_handler(struct runner *r, int i)
-{
-    struct pj_event ev;
-    fill_event(r, i, &ev);
-    const struct pj_handler *h = registry_handler(r->proj, ev.event_type);
-    if (!h)
-        return 1;
-    r->ctx.event = i;
-    r->ctx.err[0] = '\0';
-    json_t *payload = NULL;
-    if (!(h->flags & PJ_NO_PAYLOAD)) {
-        payload =
-            payload_decode(ev.event_data, (size_t)PQgetlength(r->events, r->ev0 + i, FC_EVENT_DATA),
-                           r->ctx.err, sizeof r->ctx.err);
-        if (!payload)
-            return -1;
-    }
-    int rc = h->fn(&r->ctx, &ev, payload);
-    json_decref(payload);
-    return rc;
-}
-
-/*
- * An event the read-model database's encoding cannot hold (UTF-8 text in a
- * LATIN1 read model: SQLSTATE 22P05) can not be dead-lettered with its
- * payload either: its dead letter keeps the position, the event store has
- * the rest. The error loses its non-ASCII characters for the same reason.
- */
-static void unstorable_error(const char *error, char *out, size_t size)
-{
-    size_t n = 0;
-    for (const char *s = error; *s && n + 1 < size; s++)
-        out[n++] = (unsigned char)*s < 0x80 ? *s : '?';
-    out[n] = '\0';
-    snprintf(out + n, size - n,
-             " (payload not kept: the read-model database's encoding"
-             " cannot hold it; the event store has it)");
-}
-
-static int send_dead_letter(struct runner *r, const struct bad_event *b)
-{
-    int i = b->index;
-    char error[BATCH_ERR_MAX + 128];
-    if (b->unstorable)
-        unstorable_error(b->error, error, sizeof error);
-    const char *params[] = {r->proj->name,
-                            rn_event_value(r, i, FC_POSITION),
-                            rn_event_value(r, i, FC_EVENT_ID),
-                            rn_event_value(r, i, FC_EVENT_TYPE),
-                            b->unstorable ? error : b->error,
-                            b->sqlstate[0] ? b->sqlstate : NULL,
-                            b->unstorable ? NULL : rn_event_value(r, i, FC_EVENT_DATA)};
-    if (exec_stmt(r, RS_DEAD_LETTER, params) < 0)
-        return -1;
-    return batch_record(&r->ctx, i, BATCH_DEAD_LETTER, 1);
-}
-
-/*
- * Queue event i: its handler's statements, or, when it is bad, a dead
- * letter (skip) or the end of the batch (stop). An event found bad by a
- * failed statement also ends a skip batch, right after its dead letter:
- * every such failure costs a rollback and a resend, and ending there keeps
- * that cost to the events before it rather than the whole batch each time.
- * Returns 1 when the batch ends here, 0 to go on, -1 when the connection or
- * memory failed.
- */
-static int queue_event(struct runner *r, int i)
-{
-    struct bad_event *b = find_bad(r, i);
-    if (!b) {
-        size_t before = batch_queued(&r->ctx);
-        int rc = run_handler(r, i);
-        if (rc == 1)
-            return 0;
-        if (rc == 0) {
-            r->processed++;
-            return r->job && r->job->applied ? r->job->applied(r, i) : 0;
-        }
-        if (!r->ctx.err[0])
-            return -1;
-        b = add_bad(r, i, "", r->ctx.err);
-        if (!b)
-            return -1;
-        if (batch_queued(&r->ctx) > before) {
-            /* The handler queued statements before failing: abandon this try. */
-            if (pgconn_query(r->conn, SQL_ABANDON, 0, NULL) < 0 ||
-                batch_record(&r->ctx, BATCH_NO_EVENT, 0, 1) < 0)
-                return -1;
-            return 1;
-        }
-    }
-    if (r->stop_on_error) {
-        r->cut = i;
-        return 1;
-    }
-    r->skipped++;
-    if (send_dead_letter(r, b) < 0) /* replaying: records the new error */
-        return -1;
-    if (b->sqlstate[0] == '\0')
-        return 0;
-    r->cut = i + 1;
-    return 1;
-}
-
-static void send_commit(struct runner *r);
-
-static void send_batch(struct runner *r)
-{
-    batch_reset(&r->ctx);
-    rn_begin_request(r, R_APPLY);
-    r->processed = r->ignored = r->skipped = 0;
-    r->cut = r->nevents;
-    r->stop_on_error = r->pcfg->on_error == ON_ERROR_STOP && !r->replaying;
-    for (int i = 0; i < r->nevents; i++) {
-        int rc = queue_event(r, i);
-        if (rc < 0) {
-            pgconn_reset(r->conn, "could not queue a statement");
-            return;
-        }
-        if (rc > 0)
-            break;
-    }
-    if (batch_flush(&r->ctx) < 0) {
-        /* The batch's statements are on the wire: only dropping the session undoes them. */
-        log_error("%s: the projection's batch flush failed: %s", r->proj->name,
-                  r->ctx.err[0] ? r->ctx.err : "could not queue a statement");
-        pgconn_reset(r->conn, "batch flush failed");
-        return;
-    }
-    if (!r->replaying) {
-        send_commit(r);
-        return;
-    }
-    if (r->ctx.n == 0) {
-        send_replayed(r);
-        return;
-    }
-    if (pgconn_flush_request(r->conn) < 0)
-        rn_set_state(r, R_DOWN);
-}
-
-/* ---- the checkpoint ------------------------------------------------------- */
-
-/*
- * Write the checkpoint within after seconds (sooner if already due). Set
- * the timer each time: a one-shot libev timer that has fired keeps an
- * expiry in the past, and starting it again as it is fires at once (which
- * wrote a checkpoint for every window of traffic the projection ignores).
- */
-static void defer_checkpoint(struct runner *r, double after)
-{
-    if (ev_is_active(&r->deferred_timer)) {
-        if (ev_timer_remaining(r->loop, &r->deferred_timer) <= after)
-            return;
-        ev_timer_stop(r->loop, &r->deferred_timer);
-    }
-    ev_timer_set(&r->deferred_timer, after, 0.0);
-    ev_timer_start(r->loop, &r->deferred_timer);
-}
-
-/* The checkpoint this batch will commit, written into next (checkpoint.h). */
-static void next_checkpoint(const struct runner *r, struct checkpoint *next, const char **status,
-                            const struct bad_event **stop_at)
-{
-    struct cp_batch b = {
-        .fetched = r->events != NULL,
-        .failed = r->failed,
-        .nevents = r->nevents,
-        .cut = r->cut,
-        .stop_on_error = r->stop_on_error,
-        .more = r->more,
-        .batch_end = r->batch_end,
-        .cut_position = r->cut > 0 ? rn_event_position(r, r->cut - 1) : 0,
-        .last_read = r->nevents > 0 ? rn_event_position(r, r->nevents - 1) : 0,
-    };
-    enum cp_status st;
-    bool stops;
-    checkpoint_after(&r->cp, &b, next, &st, &stops);
-    *status = checkpoint_status_name(st);
-    *stop_at = stops ? find_bad((struct runner *)r, r->cut) : NULL;
-}
-
-/* Queue the checkpoint this batch commits (the batch's own statements went before). */
-int rn_queue_checkpoint(struct runner *r)
-{
-    struct checkpoint next;
-    const char *status;
-    const struct bad_event *stop_at;
-    next_checkpoint(r, &next, &status, &stop_at);
-    char seq[21], pos[21], wmax[21], last[21], processed[21], ignored[21], skipped[21], head[21],
-        errpos[21], stall[21];
-    const char *params[SQL_CHECKPOINT_NPARAMS] = {
-        r->proj->name,
-        rn_fmt_i64(seq, r->cp.seq),
-        next.window_open ? r->cp.lo : r->cp.hi,
-        r->cp.hi,
-        rn_fmt_i64(pos, next.window_pos),
-        rn_fmt_i64(wmax, next.window_open ? r->cp.window_max : 0),
-        rn_fmt_i64(last, next.last_position),
-        rn_fmt_i64(processed, r->processed),
-        rn_fmt_i64(ignored, r->ignored_unsaved),
-        rn_fmt_i64(skipped, r->skipped),
-        rn_fmt_i64(head, r->head),
-        r->shadow && !stop_at ? "rebuilding" : status,
-        r->owner,
-        stop_at ? stop_at->error : NULL,
-        stop_at && stop_at->sqlstate[0] ? stop_at->sqlstate : NULL,
-        stop_at ? rn_fmt_i64(errpos, rn_event_position(r, stop_at->index)) : NULL,
-        /* Another database may be another cluster, whose commit log can't date it. */
-        r->cut > 0 && r->src == r->conn ? rn_event_value(r, r->cut - 1, FC_TRANSACTION_ID) : NULL,
-        r->cut > 0 ? rn_event_value(r, r->cut - 1, FC_OCCURRED_AT) : NULL,
-        rn_fmt_i64(stall, r->cfg->stall_timeout_ms),
-    };
-    r->ignored_sent = r->ignored_unsaved;
-    return exec_stmt(r, RS_CHECKPOINT, params);
-}
-
-/* A replay batch ends with its counts (it writes no checkpoint). */
-static void send_replayed(struct runner *r)
-{
-    char applied[21];
-    const char *params[] = {r->proj->name, rn_fmt_i64(applied, r->processed)};
-    rn_begin_request(r, R_REPLAYED);
-    if (pgconn_query(r->conn, SQL_REPLAYED, 2, params) < 0 || pgconn_sync(r->conn) < 0)
-        rn_set_state(r, R_DOWN);
-}
-
-/*
- * The checkpoint and the sync that commits the batch's transaction go out
- * right behind its statements: a batch is one round trip, and its commit
- * does not wait for the daemon to read the statements' results. Those
- * results come first in the same request (R_COMMIT counts them).
- */
-static void send_commit(struct runner *r)
-{
-    rn_set_state(r, R_COMMIT);
-    r->new_seq = -1;
-    if (rn_queue_checkpoint(r) < 0 || pgconn_sync(r->conn) < 0)
-        rn_set_state(r, R_DOWN);
-}
-
-/* A checkpoint alone: progress made in memory, or counts not yet written. */
-static void send_checkpoint(struct runner *r)
-{
-    batch_reset(&r->ctx);
-    rn_begin_request(r, R_COMMIT);
-    send_commit(r);
-}
-
-/*
- * A checkpoint committed: the ignored count it carried is in the table.
- * The batch's own count is known only now, from its statements' results,
- * which came after its checkpoint was sent; the next checkpoint carries it,
- * written soon if no batch comes first.
- */
-void rn_checkpoint_saved(struct runner *r, int64_t batch_ignored)
-{
-    r->ignored_unsaved += batch_ignored - r->ignored_sent;
-    r->ignored_sent = 0;
-    r->dirty = r->ignored_unsaved > 0;
-    if (r->dirty)
-        defer_checkpoint(r, DEFERRED_COUNTS_S);
-}
-
-static void count_batch(struct runner *r);
-
-static void committed(struct runner *r)
-{
-    struct checkpoint next;
-    const char *status;
-    const struct bad_event *stop_at;
-    next_checkpoint(r, &next, &status, &stop_at);
-    if (!next.window_open && rn_set_str(&r->cp.lo, r->cp.hi) < 0) {
-        pgconn_reset(r->conn, "out of memory");
-        return;
-    }
-    r->cp.window_pos = next.window_pos;
-    r->cp.window_open = next.window_open;
-    if (next.last_position > r->cp.last_position)
-        r->progress_at = ev_now(r->loop);
-    r->cp.last_position = next.last_position;
-    r->cp.seq = r->new_seq;
-    rn_checkpoint_saved(r, r->ignored);
-    r->heartbeat_due = false; /* the checkpoint wrote it */
-    r->announced = true;
-    if (!next.window_open)
-        r->cp.window_max = 0;
-    backoff_reset(&r->backoff);
-    if (stop_at) {
-        r->failed = true;
-        snprintf(r->err_msg, sizeof r->err_msg, "event at position %" PRId64 " (%s): %s",
-                 rn_event_position(r, stop_at->index),
-                 rn_event_value(r, stop_at->index, FC_EVENT_TYPE), stop_at->error);
-        log_error("%s%s: %s%s%s; %s stopped (on_error = stop)", r->proj->name,
-                  r->shadow ? " (rebuild)" : "", r->err_msg,
-                  stop_at->sqlstate[0] ? ", SQLSTATE " : "", stop_at->sqlstate,
-                  r->shadow ? "rebuild" : "projection");
-    }
-    for (size_t i = 0; stop_at == NULL && i < r->nbad; i++)
-        log_warning("%s: event at position %" PRId64 " dead-lettered: %s", r->proj->name,
-                    rn_event_position(r, r->bad[i].index), r->bad[i].error);
-    log_debug("%s: committed %" PRId64 " events up to position %" PRId64 " (%" PRId64 " ignored)",
-              r->proj->name, r->processed, r->cp.last_position, r->ignored);
-    count_batch(r);
-    rn_clear_batch(r);
-    rn_next_step(r);
-}
-
-/* A committed batch, for the metrics (a checkpoint-only write is no batch). */
-static void count_batch(struct runner *r)
-{
-    struct runner_stats *s = r->stats;
-    if (r->cut == 0 && r->nbad == 0)
-        return;
-    s->batches++;
-    s->events_processed += (uint64_t)r->processed;
-    s->events_ignored += (uint64_t)r->ignored;
-    s->events_skipped += (uint64_t)r->skipped;
-    histogram_observe(&s->batch_seconds, ev_time() - r->batch_started);
-    if (r->latency >= 0)
-        histogram_observe(&s->latency_seconds, r->latency);
-}
-
-/*
- * The window held nothing this projection handles: slide in memory and
- * write the checkpoint a little later (or with the next batch), so a
- * projection that ignores the traffic does not write for every window.
- */
-static void pass_window(struct runner *r)
-{
-    if (rn_set_str(&r->cp.lo, r->cp.hi) < 0) {
-        pgconn_reset(r->conn, "out of memory");
-        return;
-    }
-    int64_t before = r->cp.last_position;
-    checkpoint_pass(&r->cp);
-    if (r->cp.last_position > before)
-        r->progress_at = ev_now(r->loop);
-    r->dirty = true;
-    defer_checkpoint(r, within_stall(r, DEFERRED_CHECKPOINT_S));
-    rn_clear_batch(r);
-    rn_next_step(r);
-}
-
-/* ---- results -------------------------------------------------------------- */
-
-/* Setup and claim requests end with the claim; its answer is the last result. */
-static void on_claim_result(struct runner *r, const PGresult *res)
-{
-    rn_record_error(r, res);
-    r->results++;
-    if (pgconn_result_ok(res) && PQntuples(res) == 1 && PQnfields(res) == 2) {
-        r->claimed = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-        r->fleet->instances = (int)parse_i64(PQgetvalue(res, 0, 1));
-    }
-}
-
-static void on_register_done(struct runner *r);
-
-static void on_setup_done(struct runner *r)
-{
-    if (!r->shadow || r->err_stmt >= 0) {
-        on_claim_done(r);
-        return;
-    }
-    r->set_up = true;
-    r->rebuild_begun = true;
-    if (!r->cp_loaded) {
-        r->job->lost(r);
-        return;
-    }
-    on_register_done(r);
-}
-
-static void on_claim_done(struct runner *r)
-{
-    if (r->err_stmt >= 0) {
-        log_error("%s: session setup failed: %s (SQLSTATE %s); retrying with backoff",
-                  r->proj->name, r->err_msg, r->err_state);
-        wait_and_retry(r);
-        return;
-    }
-    r->set_up = true;
-    if (r->stopping) {
-        rn_finish(r);
-        return;
-    }
-    if (!r->claimed) {
-        stand_by(r);
-        return;
-    }
-    set_owned(r, true);
-    r->standing_by = false;
-    send_register(r);
-}
-
-/* A projection built by other code than this binary's is rebuilt (if so configured). */
-static void check_version(struct runner *r, const char *stored)
-{
-    if (r->shadow || !stored || strcmp(stored, r->version) == 0 || r->rebuild_requested)
-        return;
-    if (!r->cfg->rebuild_on_version_change) {
-        log_warning("%s: tables built by version %s, this is version %s; not rebuilding "
-                    "(rebuild_on_version_change = false)",
-                    r->proj->name, stored, r->version);
-        return;
-    }
-    log_info("%s: tables built by version %s, this is version %s: rebuilding", r->proj->name,
-             stored, r->version);
-    r->rebuild_requested = true;
-}
-
-static void on_register_result(struct runner *r, const PGresult *res)
-{
-    rn_record_error(r, res);
-    if (pgconn_result_ok(res) && PQntuples(res) == 1 && PQnfields(res) == 9 &&
-        strcmp(PQfname(res, 0), "tail_snapshot_lo") == 0) { /* not the session setup's row */
-        if (rn_set_str(&r->cp.lo, PQgetvalue(res, 0, 0)) < 0 ||
-            rn_set_str(&r->cp.hi, PQgetvalue(res, 0, 1)) < 0)
-            r->err_stmt = (int)r->results;
-        r->cp.window_pos = parse_i64(PQgetvalue(res, 0, 2));
-        r->cp.window_max = parse_i64(PQgetvalue(res, 0, 3));
-        r->cp.last_position = parse_i64(PQgetvalue(res, 0, 4));
-        r->cp.seq = parse_i64(PQgetvalue(res, 0, 5));
-        /* Progress and counts not yet written are gone with the state they came from. */
-        r->ignored_unsaved = r->ignored_sent = 0;
-        r->dirty = false;
-        r->cp.window_open = strcmp(r->cp.lo, r->cp.hi) != 0;
-        r->cp_loaded = true;
-        r->rebuild_requested |= strcmp(PQgetvalue(res, 0, 7), "t") == 0;
-        r->replay_requested |= strcmp(PQgetvalue(res, 0, 8), "t") == 0;
-        check_version(r, PQgetisnull(res, 0, 6) ? NULL : PQgetvalue(res, 0, 6));
-    }
-    r->results++;
-}
-
-static void on_register_done(struct runner *r)
-{
-    if (r->err_stmt >= 0) {
-        rn_step_failed(r, "load checkpoint", r->err_state, r->err_msg);
-        return;
-    }
-    struct snapshot lo, hi;
-    if (snapshot_parse(r->cp.lo, &lo) < 0 || snapshot_parse(r->cp.hi, &hi) < 0) {
-        rn_step_failed(r, "load checkpoint", "", "stored snapshot is malformed");
-        return;
-    }
-    snapshot_free(&lo);
-    snapshot_free(&hi);
-    log_info("%s: %s at position %" PRId64 "%s", r->proj->name,
-             r->shadow ? "rebuild resuming" : "owned by this instance; resuming",
-             r->cp.last_position, r->cp.window_open ? " (inside a window)" : "");
-    r->announced = false;
-    r->progress_at = ev_now(r->loop); /* the metrics' stall clock starts with ownership */
-    rn_set_state(r, R_IDLE);
-    r->wake_pending = true;
-    rn_next_step(r);
-}
-
 /* The results of rn_send_open's request, in the order sent. */
 enum { OPEN_RES_PLAN, OPEN_RES_WINDOW, OPEN_RES_BATCH };
 enum { OPEN_COL_TROUBLE = 4 }; /* SQL_OPEN_WINDOW's trouble column */
@@ -1653,6 +1140,192 @@ static void on_fetch_result(struct runner *r, PGresult *res)
     take_batch(r, res);
 }
 
+/* Whether the batch holds an event this projection handles. */
+static bool handles_any(const struct runner *r)
+{
+    for (int i = 0; i < r->nevents; i++)
+        if (registry_handler(r->proj, rn_event_value(r, i, FC_EVENT_TYPE)))
+            return true;
+    return false;
+}
+
+static void after_fetch(struct runner *r)
+{
+    if (r->job && r->job->fetched_nothing && r->nevents == 0) {
+        r->job->fetched_nothing(r);
+    } else if (r->sbatch && r->more && !handles_any(r)) {
+        /*
+         * Nothing of ours in this part of the window: move on without a
+         * write, but write the progress within a second, as for a window
+         * passed whole: a window can be a whole backlog of events of other
+         * types, and the status row must not look stalled meanwhile.
+         */
+        r->cp.window_pos = r->batch_end;
+        r->dirty = true;
+        defer_checkpoint(r, within_stall(r, DEFERRED_CHECKPOINT_S));
+        rn_clear_batch(r);
+        rn_next_step(r);
+    } else if (r->nevents == 0 || (r->sbatch && !handles_any(r))) {
+        pass_window(r);
+    } else {
+        send_batch(r);
+    }
+}
+
+/* ---- building a batch ----------------------------------------------------- */
+
+/* Returns 1 when the projection has no handler for event i (a shared batch holds every type). */
+static int run_handler(struct runner *r, int i)
+{
+    struct pj_event ev;
+    fill_event(r, i, &ev);
+    const struct pj_handler *h = registry_handler(r->proj, ev.event_type);
+    if (!h)
+        return 1;
+    r->ctx.event = i;
+    r->ctx.err[0] = '\0';
+    json_t *payload = NULL;
+    if (!(h->flags & PJ_NO_PAYLOAD)) {
+        payload =
+            payload_decode(ev.event_data, (size_t)PQgetlength(r->events, r->ev0 + i, FC_EVENT_DATA),
+                           r->ctx.err, sizeof r->ctx.err);
+        if (!payload)
+            return -1;
+    }
+    int rc = h->fn(&r->ctx, &ev, payload);
+    json_decref(payload);
+    return rc;
+}
+
+/*
+ * An event the read-model database's encoding cannot hold (UTF-8 text in a
+ * LATIN1 read model: SQLSTATE 22P05) can not be dead-lettered with its
+ * payload either: its dead letter keeps the position, the event store has
+ * the rest. The error loses its non-ASCII characters for the same reason.
+ */
+static void unstorable_error(const char *error, char *out, size_t size)
+{
+    size_t n = 0;
+    for (const char *s = error; *s && n + 1 < size; s++)
+        out[n++] = (unsigned char)*s < 0x80 ? *s : '?';
+    out[n] = '\0';
+    snprintf(out + n, size - n,
+             " (payload not kept: the read-model database's encoding"
+             " cannot hold it; the event store has it)");
+}
+
+static int send_dead_letter(struct runner *r, const struct bad_event *b)
+{
+    int i = b->index;
+    char error[BATCH_ERR_MAX + 128];
+    if (b->unstorable)
+        unstorable_error(b->error, error, sizeof error);
+    const char *params[] = {r->proj->name,
+                            rn_event_value(r, i, FC_POSITION),
+                            rn_event_value(r, i, FC_EVENT_ID),
+                            rn_event_value(r, i, FC_EVENT_TYPE),
+                            b->unstorable ? error : b->error,
+                            b->sqlstate[0] ? b->sqlstate : NULL,
+                            b->unstorable ? NULL : rn_event_value(r, i, FC_EVENT_DATA)};
+    if (exec_stmt(r, RS_DEAD_LETTER, params) < 0)
+        return -1;
+    return batch_record(&r->ctx, i, BATCH_DEAD_LETTER, 1);
+}
+
+/*
+ * Queue event i: its handler's statements, or, when it is bad, a dead
+ * letter (skip) or the end of the batch (stop). An event found bad by a
+ * failed statement also ends a skip batch, right after its dead letter:
+ * every such failure costs a rollback and a resend, and ending there keeps
+ * that cost to the events before it rather than the whole batch each time.
+ * Returns 1 when the batch ends here, 0 to go on, -1 when the connection or
+ * memory failed.
+ */
+static int queue_event(struct runner *r, int i)
+{
+    struct bad_event *b = find_bad(r, i);
+    if (!b) {
+        size_t before = batch_queued(&r->ctx);
+        int rc = run_handler(r, i);
+        if (rc == 1)
+            return 0;
+        if (rc == 0) {
+            r->processed++;
+            return r->job && r->job->applied ? r->job->applied(r, i) : 0;
+        }
+        if (!r->ctx.err[0])
+            return -1;
+        b = add_bad(r, i, "", r->ctx.err);
+        if (!b)
+            return -1;
+        if (batch_queued(&r->ctx) > before) {
+            /* The handler queued statements before failing: abandon this try. */
+            if (pgconn_query(r->conn, SQL_ABANDON, 0, NULL) < 0 ||
+                batch_record(&r->ctx, BATCH_NO_EVENT, 0, 1) < 0)
+                return -1;
+            return 1;
+        }
+    }
+    if (r->stop_on_error) {
+        r->cut = i;
+        return 1;
+    }
+    r->skipped++;
+    if (send_dead_letter(r, b) < 0) /* replaying: records the new error */
+        return -1;
+    if (b->sqlstate[0] == '\0')
+        return 0;
+    r->cut = i + 1;
+    return 1;
+}
+
+static void send_commit(struct runner *r);
+
+static void send_batch(struct runner *r)
+{
+    batch_reset(&r->ctx);
+    rn_begin_request(r, R_APPLY);
+    r->processed = r->ignored = r->skipped = 0;
+    r->cut = r->nevents;
+    r->stop_on_error = r->pcfg->on_error == ON_ERROR_STOP && !r->replaying;
+    for (int i = 0; i < r->nevents; i++) {
+        int rc = queue_event(r, i);
+        if (rc < 0) {
+            pgconn_reset(r->conn, "could not queue a statement");
+            return;
+        }
+        if (rc > 0)
+            break;
+    }
+    if (batch_flush(&r->ctx) < 0) {
+        /* The batch's statements are on the wire: only dropping the session undoes them. */
+        log_error("%s: the projection's batch flush failed: %s", r->proj->name,
+                  r->ctx.err[0] ? r->ctx.err : "could not queue a statement");
+        pgconn_reset(r->conn, "batch flush failed");
+        return;
+    }
+    if (!r->replaying) {
+        send_commit(r);
+        return;
+    }
+    if (r->ctx.n == 0) {
+        send_replayed(r);
+        return;
+    }
+    if (pgconn_flush_request(r->conn) < 0)
+        rn_set_state(r, R_DOWN);
+}
+
+/* A replay batch ends with its counts (it writes no checkpoint). */
+static void send_replayed(struct runner *r)
+{
+    char applied[21];
+    const char *params[] = {r->proj->name, rn_fmt_i64(applied, r->processed)};
+    rn_begin_request(r, R_REPLAYED);
+    if (pgconn_query(r->conn, SQL_REPLAYED, 2, params) < 0 || pgconn_sync(r->conn) < 0)
+        rn_set_state(r, R_DOWN);
+}
+
 /* A handler statement's result: an error, or an event that changed nothing. */
 static void on_statement_result(struct runner *r, const PGresult *res)
 {
@@ -1720,6 +1393,178 @@ static void on_rollback_done(struct runner *r)
     rn_step_failed(r, "apply batch", r->err_state, r->err_msg);
 }
 
+/* ---- the checkpoint ------------------------------------------------------- */
+
+/*
+ * Write the checkpoint within after seconds (sooner if already due). Set
+ * the timer each time: a one-shot libev timer that has fired keeps an
+ * expiry in the past, and starting it again as it is fires at once (which
+ * wrote a checkpoint for every window of traffic the projection ignores).
+ */
+static void defer_checkpoint(struct runner *r, double after)
+{
+    if (ev_is_active(&r->deferred_timer)) {
+        if (ev_timer_remaining(r->loop, &r->deferred_timer) <= after)
+            return;
+        ev_timer_stop(r->loop, &r->deferred_timer);
+    }
+    ev_timer_set(&r->deferred_timer, after, 0.0);
+    ev_timer_start(r->loop, &r->deferred_timer);
+}
+
+/* The checkpoint this batch will commit, written into next (checkpoint.h). */
+static void next_checkpoint(const struct runner *r, struct checkpoint *next, const char **status,
+                            const struct bad_event **stop_at)
+{
+    struct cp_batch b = {
+        .fetched = r->events != NULL,
+        .failed = r->failed,
+        .nevents = r->nevents,
+        .cut = r->cut,
+        .stop_on_error = r->stop_on_error,
+        .more = r->more,
+        .batch_end = r->batch_end,
+        .cut_position = r->cut > 0 ? rn_event_position(r, r->cut - 1) : 0,
+        .last_read = r->nevents > 0 ? rn_event_position(r, r->nevents - 1) : 0,
+    };
+    enum cp_status st;
+    bool stops;
+    checkpoint_after(&r->cp, &b, next, &st, &stops);
+    *status = checkpoint_status_name(st);
+    *stop_at = stops ? find_bad((struct runner *)r, r->cut) : NULL;
+}
+
+/* Queue the checkpoint this batch commits (the batch's own statements went before). */
+int rn_queue_checkpoint(struct runner *r)
+{
+    struct checkpoint next;
+    const char *status;
+    const struct bad_event *stop_at;
+    next_checkpoint(r, &next, &status, &stop_at);
+    char seq[21], pos[21], wmax[21], last[21], processed[21], ignored[21], skipped[21], head[21],
+        errpos[21], stall[21];
+    const char *params[SQL_CHECKPOINT_NPARAMS] = {
+        r->proj->name,
+        rn_fmt_i64(seq, r->cp.seq),
+        next.window_open ? r->cp.lo : r->cp.hi,
+        r->cp.hi,
+        rn_fmt_i64(pos, next.window_pos),
+        rn_fmt_i64(wmax, next.window_open ? r->cp.window_max : 0),
+        rn_fmt_i64(last, next.last_position),
+        rn_fmt_i64(processed, r->processed),
+        rn_fmt_i64(ignored, r->ignored_unsaved),
+        rn_fmt_i64(skipped, r->skipped),
+        rn_fmt_i64(head, r->head),
+        r->shadow && !stop_at ? "rebuilding" : status,
+        r->owner,
+        stop_at ? stop_at->error : NULL,
+        stop_at && stop_at->sqlstate[0] ? stop_at->sqlstate : NULL,
+        stop_at ? rn_fmt_i64(errpos, rn_event_position(r, stop_at->index)) : NULL,
+        /* Another database may be another cluster, whose commit log can't date it. */
+        r->cut > 0 && r->src == r->conn ? rn_event_value(r, r->cut - 1, FC_TRANSACTION_ID) : NULL,
+        r->cut > 0 ? rn_event_value(r, r->cut - 1, FC_OCCURRED_AT) : NULL,
+        rn_fmt_i64(stall, r->cfg->stall_timeout_ms),
+    };
+    r->ignored_sent = r->ignored_unsaved;
+    return exec_stmt(r, RS_CHECKPOINT, params);
+}
+
+/*
+ * The checkpoint and the sync that commits the batch's transaction go out
+ * right behind its statements: a batch is one round trip, and its commit
+ * does not wait for the daemon to read the statements' results. Those
+ * results come first in the same request (R_COMMIT counts them).
+ */
+static void send_commit(struct runner *r)
+{
+    rn_set_state(r, R_COMMIT);
+    r->new_seq = -1;
+    if (rn_queue_checkpoint(r) < 0 || pgconn_sync(r->conn) < 0)
+        rn_set_state(r, R_DOWN);
+}
+
+/* A checkpoint alone: progress made in memory, or counts not yet written. */
+static void send_checkpoint(struct runner *r)
+{
+    batch_reset(&r->ctx);
+    rn_begin_request(r, R_COMMIT);
+    send_commit(r);
+}
+
+/*
+ * A checkpoint committed: the ignored count it carried is in the table.
+ * The batch's own count is known only now, from its statements' results,
+ * which came after its checkpoint was sent; the next checkpoint carries it,
+ * written soon if no batch comes first.
+ */
+void rn_checkpoint_saved(struct runner *r, int64_t batch_ignored)
+{
+    r->ignored_unsaved += batch_ignored - r->ignored_sent;
+    r->ignored_sent = 0;
+    r->dirty = r->ignored_unsaved > 0;
+    if (r->dirty)
+        defer_checkpoint(r, DEFERRED_COUNTS_S);
+}
+
+static void count_batch(struct runner *r);
+
+static void committed(struct runner *r)
+{
+    struct checkpoint next;
+    const char *status;
+    const struct bad_event *stop_at;
+    next_checkpoint(r, &next, &status, &stop_at);
+    if (!next.window_open && rn_set_str(&r->cp.lo, r->cp.hi) < 0) {
+        pgconn_reset(r->conn, "out of memory");
+        return;
+    }
+    r->cp.window_pos = next.window_pos;
+    r->cp.window_open = next.window_open;
+    if (next.last_position > r->cp.last_position)
+        r->progress_at = ev_now(r->loop);
+    r->cp.last_position = next.last_position;
+    r->cp.seq = r->new_seq;
+    rn_checkpoint_saved(r, r->ignored);
+    r->heartbeat_due = false; /* the checkpoint wrote it */
+    r->announced = true;
+    if (!next.window_open)
+        r->cp.window_max = 0;
+    backoff_reset(&r->backoff);
+    if (stop_at) {
+        r->failed = true;
+        snprintf(r->err_msg, sizeof r->err_msg, "event at position %" PRId64 " (%s): %s",
+                 rn_event_position(r, stop_at->index),
+                 rn_event_value(r, stop_at->index, FC_EVENT_TYPE), stop_at->error);
+        log_error("%s%s: %s%s%s; %s stopped (on_error = stop)", r->proj->name,
+                  r->shadow ? " (rebuild)" : "", r->err_msg,
+                  stop_at->sqlstate[0] ? ", SQLSTATE " : "", stop_at->sqlstate,
+                  r->shadow ? "rebuild" : "projection");
+    }
+    for (size_t i = 0; stop_at == NULL && i < r->nbad; i++)
+        log_warning("%s: event at position %" PRId64 " dead-lettered: %s", r->proj->name,
+                    rn_event_position(r, r->bad[i].index), r->bad[i].error);
+    log_debug("%s: committed %" PRId64 " events up to position %" PRId64 " (%" PRId64 " ignored)",
+              r->proj->name, r->processed, r->cp.last_position, r->ignored);
+    count_batch(r);
+    rn_clear_batch(r);
+    rn_next_step(r);
+}
+
+/* A committed batch, for the metrics (a checkpoint-only write is no batch). */
+static void count_batch(struct runner *r)
+{
+    struct runner_stats *s = r->stats;
+    if (r->cut == 0 && r->nbad == 0)
+        return;
+    s->batches++;
+    s->events_processed += (uint64_t)r->processed;
+    s->events_ignored += (uint64_t)r->ignored;
+    s->events_skipped += (uint64_t)r->skipped;
+    histogram_observe(&s->batch_seconds, ev_time() - r->batch_started);
+    if (r->latency >= 0)
+        histogram_observe(&s->latency_seconds, r->latency);
+}
+
 /* The batch's statements' results, then its checkpoint's. */
 static void on_commit_result(struct runner *r, const PGresult *res)
 {
@@ -1754,6 +1599,209 @@ static void on_commit_done(struct runner *r)
     }
     rn_step_failed(r, "commit batch", r->err_state, r->err_msg);
 }
+
+/*
+ * The window held nothing this projection handles: slide in memory and
+ * write the checkpoint a little later (or with the next batch), so a
+ * projection that ignores the traffic does not write for every window.
+ */
+static void pass_window(struct runner *r)
+{
+    if (rn_set_str(&r->cp.lo, r->cp.hi) < 0) {
+        pgconn_reset(r->conn, "out of memory");
+        return;
+    }
+    int64_t before = r->cp.last_position;
+    checkpoint_pass(&r->cp);
+    if (r->cp.last_position > before)
+        r->progress_at = ev_now(r->loop);
+    r->dirty = true;
+    defer_checkpoint(r, within_stall(r, DEFERRED_CHECKPOINT_S));
+    rn_clear_batch(r);
+    rn_next_step(r);
+}
+
+/* ---- ownership: setup, claim, checkpoint load, release ---------------------- */
+
+static void send_setup(struct runner *r)
+{
+    rn_begin_request(r, R_SETUP);
+    bool ok = queue_session(r, r->conn, r->search_path) &&
+              (!r->job || !r->job->queue_setup || r->job->queue_setup(r) == 0);
+    for (int i = 0; ok && r->proj->statements[i].sql; i++) {
+        char name[16];
+        batch_stmt_name(i, name);
+        ok = pgconn_prepare(r->conn, name, r->proj->statements[i].sql,
+                            r->proj->statements[i].nparams) == 0;
+    }
+    if (!ok || (r->shadow ? r->job->queue_load(r) : send_claim_statement(r)) < 0 ||
+        pgconn_sync(r->conn) < 0)
+        rn_set_state(r, R_DOWN);
+}
+
+static void send_claim(struct runner *r)
+{
+    rn_begin_request(r, R_CLAIM);
+    if (send_claim_statement(r) < 0 || pgconn_sync(r->conn) < 0)
+        rn_set_state(r, R_DOWN);
+}
+
+/* Setup and claim requests end with the claim; its answer is the last result. */
+static void on_claim_result(struct runner *r, const PGresult *res)
+{
+    rn_record_error(r, res);
+    r->results++;
+    if (pgconn_result_ok(res) && PQntuples(res) == 1 && PQnfields(res) == 2) {
+        r->claimed = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
+        r->fleet->instances = (int)parse_i64(PQgetvalue(res, 0, 1));
+    }
+}
+
+static void on_register_done(struct runner *r);
+
+static void on_setup_done(struct runner *r)
+{
+    if (!r->shadow || r->err_stmt >= 0) {
+        on_claim_done(r);
+        return;
+    }
+    r->set_up = true;
+    r->rebuild_begun = true;
+    if (!r->cp_loaded) {
+        r->job->lost(r);
+        return;
+    }
+    on_register_done(r);
+}
+
+static void on_claim_done(struct runner *r)
+{
+    if (r->err_stmt >= 0) {
+        log_error("%s: session setup failed: %s (SQLSTATE %s); retrying with backoff",
+                  r->proj->name, r->err_msg, r->err_state);
+        wait_and_retry(r);
+        return;
+    }
+    r->set_up = true;
+    if (r->stopping) {
+        rn_finish(r);
+        return;
+    }
+    if (!r->claimed) {
+        stand_by(r);
+        return;
+    }
+    set_owned(r, true);
+    r->standing_by = false;
+    send_register(r);
+}
+
+static void send_register(struct runner *r)
+{
+    rn_begin_request(r, R_REGISTER);
+    const char *params[] = {r->proj->name, r->version, r->owner, r->failed ? "t" : "f"};
+    if (pgconn_query(r->conn, SQL_REGISTER, 4, params) < 0 || pgconn_sync(r->conn) < 0)
+        rn_set_state(r, R_DOWN);
+}
+
+/* A projection built by other code than this binary's is rebuilt (if so configured). */
+static void check_version(struct runner *r, const char *stored)
+{
+    if (r->shadow || !stored || strcmp(stored, r->version) == 0 || r->rebuild_requested)
+        return;
+    if (!r->cfg->rebuild_on_version_change) {
+        log_warning("%s: tables built by version %s, this is version %s; not rebuilding "
+                    "(rebuild_on_version_change = false)",
+                    r->proj->name, stored, r->version);
+        return;
+    }
+    log_info("%s: tables built by version %s, this is version %s: rebuilding", r->proj->name,
+             stored, r->version);
+    r->rebuild_requested = true;
+}
+
+static void on_register_result(struct runner *r, const PGresult *res)
+{
+    rn_record_error(r, res);
+    if (pgconn_result_ok(res) && PQntuples(res) == 1 && PQnfields(res) == 9 &&
+        strcmp(PQfname(res, 0), "tail_snapshot_lo") == 0) { /* not the session setup's row */
+        if (rn_set_str(&r->cp.lo, PQgetvalue(res, 0, 0)) < 0 ||
+            rn_set_str(&r->cp.hi, PQgetvalue(res, 0, 1)) < 0)
+            r->err_stmt = (int)r->results;
+        r->cp.window_pos = parse_i64(PQgetvalue(res, 0, 2));
+        r->cp.window_max = parse_i64(PQgetvalue(res, 0, 3));
+        r->cp.last_position = parse_i64(PQgetvalue(res, 0, 4));
+        r->cp.seq = parse_i64(PQgetvalue(res, 0, 5));
+        /* Progress and counts not yet written are gone with the state they came from. */
+        r->ignored_unsaved = r->ignored_sent = 0;
+        r->dirty = false;
+        r->cp.window_open = strcmp(r->cp.lo, r->cp.hi) != 0;
+        r->cp_loaded = true;
+        r->rebuild_requested |= strcmp(PQgetvalue(res, 0, 7), "t") == 0;
+        r->replay_requested |= strcmp(PQgetvalue(res, 0, 8), "t") == 0;
+        check_version(r, PQgetisnull(res, 0, 6) ? NULL : PQgetvalue(res, 0, 6));
+    }
+    r->results++;
+}
+
+static void on_register_done(struct runner *r)
+{
+    if (r->err_stmt >= 0) {
+        rn_step_failed(r, "load checkpoint", r->err_state, r->err_msg);
+        return;
+    }
+    struct snapshot lo, hi;
+    if (snapshot_parse(r->cp.lo, &lo) < 0 || snapshot_parse(r->cp.hi, &hi) < 0) {
+        rn_step_failed(r, "load checkpoint", "", "stored snapshot is malformed");
+        return;
+    }
+    snapshot_free(&lo);
+    snapshot_free(&hi);
+    log_info("%s: %s at position %" PRId64 "%s", r->proj->name,
+             r->shadow ? "rebuild resuming" : "owned by this instance; resuming",
+             r->cp.last_position, r->cp.window_open ? " (inside a window)" : "");
+    r->announced = false;
+    r->progress_at = ev_now(r->loop); /* the metrics' stall clock starts with ownership */
+    rn_set_state(r, R_IDLE);
+    r->wake_pending = true;
+    rn_next_step(r);
+}
+
+/* Another instance holds the projection: look again in a while. */
+static void stand_by(struct runner *r)
+{
+    r->share.sharing = false;
+    if (r->rebuild_then_stop) {
+        log_error("%s: another instance took the projection over; ask it to rebuild instead",
+                  r->proj->name);
+        rn_finish(r);
+        return;
+    }
+    if (!r->standing_by)
+        log_info("%s: standing by (owned by another instance, or this one has its share)",
+                 r->proj->name);
+    r->standing_by = true;
+    rn_set_state(r, R_STANDBY);
+    ev_timer_stop(r->loop, &r->claim_timer);
+    ev_timer_set(&r->claim_timer, CLAIM_INTERVAL_S, 0.0);
+    ev_timer_start(r->loop, &r->claim_timer);
+}
+
+/* Give the projection back (this instance owns more than its share). */
+static void send_release(struct runner *r)
+{
+    char key[12];
+    snprintf(key, sizeof key, "%d", FLEET_PROJECTION_LOCK);
+    const char *params[] = {key, r->proj->name};
+    set_owned(r, false);
+    log_info("%s: handing over to another instance (%d instances, share %d)", r->proj->name,
+             r->fleet->instances, fleet_share(r->fleet));
+    rn_begin_request(r, R_RELEASE);
+    if (pgconn_query(r->conn, SQL_RELEASE, 2, params) < 0 || pgconn_sync(r->conn) < 0)
+        rn_set_state(r, R_DOWN);
+}
+
+/* ---- dispatch: a result or sync goes to the step in flight ------------------ */
 
 static void on_result(struct runner *r, const PGresult *res)
 {
@@ -1816,38 +1864,6 @@ static void on_result(struct runner *r, const PGresult *res)
         break;
     default:
         break;
-    }
-}
-
-/* Whether the batch holds an event this projection handles. */
-static bool handles_any(const struct runner *r)
-{
-    for (int i = 0; i < r->nevents; i++)
-        if (registry_handler(r->proj, rn_event_value(r, i, FC_EVENT_TYPE)))
-            return true;
-    return false;
-}
-
-static void after_fetch(struct runner *r)
-{
-    if (r->job && r->job->fetched_nothing && r->nevents == 0) {
-        r->job->fetched_nothing(r);
-    } else if (r->sbatch && r->more && !handles_any(r)) {
-        /*
-         * Nothing of ours in this part of the window: move on without a
-         * write, but write the progress within a second, as for a window
-         * passed whole: a window can be a whole backlog of events of other
-         * types, and the status row must not look stalled meanwhile.
-         */
-        r->cp.window_pos = r->batch_end;
-        r->dirty = true;
-        defer_checkpoint(r, within_stall(r, DEFERRED_CHECKPOINT_S));
-        rn_clear_batch(r);
-        rn_next_step(r);
-    } else if (r->nevents == 0 || (r->sbatch && !handles_any(r))) {
-        pass_window(r);
-    } else {
-        send_batch(r);
     }
 }
 
