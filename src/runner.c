@@ -39,6 +39,7 @@
 #include "payload.h"
 #include "registry.h"
 #include "runner_int.h"
+#include "tailread.h"
 #include "tailwin.h"
 
 #define HEARTBEAT_S           5.0
@@ -715,15 +716,8 @@ static int set_window(struct runner *r, const struct rs_window *w)
         r->progress_at = r->head_at;       /* at the head: nothing to apply is progress */
         r->heartbeat_due |= !r->announced; /* but say we are live */
         r->caught_up = true;
-        r->cp.window_open = false;
-        return rn_set_str(&r->cp.lo, w->hi) < 0 || rn_set_str(&r->cp.hi, w->hi) < 0 ? -1 : 0;
     }
-    if (rn_set_str(&r->cp.lo, r->cp.hi) < 0 || rn_set_str(&r->cp.hi, w->hi) < 0)
-        return -1;
-    r->cp.window_open = true;
-    r->cp.window_pos = w->first - 1;
-    r->cp.window_max = w->last;
-    return 0;
+    return tailread_open_window(&r->cp, w);
 }
 
 static void adopt_window(struct runner *r, const struct rs_window *w)
@@ -926,11 +920,8 @@ static void use_shared_batch(struct runner *r, struct rs_batch *b)
 {
     r->sbatch = b;
     r->events = b->res;
-    int n = PQntuples(b->res);
-    r->ev0 = 0;
-    while (r->ev0 < n && parse_i64(PQgetvalue(b->res, r->ev0, FC_POSITION)) <= r->cp.window_pos)
-        r->ev0++;
-    r->nevents = n - r->ev0;
+    r->ev0 = tailread_first_after(b->res, r->cp.window_pos);
+    r->nevents = PQntuples(b->res) - r->ev0;
     r->batch_end = b->end;
     r->more = b->end < window_max(r);
 }
@@ -982,40 +973,6 @@ void rn_send_fetch(struct runner *r)
 
 /* The results of rn_send_open's request, in the order sent. */
 enum { OPEN_RES_PLAN, OPEN_RES_WINDOW, OPEN_RES_BATCH };
-enum { OPEN_COL_TROUBLE = 4 }; /* SQL_OPEN_WINDOW's trouble column */
-
-/*
- * The open found transaction ids this cluster cannot judge (SQL_TROUBLE):
- * word it for the log and the status row. Returns false when all is well.
- */
-static bool foreign_ids_found(struct runner *r, const PGresult *res)
-{
-    if (PQnfields(res) <= OPEN_COL_TROUBLE || PQgetisnull(res, 0, OPEN_COL_TROUBLE))
-        return false;
-    char kind[16] = "", a[32] = "", b[32] = "";
-    sscanf(PQgetvalue(res, 0, OPEN_COL_TROUBLE), "%15s %31s %31s", kind, a, b);
-    const char *what;
-    char detail[160];
-    if (strcmp(kind, "checkpoint") == 0) {
-        what = "the checkpoint comes from another cluster";
-        snprintf(detail, sizeof detail, "its snapshot reaches transaction id %s, this server %s", a,
-                 b);
-    } else if (strcmp(kind, "ahead") == 0) {
-        what = "the event store holds transaction ids ahead of this server's";
-        snprintf(detail, sizeof detail, "id %s, next id here %s", a, b);
-    } else {
-        what = "the event store holds transaction ids the checkpoint counts as applied";
-        snprintf(detail, sizeof detail,
-                 "event at position %s, id %s, beyond last_position %" PRId64, a, b,
-                 r->cp.last_position);
-    }
-    snprintf(r->err_msg, sizeof r->err_msg,
-             "%s (%s): restored or copied from another cluster, or written with an explicit"
-             " transaction_id; nothing is read until an administrator runs"
-             " `projectord adopt-restored-store` (README)",
-             what, detail);
-    return true;
-}
 
 /*
  * Reading on would skip events or apply them out of order: stop, say so
@@ -1040,15 +997,13 @@ static void on_open_result(struct runner *r, const PGresult *res)
     r->results++;
     if (!pgconn_result_ok(res) || PQntuples(res) != 1)
         return;
-    if (foreign_ids_found(r, res)) {
+    /* Transaction ids this cluster cannot judge (SQL_TROUBLE): worded for the log and status. */
+    if (tailread_foreign_ids(res, r->cp.last_position, r->err_msg, sizeof r->err_msg)) {
         r->foreign_ids = true; /* on_sync stops the projection */
         return;
     }
-    struct rs_window w = {.hi = PQgetvalue(res, 0, 0),
-                          .first = parse_i64(PQgetvalue(res, 0, 1)),
-                          .last = parse_i64(PQgetvalue(res, 0, 2)),
-                          .head = parse_i64(PQgetvalue(res, 0, 3)),
-                          .empty = PQgetisnull(res, 0, 1)};
+    struct rs_window w;
+    tailread_window(res, &w);
     if (set_window(r, &w) < 0) {
         r->err_stmt = 0;
         return;
@@ -1105,30 +1060,19 @@ static void claim_first_batch(struct runner *r)
     r->first = FIRST_NONE;
 }
 
-/*
- * Whether batch_max_bytes cut the fetch: the window may hold more than it
- * returned, however few rows came (runner_sql.h, SQL_BOUNDED_EVENTS).
- */
-static bool cut_by_bytes(const PGresult *res)
-{
-    int n = PQntuples(res);
-    return n > 0 && PQnfields(res) > FC_BYTES_FULL &&
-           strcmp(PQgetvalue(res, n - 1, FC_BYTES_FULL), "t") == 0;
-}
-
 /* A fetch's rows: into the shared batch they were read for, or ours alone. */
 static void take_batch(struct runner *r, PGresult *res)
 {
     if (r->sbatch && r->sbatch->pending) {
         readshare_fetched(r->fleet->share, r->sbatch, pgconn_take_result(r->src), window_max(r),
-                          cut_by_bytes(res));
+                          tailread_cut_by_bytes(res));
         use_shared_batch(r, r->sbatch);
         return;
     }
     rn_clear_batch(r);
     r->events = pgconn_take_result(r->src);
     r->nevents = PQntuples(res);
-    r->more = r->nevents >= r->fetch_limit || cut_by_bytes(res);
+    r->more = r->nevents >= r->fetch_limit || tailread_cut_by_bytes(res);
     r->batch_end = r->nevents > 0 ? rn_event_position(r, r->nevents - 1) : 0;
 }
 
