@@ -731,22 +731,6 @@ static void adopt_window(struct runner *r, const struct rs_window *w)
         rn_next_step(r);
 }
 
-/* Whether hi sees everything lo does, so that (lo, hi) is a window. */
-static bool hi_covers_lo(const char *hi_text, const char *lo_text)
-{
-    struct snapshot hi, lo;
-    if (snapshot_parse(hi_text, &hi) < 0)
-        return false;
-    if (snapshot_parse(lo_text, &lo) < 0) {
-        snapshot_free(&hi);
-        return false;
-    }
-    bool covers = snapshot_covers(&hi, &lo);
-    snapshot_free(&hi);
-    snapshot_free(&lo);
-    return covers;
-}
-
 /*
  * Whether a new open must wait: while events keep coming, windows are
  * opened at most every min_read_interval_ms (longer above 1,000 events/s,
@@ -805,7 +789,7 @@ static enum rs_answer share_open(struct runner *r, const char **hi)
         adopt_window(r, &w);
         break;
     case RS_AT:
-        if (hi_covers_lo(w.hi, r->cp.lo)) {
+        if (tailread_covers(w.hi, r->cp.lo)) {
             *hi = w.hi;
             break;
         }
@@ -884,16 +868,10 @@ void rn_send_open(struct runner *r)
     enum rs_answer a = share_open(r, &hi);
     if (a == RS_WAIT || a == RS_HIT)
         return;
-    struct snapshot lo;
-    if (snapshot_parse(r->cp.lo, &lo) < 0) {
-        open_not_sent(r, "stored snapshot is malformed");
-        return;
-    }
     struct tailwin_params p;
-    int rc = tailwin_params(&lo, &p);
-    snapshot_free(&lo);
-    if (rc < 0) {
-        open_not_sent(r, "out of memory");
+    const char *why;
+    if (tailread_open_params(r->cp.lo, &p, &why) < 0) {
+        open_not_sent(r, why);
         return;
     }
     char last[21];
@@ -1694,13 +1672,10 @@ static void on_register_done(struct runner *r)
         rn_step_failed(r, "load checkpoint", r->err_state, r->err_msg);
         return;
     }
-    struct snapshot lo, hi;
-    if (snapshot_parse(r->cp.lo, &lo) < 0 || snapshot_parse(r->cp.hi, &hi) < 0) {
+    if (!tailread_checkpoint_valid(&r->cp)) {
         rn_step_failed(r, "load checkpoint", "", "stored snapshot is malformed");
         return;
     }
-    snapshot_free(&lo);
-    snapshot_free(&hi);
     log_info("%s: %s at position %" PRId64 "%s", r->proj->name,
              r->shadow ? "rebuild resuming" : "owned by this instance; resuming",
              r->cp.last_position, r->cp.window_open ? " (inside a window)" : "");

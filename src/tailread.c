@@ -27,6 +27,49 @@ static int set_str(char **dst, const char *src)
     return 0;
 }
 
+bool tailread_checkpoint_valid(const struct checkpoint *cp)
+{
+    struct snapshot lo, hi;
+    if (snapshot_parse(cp->lo, &lo) < 0)
+        return false;
+    bool ok = snapshot_parse(cp->hi, &hi) == 0;
+    snapshot_free(&lo);
+    if (ok)
+        snapshot_free(&hi);
+    return ok;
+}
+
+int tailread_open_params(const char *lo_text, struct tailwin_params *p, const char **why)
+{
+    struct snapshot lo;
+    if (snapshot_parse(lo_text, &lo) < 0) {
+        *why = "stored snapshot is malformed";
+        return -1;
+    }
+    int rc = tailwin_params(&lo, p);
+    snapshot_free(&lo);
+    if (rc < 0) {
+        *why = "out of memory";
+        return -1;
+    }
+    return 0;
+}
+
+bool tailread_covers(const char *hi_text, const char *lo_text)
+{
+    struct snapshot hi, lo;
+    if (snapshot_parse(hi_text, &hi) < 0)
+        return false;
+    if (snapshot_parse(lo_text, &lo) < 0) {
+        snapshot_free(&hi);
+        return false;
+    }
+    bool covers = snapshot_covers(&hi, &lo);
+    snapshot_free(&hi);
+    snapshot_free(&lo);
+    return covers;
+}
+
 void tailread_window(const PGresult *res, struct rs_window *w)
 {
     *w = (struct rs_window){.hi = PQgetvalue(res, 0, 0),

@@ -1,8 +1,10 @@
 /*
  * tailread: reading the tail of the event store, the parts that need no
- * connection: what an open's answer says (the window, or transaction ids
- * this cluster cannot judge), how a window moves the checkpoint, and where
- * a fetched batch starts and whether the byte bound cut it. The runner
+ * connection: whether a checkpoint's snapshots hold, what an open sends
+ * (its parameters from lo; whether a shared open's hi covers our lo), what
+ * its answer says (the window, or transaction ids this cluster cannot
+ * judge), how a window moves the checkpoint, and where a fetched batch
+ * starts and whether the byte bound cut it. The runner
  * sends the requests (runner.c, "tailing") and hands their results here,
  * so these rules are unit-tested with canned results
  * (tests/unit/test_tailread.c).
@@ -19,6 +21,20 @@
 
 #include "checkpoint.h"
 #include "readshare.h"
+#include "tailwin.h"
+
+/* Whether both of the checkpoint's snapshots parse. */
+bool tailread_checkpoint_valid(const struct checkpoint *cp);
+
+/*
+ * The open's parameters for a window from lo (tailwin.h; the caller frees
+ * them with tailwin_params_free). Returns -1 and says why when lo is
+ * malformed or memory ran out.
+ */
+int tailread_open_params(const char *lo, struct tailwin_params *p, const char **why);
+
+/* Whether hi sees everything lo does, so that (lo, hi) is a window (a shared open's hi). */
+bool tailread_covers(const char *hi, const char *lo);
 
 /* The window an open found, from its row (SQL_OPEN_WINDOW); w->hi points into res. */
 void tailread_window(const PGresult *res, struct rs_window *w);

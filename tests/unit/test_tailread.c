@@ -153,6 +153,41 @@ static void test_the_byte_bound_is_read_from_the_last_row(void **state)
     PQclear(res);
 }
 
+static void test_a_checkpoint_needs_both_snapshots(void **state)
+{
+    (void)state;
+    struct checkpoint cp = {.lo = "100:105:101", .hi = "100:120:"};
+    assert_true(tailread_checkpoint_valid(&cp));
+    cp.hi = "garbage";
+    assert_false(tailread_checkpoint_valid(&cp)); /* lo parsed first: freed, ASan checks */
+    cp = (struct checkpoint){.lo = "garbage", .hi = "100:120:"};
+    assert_false(tailread_checkpoint_valid(&cp));
+}
+
+static void test_an_open_is_sent_from_a_well_formed_lo(void **state)
+{
+    (void)state;
+    struct tailwin_params p;
+    const char *why = NULL;
+    assert_int_equal(tailread_open_params("100:105:101,103", &p, &why), 0);
+    assert_string_equal(p.xmax_lo, "105");
+    assert_non_null(strstr(p.xip_lo, "101"));
+    assert_non_null(strstr(p.xip_lo, "103"));
+    tailwin_params_free(&p);
+    assert_int_equal(tailread_open_params("not a snapshot", &p, &why), -1);
+    assert_string_equal(why, "stored snapshot is malformed");
+}
+
+static void test_a_shared_open_is_ours_only_if_its_hi_covers_our_lo(void **state)
+{
+    (void)state;
+    assert_true(tailread_covers("100:120:", "100:105:"));
+    assert_true(tailread_covers("100:105:", "100:105:"));
+    assert_false(tailread_covers("100:105:", "100:120:"));
+    assert_false(tailread_covers("garbage", "100:105:"));
+    assert_false(tailread_covers("100:120:", "garbage"));
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
@@ -163,6 +198,9 @@ int main(void)
         cmocka_unit_test(test_an_empty_window_slides_shut),
         cmocka_unit_test(test_a_shared_batch_is_read_past_our_position),
         cmocka_unit_test(test_the_byte_bound_is_read_from_the_last_row),
+        cmocka_unit_test(test_a_checkpoint_needs_both_snapshots),
+        cmocka_unit_test(test_an_open_is_sent_from_a_well_formed_lo),
+        cmocka_unit_test(test_a_shared_open_is_ours_only_if_its_hi_covers_our_lo),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
