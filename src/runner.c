@@ -15,10 +15,19 @@
  * dead-letter replay still waits for its statements' results (APPLY, then
  * ROLLBACK or its counts).
  *
+ * The file reads top-down: helpers and lifecycle; requests, notes and
+ * retries; tailing (open a window, fetch a batch, and their results); a
+ * batch (queue its events, apply it, a replay's results); the checkpoint
+ * (commit and its results); ownership (setup, claim, load, release); the
+ * dispatch of each result and sync to the step in flight; scheduling
+ * (rn_next_step: what to do between steps). Each request's send sits next
+ * to the handling of its results; the state changes only in rn_set_state.
+ *
  * Every callback runs on the loop, so it may do anything; the only state
  * shared with the outside is the wake/stop flags. Rebuilds and dead-letter
- * replays are modes of this machine, in runner_rebuild.c and
- * runner_replay.c (runner_int.h).
+ * replays are jobs of their own kinds, in runner_rebuild.c and
+ * runner_replay.c above this core, which calls them only through their
+ * hooks (struct rn_job, runner_int.h).
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -31,6 +40,7 @@
 #include "registry.h"
 #include "declared.h"
 #include "runner_int.h"
+#include "tailread.h"
 #include "tailwin.h"
 
 #define HEARTBEAT_S           5.0
@@ -97,6 +107,7 @@ static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void claim_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void src_retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void pause_cb(struct ev_loop *loop, ev_timer *w, int revents);
+static void reap_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void send_batch(struct runner *r);
 static void send_checkpoint(struct runner *r);
 static void on_claim_done(struct runner *r);
@@ -104,6 +115,10 @@ static void send_replayed(struct runner *r);
 static void share_kick(void *arg);
 static void claim_first_batch(struct runner *r);
 static void take_batch(struct runner *r, PGresult *res);
+static void send_register(struct runner *r);
+static void stand_by(struct runner *r);
+static void pass_window(struct runner *r);
+static void defer_checkpoint(struct runner *r, double after);
 
 /* ---- helpers ---------------------------------------------------------- */
 
@@ -305,10 +320,31 @@ void rn_record_error(struct runner *r, const PGresult *res)
     snprintf(r->err_msg, sizeof r->err_msg, "%s", pgconn_error_line(res));
 }
 
+/*
+ * The one place where the runner's state changes. A transition the table
+ * (rstate.c) does not hold is a bug of this machine: said as such and
+ * refused, the runner staying where it was (the test suite fails on the
+ * line).
+ */
+bool rn_set_state(struct runner *r, enum rstate to)
+{
+    if (r->state == to)
+        return true;
+    if (!rstate_allowed(r->state, to)) {
+        log_error("%s%s: internal error: state transition %s -> %s refused", r->proj->name,
+                  r->shadow ? " (rebuild)" : "", rstate_name(r->state), rstate_name(to));
+        return false;
+    }
+    log_debug("%s%s: %s -> %s", r->proj->name, r->shadow ? " (rebuild)" : "", rstate_name(r->state),
+              rstate_name(to));
+    r->state = to;
+    return true;
+}
+
 /* Start a request: results are counted and errors recorded from here. */
 void rn_begin_request(struct runner *r, enum rstate state)
 {
-    r->state = state;
+    rn_set_state(r, state);
     r->results = 0;
     r->err_stmt = -1;
 }
@@ -373,7 +409,7 @@ struct runner *rn_create(struct ev_loop *loop, const struct projection *p,
     r->deferred_timer.data = r;
     ev_timer_init(&r->claim_timer, claim_cb, CLAIM_INTERVAL_S, 0.0);
     r->claim_timer.data = r;
-    ev_timer_init(&r->reap_timer, rebuild_reap_cb, 0.0, 0.0);
+    ev_timer_init(&r->reap_timer, reap_cb, 0.0, 0.0);
     r->reap_timer.data = r;
     ev_init(&r->src_retry_timer, src_retry_cb);
     r->src_retry_timer.data = r;
@@ -384,14 +420,6 @@ struct runner *rn_create(struct ev_loop *loop, const struct projection *p,
         r->share.sharing = true; /* until it turns out another instance owns the projection */
     }
     return r;
-}
-
-struct runner *runner_new(struct ev_loop *loop, const struct projection *p,
-                          const struct projection_config *pc, const struct config *cfg,
-                          const char *owner, struct fleet *fleet, struct runner_stats *stats,
-                          runner_done_cb done, void *done_arg)
-{
-    return rn_create(loop, p, pc, cfg, owner, fleet, stats, NULL, done, done_arg);
 }
 
 /* All but the reap timer: a finished child is freed by its parent's. */
@@ -462,7 +490,7 @@ static void set_owned(struct runner *r, bool owned);
 
 void rn_finish(struct runner *r)
 {
-    r->state = R_DONE;
+    rn_set_state(r, R_DONE);
     set_owned(r, false); /* the connection and its lock go */
     stop_timers(r);
     pgconn_close(r->conn);
@@ -473,7 +501,7 @@ void rn_finish(struct runner *r)
     r->done(r, r->done_arg);
 }
 
-/* ---- requests ----------------------------------------------------------- */
+/* ---- requests, status notes, retries and the event store's session -------- */
 
 static void after_note(struct runner *r);
 
@@ -506,7 +534,7 @@ static void send_note(struct runner *r, const char *status, const char *error, c
     }
     rn_begin_request(r, R_NOTE);
     if (exec_stmt(r, RS_NOTE, params) < 0 || pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN; /* PGCONN_LOST follows */
+        rn_set_state(r, R_DOWN); /* PGCONN_LOST follows */
 }
 
 static void wait_and_retry(struct runner *r);
@@ -525,7 +553,7 @@ static void after_note(struct runner *r)
 static void wait_and_retry(struct runner *r)
 {
     double delay = backoff_next(&r->backoff, (uint32_t)rand());
-    r->state = R_WAIT;
+    rn_set_state(r, R_WAIT);
     ev_timer_stop(r->loop, &r->retry_timer);
     ev_timer_set(&r->retry_timer, delay, 0.0);
     ev_timer_start(r->loop, &r->retry_timer);
@@ -646,7 +674,7 @@ bool rn_src_usable(struct runner *r)
 {
     if (r->src == r->conn || (r->src_ready && pgconn_idle(r->src)))
         return true;
-    r->state = R_IDLE;
+    rn_set_state(r, R_IDLE);
     return false;
 }
 
@@ -660,7 +688,7 @@ static void abandon_read(struct runner *r)
     read_failed(r);
     r->src_ready = false;
     r->wake_pending = true;
-    r->state = R_IDLE;
+    rn_set_state(r, R_IDLE);
     if (r->stopping)
         rn_next_step(r);
 }
@@ -669,74 +697,12 @@ static void abandon_read(struct runner *r)
 void rn_src_send_failed(struct runner *r)
 {
     if (r->src == r->conn)
-        r->state = R_DOWN;
+        rn_set_state(r, R_DOWN);
     else
         abandon_read(r);
 }
 
-static void send_setup(struct runner *r)
-{
-    rn_begin_request(r, R_SETUP);
-    bool ok = queue_session(r, r->conn, r->search_path) && rebuild_queue_begin(r) == 0;
-    for (int i = 0; ok && !r->unprepared && r->proj->statements[i].sql; i++) {
-        char name[16];
-        batch_stmt_name(i, name);
-        ok = pgconn_prepare(r->conn, name, r->proj->statements[i].sql,
-                            r->proj->statements[i].nparams) == 0;
-    }
-    if (!ok || (r->shadow ? rebuild_queue_load(r) : send_claim_statement(r)) < 0 ||
-        pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
-}
-
-static void send_claim(struct runner *r)
-{
-    rn_begin_request(r, R_CLAIM);
-    if (send_claim_statement(r) < 0 || pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
-}
-
-static void send_register(struct runner *r)
-{
-    rn_begin_request(r, R_REGISTER);
-    const char *params[] = {r->proj->name, r->version, r->owner, r->failed ? "t" : "f"};
-    if (pgconn_query(r->conn, SQL_REGISTER, 4, params) < 0 || pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
-}
-
-/* Another instance holds the projection: look again in a while. */
-static void stand_by(struct runner *r)
-{
-    r->share.sharing = false;
-    if (r->rebuild_then_stop) {
-        log_error("%s: another instance took the projection over; ask it to rebuild instead",
-                  r->proj->name);
-        rn_finish(r);
-        return;
-    }
-    if (!r->standing_by)
-        log_info("%s: standing by (owned by another instance, or this one has its share)",
-                 r->proj->name);
-    r->standing_by = true;
-    r->state = R_STANDBY;
-    ev_timer_stop(r->loop, &r->claim_timer);
-    ev_timer_set(&r->claim_timer, CLAIM_INTERVAL_S, 0.0);
-    ev_timer_start(r->loop, &r->claim_timer);
-}
-
-/* Give the projection back (this instance owns more than its share). */
-static void send_release(struct runner *r)
-{
-    char key[12];
-    snprintf(key, sizeof key, "%d", FLEET_PROJECTION_LOCK);
-    const char *params[] = {key, r->proj->name};
-    set_owned(r, false);
-    log_info("%s: handing over to another instance (%d instances, share %d)", r->proj->name,
-             r->fleet->instances, fleet_share(r->fleet));
-    rn_begin_request(r, R_RELEASE);
-    if (pgconn_query(r->conn, SQL_RELEASE, 2, params) < 0 || pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
-}
+/* ---- tailing: open a window, fetch a batch, and their results -------------- */
 
 /* Take a window another runner opened from our lo (readshare.h). */
 /*
@@ -751,15 +717,8 @@ static int set_window(struct runner *r, const struct rs_window *w)
         r->progress_at = r->head_at;       /* at the head: nothing to apply is progress */
         r->heartbeat_due |= !r->announced; /* but say we are live */
         r->caught_up = true;
-        r->cp.window_open = false;
-        return rn_set_str(&r->cp.lo, w->hi) < 0 || rn_set_str(&r->cp.hi, w->hi) < 0 ? -1 : 0;
     }
-    if (rn_set_str(&r->cp.lo, r->cp.hi) < 0 || rn_set_str(&r->cp.hi, w->hi) < 0)
-        return -1;
-    r->cp.window_open = true;
-    r->cp.window_pos = w->first - 1;
-    r->cp.window_max = w->last;
-    return 0;
+    return tailread_open_window(&r->cp, w);
 }
 
 static void adopt_window(struct runner *r, const struct rs_window *w)
@@ -771,22 +730,6 @@ static void adopt_window(struct runner *r, const struct rs_window *w)
         rn_send_fetch(r);
     else
         rn_next_step(r);
-}
-
-/* Whether hi sees everything lo does, so that (lo, hi) is a window. */
-static bool hi_covers_lo(const char *hi_text, const char *lo_text)
-{
-    struct snapshot hi, lo;
-    if (snapshot_parse(hi_text, &hi) < 0)
-        return false;
-    if (snapshot_parse(lo_text, &lo) < 0) {
-        snapshot_free(&hi);
-        return false;
-    }
-    bool covers = snapshot_covers(&hi, &lo);
-    snapshot_free(&hi);
-    snapshot_free(&lo);
-    return covers;
 }
 
 /*
@@ -813,7 +756,7 @@ static bool pause_open(struct runner *r, bool shared)
     /* ev_now follows the wall clock, which may step back */
     if (left <= 0 || left > gap)
         return false;
-    r->state = R_IDLE;
+    rn_set_state(r, R_IDLE);
     if (!ev_is_active(&r->pause_timer)) {
         ev_timer_set(&r->pause_timer, left, 0.);
         ev_timer_start(r->loop, &r->pause_timer);
@@ -841,13 +784,13 @@ static enum rs_answer share_open(struct runner *r, const char **hi)
     enum rs_answer a = shared ? readshare_open(&r->share, r->cp.lo, &w) : RS_SEND;
     switch (a) {
     case RS_WAIT:
-        r->state = R_IDLE;
+        rn_set_state(r, R_IDLE);
         break;
     case RS_HIT:
         adopt_window(r, &w);
         break;
     case RS_AT:
-        if (hi_covers_lo(w.hi, r->cp.lo)) {
+        if (tailread_covers(w.hi, r->cp.lo)) {
             *hi = w.hi;
             break;
         }
@@ -929,16 +872,10 @@ void rn_send_open(struct runner *r)
     enum rs_answer a = share_open(r, &hi);
     if (a == RS_WAIT || a == RS_HIT)
         return;
-    struct snapshot lo;
-    if (snapshot_parse(r->cp.lo, &lo) < 0) {
-        open_not_sent(r, "stored snapshot is malformed");
-        return;
-    }
     struct tailwin_params p;
-    int rc = tailwin_params(&lo, &p);
-    snapshot_free(&lo);
-    if (rc < 0) {
-        open_not_sent(r, "out of memory");
+    const char *why;
+    if (tailread_open_params(r->cp.lo, &p, &why) < 0) {
+        open_not_sent(r, why);
         return;
     }
     char last[21];
@@ -965,11 +902,8 @@ static void use_shared_batch(struct runner *r, struct rs_batch *b)
 {
     r->sbatch = b;
     r->events = b->res;
-    int n = PQntuples(b->res);
-    r->ev0 = 0;
-    while (r->ev0 < n && parse_i64(PQgetvalue(b->res, r->ev0, FC_POSITION)) <= r->cp.window_pos)
-        r->ev0++;
-    r->nevents = n - r->ev0;
+    r->ev0 = tailread_first_after(b->res, r->cp.window_pos);
+    r->nevents = PQntuples(b->res) - r->ev0;
     r->batch_end = b->end;
     r->more = b->end < window_max(r);
 }
@@ -982,7 +916,7 @@ static bool share_fetch(struct runner *r)
     struct rs_batch *b;
     enum rs_answer a = readshare_fetch(&r->share, r->cp.lo, r->cp.hi, r->cp.window_pos, &b);
     if (a == RS_WAIT) {
-        r->state = R_IDLE;
+        rn_set_state(r, R_IDLE);
         return true;
     }
     if (a == RS_SEND) {
@@ -1017,6 +951,151 @@ void rn_send_fetch(struct runner *r)
                             rn_fmt_i64(max, window_max(r)), r->cp.hi) < 0 ||
         pgconn_sync(r->src) < 0)
         rn_src_send_failed(r);
+}
+
+/* The results of rn_send_open's request, in the order sent. */
+enum { OPEN_RES_PLAN, OPEN_RES_WINDOW, OPEN_RES_BATCH };
+
+/*
+ * Reading on would skip events or apply them out of order: stop, say so
+ * once, and wait for a resume (adopt-restored-store asks for one) or a
+ * restart, which load the checkpoint again and check again. No retries in
+ * between: nothing changes until someone acts.
+ */
+static void stop_for_foreign_ids(struct runner *r)
+{
+    read_failed(r);
+    rn_clear_batch(r);
+    r->stats->errors++;
+    r->failed = true;
+    r->foreign_ids = true;
+    log_error("%s%s: %s", r->proj->name, r->shadow ? " (rebuild)" : "", r->err_msg);
+    send_note(r, "failed", r->err_msg, SQLSTATE_FOREIGN_IDS, NOTE_THEN_NEXT);
+}
+
+static void on_open_result(struct runner *r, const PGresult *res)
+{
+    rn_record_error(r, res);
+    r->results++;
+    if (!pgconn_result_ok(res) || PQntuples(res) != 1)
+        return;
+    /* Transaction ids this cluster cannot judge (SQL_TROUBLE): worded for the log and status. */
+    if (tailread_foreign_ids(res, r->cp.last_position, r->err_msg, sizeof r->err_msg)) {
+        r->foreign_ids = true; /* on_sync stops the projection */
+        return;
+    }
+    struct rs_window w;
+    tailread_window(res, &w);
+    if (set_window(r, &w) < 0) {
+        r->err_stmt = 0;
+        return;
+    }
+    pace_note(&r->pace, ev_now(r->loop), w.head);
+    claim_first_batch(r);
+    if (r->open_ticket) /* for the runners waiting on our open (readshare.h) */
+        readshare_open_done(r->fleet->share, r->open_ticket, &w);
+    r->open_ticket = 0;
+}
+
+/* The window's first batch, the last result of the open's request. */
+static void on_first_fetch_result(struct runner *r, PGresult *res)
+{
+    rn_record_error(r, res);
+    r->results++;
+    if (!pgconn_result_ok(res) || !r->cp.window_open || r->first == FIRST_NONE)
+        return;
+    take_batch(r, res);
+    r->first_taken = true;
+}
+
+static void on_open_request_result(struct runner *r, PGresult *res)
+{
+    if (r->results == OPEN_RES_WINDOW) {
+        on_open_result(r, res);
+    } else if (r->results == OPEN_RES_BATCH) {
+        on_first_fetch_result(r, res);
+    } else {
+        rn_record_error(r, res);
+        r->results++;
+    }
+}
+
+/*
+ * A shared first batch is announced to the share as soon as the window is
+ * known, so the runners the open wakes wait for it instead of reading it
+ * again. When the share has it already, or would have us wait, our copy is
+ * dropped and the usual fetch follows.
+ */
+static void claim_first_batch(struct runner *r)
+{
+    if (r->first != FIRST_SHARED || !r->cp.window_open)
+        return;
+    struct rs_batch *b;
+    enum rs_answer a = readshare_fetch(&r->share, r->cp.lo, r->cp.hi, r->cp.window_pos, &b);
+    if (a == RS_SEND && b) {
+        rn_clear_batch(r);
+        r->sbatch = b;
+        return;
+    }
+    if (b)
+        readshare_release(r->fleet->share, b);
+    r->first = FIRST_NONE;
+}
+
+/* A fetch's rows: into the shared batch they were read for, or ours alone. */
+static void take_batch(struct runner *r, PGresult *res)
+{
+    if (r->sbatch && r->sbatch->pending) {
+        readshare_fetched(r->fleet->share, r->sbatch, pgconn_take_result(r->src), window_max(r),
+                          tailread_cut_by_bytes(res));
+        use_shared_batch(r, r->sbatch);
+        return;
+    }
+    rn_clear_batch(r);
+    r->events = pgconn_take_result(r->src);
+    r->nevents = PQntuples(res);
+    r->more = r->nevents >= r->fetch_limit || tailread_cut_by_bytes(res);
+    r->batch_end = r->nevents > 0 ? rn_event_position(r, r->nevents - 1) : 0;
+}
+
+static void on_fetch_result(struct runner *r, PGresult *res)
+{
+    rn_record_error(r, res);
+    if (r->results++ == 0 || !pgconn_result_ok(res))
+        return; /* the first is the planner setting */
+    take_batch(r, res);
+}
+
+/* Whether the batch holds an event this projection handles. */
+static bool handles_any(const struct runner *r)
+{
+    for (int i = 0; i < r->nevents; i++)
+        if (registry_handler(r->proj, rn_event_value(r, i, FC_EVENT_TYPE)))
+            return true;
+    return false;
+}
+
+static void after_fetch(struct runner *r)
+{
+    if (r->job && r->job->fetched_nothing && r->nevents == 0) {
+        r->job->fetched_nothing(r);
+    } else if (r->sbatch && r->more && !handles_any(r)) {
+        /*
+         * Nothing of ours in this part of the window: move on without a
+         * write, but write the progress within a second, as for a window
+         * passed whole: a window can be a whole backlog of events of other
+         * types, and the status row must not look stalled meanwhile.
+         */
+        r->cp.window_pos = r->batch_end;
+        r->dirty = true;
+        defer_checkpoint(r, within_stall(r, DEFERRED_CHECKPOINT_S));
+        rn_clear_batch(r);
+        rn_next_step(r);
+    } else if (r->nevents == 0 || (r->sbatch && !handles_any(r))) {
+        pass_window(r);
+    } else {
+        send_batch(r);
+    }
 }
 
 /* ---- building a batch ----------------------------------------------------- */
@@ -1104,7 +1183,7 @@ static int queue_event(struct runner *r, int i)
             return 0;
         if (rc == PJ_OK) {
             r->processed++;
-            return r->replaying ? replay_drop_dead_letter(r, i) : 0;
+            return r->job && r->job->applied ? r->job->applied(r, i) : 0;
         }
         if (rc != PJ_BAD_EVENT)
             return -1; /* PJ_RETRY: memory or the connection; the batch goes again later */
@@ -1167,7 +1246,84 @@ static void send_batch(struct runner *r)
         return;
     }
     if (pgconn_flush_request(r->conn) < 0)
-        r->state = R_DOWN;
+        rn_set_state(r, R_DOWN);
+}
+
+/* A replay batch ends with its counts (it writes no checkpoint). */
+static void send_replayed(struct runner *r)
+{
+    char applied[21];
+    const char *params[] = {r->proj->name, rn_fmt_i64(applied, r->processed)};
+    rn_begin_request(r, R_REPLAYED);
+    if (pgconn_query(r->conn, SQL_REPLAYED, 2, params) < 0 || pgconn_sync(r->conn) < 0)
+        rn_set_state(r, R_DOWN);
+}
+
+/* A handler statement's result: an error, or an event that changed nothing. */
+static void on_statement_result(struct runner *r, const PGresult *res)
+{
+    const struct batch_stmt *st = batch_stmt(&r->ctx, r->results);
+    rn_record_error(r, res);
+    if (st && (st->flags & PJ_COUNT_IGNORED) && pgconn_result_ok(res)) {
+        /* Each event changes one row at most (PJ_BULK's rule); others changed nothing. */
+        size_t changed = (size_t)strtoull(PQcmdTuples((PGresult *)res), NULL, 10);
+        r->ignored += (int64_t)(st->nevents - (changed < st->nevents ? changed : st->nevents));
+    }
+    r->results++;
+}
+
+/* A replay batch's statements: its counts go out once they have all applied. */
+static void on_apply_result(struct runner *r, const PGresult *res)
+{
+    on_statement_result(r, res);
+    if (r->results < r->ctx.n)
+        return;
+    if (r->err_stmt >= 0) {
+        rn_set_state(r, R_ROLLBACK);
+        if (pgconn_sync(r->conn) < 0)
+            rn_set_state(r, R_DOWN);
+        return;
+    }
+    send_replayed(r);
+}
+
+static void on_rollback_done(struct runner *r)
+{
+    const struct batch_stmt *st = batch_stmt(&r->ctx, (size_t)r->err_stmt);
+    if (strcmp(r->err_state, SQLSTATE_ABANDONED) == 0) {
+        send_batch(r);
+        return;
+    }
+    if (st && (st->flags & BATCH_DEAD_LETTER)) {
+        struct bad_event *b = find_bad(r, st->event);
+        if (b && !b->unstorable && strcmp(r->err_state, SQLSTATE_UNTRANSLATABLE) == 0) {
+            log_warning("%s: the dead letter of the event at position %" PRId64 " keeps no payload:"
+                        " %s",
+                        r->proj->name, rn_event_position(r, st->event), r->err_msg);
+            b->unstorable = true;
+            send_batch(r);
+            return;
+        }
+        rn_step_failed(r, "write dead letter", r->err_state, r->err_msg);
+        return;
+    }
+    if (st && st->event < 0 && (st->flags & BATCH_HELD) && is_data_error(r->err_state) &&
+        !r->ctx.one_by_one) {
+        /* Held events of several events: which one is bad shows when each goes alone. */
+        log_info("%s: %s; trying the batch again one event at a time", r->proj->name, r->err_msg);
+        r->ctx.one_by_one = true;
+        send_batch(r);
+        return;
+    }
+    if (st && st->event >= 0 && is_data_error(r->err_state)) {
+        if (!add_bad(r, st->event, r->err_state, r->err_msg)) {
+            pgconn_reset(r->conn, "out of memory");
+            return;
+        }
+        send_batch(r);
+        return;
+    }
+    rn_step_failed(r, "apply batch", r->err_state, r->err_msg);
 }
 
 /* ---- the checkpoint ------------------------------------------------------- */
@@ -1246,16 +1402,6 @@ int rn_queue_checkpoint(struct runner *r)
     return exec_stmt(r, RS_CHECKPOINT, params);
 }
 
-/* A replay batch ends with its counts (it writes no checkpoint). */
-static void send_replayed(struct runner *r)
-{
-    char applied[21];
-    const char *params[] = {r->proj->name, rn_fmt_i64(applied, r->processed)};
-    rn_begin_request(r, R_REPLAYED);
-    if (pgconn_query(r->conn, SQL_REPLAYED, 2, params) < 0 || pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
-}
-
 /*
  * The checkpoint and the sync that commits the batch's transaction go out
  * right behind its statements: a batch is one round trip, and its commit
@@ -1264,10 +1410,10 @@ static void send_replayed(struct runner *r)
  */
 static void send_commit(struct runner *r)
 {
-    r->state = R_COMMIT;
+    rn_set_state(r, R_COMMIT);
     r->new_seq = -1;
     if (rn_queue_checkpoint(r) < 0 || pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
+        rn_set_state(r, R_DOWN);
 }
 
 /* A checkpoint alone: progress made in memory, or counts not yet written. */
@@ -1352,6 +1498,41 @@ static void count_batch(struct runner *r)
         histogram_observe(&s->latency_seconds, r->latency);
 }
 
+/* The batch's statements' results, then its checkpoint's. */
+static void on_commit_result(struct runner *r, const PGresult *res)
+{
+    if (r->results < r->ctx.n) {
+        on_statement_result(r, res);
+        return;
+    }
+    rn_record_error(r, res);
+    r->results++;
+    if (pgconn_result_ok(res) && PQntuples(res) == 1) {
+        r->new_seq = parse_i64(PQgetvalue(res, 0, 0));
+        r->latency = PQgetisnull(res, 0, 1) ? -1.0 : strtod(PQgetvalue(res, 0, 1), NULL);
+    }
+}
+
+static void on_commit_done(struct runner *r)
+{
+    if (r->err_stmt < 0 && r->new_seq >= 0) {
+        committed(r);
+        return;
+    }
+    if (strcmp(r->err_state, SQLSTATE_CHECKPOINT_MOVED) == 0 && r->shadow) {
+        rn_clear_batch(r);
+        r->job->lost(r);
+        return;
+    }
+    if (strcmp(r->err_state, SQLSTATE_CHECKPOINT_MOVED) == 0) {
+        log_warning("%s: %s; reloading it", r->proj->name, r->err_msg);
+        rn_clear_batch(r);
+        send_register(r);
+        return;
+    }
+    rn_step_failed(r, "commit batch", r->err_state, r->err_msg);
+}
+
 /*
  * The window held nothing this projection handles: slide in memory and
  * write the checkpoint a little later (or with the next batch), so a
@@ -1373,7 +1554,30 @@ static void pass_window(struct runner *r)
     rn_next_step(r);
 }
 
-/* ---- results -------------------------------------------------------------- */
+/* ---- ownership: setup, claim, checkpoint load, release ---------------------- */
+
+static void send_setup(struct runner *r)
+{
+    rn_begin_request(r, R_SETUP);
+    bool ok = queue_session(r, r->conn, r->search_path) &&
+              (!r->job || !r->job->queue_setup || r->job->queue_setup(r) == 0);
+    for (int i = 0; ok && !r->unprepared && r->proj->statements[i].sql; i++) {
+        char name[16];
+        batch_stmt_name(i, name);
+        ok = pgconn_prepare(r->conn, name, r->proj->statements[i].sql,
+                            r->proj->statements[i].nparams) == 0;
+    }
+    if (!ok || (r->shadow ? r->job->queue_load(r) : send_claim_statement(r)) < 0 ||
+        pgconn_sync(r->conn) < 0)
+        rn_set_state(r, R_DOWN);
+}
+
+static void send_claim(struct runner *r)
+{
+    rn_begin_request(r, R_CLAIM);
+    if (send_claim_statement(r) < 0 || pgconn_sync(r->conn) < 0)
+        rn_set_state(r, R_DOWN);
+}
 
 /* Setup and claim requests end with the claim; its answer is the last result. */
 static void on_claim_result(struct runner *r, const PGresult *res)
@@ -1390,7 +1594,7 @@ static void on_register_done(struct runner *r);
 
 static void on_setup_done(struct runner *r)
 {
-    if (r->shadow && r->err_stmt >= 0 && rebuild_setup_failed(r))
+    if (r->err_stmt >= 0 && r->job && r->job->setup_failed && r->job->setup_failed(r))
         return;
     if (!r->shadow || r->err_stmt >= 0) {
         on_claim_done(r);
@@ -1399,7 +1603,7 @@ static void on_setup_done(struct runner *r)
     r->set_up = true;
     r->rebuild_begun = true;
     if (!r->cp_loaded) {
-        rebuild_lost(r);
+        r->job->lost(r);
         return;
     }
     on_register_done(r);
@@ -1458,6 +1662,30 @@ static void on_claim_done(struct runner *r)
     send_register(r);
 }
 
+static void send_register(struct runner *r)
+{
+    rn_begin_request(r, R_REGISTER);
+    const char *params[] = {r->proj->name, r->version, r->owner, r->failed ? "t" : "f"};
+    if (pgconn_query(r->conn, SQL_REGISTER, 4, params) < 0 || pgconn_sync(r->conn) < 0)
+        rn_set_state(r, R_DOWN);
+}
+
+/* A projection built by other code than this binary's is rebuilt (if so configured). */
+static void check_version(struct runner *r, const char *stored)
+{
+    if (r->shadow || !stored || strcmp(stored, r->version) == 0 || r->rebuild_requested)
+        return;
+    if (!r->cfg->rebuild_on_version_change) {
+        log_warning("%s: tables built by version %s, this is version %s; not rebuilding "
+                    "(rebuild_on_version_change = false)",
+                    r->proj->name, stored, r->version);
+        return;
+    }
+    log_info("%s: tables built by version %s, this is version %s: rebuilding", r->proj->name,
+             stored, r->version);
+    r->rebuild_requested = true;
+}
+
 static void on_register_result(struct runner *r, const PGresult *res)
 {
     rn_record_error(r, res);
@@ -1477,7 +1705,7 @@ static void on_register_result(struct runner *r, const PGresult *res)
         r->cp_loaded = true;
         r->rebuild_requested |= strcmp(PQgetvalue(res, 0, 7), "t") == 0;
         r->replay_requested |= strcmp(PQgetvalue(res, 0, 8), "t") == 0;
-        rebuild_check_version(r, PQgetisnull(res, 0, 6) ? NULL : PQgetvalue(res, 0, 6));
+        check_version(r, PQgetisnull(res, 0, 6) ? NULL : PQgetvalue(res, 0, 6));
     }
     r->results++;
 }
@@ -1488,13 +1716,10 @@ static void on_register_done(struct runner *r)
         rn_step_failed(r, "load checkpoint", r->err_state, r->err_msg);
         return;
     }
-    struct snapshot lo, hi;
-    if (snapshot_parse(r->cp.lo, &lo) < 0 || snapshot_parse(r->cp.hi, &hi) < 0) {
+    if (!tailread_checkpoint_valid(&r->cp)) {
         rn_step_failed(r, "load checkpoint", "", "stored snapshot is malformed");
         return;
     }
-    snapshot_free(&lo);
-    snapshot_free(&hi);
     if (r->unprepared && !r->failed) {
         r->failed = true;
         send_note(r, "failed", r->unprepared_error, r->unprepared_state, NOTE_THEN_NEXT);
@@ -1505,272 +1730,46 @@ static void on_register_done(struct runner *r)
              r->cp.last_position, r->cp.window_open ? " (inside a window)" : "");
     r->announced = false;
     r->progress_at = ev_now(r->loop); /* the metrics' stall clock starts with ownership */
-    r->state = R_IDLE;
+    rn_set_state(r, R_IDLE);
     r->wake_pending = true;
     rn_next_step(r);
 }
 
-/* The results of rn_send_open's request, in the order sent. */
-enum { OPEN_RES_PLAN, OPEN_RES_WINDOW, OPEN_RES_BATCH };
-enum { OPEN_COL_TROUBLE = 4 }; /* SQL_OPEN_WINDOW's trouble column */
-
-/*
- * The open found transaction ids this cluster cannot judge (SQL_TROUBLE):
- * word it for the log and the status row. Returns false when all is well.
- */
-static bool foreign_ids_found(struct runner *r, const PGresult *res)
+/* Another instance holds the projection: look again in a while. */
+static void stand_by(struct runner *r)
 {
-    if (PQnfields(res) <= OPEN_COL_TROUBLE || PQgetisnull(res, 0, OPEN_COL_TROUBLE))
-        return false;
-    char kind[16] = "", a[32] = "", b[32] = "";
-    sscanf(PQgetvalue(res, 0, OPEN_COL_TROUBLE), "%15s %31s %31s", kind, a, b);
-    const char *what;
-    char detail[160];
-    if (strcmp(kind, "checkpoint") == 0) {
-        what = "the checkpoint comes from another cluster";
-        snprintf(detail, sizeof detail, "its snapshot reaches transaction id %s, this server %s", a,
-                 b);
-    } else if (strcmp(kind, "ahead") == 0) {
-        what = "the event store holds transaction ids ahead of this server's";
-        snprintf(detail, sizeof detail, "id %s, next id here %s", a, b);
-    } else {
-        what = "the event store holds transaction ids the checkpoint counts as applied";
-        snprintf(detail, sizeof detail,
-                 "event at position %s, id %s, beyond last_position %" PRId64, a, b,
-                 r->cp.last_position);
+    r->share.sharing = false;
+    if (r->rebuild_then_stop) {
+        log_error("%s: another instance took the projection over; ask it to rebuild instead",
+                  r->proj->name);
+        rn_finish(r);
+        return;
     }
-    snprintf(r->err_msg, sizeof r->err_msg,
-             "%s (%s): restored or copied from another cluster, or written with an explicit"
-             " transaction_id; nothing is read until an administrator runs"
-             " `projectord adopt-restored-store` (README)",
-             what, detail);
-    return true;
+    if (!r->standing_by)
+        log_info("%s: standing by (owned by another instance, or this one has its share)",
+                 r->proj->name);
+    r->standing_by = true;
+    rn_set_state(r, R_STANDBY);
+    ev_timer_stop(r->loop, &r->claim_timer);
+    ev_timer_set(&r->claim_timer, CLAIM_INTERVAL_S, 0.0);
+    ev_timer_start(r->loop, &r->claim_timer);
 }
 
-/*
- * Reading on would skip events or apply them out of order: stop, say so
- * once, and wait for a resume (adopt-restored-store asks for one) or a
- * restart, which load the checkpoint again and check again. No retries in
- * between: nothing changes until someone acts.
- */
-static void stop_for_foreign_ids(struct runner *r)
+/* Give the projection back (this instance owns more than its share). */
+static void send_release(struct runner *r)
 {
-    read_failed(r);
-    rn_clear_batch(r);
-    r->stats->errors++;
-    r->failed = true;
-    r->foreign_ids = true;
-    log_error("%s%s: %s", r->proj->name, r->shadow ? " (rebuild)" : "", r->err_msg);
-    send_note(r, "failed", r->err_msg, SQLSTATE_FOREIGN_IDS, NOTE_THEN_NEXT);
+    char key[12];
+    snprintf(key, sizeof key, "%d", FLEET_PROJECTION_LOCK);
+    const char *params[] = {key, r->proj->name};
+    set_owned(r, false);
+    log_info("%s: handing over to another instance (%d instances, share %d)", r->proj->name,
+             r->fleet->instances, fleet_share(r->fleet));
+    rn_begin_request(r, R_RELEASE);
+    if (pgconn_query(r->conn, SQL_RELEASE, 2, params) < 0 || pgconn_sync(r->conn) < 0)
+        rn_set_state(r, R_DOWN);
 }
 
-static void on_open_result(struct runner *r, const PGresult *res)
-{
-    rn_record_error(r, res);
-    r->results++;
-    if (!pgconn_result_ok(res) || PQntuples(res) != 1)
-        return;
-    if (foreign_ids_found(r, res)) {
-        r->foreign_ids = true; /* on_sync stops the projection */
-        return;
-    }
-    struct rs_window w = {.hi = PQgetvalue(res, 0, 0),
-                          .first = parse_i64(PQgetvalue(res, 0, 1)),
-                          .last = parse_i64(PQgetvalue(res, 0, 2)),
-                          .head = parse_i64(PQgetvalue(res, 0, 3)),
-                          .empty = PQgetisnull(res, 0, 1)};
-    if (set_window(r, &w) < 0) {
-        r->err_stmt = 0;
-        return;
-    }
-    pace_note(&r->pace, ev_now(r->loop), w.head);
-    claim_first_batch(r);
-    if (r->open_ticket) /* for the runners waiting on our open (readshare.h) */
-        readshare_open_done(r->fleet->share, r->open_ticket, &w);
-    r->open_ticket = 0;
-}
-
-/* The window's first batch, the last result of the open's request. */
-static void on_first_fetch_result(struct runner *r, PGresult *res)
-{
-    rn_record_error(r, res);
-    r->results++;
-    if (!pgconn_result_ok(res) || !r->cp.window_open || r->first == FIRST_NONE)
-        return;
-    take_batch(r, res);
-    r->first_taken = true;
-}
-
-static void on_open_request_result(struct runner *r, PGresult *res)
-{
-    if (r->results == OPEN_RES_WINDOW) {
-        on_open_result(r, res);
-    } else if (r->results == OPEN_RES_BATCH) {
-        on_first_fetch_result(r, res);
-    } else {
-        rn_record_error(r, res);
-        r->results++;
-    }
-}
-
-/*
- * A shared first batch is announced to the share as soon as the window is
- * known, so the runners the open wakes wait for it instead of reading it
- * again. When the share has it already, or would have us wait, our copy is
- * dropped and the usual fetch follows.
- */
-static void claim_first_batch(struct runner *r)
-{
-    if (r->first != FIRST_SHARED || !r->cp.window_open)
-        return;
-    struct rs_batch *b;
-    enum rs_answer a = readshare_fetch(&r->share, r->cp.lo, r->cp.hi, r->cp.window_pos, &b);
-    if (a == RS_SEND && b) {
-        rn_clear_batch(r);
-        r->sbatch = b;
-        return;
-    }
-    if (b)
-        readshare_release(r->fleet->share, b);
-    r->first = FIRST_NONE;
-}
-
-/*
- * Whether batch_max_bytes cut the fetch: the window may hold more than it
- * returned, however few rows came (runner_sql.h, SQL_BOUNDED_EVENTS).
- */
-static bool cut_by_bytes(const PGresult *res)
-{
-    int n = PQntuples(res);
-    return n > 0 && PQnfields(res) > FC_BYTES_FULL &&
-           strcmp(PQgetvalue(res, n - 1, FC_BYTES_FULL), "t") == 0;
-}
-
-/* A fetch's rows: into the shared batch they were read for, or ours alone. */
-static void take_batch(struct runner *r, PGresult *res)
-{
-    if (r->sbatch && r->sbatch->pending) {
-        readshare_fetched(r->fleet->share, r->sbatch, pgconn_take_result(r->src), window_max(r),
-                          cut_by_bytes(res));
-        use_shared_batch(r, r->sbatch);
-        return;
-    }
-    rn_clear_batch(r);
-    r->events = pgconn_take_result(r->src);
-    r->nevents = PQntuples(res);
-    r->more = r->nevents >= r->fetch_limit || cut_by_bytes(res);
-    r->batch_end = r->nevents > 0 ? rn_event_position(r, r->nevents - 1) : 0;
-}
-
-static void on_fetch_result(struct runner *r, PGresult *res)
-{
-    rn_record_error(r, res);
-    if (r->results++ == 0 || !pgconn_result_ok(res))
-        return; /* the first is the planner setting */
-    take_batch(r, res);
-}
-
-/* A handler statement's result: an error, or an event that changed nothing. */
-static void on_statement_result(struct runner *r, const PGresult *res)
-{
-    const struct batch_stmt *st = batch_stmt(&r->ctx, r->results);
-    rn_record_error(r, res);
-    if (st && (st->flags & PJ_COUNT_IGNORED) && pgconn_result_ok(res)) {
-        /* Each event changes one row at most (PJ_BULK's rule); others changed nothing. */
-        size_t changed = (size_t)strtoull(PQcmdTuples((PGresult *)res), NULL, 10);
-        r->ignored += (int64_t)(st->nevents - (changed < st->nevents ? changed : st->nevents));
-    }
-    r->results++;
-}
-
-/* A replay batch's statements: its counts go out once they have all applied. */
-static void on_apply_result(struct runner *r, const PGresult *res)
-{
-    on_statement_result(r, res);
-    if (r->results < r->ctx.n)
-        return;
-    if (r->err_stmt >= 0) {
-        r->state = R_ROLLBACK;
-        if (pgconn_sync(r->conn) < 0)
-            r->state = R_DOWN;
-        return;
-    }
-    send_replayed(r);
-}
-
-static void on_rollback_done(struct runner *r)
-{
-    const struct batch_stmt *st = batch_stmt(&r->ctx, (size_t)r->err_stmt);
-    if (strcmp(r->err_state, SQLSTATE_ABANDONED) == 0) {
-        send_batch(r);
-        return;
-    }
-    if (st && (st->flags & BATCH_DEAD_LETTER)) {
-        struct bad_event *b = find_bad(r, st->event);
-        if (b && !b->unstorable && strcmp(r->err_state, SQLSTATE_UNTRANSLATABLE) == 0) {
-            log_warning("%s: the dead letter of the event at position %" PRId64 " keeps no payload:"
-                        " %s",
-                        r->proj->name, rn_event_position(r, st->event), r->err_msg);
-            b->unstorable = true;
-            send_batch(r);
-            return;
-        }
-        rn_step_failed(r, "write dead letter", r->err_state, r->err_msg);
-        return;
-    }
-    if (st && st->event < 0 && (st->flags & BATCH_HELD) && is_data_error(r->err_state) &&
-        !r->ctx.one_by_one) {
-        /* Held events of several events: which one is bad shows when each goes alone. */
-        log_info("%s: %s; trying the batch again one event at a time", r->proj->name, r->err_msg);
-        r->ctx.one_by_one = true;
-        send_batch(r);
-        return;
-    }
-    if (st && st->event >= 0 && is_data_error(r->err_state)) {
-        if (!add_bad(r, st->event, r->err_state, r->err_msg)) {
-            pgconn_reset(r->conn, "out of memory");
-            return;
-        }
-        send_batch(r);
-        return;
-    }
-    rn_step_failed(r, "apply batch", r->err_state, r->err_msg);
-}
-
-/* The batch's statements' results, then its checkpoint's. */
-static void on_commit_result(struct runner *r, const PGresult *res)
-{
-    if (r->results < r->ctx.n) {
-        on_statement_result(r, res);
-        return;
-    }
-    rn_record_error(r, res);
-    r->results++;
-    if (pgconn_result_ok(res) && PQntuples(res) == 1) {
-        r->new_seq = parse_i64(PQgetvalue(res, 0, 0));
-        r->latency = PQgetisnull(res, 0, 1) ? -1.0 : strtod(PQgetvalue(res, 0, 1), NULL);
-    }
-}
-
-static void on_commit_done(struct runner *r)
-{
-    if (r->err_stmt < 0 && r->new_seq >= 0) {
-        committed(r);
-        return;
-    }
-    if (strcmp(r->err_state, SQLSTATE_CHECKPOINT_MOVED) == 0 && r->shadow) {
-        rn_clear_batch(r);
-        rebuild_lost(r);
-        return;
-    }
-    if (strcmp(r->err_state, SQLSTATE_CHECKPOINT_MOVED) == 0) {
-        log_warning("%s: %s; reloading it", r->proj->name, r->err_msg);
-        rn_clear_batch(r);
-        send_register(r);
-        return;
-    }
-    rn_step_failed(r, "commit batch", r->err_state, r->err_msg);
-}
+/* ---- dispatch: a result or sync goes to the step in flight ------------------ */
 
 static void on_result(struct runner *r, const PGresult *res)
 {
@@ -1826,47 +1825,13 @@ static void on_result(struct runner *r, const PGresult *res)
         break;
     case R_SWAP:
     case R_ABANDON:
-        rebuild_on_result(r, res);
-        break;
     case R_REPLAY_LIST:
     case R_REPLAYED:
     case R_REPLAY_DONE:
-        replay_on_result(r, res);
+        r->job->on_result(r, res); /* the job's own requests */
         break;
     default:
         break;
-    }
-}
-
-/* Whether the batch holds an event this projection handles. */
-static bool handles_any(const struct runner *r)
-{
-    for (int i = 0; i < r->nevents; i++)
-        if (registry_handler(r->proj, rn_event_value(r, i, FC_EVENT_TYPE)))
-            return true;
-    return false;
-}
-
-static void after_fetch(struct runner *r)
-{
-    if (r->replaying && r->nevents == 0) {
-        replay_finish(r);
-    } else if (r->sbatch && r->more && !handles_any(r)) {
-        /*
-         * Nothing of ours in this part of the window: move on without a
-         * write, but write the progress within a second, as for a window
-         * passed whole: a window can be a whole backlog of events of other
-         * types, and the status row must not look stalled meanwhile.
-         */
-        r->cp.window_pos = r->batch_end;
-        r->dirty = true;
-        defer_checkpoint(r, within_stall(r, DEFERRED_CHECKPOINT_S));
-        rn_clear_batch(r);
-        rn_next_step(r);
-    } else if (r->nevents == 0 || (r->sbatch && !handles_any(r))) {
-        pass_window(r);
-    } else {
-        send_batch(r);
     }
 }
 
@@ -1919,12 +1884,10 @@ static void on_sync(struct runner *r)
         break;
     case R_SWAP:
     case R_ABANDON:
-        rebuild_on_sync(r);
-        break;
     case R_REPLAY_LIST:
     case R_REPLAYED:
     case R_REPLAY_DONE:
-        replay_on_sync(r);
+        r->job->on_sync(r);
         break;
     default:
         break;
@@ -2015,7 +1978,7 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
         if (r->stopping)
             rn_finish(r);
         else
-            r->state = R_DOWN;
+            rn_set_state(r, R_DOWN);
         break;
     case PGCONN_RESULT:
         on_result(r, res);
@@ -2041,7 +2004,7 @@ static void share_kick(void *arg)
 /* Decide what to do once a step has completed and the connection is idle. */
 void rn_next_step(struct runner *r)
 {
-    r->state = R_IDLE;
+    rn_set_state(r, R_IDLE);
     r->share.sharing =
         r->holds_lock && !r->failed && !r->src_standby && !r->stopping && !r->replaying;
     if (!r->cp.window_open && r->share.lo)
@@ -2054,9 +2017,9 @@ void rn_next_step(struct runner *r)
     }
     if (r->stopping) {
         if (r->child)
-            return; /* the rebuild stops first; rebuild_reap_cb comes back here */
-        if (r->shadow)
-            rebuild_stopped(r);
+            return; /* the rebuild stops first; reap_cb comes back here */
+        if (r->job && r->job->stopped)
+            r->job->stopped(r);
         else
             send_note(r, r->failed ? "failed" : "stopped", NULL, NULL, NOTE_THEN_DONE);
         return;
@@ -2088,21 +2051,16 @@ void rn_next_step(struct runner *r)
         send_note(r, current_status(r), NULL, NULL, NOTE_THEN_NEXT);
         return;
     }
-    if (r->replay_requested && !r->replaying && !r->shadow) {
-        log_info("%s: replaying dead letters", r->proj->name);
-        r->replay_requested = false;
-        r->replaying = true;
-        r->replay_pos = 0;
-        r->replayed = 0;
-    }
+    if (r->replay_requested && !r->replaying && !r->shadow)
+        r->jobs->replay->start(r);
     if (r->replaying) {
-        replay_fetch(r);
+        r->job->step(r);
         return;
     }
     if (r->rebuild_requested && !r->child && !r->shadow)
-        rebuild_start(r);
+        r->jobs->rebuild->start(r);
     if (r->shadow) {
-        rebuild_step(r);
+        r->job->step(r);
         return;
     }
     if (r->failed)
@@ -2142,7 +2100,7 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
     if (r->state != R_WAIT)
         return;
     if (!pgconn_idle(r->conn)) {
-        r->state = R_DOWN;
+        rn_set_state(r, R_DOWN);
         return;
     }
     if (!r->set_up)
@@ -2150,6 +2108,23 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
     else if (!r->holds_lock && !r->shadow)
         send_claim(r);
     else
+        rn_next_step(r);
+}
+
+/* Frees a finished child (a rebuild's shadow), outside its own callbacks. */
+static void reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
+{
+    (void)loop;
+    (void)revents;
+    struct runner *r = w->data;
+    if (!r->child || r->child->state != R_DONE)
+        return;
+    runner_free(r->child);
+    r->child = NULL;
+    r->held = false;
+    if (r->rebuild_then_stop && !r->stopping)
+        runner_stop(r);
+    else if (r->state == R_IDLE)
         rn_next_step(r);
 }
 

@@ -1,10 +1,13 @@
 /*
  * runner_int: the runner's insides, shared by its modules and by nobody
- * else: runner.c (the state machine: setup, ownership, tailing, batches,
- * checkpoints), runner_rebuild.c (the shadow runner of a rebuild) and
- * runner_replay.c (replaying dead letters). Everything here runs on the
- * loop; a step sends one request and sets the state its results come back
- * in.
+ * else: runner.c (the core: the state machine, setup, ownership, tailing,
+ * batches, checkpoints) and, above it, the kinds of job it runs besides
+ * tailing, runner_rebuild.c (the shadow runner of a rebuild) and
+ * runner_replay.c (replaying dead letters), wired by runner_jobs.c. The
+ * core calls a job only through its hooks (struct rn_job) and a job calls
+ * the core's rn_* steps, never the other way round. Everything here runs
+ * on the loop; a step sends one request and sets the state its results
+ * come back in (rn_set_state, the table in rstate.c).
  */
 #ifndef PROJECTORD_RUNNER_INT_H
 #define PROJECTORD_RUNNER_INT_H
@@ -20,31 +23,9 @@
 #include "pgconn.h"
 #include "pace.h"
 #include "readshare.h"
+#include "rstate.h"
 #include "runner.h"
 #include "runner_sql.h"
-
-enum rstate {
-    R_DOWN,        /* waiting for the connection */
-    R_SETUP,       /* session setup and first claim in flight */
-    R_STANDBY,     /* another instance owns the projection: claim again later */
-    R_CLAIM,       /* trying to take ownership */
-    R_REGISTER,    /* owner now: loading the checkpoint */
-    R_RELEASE,     /* handing the projection over to another instance */
-    R_IDLE,        /* waiting for a wake-up */
-    R_OPEN,        /* opening a window */
-    R_FETCH,       /* reading a batch */
-    R_APPLY,       /* a replay's statements sent, their results coming */
-    R_ROLLBACK,    /* a statement failed: waiting for the sync */
-    R_COMMIT,      /* a batch's statements (or none), its checkpoint and the sync sent */
-    R_NOTE,        /* status-only write in flight */
-    R_SWAP,        /* shadow: trying to swap the rebuilt tables in */
-    R_REPLAY_LIST, /* reading the positions of the next dead letters to replay */
-    R_REPLAYED,    /* a replay batch's dead letters dropped, counts moved */
-    R_REPLAY_DONE, /* the replay's end recorded */
-    R_ABANDON,     /* shadow: giving the rebuild up */
-    R_WAIT,        /* backing off before a retry */
-    R_DONE,
-};
 
 enum after_note { NOTE_THEN_NEXT, NOTE_THEN_WAIT, NOTE_THEN_DONE };
 
@@ -101,6 +82,10 @@ struct runner {
     bool unprepared;
     char unprepared_state[6];
     char unprepared_error[BATCH_ERR_MAX];
+
+    /* The job under way besides tailing (struct rn_job): a shadow's rebuild, a replay; or NULL. */
+    const struct rn_job *job;
+    const struct rn_jobs *jobs; /* live: the kinds of job it may start */
 
     /*
      * Rebuilds. The live runner spawns a shadow runner (its child) that
@@ -206,6 +191,13 @@ void rn_next_step(struct runner *r);
 /* Stop for good: close the connections, then call the done callback. */
 void rn_finish(struct runner *r);
 
+/*
+ * The one place where the state changes: logs the transition (debug), or
+ * refuses one the table in rstate.c does not hold (an error: a bug of the
+ * machine). Returns false when refused.
+ */
+bool rn_set_state(struct runner *r, enum rstate to);
+
 /* Start a request in `state`: results are counted and errors recorded from here. */
 void rn_begin_request(struct runner *r, enum rstate state);
 
@@ -242,53 +234,49 @@ const char *rn_fmt_i64(char buf[21], int64_t v);
 const char *rn_event_value(const struct runner *r, int i, enum fetch_column col);
 int64_t rn_event_position(const struct runner *r, int i);
 
-/* ---- runner_rebuild.c ---------------------------------------------------- */
-
-/* Setup of a shadow's session: create its tables (once), then load its checkpoint. */
-int rebuild_queue_begin(struct runner *r);
-int rebuild_queue_load(struct runner *r);
-
-/* Ask for a rebuild when the stored version is not this binary's (if so configured). */
-void rebuild_check_version(struct runner *r, const char *stored);
-
-/* A shadow whose rebuild another instance took over: stop, touching nothing. */
-void rebuild_lost(struct runner *r);
+/* ---- kinds of job (runner_rebuild.c, runner_replay.c) -------------------- */
 
 /*
- * A shadow's setup failed: when its statements name what its schema does
- * not have, give the rebuild up for good and return true (else false: retry).
+ * What a runner does besides tailing is a job of its own kind, in a module
+ * above this core: the core calls a job only through these hooks, and the
+ * job drives the core through the rn_* steps above, so the dependencies
+ * point one way. A hook left NULL means the core's own default.
  */
-bool rebuild_setup_failed(struct runner *r);
+struct rn_job {
+    const char *name;
+    /* Live runner r asked for it: begin (a rebuild spawns the shadow that runs it). */
+    void (*start)(struct runner *r);
+    /* Session setup: queued before the projection's statements are prepared ... */
+    int (*queue_setup)(struct runner *r);
+    /* ... and last, instead of the claim (its results come as R_SETUP's). */
+    int (*queue_load)(struct runner *r);
+    /* The setup failed: true when the job gave up for good (NULL, false: retry). */
+    bool (*setup_failed)(struct runner *r);
+    /* Between batches: send the job's next request. */
+    void (*step)(struct runner *r);
+    /* Told to stop, between requests (NULL: the status note, then done). */
+    void (*stopped)(struct runner *r);
+    /* Its checkpoint row is another instance's now: stop, touching nothing. */
+    void (*lost)(struct runner *r);
+    /* The fetch found no event (NULL: the window is passed). */
+    void (*fetched_nothing)(struct runner *r);
+    /* Inside a batch: event i applied; queue what goes with it (-1: failed). */
+    int (*applied)(struct runner *r, int i);
+    /* Results and sync of the job's own requests (its states in enum rstate). */
+    void (*on_result)(struct runner *r, const PGresult *res);
+    void (*on_sync)(struct runner *r);
+};
 
-/* Spawn the shadow runner. */
-void rebuild_start(struct runner *r);
+/* The kinds a live runner may start (runner_jobs.c wires them). */
+struct rn_jobs {
+    const struct rn_job *rebuild;
+    const struct rn_job *replay;
+};
 
-/* A shadow's next step between batches. */
-void rebuild_step(struct runner *r);
+/* Rebuilding into shadow tables (runner_rebuild.c): start spawns the shadow runner. */
+extern const struct rn_job rebuild_job;
 
-/* A shadow told to stop, between requests: give a one-shot rebuild up, or just finish. */
-void rebuild_stopped(struct runner *r);
-
-/* Frees a finished shadow, outside its own callbacks. */
-void rebuild_reap_cb(struct ev_loop *loop, ev_timer *w, int revents);
-
-/* Results and sync of the R_SWAP and R_ABANDON steps. */
-void rebuild_on_result(struct runner *r, const PGresult *res);
-void rebuild_on_sync(struct runner *r);
-
-/* ---- runner_replay.c ----------------------------------------------------- */
-
-/* Replay the next batch of dead letters (or finish when none are left). */
-void replay_fetch(struct runner *r);
-
-/* Record the end of the replay. */
-void replay_finish(struct runner *r);
-
-/* Inside a replay batch: event i applied, so its dead letter goes. */
-int replay_drop_dead_letter(struct runner *r, int i);
-
-/* Results and sync of the R_REPLAY_LIST, R_REPLAYED and R_REPLAY_DONE steps. */
-void replay_on_result(struct runner *r, const PGresult *res);
-void replay_on_sync(struct runner *r);
+/* Replaying dead letters (runner_replay.c), inside the live runner. */
+extern const struct rn_job replay_job;
 
 #endif

@@ -1,6 +1,6 @@
 /*
  * runner_rebuild: rebuilding a projection from scratch without downtime, a
- * mode of the runner (runner_int.h).
+ * kind of job (struct rn_job, runner_int.h) run by a shadow runner.
  *
  * The live runner spawns a shadow runner (its child) that replays the whole
  * event store into shadow tables (schema projectord_rebuild_NAME, made by
@@ -35,36 +35,20 @@ static void send_swap(struct runner *r);
 #define SQLSTATE_DEADLOCK           "40P01"
 
 /* A shadow creates its tables (once) before its statements can be prepared. */
-int rebuild_queue_begin(struct runner *r)
+static int queue_begin(struct runner *r)
 {
     const char *params[] = {r->proj->name, r->tables, r->owner};
-    if (!r->shadow || r->rebuild_begun)
+    if (r->rebuild_begun)
         return 0;
     return pgconn_query(r->conn, SQL_BEGIN_REBUILD, 3, params);
 }
 
 /* ... and ends its setup by loading its checkpoint. */
-int rebuild_queue_load(struct runner *r)
+static int queue_load(struct runner *r)
 {
     const char *params[] = {r->proj->name, r->owner};
     r->cp_loaded = false;
     return pgconn_query(r->conn, SQL_LOAD_REBUILD, 2, params);
-}
-
-/* A projection built by other code than this binary's is rebuilt (if so configured). */
-void rebuild_check_version(struct runner *r, const char *stored)
-{
-    if (r->shadow || !stored || strcmp(stored, r->version) == 0 || r->rebuild_requested)
-        return;
-    if (!r->cfg->rebuild_on_version_change) {
-        log_warning("%s: tables built by version %s, this is version %s; not rebuilding "
-                    "(rebuild_on_version_change = false)",
-                    r->proj->name, stored, r->version);
-        return;
-    }
-    log_info("%s: tables built by version %s, this is version %s: rebuilding", r->proj->name,
-             stored, r->version);
-    r->rebuild_requested = true;
 }
 
 static void shadow_done(struct runner *child, void *arg)
@@ -74,23 +58,7 @@ static void shadow_done(struct runner *child, void *arg)
     ev_timer_start(r->loop, &r->reap_timer); /* not from inside the child's callbacks */
 }
 
-void rebuild_reap_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    struct runner *r = w->data;
-    if (!r->child || r->child->state != R_DONE)
-        return;
-    runner_free(r->child);
-    r->child = NULL;
-    r->held = false;
-    if (r->rebuild_then_stop && !r->stopping)
-        runner_stop(r);
-    else if (r->state == R_IDLE)
-        rn_next_step(r);
-}
-
-void rebuild_start(struct runner *r)
+static void rebuild_start(struct runner *r)
 {
     r->rebuild_requested = false;
     r->rebuild_ok = false;
@@ -100,6 +68,7 @@ void rebuild_start(struct runner *r)
         log_error("%s: out of memory starting a rebuild", r->proj->name);
         return;
     }
+    r->child->job = &rebuild_job;
     r->child->swap_backoff = (struct backoff)BACKOFF_INIT(SWAP_RETRY_INITIAL_S, SWAP_RETRY_MAX_S);
     log_info("%s: rebuilding into shadow tables (schema projectord_rebuild_%s)", r->proj->name,
              r->proj->name);
@@ -127,7 +96,7 @@ static void rebuild_over(struct runner *r, bool swapped)
  * row and the shadow tables). Stop without a write: an abandon would drop
  * the other instance's shadow, and its checkpoint is not ours to load.
  */
-void rebuild_lost(struct runner *r)
+static void rebuild_lost(struct runner *r)
 {
     log_warning("%s (rebuild): the rebuild is another instance's now; giving this one up",
                 r->proj->name);
@@ -143,7 +112,9 @@ void rebuild_lost(struct runner *r)
  * given up with projection.h's rule in its error (the status table's
  * last_error, the one-shot command's exit 1).
  */
-bool rebuild_setup_failed(struct runner *r)
+static void rebuild_step(struct runner *r);
+
+static bool rebuild_setup_failed(struct runner *r)
 {
     /* undefined_table, undefined_function, undefined_object */
     static const char *const undefined[] = {"42P01", "42883", "42704", NULL};
@@ -178,13 +149,13 @@ bool rebuild_setup_failed(struct runner *r)
  * covers everything the live projection has applied; if the swap still
  * finds otherwise, it simply goes round again.
  */
-void rebuild_step(struct runner *r)
+static void rebuild_step(struct runner *r)
 {
     if (r->failed) {
         const char *params[] = {r->proj->name, r->err_msg};
         rn_begin_request(r, R_ABANDON);
         if (pgconn_query(r->conn, SQL_ABANDON_REBUILD, 2, params) < 0 || pgconn_sync(r->conn) < 0)
-            r->state = R_DOWN;
+            rn_set_state(r, R_DOWN);
         return;
     }
     if (r->cp.window_open) {
@@ -207,7 +178,7 @@ void rebuild_step(struct runner *r)
  * live tables were never touched). The daemon's own rebuild is left for its
  * next start, which begins it again while the request stands.
  */
-void rebuild_stopped(struct runner *r)
+static void rebuild_stopped(struct runner *r)
 {
     /*
      * Not when the projection was lost (set_owned stops the rebuild then): the
@@ -238,7 +209,7 @@ static void send_swap(struct runner *r)
     r->swap_sent = ev_time();
     if (rn_queue_checkpoint(r) < 0 || pgconn_query(r->conn, SQL_FINISH_REBUILD, 3, params) < 0 ||
         pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
+        rn_set_state(r, R_DOWN);
 }
 
 /* The swap gave way to a lock: nothing changed; try again shortly. */
@@ -255,7 +226,7 @@ static void swap_wait(struct runner *r)
         log_debug("%s: the swap gave way to a lock (SQLSTATE %s); again in %.0f ms", r->proj->name,
                   r->err_state, delay * 1000);
     rn_clear_batch(r);
-    r->state = R_WAIT;
+    rn_set_state(r, R_WAIT);
     ev_timer_stop(r->loop, &r->retry_timer);
     ev_timer_set(&r->retry_timer, delay, 0.0);
     ev_timer_start(r->loop, &r->retry_timer);
@@ -310,7 +281,7 @@ bool runner_rebuild_progress(const struct runner *r, int64_t *done, int64_t *tot
     return true;
 }
 
-void rebuild_on_result(struct runner *r, const PGresult *res)
+static void rebuild_on_result(struct runner *r, const PGresult *res)
 {
     if (r->state == R_ABANDON) {
         if (!pgconn_result_ok(res))
@@ -327,10 +298,24 @@ void rebuild_on_result(struct runner *r, const PGresult *res)
     r->results++;
 }
 
-void rebuild_on_sync(struct runner *r)
+static void rebuild_on_sync(struct runner *r)
 {
     if (r->state == R_ABANDON)
         rebuild_over(r, false);
     else
         on_swap_done(r);
 }
+
+/* start runs on the live runner; the other hooks on the shadow it spawns. */
+const struct rn_job rebuild_job = {
+    .name = "rebuild",
+    .start = rebuild_start,
+    .queue_setup = queue_begin,
+    .queue_load = queue_load,
+    .setup_failed = rebuild_setup_failed,
+    .step = rebuild_step,
+    .stopped = rebuild_stopped,
+    .lost = rebuild_lost,
+    .on_result = rebuild_on_result,
+    .on_sync = rebuild_on_sync,
+};

@@ -1,6 +1,7 @@
 /*
  * runner_replay: re-applying a projection's dead letters
- * (`projectord replay-dead-letters`), a mode of the runner (runner_int.h).
+ * (`projectord replay-dead-letters`), a kind of job (struct rn_job,
+ * runner_int.h) that the live runner runs between its batches.
  *
  * A replay reads the dead letters in position order, in batches: their
  * positions from the read-model database, then their events from the event
@@ -20,8 +21,21 @@
 #include "runner_int.h"
 #include "runner_sql.h"
 
+static void replay_finish(struct runner *r);
+
+/* Begin with the first dead letter; the runner steps the replay from here on. */
+static void replay_start(struct runner *r)
+{
+    log_info("%s: replaying dead letters", r->proj->name);
+    r->replay_requested = false;
+    r->replaying = true;
+    r->job = &replay_job;
+    r->replay_pos = 0;
+    r->replayed = 0;
+}
+
 /* A replayed event that applied now is no longer a dead letter. */
-int replay_drop_dead_letter(struct runner *r, int i)
+static int replay_drop_dead_letter(struct runner *r, int i)
 {
     const char *params[] = {r->proj->name, rn_event_value(r, i, FC_POSITION)};
     if (pgconn_query(r->conn, SQL_DROP_DEAD_LETTER, 2, params) < 0)
@@ -29,7 +43,7 @@ int replay_drop_dead_letter(struct runner *r, int i)
     return batch_record(&r->ctx, BATCH_NO_EVENT, 0, 1);
 }
 
-void replay_fetch(struct runner *r)
+static void replay_fetch(struct runner *r)
 {
     char after[21], limit[21];
     const char *params[] = {r->proj->name, rn_fmt_i64(after, r->replay_pos),
@@ -38,7 +52,7 @@ void replay_fetch(struct runner *r)
     r->replay_positions = NULL;
     rn_begin_request(r, R_REPLAY_LIST);
     if (pgconn_query(r->conn, SQL_LIST_DEAD_LETTERS, 3, params) < 0 || pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
+        rn_set_state(r, R_DOWN);
 }
 
 static void on_replay_list_result(struct runner *r, const PGresult *res)
@@ -61,7 +75,7 @@ static void on_replay_listed(struct runner *r)
         replay_finish(r);
         return;
     }
-    r->state = R_IDLE;
+    rn_set_state(r, R_IDLE);
     if (!rn_src_usable(r))
         return; /* rn_next_step lists them again once it is */
     const char *params[] = {r->replay_positions};
@@ -87,13 +101,13 @@ static void on_replayed(struct runner *r)
     rn_next_step(r);
 }
 
-void replay_finish(struct runner *r)
+static void replay_finish(struct runner *r)
 {
     const char *params[] = {r->proj->name};
     rn_clear_batch(r);
     rn_begin_request(r, R_REPLAY_DONE);
     if (pgconn_query(r->conn, SQL_REPLAY_DONE, 1, params) < 0 || pgconn_sync(r->conn) < 0)
-        r->state = R_DOWN;
+        rn_set_state(r, R_DOWN);
 }
 
 static void on_replay_done(struct runner *r)
@@ -103,9 +117,10 @@ static void on_replay_done(struct runner *r)
         return;
     }
     r->replaying = false;
+    r->job = NULL;
     r->replay_over = true;
     log_info("%s: replay over: %" PRId64 " dead letter(s) applied", r->proj->name, r->replayed);
-    r->state = R_IDLE;
+    rn_set_state(r, R_IDLE);
     if (r->replay_then_stop)
         runner_stop(r);
     else
@@ -123,7 +138,7 @@ void runner_request_replay(struct runner *r, bool then_stop)
     r->replay_then_stop = then_stop;
 }
 
-void replay_on_result(struct runner *r, const PGresult *res)
+static void replay_on_result(struct runner *r, const PGresult *res)
 {
     if (r->state == R_REPLAY_LIST) {
         on_replay_list_result(r, res);
@@ -133,7 +148,7 @@ void replay_on_result(struct runner *r, const PGresult *res)
     r->results++;
 }
 
-void replay_on_sync(struct runner *r)
+static void replay_on_sync(struct runner *r)
 {
     if (r->state == R_REPLAY_LIST)
         on_replay_listed(r);
@@ -142,3 +157,13 @@ void replay_on_sync(struct runner *r)
     else
         on_replay_done(r);
 }
+
+const struct rn_job replay_job = {
+    .name = "replay",
+    .start = replay_start,
+    .step = replay_fetch,
+    .fetched_nothing = replay_finish,
+    .applied = replay_drop_dead_letter,
+    .on_result = replay_on_result,
+    .on_sync = replay_on_sync,
+};

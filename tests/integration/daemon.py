@@ -35,6 +35,9 @@ DAEMON_USER = os.environ.get("PROJECTORD_TEST_DAEMON_USER", "projectord")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_CONFIG = 0, 1, 64, 69, 78
 
+# The runner's line for a state change its transition table does not hold.
+REFUSED_TRANSITION = "internal error: state transition"
+
 # A valgrind summary line with something in it (when its log goes to stderr).
 VALGRIND_ERROR = re.compile(r"==\d+== (ERROR SUMMARY: [1-9]|\s*definitely lost: [1-9])")
 
@@ -204,9 +207,15 @@ class Daemon:
 
     def sanitizer_report(self):
         """The first line of an ASan/UBSan/LSan or valgrind report in the
-        log, or None."""
+        log, or of a state transition the runner refused (src/rstate.c: a
+        bug of its state machine), or None."""
         for line in self._read_log().splitlines():
-            if "Sanitizer" in line or "runtime error:" in line or VALGRIND_ERROR.search(line):
+            if (
+                "Sanitizer" in line
+                or "runtime error:" in line
+                or VALGRIND_ERROR.search(line)
+                or REFUSED_TRANSITION in line
+            ):
                 return line.strip()
         return None
 

@@ -3,6 +3,7 @@ size, poll interval, on_error and enabling or disabling a projection take
 effect live; a changed database says it needs a restart; a broken file is
 refused and the daemon goes on with what it had."""
 
+import os
 import signal
 import subprocess
 import time
@@ -17,8 +18,15 @@ ALL_ON = {name: {} for name in PROJECTIONS}
 
 
 def rewrite(daemon, **config):
-    with open(daemon.config_path, "w") as f:
+    """Replace the config file at once: a command started meanwhile (the
+    one-shot `rebuild` below) must never read it truncated, half written."""
+    tmp = daemon.config_path + ".new"
+    st = os.stat(daemon.config_path)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, st.st_mode & 0o777)
+    with os.fdopen(fd, "w") as f:
         f.write(config_text(daemon.daemon_conninfo, **config))
+    os.chown(tmp, st.st_uid, st.st_gid)
+    os.replace(tmp, daemon.config_path)
 
 
 def user(uid, n):
