@@ -210,18 +210,24 @@ static void free_files(struct mfile *files, size_t n)
     free(files);
 }
 
-/* The migrations of dir in the order they are applied; NULL after one line on stderr. */
-static struct mfile *load_files(const char *dir, size_t *count)
+/*
+ * Adds the migrations of one directory to *files (the V files of dir, the
+ * R__ files of dir/repeatable: an R__ file among the V files would sort
+ * first, and `psql -f` over every .sql file of sql/ in lexical order, as SPEC §2 and the
+ * postgres image apply them, would run it on an empty database). A missing
+ * directory adds nothing when optional. Returns false after one line on stderr.
+ */
+static bool scan_dir(const char *dir, bool optional, struct mfile **files, size_t *n, size_t *cap)
 {
     DIR *d = opendir(dir);
     if (!d) {
+        if (optional && errno == ENOENT)
+            return true;
         fprintf(stderr,
                 "projectord: migrate: cannot read the migrations in %s: %s (--sql-dir DIR or %s)\n",
                 dir, strerror(errno), MIGRATE_SQL_DIR_ENV);
-        return NULL;
+        return false;
     }
-    struct mfile *files = NULL;
-    size_t n = 0, cap = 0;
     bool failed = false;
     struct dirent *e;
     while (!failed && (e = readdir(d))) {
@@ -239,20 +245,35 @@ static struct mfile *load_files(const char *dir, size_t *count)
             break;
         }
         m.checksum = migrate_checksum(m.text, m.len);
-        if (n == cap) {
-            struct mfile *more = realloc(files, (cap = cap ? 2 * cap : 64) * sizeof *files);
+        if (*n == *cap) {
+            struct mfile *more = realloc(*files, (*cap = *cap ? 2 * *cap : 64) * sizeof **files);
             if (!more) {
                 free(m.text);
                 failed = true;
                 break;
             }
-            files = more;
+            *files = more;
         }
-        files[n++] = m;
+        (*files)[(*n)++] = m;
     }
     closedir(d);
+    return !failed;
+}
+
+/* The migrations of dir in the order they are applied; NULL after one line on stderr. */
+static struct mfile *load_files(const char *dir, size_t *count)
+{
+    struct mfile *files = NULL;
+    size_t n = 0, cap = 0;
+    char repeatable[4096];
+    snprintf(repeatable, sizeof repeatable, "%s/" MIGRATE_REPEATABLE_DIR, dir);
+    bool failed =
+        !scan_dir(dir, false, &files, &n, &cap) || !scan_dir(repeatable, true, &files, &n, &cap);
     if (!failed && n == 0)
-        fprintf(stderr, "projectord: migrate: no migrations (V*.sql, R__*.sql) in %s\n", dir);
+        fprintf(stderr,
+                "projectord: migrate: no migrations (V*.sql, " MIGRATE_REPEATABLE_DIR
+                "/R__*.sql) in %s\n",
+                dir);
     if (failed || n == 0) {
         free_files(files, n);
         return NULL;

@@ -1,7 +1,7 @@
 /*
  * migrate: `projectord migrate [--dry-run] [--sql-dir DIR]`, the bundled
  * migrations applied in Flyway's order (every versioned V file by version,
- * then every repeatable R__ file by name) and recorded in Flyway's history
+ * then every repeatable repeatable/R__ file by name) and recorded in Flyway's history
  * table, public.flyway_schema_history, so projectord and Flyway can take
  * turns on one database (docs/reference.md, "Migrations").
  *
@@ -20,6 +20,15 @@
 #error "PROJECTORD_SQL_DIR_DEFAULT (the installed sql/ directory) comes from CMakeLists.txt"
 #endif
 #define MIGRATE_SQL_DIR_ENV "PROJECTORD_SQL_DIR"
+
+/*
+ * The repeatable R__ files sit in this subdirectory of the sql directory,
+ * not among the V files: when every .sql file of sql/ is applied in
+ * lexical order (SPEC §2: psql, the postgres image's initdb), an R__ file
+ * would come first, on an empty database. Flyway finds them there too (it
+ * scans its locations recursively).
+ */
+#define MIGRATE_REPEATABLE_DIR "repeatable"
 
 /* The advisory lock every `migrate` holds while it looks and applies (key2 0). */
 #define MIGRATE_LOCK 1886546541 /* "prjm" */

@@ -236,12 +236,14 @@ class PgCluster:
     def migrations(self, sql_dir=None):
         """The migrations of sql_dir (default: this cluster's) in the order
         Flyway applies them: the versioned sql/V*.sql in lexical order, then
-        the repeatable sql/R__*.sql in the order of their names."""
+        the repeatable sql/repeatable/R__*.sql in the order of their names
+        (kept apart so that applying every sql/*.sql in lexical order, as
+        SPEC §2 allows, never runs one first)."""
         sql_dir = sql_dir or self.sql_dir
         files = sorted(glob.glob(os.path.join(sql_dir, "V*.sql")))
         if not files:
             raise RuntimeError(f"no migrations in {sql_dir}")
-        return files + sorted(glob.glob(os.path.join(sql_dir, "R__*.sql")))
+        return files + sorted(glob.glob(os.path.join(sql_dir, "repeatable", "R__*.sql")))
 
     def apply_schema(self, dbname, files=None):
         """Apply files (default: every migration) to dbname with psql -v

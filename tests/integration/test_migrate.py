@@ -83,8 +83,9 @@ def migration_files(sql_dir=SQL_DIR):
     """Flyway's order: V files by version (numerically), then R files by name."""
     v = [f for f in os.listdir(sql_dir) if re.match(r"^V[0-9_.]+__.+\.sql$", f)]
     v.sort(key=lambda f: [int(p) for p in re.match(r"^V([0-9_.]+)__", f).group(1).replace("_", ".").split(".")])
-    r = sorted(f for f in os.listdir(sql_dir) if re.match(r"^R__.+\.sql$", f))
-    return [os.path.join(sql_dir, f) for f in v + r]
+    rdir = os.path.join(sql_dir, "repeatable")
+    r = sorted(f for f in os.listdir(rdir) if re.match(r"^R__.+\.sql$", f))
+    return [os.path.join(sql_dir, f) for f in v] + [os.path.join(rdir, f) for f in r]
 
 
 def test_checksum_matches_flyways_algorithm_with_any_line_breaks(cluster, tmp_path):
@@ -95,14 +96,15 @@ def test_checksum_matches_flyways_algorithm_with_any_line_breaks(cluster, tmp_pa
     (sql / "V1__unix.sql").write_bytes(body.encode())
     (sql / "V2__dos.sql").write_bytes(body.replace("\n", "\r\n").encode())
     (sql / "V3__bom.sql").write_bytes(b"\xef\xbb\xbf" + body.encode())
-    (sql / "R__last.sql").write_bytes(b"SELECT 2;")
+    (sql / "repeatable").mkdir()
+    (sql / "repeatable" / "R__last.sql").write_bytes(b"SELECT 2;")
     db = new_db(cluster, "mig_checksum")
     r = migrate(db, sql_dir=str(sql))
     assert r.returncode == EXIT_OK, r.stderr
     sums = {row[4]: row[5] for row in history(db)}
     assert sums["V1__unix.sql"] == sums["V2__dos.sql"] == sums["V3__bom.sql"] == \
         flyway_checksum(sql / "V1__unix.sql")
-    assert sums["R__last.sql"] == flyway_checksum(sql / "R__last.sql")
+    assert sums["R__last.sql"] == flyway_checksum(sql / "repeatable" / "R__last.sql")
     assert [row[1] for row in history(db)] == ["1", "2", "3", None]
 
 
@@ -147,7 +149,7 @@ def test_only_new_and_changed_files_are_applied(cluster, tmp_path):
     db = new_db(cluster, "mig_changed")
     assert migrate(db, sql_dir=str(sql)).returncode == EXIT_OK
     shutil.copy(os.path.join(SQL_DIR, "V029__drop_unused.sql"), sql)     # a new release's V file
-    with open(sql / "R__checkpoint.sql", "a") as f:                        # and a changed R file
+    with open(sql / "repeatable" / "R__checkpoint.sql", "a") as f:         # and a changed R file
         f.write("\n-- changed\n")
     r = migrate(db, "--dry-run", sql_dir=str(sql))
     assert re.findall(r"^(\S+): would be applied$", r.stdout, re.M) == \
@@ -159,7 +161,7 @@ def test_only_new_and_changed_files_are_applied(cluster, tmp_path):
     rows = history(db)
     assert [(row[1], row[4]) for row in rows[-2:]] == [("029", "V029__drop_unused.sql"),
                                                        (None, "R__checkpoint.sql")]
-    assert rows[-1][5] == flyway_checksum(sql / "R__checkpoint.sql")
+    assert rows[-1][5] == flyway_checksum(sql / "repeatable" / "R__checkpoint.sql")
     # A released V file that changed is refused, naming it; nothing is applied.
     with open(sql / "V003__catalog.sql", "a") as f:
         f.write("\n-- edited after release\n")

@@ -201,10 +201,11 @@ def test_install_layout(install):
     assert run([binary, "--version"]).stdout.split() == ["projectord", project_version()]
     assert os.path.isfile(inst.path("/etc/projectord/projectord.conf"))
     want_sql = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO_ROOT, "sql", "V*.sql"))
-                      + glob.glob(os.path.join(REPO_ROOT, "sql", "R__*.sql"))) + ["adopt"]
-    assert any(f.startswith("R__") for f in want_sql)
+                      + ["adopt", "repeatable"])
     got_sql = sorted(os.listdir(inst.path("/usr/share/projectord/sql")))
     assert got_sql == want_sql and want_sql
+    want_r = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO_ROOT, "sql", "repeatable", "R__*.sql")))
+    assert want_r and sorted(os.listdir(inst.path("/usr/share/projectord/sql/repeatable"))) == want_r
     # `projectord migrate` adopts an original event store with this one (sql/adopt/).
     assert os.listdir(inst.path("/usr/share/projectord/sql/adopt")) == ["original_event_store.sql"]
     # ... and finds the installed directory by itself.
