@@ -763,15 +763,16 @@ def test_status_without_the_schema_exits_1_with_one_line(cluster, workdir):
         proc = run_cli(["-c", path, "status"])
         assert proc.returncode == EXIT_FAILURE, proc.stderr
         lines = stderr_lines(proc)
-        assert len(lines) == 1 and "projection_status" in lines[0], lines
+        assert len(lines) == 1 and "projectord migrate" in lines[0], lines
     finally:
         cluster.drop_database(name)
 
 
 def test_run_without_the_schema_keeps_retrying_and_says_why(cluster, workdir):
     """A daemon pointed at a database without sql/ applied does not crash or
-    exit: it logs the missing table and retries (an operator may apply the
-    migrations after starting it)."""
+    exit: it says once that the schema is missing, naming `projectord
+    migrate`, and retries (an operator may apply the migrations after
+    starting it)."""
     from daemon import Daemon
     name = f"noschema_run{os.getpid()}"
     cluster.create_database(name, schema=False)
@@ -779,10 +780,13 @@ def test_run_without_the_schema_keeps_retrying_and_says_why(cluster, workdir):
     try:
         d.start()
         deadline = time.monotonic() + 15
-        while "does not exist" not in d.log(tail=100000) and time.monotonic() < deadline:
+        said = "has no projectord schema"
+        while said not in d.log(tail=100000) and time.monotonic() < deadline:
             assert d.alive(), d.log()
             time.sleep(0.1)
-        assert "does not exist" in d.log(tail=100000), d.log()
+        assert said in d.log(tail=100000) and "projectord migrate" in d.log(tail=100000), d.log()
+        time.sleep(2)  # retried meanwhile (backoff from 1 s), not said again
+        assert d.log(tail=100000).count(said) == 1, d.log()
         assert d.alive()
         cluster.apply_schema(name)
         db_rows = d.wait_started(timeout=60)
