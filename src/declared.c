@@ -36,28 +36,6 @@ struct df_value {
     char num[DF_NUMLEN];
 };
 
-static const char *json_type_name(const json_t *v)
-{
-    switch (json_typeof(v)) {
-    case JSON_OBJECT:
-        return "object";
-    case JSON_ARRAY:
-        return "array";
-    case JSON_STRING:
-        return "string";
-    case JSON_INTEGER:
-        return "integer";
-    case JSON_REAL:
-        return "number";
-    case JSON_TRUE:
-    case JSON_FALSE:
-        return "boolean";
-    case JSON_NULL:
-        return "null";
-    }
-    return "unknown";
-}
-
 static bool bad(struct pj_ctx *ctx, const char *err)
 {
     pj_bad(ctx, "%s", err);
@@ -131,7 +109,7 @@ static bool read_field(struct pj_ctx *ctx, const json_t *obj, const struct df_fi
         }
         if (f->type == DF_BOOLEAN) {
             if (!json_is_boolean(v)) {
-                pj_bad(ctx, "field '%s' must be a boolean (got %s)", f->name, json_type_name(v));
+                pj_bad(ctx, "field '%s' must be a boolean (got %s)", f->name, payload_type_name(v));
                 return false;
             }
             out->text = json_is_true(v) ? "true" : "false";
@@ -142,7 +120,7 @@ static bool read_field(struct pj_ctx *ctx, const json_t *obj, const struct df_fi
         else if (json_is_real(v))
             snprintf(out->num, sizeof out->num, "%.17g", json_real_value(v));
         else {
-            pj_bad(ctx, "field '%s' must be a number (got %s)", f->name, json_type_name(v));
+            pj_bad(ctx, "field '%s' must be a number (got %s)", f->name, payload_type_name(v));
             return false;
         }
         out->text = out->num;

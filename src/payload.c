@@ -12,8 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* The JSON type of v, as messages name it. */
-static const char *type_name(const json_t *v)
+const char *payload_type_name(const json_t *v)
 {
     switch (json_typeof(v)) {
     case JSON_OBJECT:
@@ -143,8 +142,7 @@ static bool allocation_failed(const json_error_t *jerr)
     }
 }
 
-json_t *payload_decode(const char *text, size_t len, bool *out_of_memory, char *err,
-                       size_t errlen)
+json_t *payload_decode(const char *text, size_t len, bool *out_of_memory, char *err, size_t errlen)
 {
     json_error_t jerr;
     /* JSON_ALLOW_NUL: "\u0000" decodes, and payload_string rejects it by name. */
@@ -168,7 +166,7 @@ json_t *payload_decode(const char *text, size_t len, bool *out_of_memory, char *
         return NULL;
     }
     if (!json_is_object(v)) {
-        snprintf(err, errlen, "payload is not a JSON object (got %s)", type_name(v));
+        snprintf(err, errlen, "payload is not a JSON object (got %s)", payload_type_name(v));
         json_decref(v);
         return NULL;
     }
@@ -202,7 +200,7 @@ static int string_value(const json_t *v, const char *key, const char *what, cons
                         char *err, size_t errlen)
 {
     if (!json_is_string(v)) {
-        snprintf(err, errlen, "field '%s' must be %s (got %s)", key, what, type_name(v));
+        snprintf(err, errlen, "field '%s' must be %s (got %s)", key, what, payload_type_name(v));
         return -1;
     }
     const char *s = json_string_value(v);
@@ -258,7 +256,7 @@ int payload_int64(const json_t *obj, const char *key, int64_t *out, char *err, s
         return 0;
     }
     if (!json_is_real(v)) {
-        snprintf(err, errlen, "field '%s' must be an integer (got %s)", key, type_name(v));
+        snprintf(err, errlen, "field '%s' must be an integer (got %s)", key, payload_type_name(v));
         return -1;
     }
     double d = json_real_value(v);
@@ -306,7 +304,7 @@ static int container(const json_t *obj, const char *key, json_type type, const c
     if (field(obj, key, false, &v, err, errlen) < 0)
         return -1;
     if (json_typeof(v) != type) {
-        snprintf(err, errlen, "field '%s' must be %s (got %s)", key, what, type_name(v));
+        snprintf(err, errlen, "field '%s' must be %s (got %s)", key, what, payload_type_name(v));
         return -1;
     }
     *out = v;
@@ -329,7 +327,7 @@ int payload_object_at(const json_t *array, const char *key, size_t i, const json
     const json_t *v = json_array_get(array, i);
     if (!json_is_object(v)) {
         snprintf(err, errlen, "%s[%zu] must be a JSON object (got %s)", key, i,
-                 v ? type_name(v) : "nothing");
+                 v ? payload_type_name(v) : "nothing");
         return -1;
     }
     *out = v;

@@ -20,6 +20,9 @@
  * NULL with err set; then *out_of_memory (when not NULL) says whether the
  * decoding ran out of memory, which is no fault of the event.
  */
+/* The JSON type of v as messages name it ("object", "integer", "null", ...). */
+const char *payload_type_name(const json_t *v);
+
 json_t *payload_decode(const char *text, size_t len, bool *out_of_memory, char *err, size_t errlen);
 
 /* Required string: present, not null, a JSON string without NUL bytes. */

@@ -254,6 +254,28 @@ static void wait_for_promotion(struct pgconn *c)
     }
 }
 
+/*
+ * The next result of a request in flight that has arrived, or NULL when
+ * none is ready (or none is pending); the caller owns it. In pipeline mode
+ * a NULL separates statements; two in a row mean nothing is ready. *nulls
+ * starts at 0 for each round of reading.
+ */
+static PGresult *next_result(struct pgconn *c, int *nulls)
+{
+    while (c->pending > 0 && !PQisBusy(c->pg)) {
+        PGresult *res = PQgetResult(c->pg);
+        if (!res) {
+            if (++*nulls > 1)
+                return NULL;
+            continue;
+        }
+        *nulls = 0;
+        c->pending--;
+        return res;
+    }
+    return NULL;
+}
+
 /* The answer to send_check: results until the sync, then the verdict. */
 static void on_check_readable(struct pgconn *c)
 {
@@ -263,15 +285,8 @@ static void on_check_readable(struct pgconn *c)
     }
     char error[512] = "";
     int nulls = 0;
-    while (c->pending > 0 && !PQisBusy(c->pg)) {
-        PGresult *res = PQgetResult(c->pg);
-        if (!res) {
-            if (++nulls > 1)
-                break;
-            continue;
-        }
-        nulls = 0;
-        c->pending--;
+    PGresult *res;
+    while ((res = next_result(c, &nulls))) {
         ExecStatusType st = PQresultStatus(res);
         if (st == PGRES_TUPLES_OK && PQntuples(res) == 1)
             c->in_recovery = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
@@ -321,16 +336,8 @@ static void deliver_results(struct pgconn *c)
 {
     unsigned gen = c->generation;
     int nulls = 0;
-    /* In pipeline mode a NULL separates statements; two in a row means nothing is ready. */
-    while (c->pending > 0 && !PQisBusy(c->pg)) {
-        PGresult *res = PQgetResult(c->pg);
-        if (!res) {
-            if (++nulls > 1)
-                break;
-            continue;
-        }
-        nulls = 0;
-        c->pending--;
+    PGresult *res;
+    while ((res = next_result(c, &nulls))) {
         if (PQresultStatus(res) == PGRES_PIPELINE_SYNC) {
             PQclear(res);
             c->cb(c, c->arg, PGCONN_SYNC, NULL, NULL);
