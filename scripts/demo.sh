@@ -48,7 +48,8 @@ q -c "SELECT global_position AS pos, event_type, aggregate_version AS v, occurre
         FROM event_store.domain_event ORDER BY global_position"
 
 say "A projection declared in a file: examples/declared/logins_per_day.conf, and its table"
-q -f examples/declared/logins_per_day.sql
+# Each declared projection's table: examples/declared/NAME.sql (one added there runs too).
+for table_sql in examples/declared/*.sql; do q -f "$table_sql"; done
 
 cat >"$work/projectord.conf" <<EOF
 database = { conninfo = "$conninfo"; };
@@ -65,10 +66,14 @@ say "Running: $bin -c $work/projectord.conf run"
 "$bin" -c "$work/projectord.conf" run >"$work/projectord.log" 2>&1 &
 daemon_pid=$!
 
-# Caught up: every projection has passed the newest event and is live.
+# Caught up: every projection of the build (`list --names`: compiled-in and
+# declared, however many were added) has passed the newest event and is live.
+projections=$("$bin" -c "$work/projectord.conf" list --names | paste -sd, -)
 caught_up() {
-  [ "$(q -tA -c "SELECT count(*) = 5 AND bool_and(last_position >= head_position AND status = 'live')
-                   FROM read_model.projection_status")" = t ]
+  [ "$(q -tA -c "SELECT count(*) = cardinality(string_to_array('$projections', ','))
+                     AND bool_and(last_position >= head_position AND status = 'live')
+                   FROM read_model.projection_status
+                  WHERE projection_name = ANY (string_to_array('$projections', ','))")" = t ]
 }
 wait_for() {  # wait_for SECONDS COMMAND...: poll until COMMAND succeeds
   local deadline=$((SECONDS + $1)); shift

@@ -252,10 +252,15 @@ int cli_status(const struct config *cfg, int argc, char **argv)
     return rc;
 }
 
-int cli_list(void)
+int cli_list(bool names_only)
 {
     for (size_t i = 0; i < projection_registry_count; i++) {
         const struct projection *p = projection_registry[i];
+        /* One name a line: what scripts and the tests read to know the build's projections. */
+        if (names_only) {
+            printf("%s\n", p->name);
+            continue;
+        }
         const char *origin = registry_origin(p);
         printf("%s (version %d): %s\n", p->name, p->version, p->description);
         if (origin)

@@ -64,8 +64,9 @@ int cli_dead_letters(const struct config *cfg, int argc, char **argv);
  * from another cluster readable again (sql/V026). */
 int cli_adopt_restored_store(const struct config *cfg, int argc, char **argv);
 
-/* `list`: the compiled-in projections, their tables and event types. */
-int cli_list(void);
+/* `list [--names]`: the projections (compiled-in or declared), their tables
+ * and event types; names_only: their names alone, one a line. */
+int cli_list(bool names_only);
 
 /* `check-config`: print the effective config, secrets masked. */
 int cli_check_config(const struct config *cfg);

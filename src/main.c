@@ -36,8 +36,8 @@ static void usage(FILE *out)
                  "                         apply the bundled migrations not yet applied\n"
                  "                         (default " PROJECTORD_SQL_DIR_DEFAULT ");\n"
                  "                         adopts the original design's event store\n"
-                 "  list                   the projections (compiled-in or declared), tables and\n"
-                 "                         event types\n"
+                 "  list [--names]         the projections (compiled-in or declared), tables and\n"
+                 "                         event types; --names: only their names, one a line\n"
                  "  check-config           validate the config and print it, secrets masked\n"
                  "options:\n"
                  "  -c, --config FILE      configuration file (default " CONFIG_DEFAULT_PATH ")\n"
@@ -187,12 +187,13 @@ int main(int argc, char **argv)
         return EXIT_FAILURE_1;
     }
     if (strcmp(command, "list") == 0) {
-        if (optind < argc) {
+        bool names_only = optind < argc && strcmp(argv[optind], "--names") == 0;
+        if (argc - optind > (names_only ? 1 : 0)) {
             fprintf(stderr, "projectord: list: unexpected arguments\n");
             usage(stderr);
             return EXIT_USAGE;
         }
-        return cli_list();
+        return cli_list(names_only);
     }
     struct config cfg;
     if (load_config(&cfg, path, level) < 0)

@@ -14,7 +14,7 @@ import time
 import psycopg
 from psycopg.conninfo import make_conninfo
 
-from oracle import PROJECTIONS
+from oracle import KNOWN
 
 REPO_ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 BIN = os.path.abspath(os.environ.get("PROJECTORD_BIN", os.path.join(REPO_ROOT, "build", "projectord")))
@@ -49,20 +49,47 @@ class ProjectordError(AssertionError):
 # PROJECTORD_TEST_DECLARED=1 runs every projectord process with the four
 # example projections in their declared form (SPEC §8, projections/declared),
 # so the same tests prove the same read models for both forms.
+# PROJECTORD_TEST_PROJECTION_DIR=DIR gives every process that projection_dir
+# instead (test_fifth_projection.py: the examples plus a fifth projection).
 DECLARED_DIR = os.path.join(REPO_ROOT, "projections", "declared")
 TEST_DECLARED = os.environ.get("PROJECTORD_TEST_DECLARED") == "1"
+TEST_PROJECTION_DIR = os.environ.get("PROJECTORD_TEST_PROJECTION_DIR") or (
+    DECLARED_DIR if TEST_DECLARED else None)
 
 
 def clean_env(**overrides):
     """The environment for a projectord process: without the caller's PG*
     and PROJECTORD_* variables (they would change what a test means), but
-    with PROJECTORD_PROJECTION_DIR under PROJECTORD_TEST_DECLARED=1."""
+    with PROJECTORD_PROJECTION_DIR under PROJECTORD_TEST_DECLARED=1 or
+    PROJECTORD_TEST_PROJECTION_DIR."""
     env = {k: v for k, v in os.environ.items()
            if not k.startswith("PG") and not k.startswith("PROJECTORD_")}
-    if TEST_DECLARED:
-        env["PROJECTORD_PROJECTION_DIR"] = DECLARED_DIR
+    if TEST_PROJECTION_DIR:
+        env["PROJECTORD_PROJECTION_DIR"] = TEST_PROJECTION_DIR
     env.update({k: str(v) for k, v in overrides.items() if v is not None})
     return env
+
+
+def build_projections():
+    """The projections of the binary under test, compiled-in and declared
+    (`projectord list --names`): the four examples the oracle knows first,
+    in oracle.KNOWN's order (the seeded operations tests draw from this
+    list), then any other in the build's order. A projection the oracle does
+    not know is still enabled, waited for and checked for liveness; only the
+    oracle's exact row checks leave it out. Without a binary: the four
+    examples (starting a daemon then says to build first)."""
+    if not os.path.exists(BIN):
+        return list(KNOWN)
+    out = subprocess.run([BIN, "-c", "/dev/null", "list", "--names"], stdout=subprocess.PIPE,
+                         stderr=subprocess.PIPE, text=True, env=clean_env(), timeout=30 * SLOWDOWN)
+    if out.returncode != 0:
+        raise ProjectordError(f"{BIN} list --names exited {out.returncode}: {out.stderr.strip()}")
+    names = out.stdout.split()
+    return [n for n in KNOWN if n in names] + [n for n in names if n not in KNOWN]
+
+
+# Every projection of the build; enabled by default in the tests' configs.
+PROJECTIONS = build_projections()
 
 
 def libconfig_string(text):
@@ -76,8 +103,8 @@ def config_text(conninfo=None, batch_size=1000, poll_interval_ms=1000, level="de
 
     target: database.target, a separate read-model database (None: unset).
 
-    projections: {name: {"enabled": bool, "on_error": str}}; by default all
-    four are enabled with on_error = "stop".
+    projections: {name: {"enabled": bool, "on_error": str}}; by default
+    every projection of the build is enabled with on_error = "stop".
     """
     if projections is None:
         projections = {name: {} for name in PROJECTIONS}

@@ -503,7 +503,7 @@ def metadata(conn):
     return {r[0]: dict(zip(names, r)) for r in cur.fetchall()}
 
 
-def assert_exact(conn, projections=tuple(oracle.PROJECTIONS)):
+def assert_exact(conn, projections=tuple(oracle.KNOWN)):
     """The read model equals an independent fold of the event table, the
     SPEC §4 invariants hold, each projection applied each handled event
     exactly once (events_processed equals the count of stored events of its

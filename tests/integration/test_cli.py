@@ -11,7 +11,7 @@ import pytest
 
 import oracle
 from scenarios import users_scenario
-from daemon import (EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, REPO_ROOT, clean_env,
+from daemon import (PROJECTIONS, EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, REPO_ROOT, clean_env,
                     config_text, metadata, run_cli)
 from pgcluster import free_port
 
@@ -115,7 +115,7 @@ def test_list_shows_projections_tables_and_event_types(write_config):
     out = proc.stdout
     tables = {"catalog": ["categories", "products"], "users": ["users"],
               "orders": ["orders", "daily_sales"], "event_stats": ["event_type_stats"]}
-    for name in oracle.PROJECTIONS:
+    for name in oracle.KNOWN:
         assert re.search(rf"\b{name}\b", out), name
         for table in tables[name]:
             assert re.search(rf"\b{table}\b", out), table
@@ -167,14 +167,14 @@ def test_status_after_a_run(db, start_daemon):
 
     proc = run_cli(["-c", daemon.config_path, "status"])
     assert proc.returncode == EXIT_OK, proc.stderr
-    for name in oracle.PROJECTIONS:
+    for name in PROJECTIONS:
         assert re.search(rf"^\s*{name}\b.*\bstopped\b", proc.stdout, re.M), f"no row for {name}"
 
     proc = run_cli(["-c", daemon.config_path, "status", "--json"])
     assert proc.returncode == EXIT_OK, proc.stderr
     doc = json.loads(proc.stdout)
     text = json.dumps(doc)
-    for name in oracle.PROJECTIONS:
+    for name in PROJECTIONS:
         assert f'"{name}"' in text
 
 
@@ -183,7 +183,7 @@ def test_idle_daemon_is_live_and_healthy(db, start_daemon):
     view calls a heartbeat older than 30 s unhealthy) and passes --check."""
     def all_live(conn):
         rows = metadata(conn)
-        return all(rows.get(n, {}).get("status") == "live" for n in oracle.PROJECTIONS) and rows
+        return all(rows.get(n, {}).get("status") == "live" for n in PROJECTIONS) and rows
 
     def oldest_beat(conn):
         return min(r["heartbeat_at"] for r in metadata(conn).values())

@@ -29,7 +29,7 @@ import pytest
 
 import oracle
 from conftest import KEEP_TMP, Database, daemon_starter, own_cluster
-from daemon import DAEMON_USER, EXIT_CONFIG, as_user, config_text, run_cli
+from daemon import DAEMON_USER, PROJECTIONS, EXIT_CONFIG, as_user, config_text, run_cli
 from eventgen import Command, event, generate_mix
 
 ACCENTS = " José Muñoz Müller"
@@ -170,7 +170,7 @@ def test_text_the_read_model_cannot_hold_is_a_bad_event(make_db, start, on_error
     source.append(commands)
     bad = source.scalar("SELECT global_position FROM event_store.domain_event"
                         " ORDER BY global_position OFFSET 1 LIMIT 1")
-    projections = {name: {} for name in oracle.PROJECTIONS}
+    projections = {name: {} for name in PROJECTIONS}
     projections["users"] = {"on_error": on_error}
     daemon = start(source.conninfo, target=target.conninfo, poll_interval_ms=100,
                    projections=projections)
@@ -290,7 +290,7 @@ def test_run_refuses_a_hot_standby_event_store(primary, replica, start):
     wait_for(lambda: set(outcome()[0].values()) == {"failed"}, 20,
              "every projection to be marked failed", state=lambda: "(status, users applied) = "
              f"{outcome()}; users in the event store: 6")
-    assert outcome() == ({n: "failed" for n in oracle.PROJECTIONS}, 0)
+    assert outcome() == ({n: "failed" for n in PROJECTIONS}, 0)
     for row in daemon.status().values():
         assert STANDBY_LINE in row["last_error"] and "at the primary" in row["last_error"], row
         assert row["events_processed"] == 0 and row["last_position"] == 0, row
@@ -301,7 +301,7 @@ def test_run_refuses_a_hot_standby_event_store(primary, replica, start):
     wait_for(lambda: log_count(daemon, "users (event store): the server is a hot standby;"
                                        " asking again") >= 3, 30,
              "the standby check to be repeated")
-    for projection in oracle.PROJECTIONS:
+    for projection in PROJECTIONS:
         assert log_count(daemon, f"{projection}: {STANDBY_LINE}") == 1, daemon.log()
     assert log_count(daemon, f"listener: {STANDBY_LINE}") == 1, daemon.log()
 
@@ -313,7 +313,7 @@ def test_run_refuses_a_hot_standby_event_store(primary, replica, start):
     assert {r["status"] for r in rows.values()} == {"live"}, rows
     assert_exact(events, reads)
     assert reads.scalar("SELECT count(*) FROM read_model.users") == 6
-    assert log_count(daemon, "the event store is no longer a hot standby; resuming") == 4
+    assert log_count(daemon, "the event store is no longer a hot standby; resuming") == len(PROJECTIONS)
     assert run_cli(["-c", daemon.config_path, "status", "--check"]).returncode == 0
 
     with open(daemon.config_path, "w") as f:
@@ -338,7 +338,7 @@ def test_run_on_a_hot_standby_alone_waits_for_its_promotion(replica, start):
     wait_for(lambda: log_count(daemon, "users: the server is a hot standby; asking again") >= 3,
              30, "the standby check to be repeated")
     assert daemon.alive()
-    for projection in oracle.PROJECTIONS:
+    for projection in PROJECTIONS:
         assert log_count(daemon, f"{projection}: {STANDBY_LINE}") == 1, daemon.log()
     assert "the event store must be read and the read model written on the primary" in daemon.log()
     assert events.scalar("SELECT count(*) FROM read_model.projection_metadata") == 0

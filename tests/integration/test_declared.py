@@ -13,10 +13,9 @@ import uuid
 
 import pytest
 
-from daemon import (DECLARED_DIR, EXIT_CONFIG, EXIT_OK, clean_env, config_text, libconfig_string,
+from daemon import (PROJECTIONS, DECLARED_DIR, EXIT_CONFIG, EXIT_OK, clean_env, config_text, libconfig_string,
                     metadata, run_cli)
 from eventgen import Script, at
-from oracle import PROJECTIONS
 from pgcluster import free_port
 from scenarios import users_scenario
 

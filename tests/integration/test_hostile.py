@@ -25,7 +25,7 @@ import psycopg
 import pytest
 
 import oracle
-from daemon import (BIN, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE,
+from daemon import (BIN, PROJECTIONS, EXIT_CONFIG, EXIT_FAILURE, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE,
                     SLOWDOWN, clean_env, config_text, metadata, run_cli)
 from daemon import command as daemon_command
 from pgcluster import free_port
@@ -454,7 +454,7 @@ def assert_log_sane(daemon):
 
 def test_hostile_events_with_skip(db, start_daemon):
     script = hostile_script(folds_non_ascii(db))
-    projections = {p: {"on_error": "skip"} for p in oracle.PROJECTIONS}
+    projections = {p: {"on_error": "skip"} for p in PROJECTIONS}
     daemon = start_daemon(batch_size=16, projections=projections)
     append_script(db, script)
     daemon.wait_caught_up(timeout=90, allow_skipped=True)
@@ -790,7 +790,7 @@ def test_run_without_the_schema_keeps_retrying_and_says_why(cluster, workdir):
         assert d.alive()
         cluster.apply_schema(name)
         db_rows = d.wait_started(timeout=60)
-        assert set(db_rows) == set(oracle.PROJECTIONS)
+        assert set(db_rows) == set(PROJECTIONS)
         assert d.stop() == 0
     finally:
         d.close()

@@ -13,12 +13,12 @@ import subprocess
 import time
 
 import oracle
-from daemon import SLOWDOWN, clean_env, command
+from daemon import PROJECTIONS, SLOWDOWN, clean_env, command
 from eventgen import bulk_events, generate_mix
 from oracle import assert_event_stats_exact
 
 PROJECTION_LOCK = 1886546532
-ALL = set(oracle.PROJECTIONS)
+ALL = set(PROJECTIONS)
 
 
 def lock_holders(conn):
@@ -62,7 +62,7 @@ def assert_exact(db, daemon):
         oracle.assert_invariants(conn)
         oracle.assert_read_model_matches_fold(conn)
         handled = oracle.handled_counts(conn)
-    for name in oracle.PROJECTIONS:
+    for name in oracle.KNOWN:
         assert rows[name]["events_processed"] == handled[name], f"{name}: an event applied twice or lost"
 
 
@@ -131,7 +131,7 @@ def test_standby_never_writes_over_the_owner(db, start_daemon):
 
 # -- ownership that changes during a rebuild (issue 16, defect 7) ---------------
 
-ONLY_EVENT_STATS = {name: {"enabled": name == "event_stats"} for name in oracle.PROJECTIONS}
+ONLY_EVENT_STATS = {name: {"enabled": name == "event_stats"} for name in PROJECTIONS}
 
 
 def lock_holder_pid(conn, name):

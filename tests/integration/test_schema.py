@@ -24,7 +24,7 @@ import pytest
 import oracle
 import schemainfo
 from conftest import Database, daemon_starter
-from daemon import EXIT_OK, run_cli
+from daemon import PROJECTIONS, EXIT_OK, run_cli
 from eventgen import Command, append, event, generate_mix
 from pgcluster import SQL_DIR
 
@@ -235,9 +235,9 @@ def test_upgrade_from_the_schema_before_repeatable_migrations(request, cluster, 
             db.append_all(commands[2000:])
             daemon.wait_caught_up(timeout=60)
             status = dict(db.query("SELECT projection_name, healthy FROM read_model.projection_status"))
-            assert status == {n: True for n in oracle.PROJECTIONS}
+            assert status == {n: True for n in PROJECTIONS}
             health = db.query("SELECT projection_name, unhealthy_reason FROM read_model.projection_health")
-            assert sorted(health) == sorted((n, None) for n in oracle.PROJECTIONS)
+            assert sorted(health) == sorted((n, None) for n in PROJECTIONS)
             check = run_cli(["-c", daemon.config_path, "status", "--check"])
             assert check.returncode == EXIT_OK, check.stdout + check.stderr
 

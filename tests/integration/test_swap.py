@@ -22,7 +22,7 @@ import pytest
 import faults
 import oracle
 from conftest import own_cluster
-from daemon import Daemon, clean_env, command, run_cli, SLOWDOWN
+from daemon import PROJECTIONS, Daemon, clean_env, command, run_cli, SLOWDOWN
 
 SHADOWS = "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'projectord_rebuild%'"
 COUNTED = ("products", "categories", "orders", "daily_sales")
@@ -252,7 +252,7 @@ def test_sigterm_stops_a_rebuild_run_here(db, start_daemon, workdir):
         status = dict(conn.execute("SELECT projection_name, status FROM read_model.projection_status").fetchall())
         leftover = conn.execute("SELECT count(*) FROM read_model.projection_rebuild "
                                 "WHERE status <> 'failed'").fetchone()[0]
-    for name in oracle.PROJECTIONS:
+    for name in PROJECTIONS:
         assert meta[name]["checkpoint_seq"] >= meta_before[name]["checkpoint_seq"]
         assert meta[name]["last_position"] == meta_before[name]["last_position"]
         assert meta[name]["events_processed"] == meta_before[name]["events_processed"]

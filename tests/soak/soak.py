@@ -44,8 +44,7 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 sys.path.insert(0, os.path.join(REPO, "tests", "integration"))
 
 import faults  # noqa: E402
-from daemon import BIN, Daemon  # noqa: E402
-from oracle import PROJECTIONS  # noqa: E402
+from daemon import BIN, PROJECTIONS, Daemon  # noqa: E402
 from pgcluster import PgCluster  # noqa: E402
 
 FULL_30_MIN = {"pg_restart": 10, "terminate": 30, "kill": 30, "lock": 5}
