@@ -15,6 +15,7 @@
 """
 
 import random
+import re
 import string
 import time
 import uuid
@@ -186,6 +187,7 @@ def test_big_payloads_take_bounded_memory(db, start_daemon):
                           extra=f"batch_max_bytes = {bound};\n")
     daemon.wait_caught_up(timeout=60)
     before = vm_hwm_kb(daemon.proc.pid)
+    log_before = len(daemon.log(tail=10**9))
     db.append_all(big_events(rng, 20, 5 * MB), per_transaction=20)
     daemon.wait_caught_up(timeout=300)
     peak = vm_hwm_kb(daemon.proc.pid)
@@ -195,7 +197,13 @@ def test_big_payloads_take_bounded_memory(db, start_daemon):
         assert_exact(conn)
         assert conn.execute("SELECT count(*) FROM read_model.categories"
                             " WHERE length(name) = %s", (5 * MB,)).fetchone()[0] == 7
-    # docs/reliability.md: the peak stays within a few times max(bound,
-    # largest event) over the idle daemon's; with every payload of the
-    # window in one batch it was several hundred MB.
-    assert peak - before < 14 * bound // 1024, f"peak RSS grew by {(peak - before) // 1024} MB"
+    # The bound itself: the 20 events came in one transaction, one window,
+    # which batch_size (1000) would read in one batch; by bytes a batch
+    # holds the events up to the one that reaches 8 MB, two of these. (The
+    # memory this saves is measured, not asserted: docs/reliability.md,
+    # scripts/big_events_rss.py; it was several hundred MB here.) With the
+    # bound at 1 GB this fails: one batch of 20.
+    batches = [int(n) for n in re.findall(r"event_stats: committed (\d+) events",
+                                          daemon.log(tail=10**9)[log_before:])]
+    print(f"event_stats' batches after the big events: {batches}")
+    assert batches and max(batches) <= 2, f"a batch held more than the byte bound: {batches}"
