@@ -44,7 +44,8 @@ PGconn *cli_connect(const struct config *cfg)
     return cli_connect_to(config_target(cfg));
 }
 
-PGconn *cli_connect_to(const char *conninfo)
+/* A one-shot command's connection, or NULL; says nothing (the caller decides). */
+static PGconn *connect_quietly(const char *conninfo, PGconn **failed)
 {
     /* client_encoding after dbname, so the conninfo cannot override it (pgconn.c says why). */
     const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname",
@@ -53,6 +54,19 @@ PGconn *cli_connect_to(const char *conninfo)
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
     if (conn && PQstatus(conn) == CONNECTION_OK)
         return conn;
+    if (failed)
+        *failed = conn;
+    else
+        PQfinish(conn);
+    return NULL;
+}
+
+PGconn *cli_connect_to(const char *conninfo)
+{
+    PGconn *conn = NULL;
+    PGconn *ok = connect_quietly(conninfo, &conn);
+    if (ok)
+        return ok;
     char line[512];
     snprintf(line, sizeof line, "%s", conn ? PQerrorMessage(conn) : "out of memory");
     for (char *s = line; *s; s++)
@@ -83,9 +97,7 @@ static int ask_schema(PGconn *conn, bool events, bool read_model)
 
 int cli_require_schema(const struct config *cfg, PGconn *conn)
 {
-    bool apart = cfg->target_conninfo &&
-                 (!cfg->conninfo || strcmp(cfg->conninfo, cfg->target_conninfo) != 0);
-    return ask_schema(conn, !apart, true);
+    return ask_schema(conn, !config_apart(cfg->conninfo, cfg->target_conninfo), true);
 }
 
 /* 1 when conn's server is a hot standby, 0 when not, -1 when the question failed (printed). */
@@ -312,15 +324,9 @@ int cli_check_config(const struct config *cfg)
      * statement the database rejects is reported now, with its file and
      * line, not when its projection starts. Unreachable: the file alone.
      */
-    const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname",
-                          "client_encoding", NULL};
-    const char *target = config_target(cfg);
-    const char *vals[] = {CONNECT_TIMEOUT, "projectord", target ? target : "", "UTF8", NULL};
-    PGconn *conn = PQconnectdbParams(keys, vals, 1);
-    if (!conn || PQstatus(conn) != CONNECTION_OK) {
-        PQfinish(conn);
+    PGconn *conn = connect_quietly(config_target(cfg), NULL);
+    if (!conn)
         return 0;
-    }
     PGresult *res = PQexec(conn, "SELECT pg_catalog.set_config('search_path', 'read_model, public',"
                                  " false), pg_catalog.set_config('TimeZone', 'UTC', false)");
     PQclear(res);

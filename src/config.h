@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
+#include <string.h>
 
 #include "log.h"
 
@@ -106,6 +107,16 @@ void config_print(const struct config *cfg, FILE *out);
 static inline const char *config_target(const struct config *cfg)
 {
     return cfg->target_conninfo ? cfg->target_conninfo : cfg->conninfo;
+}
+
+/*
+ * Whether target names a database other than conninfo's, so that the event
+ * store and the read model are two databases (each with its own schema
+ * check, migrations, transaction). The same text twice is one database.
+ */
+static inline bool config_apart(const char *conninfo, const char *target)
+{
+    return target && (!conninfo || strcmp(conninfo, target) != 0);
 }
 
 /*

@@ -555,8 +555,7 @@ int cli_migrate(const struct config *cfg, int argc, char **argv)
     if (!files)
         return EXIT_CONFIG;
 
-    bool apart = cfg->target_conninfo &&
-                 (!cfg->conninfo || strcmp(cfg->conninfo, cfg->target_conninfo) != 0);
+    bool apart = config_apart(cfg->conninfo, cfg->target_conninfo);
     struct target targets[2] = {{.label = apart ? "event store: " : ""}, {.label = "read model: "}};
     int rc = 0;
     for (int i = 0; !rc && i < (apart ? 2 : 1); i++) {

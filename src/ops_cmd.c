@@ -690,8 +690,7 @@ int cli_adopt_restored_store(const struct config *cfg, int argc, char **argv)
                 argv[argc > 1 && dry_run ? 1 : 0]);
         return EXIT_USAGE;
     }
-    bool apart = cfg->target_conninfo &&
-                 (!cfg->conninfo || strcmp(cfg->conninfo, cfg->target_conninfo) != 0);
+    bool apart = config_apart(cfg->conninfo, cfg->target_conninfo);
     PGconn *target = cli_connect(cfg);
     PGconn *source = apart && target ? cli_connect_to(cfg->conninfo) : target;
     if (!target || !source) {

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include "backoff.h"
+#include "config.h"
 #include "log.h"
 #include "pgconn.h"
 #include "schemagate.h"
@@ -147,7 +148,7 @@ struct schemagate *schemagate_new(struct ev_loop *loop, const char *conninfo, co
     g->loop = loop;
     g->ready = ready;
     g->arg = arg;
-    bool apart = target && (!conninfo || strcmp(conninfo, target) != 0);
+    bool apart = config_apart(conninfo, target);
     g->nprobes = apart ? 2 : 1;
     for (int i = 0; i < g->nprobes; i++) {
         struct probe *p = &g->probes[i];
