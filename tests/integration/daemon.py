@@ -91,6 +91,11 @@ def build_projections():
 # Every projection of the build; enabled by default in the tests' configs.
 PROJECTIONS = build_projections()
 
+# event_stats alone enabled: one projection reading its windows by itself
+# (not through the instance's shared reads), the quickest to check exactly
+# (oracle.assert_event_stats_exact).
+ONLY_EVENT_STATS = {name: {"enabled": name == "event_stats"} for name in PROJECTIONS}
+
 
 def libconfig_string(text):
     """text as a libconfig string literal."""

@@ -13,7 +13,7 @@ import subprocess
 import time
 
 import oracle
-from daemon import PROJECTIONS, SLOWDOWN, clean_env, command
+from daemon import PROJECTIONS, SLOWDOWN, clean_env, command, ONLY_EVENT_STATS
 from eventgen import bulk_events, generate_mix
 from oracle import assert_event_stats_exact
 
@@ -130,8 +130,6 @@ def test_standby_never_writes_over_the_owner(db, start_daemon):
 
 
 # -- ownership that changes during a rebuild (issue 16, defect 7) ---------------
-
-ONLY_EVENT_STATS = {name: {"enabled": name == "event_stats"} for name in PROJECTIONS}
 
 
 def lock_holder_pid(conn, name):

@@ -14,11 +14,10 @@ import threading
 import time
 
 import oracle
-from daemon import PROJECTIONS, Daemon, command, clean_env, run_cli, SLOWDOWN
+from daemon import PROJECTIONS, Daemon, command, clean_env, run_cli, SLOWDOWN, ONLY_EVENT_STATS
 from eventgen import bulk_events, generate_mix
 from oracle import assert_event_stats_exact
 
-ONLY_EVENT_STATS = {name: {"enabled": name == "event_stats"} for name in PROJECTIONS}
 
 SHADOWS = "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'projectord_rebuild%'"
 

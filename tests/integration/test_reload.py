@@ -9,7 +9,7 @@ import subprocess
 import time
 import uuid
 
-from daemon import config_text, as_user, clean_env, command, DAEMON_USER, PROJECTIONS
+from daemon import config_text, as_user, clean_env, command, DAEMON_USER, PROJECTIONS, ONLY_EVENT_STATS
 import oracle
 from eventgen import Command, bulk_events, event, generate_mix
 from oracle import assert_event_stats_exact
@@ -91,8 +91,6 @@ def test_sighup_with_a_new_database_says_restart(db, start_daemon):
 
 
 # -- a reload during a catch-up (issue 16, defect 1) ---------------------------
-
-ONLY_EVENT_STATS = {name: {"enabled": name == "event_stats"} for name in PROJECTIONS}
 
 
 def toggle_batch_size(daemon, until, projections=ONLY_EVENT_STATS):
