@@ -565,6 +565,29 @@ SELECT count(*) AS n,
 """
 
 
+def live_series(args, cluster, daemon, rates, seconds, label, R):
+    """live_run at each rate on database "bench"; a failed rate goes into
+    R["errors"] and the others still run (they are worth having), unless
+    the daemon died."""
+    runs = []
+    for rate in rates:
+        clients = 4 if rate <= 1000 else 8
+        try:
+            lv = live_run(args, cluster, "bench", daemon, rate, seconds, clients)
+        except BenchError as exc:
+            R.setdefault("errors", []).append(f"{label} {rate}/s: {str(exc).splitlines()[0]}")
+            log(f"{label} {rate}/s failed: {exc}")
+            if not daemon.alive():
+                raise
+            continue
+        runs.append(lv)
+        log(f"{label} {rate}/s: achieved {lv['tps']:.0f}/s, {lv['measured']} measured, "
+            f"p50 {lv['p50']:.2f} p95 {lv['p95']:.2f} p99 {lv['p99']:.2f} max {lv['max']:.2f} ms; "
+            f"daemon {lv['daemon_cpu_pct']:.1f} % CPU, its backends {lv['backends_cpu_pct']:.1f} %; "
+            f"orders drained {lv['drain_s']:.1f} s after the writers stopped")
+    return runs
+
+
 def live_run(args, cluster, dbname, daemon, rate, seconds, clients):
     conninfo = cluster.conninfo(dbname)
     with connect(conninfo) as conn:
@@ -1007,22 +1030,7 @@ def main(argv=None):
         if args.profile:
             with connect(conninfo) as conn:
                 reset_statements(conn)
-        for rate in rates:
-            clients = 4 if rate <= 1000 else 8
-            try:
-                lv = live_run(args, cluster, "bench", daemon, rate, live_s, clients)
-            except BenchError as exc:
-                # Keep going: the other numbers are still worth having.
-                R.setdefault("errors", []).append(f"live {rate}/s: {str(exc).splitlines()[0]}")
-                log(f"live {rate}/s failed: {exc}")
-                if not daemon.alive():
-                    raise
-                continue
-            R["live"].append(lv)
-            log(f"live {rate}/s: achieved {lv['tps']:.0f}/s, {lv['measured']} measured, "
-                f"p50 {lv['p50']:.2f} p95 {lv['p95']:.2f} p99 {lv['p99']:.2f} max {lv['max']:.2f} ms; "
-                f"daemon {lv['daemon_cpu_pct']:.1f} % CPU, its backends {lv['backends_cpu_pct']:.1f} %; "
-                f"orders drained {lv['drain_s']:.1f} s after the writers stopped")
+        R["live"] = live_series(args, cluster, daemon, rates, live_s, "live", R)
         if args.profile:
             with connect(conninfo) as conn:
                 R["profile_live"] = top_statements(conn)
@@ -1045,20 +1053,7 @@ def main(argv=None):
                             projection_dir=declared_dir).start()
             LOAD.track(daemon.pid)
             wait_caught_up(conninfo, daemon, PROJECTIONS, 60)
-            R["live_declared"] = []
-            for rate in rates:
-                clients = 4 if rate <= 1000 else 8
-                try:
-                    lv = live_run(args, cluster, "bench", daemon, rate, live_s, clients)
-                except BenchError as exc:
-                    R.setdefault("errors", []).append(f"live declared {rate}/s: {str(exc).splitlines()[0]}")
-                    log(f"live declared {rate}/s failed: {exc}")
-                    if not daemon.alive():
-                        raise
-                    continue
-                R["live_declared"].append(lv)
-                log(f"live declared {rate}/s: p50 {lv['p50']:.2f} p95 {lv['p95']:.2f} "
-                    f"p99 {lv['p99']:.2f} max {lv['max']:.2f} ms")
+            R["live_declared"] = live_series(args, cluster, daemon, rates, live_s, "live declared", R)
             rc = daemon.stop()
             daemon = None
             if rc != 0:
