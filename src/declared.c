@@ -217,11 +217,49 @@ static int json_param(struct call *c, int k, const json_t *v, const char **out)
     return *out ? 0 : -1;
 }
 
-static int param_value(struct call *c, const struct df_param *p, int k, const struct df_value *elem,
-                       const char **out)
+/*
+ * A sum parameter's value into c->nums[k]; false when it leaves bigint (a
+ * bad event, as in the compiled orders projection). The elements were
+ * checked by read_field already: each is an object whose factors are
+ * integers within bigint.
+ */
+static bool sum_value(struct pj_ctx *ctx, struct call *c, const struct df_param *p, int k)
+{
+    const struct df_field *arr = &c->h->fields[p->field];
+    const json_t *array = c->values[p->field].json;
+    int64_t sum = 0;
+    char err[DF_ERRLEN];
+    for (size_t i = 0; i < json_array_size(array); i++) {
+        const json_t *item = json_array_get(array, i);
+        int64_t a, b = 1, term;
+        if (payload_int64(item, arr->elems[p->elem].name, &a, err, sizeof err) < 0 ||
+            (p->elem2 >= 0 &&
+             payload_int64(item, arr->elems[p->elem2].name, &b, err, sizeof err) < 0)) {
+            pj_bad(ctx, "%s[%zu]: %s", arr->name, i, err); /* checked already: never */
+            return false;
+        }
+        if (pj_mul_overflows(a, b, &term) || pj_add_overflows(sum, term, &sum)) {
+            if (p->elem2 >= 0)
+                pj_bad(ctx, "sum(%s.%s * %s.%s) is beyond bigint", arr->name,
+                       arr->elems[p->elem].name, arr->name, arr->elems[p->elem2].name);
+            else
+                pj_bad(ctx, "sum(%s.%s) is beyond bigint", arr->name, arr->elems[p->elem].name);
+            return false;
+        }
+    }
+    snprintf(c->nums[k], DF_NUMLEN, "%" PRId64, sum);
+    return true;
+}
+
+/* Parameter k's text into *out: 0, -1 out of memory (retry), 1 a bad event (recorded). */
+static int param_value(struct pj_ctx *ctx, struct call *c, const struct df_param *p, int k,
+                       const struct df_value *elem, const char **out)
 {
     const struct df_value *v;
     switch (p->source) {
+    case DS_SUM:
+        *out = c->nums[k];
+        return sum_value(ctx, c, p, k) ? 0 : 1;
     case DS_ENVELOPE:
         *out = envelope_value(c->ev, p->envelope, c->nums[k]);
         return 0;
@@ -260,11 +298,13 @@ static enum pj_outcome run_statement(struct pj_ctx *ctx, struct call *c,
 {
     const char *params[DF_MAX_PARAMS];
     enum pj_outcome rc = PJ_OK;
-    for (int k = 0; k < s->nparams; k++)
-        if (param_value(c, &s->params[k], k, elem, &params[k]) < 0) {
+    for (int k = 0; k < s->nparams; k++) {
+        int got = param_value(ctx, c, &s->params[k], k, elem, &params[k]);
+        if (got != 0) {
             free_printed(c, k + 1);
-            return PJ_RETRY;
+            return got < 0 ? PJ_RETRY : PJ_BAD_EVENT;
         }
+    }
     if (s->per_batch) {
         struct df_state *st = pj_state(ctx);
         st->nslots = ((const struct declared *)ctx->proj)->nslots; /* for release */

@@ -52,6 +52,7 @@ enum df_source {
     DS_ELEM,     /* a field of the for_each array's element: fields[field].elems[elem] */
     DS_ENVELOPE, /* an envelope column: envelope */
     DS_METADATA, /* a key of the metadata object */
+    DS_SUM,      /* sum(ARRAY.A) or sum(ARRAY.A * ARRAY.B) over fields[field]'s elements */
 };
 
 enum df_envelope {
@@ -72,6 +73,7 @@ enum df_envelope {
 struct df_param {
     enum df_source source;
     int field, elem;
+    int elem2; /* DS_SUM: the second factor's element field, or -1 */
     enum df_envelope envelope;
     char *meta_key;
 };

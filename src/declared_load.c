@@ -263,12 +263,71 @@ static int find_field(const struct df_field *fields, size_t n, const char *name,
     return -1;
 }
 
+/* The integer field of arr's elements named by name[0..len), or -1 after failing. */
+static int sum_factor(struct loader *ld, const config_setting_t *s, const struct df_handler *h,
+                      const char *param, const char *name, size_t len, int *array)
+{
+    while (len > 0 && name[0] == ' ')
+        name++, len--;
+    while (len > 0 && name[len - 1] == ' ')
+        len--;
+    const char *dot = memchr(name, '.', len);
+    int a = dot ? find_field(h->fields, h->nfields, name, (size_t)(dot - name)) : -1;
+    const struct df_field *arr = a >= 0 ? &h->fields[a] : NULL;
+    int e = arr && arr->type == DF_ARRAY && !arr->optional
+                ? find_field(arr->elems, arr->nelems, dot + 1, len - (size_t)(dot + 1 - name))
+                : -1;
+    if (e < 0 || arr->elems[e].type != DF_INTEGER || arr->elems[e].optional ||
+        (*array >= 0 && a != *array)) {
+        fail(ld, s,
+             "%s: parameter '%s': a sum takes required integer fields of one required array "
+             "field's elements: sum(ARRAY.FIELD) or sum(ARRAY.FIELD * ARRAY.FIELD)",
+             h->event_type, param);
+        return -1;
+    }
+    *array = a;
+    return e;
+}
+
+/*
+ * sum(ARRAY.A) or sum(ARRAY.A * ARRAY.B): the sum over an array field's
+ * elements, computed in the daemon with bigint overflow checks, so a
+ * statement gets one number per event (bulk-friendly) instead of walking
+ * the array in SQL.
+ */
+static int parse_sum(struct loader *ld, const config_setting_t *s, const struct df_handler *h,
+                     const char *name, struct df_param *p)
+{
+    size_t len = strlen(name);
+    if (len < 6 || name[len - 1] != ')')
+        return fail(ld, s,
+                    "%s: parameter '%s': a sum is sum(ARRAY.FIELD) or "
+                    "sum(ARRAY.FIELD * ARRAY.FIELD)",
+                    h->event_type, name);
+    const char *in = name + 4;
+    size_t inlen = len - 5;
+    const char *star = memchr(in, '*', inlen);
+    int array = -1;
+    p->source = DS_SUM;
+    p->elem2 = -1;
+    p->elem = sum_factor(ld, s, h, name, in, star ? (size_t)(star - in) : inlen, &array);
+    if (p->elem < 0)
+        return -1;
+    if (star && (p->elem2 = sum_factor(ld, s, h, name, star + 1, inlen - (size_t)(star + 1 - in),
+                                       &array)) < 0)
+        return -1;
+    p->field = array;
+    return 0;
+}
+
 static int parse_param(struct loader *ld, const config_setting_t *s, const struct df_handler *h,
                        int for_each, struct df_param *p)
 {
     if (config_setting_type(s) != CONFIG_TYPE_STRING)
         return fail(ld, s, "%s: a parameter must be a string naming a field", h->event_type);
     const char *name = config_setting_get_string(s);
+    if (strncmp(name, "sum(", 4) == 0)
+        return parse_sum(ld, s, h, name, p);
     if (strncmp(name, "event.", 6) == 0) {
         for (size_t i = 0; i < sizeof envelope_names / sizeof envelope_names[0]; i++)
             if (strcmp(name + 6, envelope_names[i].name) == 0) {
@@ -307,7 +366,8 @@ static int parse_param(struct loader *ld, const config_setting_t *s, const struc
     }
     return fail(ld, s,
                 "%s: parameter '%s' names no declared field (a field of 'fields', "
-                "ARRAY.FIELD of the for_each array, event.NAME or metadata.KEY)",
+                "ARRAY.FIELD of the for_each array, sum(ARRAY.FIELD), event.NAME or "
+                "metadata.KEY)",
                 h->event_type, name);
 }
 

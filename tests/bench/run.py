@@ -1011,11 +1011,15 @@ def main(argv=None):
             with connect(conninfo) as conn:
                 for p in PROJECTIONS:
                     reset_projection(conn, p)
+                if args.profile:
+                    reset_statements(conn)
             log(f"catch-up: cold start, the declared forms ({declared_dir})")
             R["catchup_declared"] = catch_up(args, workdir, conninfo, "catchup-declared", PROJECTIONS,
                                              N, timeout, projection_dir=declared_dir)
             cd = R["catchup_declared"]
             with connect(conninfo) as conn:
+                if args.profile:
+                    R["profile_catchup_declared"] = top_statements(conn)
                 cmp3 = compare_tables(conn)
             R["declared_same"] = sum(v[2] + v[3] for v in cmp3.values()) == 0
             log(f"declared forms caught up in {cd['seconds']:.1f} s = {cd['eps']:,.0f} events/s "
@@ -1089,6 +1093,7 @@ def main(argv=None):
 
     text = header(R) + "\n\n" + render(R) + "\n"
     for key, title in (("profile_catchup", "top statements during the catch-up"),
+                       ("profile_catchup_declared", "top statements during the declared forms' catch-up"),
                        ("profile_reference", "top statements during the reference"),
                        ("profile_live", "top statements during the live runs"),
                        ("profile_idle", "top statements while idle")):

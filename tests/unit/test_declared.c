@@ -19,6 +19,7 @@
 #include <unistd.h>
 
 #include "batch.h"
+#include "bulk.h"
 #include "declared.h"
 #include "payload.h"
 #include "registry.h"
@@ -340,6 +341,102 @@ static void test_for_each_runs_once_per_element(void **state)
     declared_free(d);
 }
 
+/*
+ * Run p's handler for event_type on text like run(), and copy the held
+ * events' parameter i of statement 0 (an array literal) into out.
+ */
+static enum pj_outcome run_held(const struct projection *p, const char *event_type,
+                                const char *text, int i, char *err, char *out, size_t outlen)
+{
+    const struct pj_handler *h = registry_handler(p, event_type);
+    assert_non_null(h);
+    struct pj_ctx ctx;
+    assert_int_equal(batch_init(&ctx, p, NULL), 0);
+    json_t *payload = payload_decode(text, strlen(text), NULL, ctx.err, sizeof ctx.err);
+    assert_non_null(payload);
+    struct pj_event ev = {.position_text = "42",
+                          .aggregate_id = "00000000-0000-0000-0000-000000000003",
+                          .aggregate_version_text = "3",
+                          .occurred_at = "2026-11-21 10:00:00+00",
+                          .event_type = event_type};
+    ctx.event = 0;
+    enum pj_outcome rc = h->fn(&ctx, &ev, payload);
+    strcpy(err, ctx.err);
+    snprintf(out, outlen, "%s", ctx.bulk.held ? bulk_param(&ctx.bulk, 0, i) : "");
+    json_decref(payload);
+    batch_free(&ctx);
+    return rc;
+}
+
+/*
+ * sum(ARRAY.FIELD) and sum(ARRAY.A * ARRAY.B): added up in the daemon with
+ * bigint overflow checks (a bad event), 0 for an empty array; the loader
+ * takes only required integer fields of one required array.
+ */
+static void test_sum_parameters(void **state)
+{
+    (void)state;
+#define SUM_HANDLER(fields, params, sql)                                                           \
+    FILE_WITH("  { event = \"Placed\";\n"                                                          \
+              "    fields = { " fields " };\n"                                                     \
+              "    statements = ( { bulk = true; params = [ \"event.aggregate_id\", " params       \
+              " ];\n"                                                                              \
+              "      sql = \"" sql "\"; } );\n"                                                    \
+              "  }\n")
+#define LINES                                                                                      \
+    "items = { type = \"array\"; fields = { q = \"integer\"; p = \"integer\"; n = \"integer?\"; "  \
+    "t = \"text\"; }; }; other = { type = \"array\"; fields = { q = \"integer\"; }; };"
+    char err[1024], got[256];
+    struct declared *d = load(
+        SUM_HANDLER(LINES, "\"sum(items.q)\", \"sum( items.q * items.p )\"", "SELECT $1, $2, $3"),
+        err, sizeof err);
+    if (!d)
+        fail_msg("%s", err);
+    assert_int_equal(
+        run_held(&d->proj, "Placed",
+                 "{\"items\": [{\"q\": 2, \"p\": 150, \"t\": \"a\"}, {\"q\": 3, \"p\": "
+                 "-7, \"t\": \"b\"}], \"other\": []}",
+                 1, err, got, sizeof got),
+        PJ_OK);
+    assert_string_equal(got, "{\"5\"}");
+    run_held(&d->proj, "Placed",
+             "{\"items\": [{\"q\": 2, \"p\": 150, \"t\": \"a\"}, {\"q\": 3, \"p\": -7, \"t\": "
+             "\"b\"}], \"other\": []}",
+             2, err, got, sizeof got);
+    assert_string_equal(got, "{\"279\"}");
+    assert_int_equal(
+        run_held(&d->proj, "Placed", "{\"items\": [], \"other\": []}", 2, err, got, sizeof got),
+        PJ_OK);
+    assert_string_equal(got, "{\"0\"}");
+    /* A product beyond bigint, and a sum beyond it: bad events, nothing held. */
+    assert_int_equal(run_held(&d->proj, "Placed",
+                              "{\"items\": [{\"q\": 4611686018427387904, \"p\": 2, \"t\": \"a\"}], "
+                              "\"other\": []}",
+                              1, err, got, sizeof got),
+                     PJ_BAD_EVENT);
+    assert_string_equal(err, "sum(items.q * items.p) is beyond bigint");
+    assert_string_equal(got, "");
+    assert_int_equal(run_held(&d->proj, "Placed",
+                              "{\"items\": [{\"q\": 9223372036854775807, \"p\": 0, \"t\": \"a\"}, "
+                              "{\"q\": 1, \"p\": 0, \"t\": \"a\"}], \"other\": []}",
+                              1, err, got, sizeof got),
+                     PJ_BAD_EVENT);
+    assert_string_equal(err, "sum(items.q) is beyond bigint");
+    declared_free(d);
+
+    const char *wants = "a sum takes required integer fields of one required array";
+    assert_refused(SUM_HANDLER(LINES, "\"sum(items.t)\"", "SELECT $1, $2"), 7, wants);
+    assert_refused(SUM_HANDLER(LINES, "\"sum(items.n)\"", "SELECT $1, $2"), 7, wants);
+    assert_refused(SUM_HANDLER(LINES, "\"sum(items.x)\"", "SELECT $1, $2"), 7, wants);
+    assert_refused(SUM_HANDLER(LINES, "\"sum(items.q * other.q)\"", "SELECT $1, $2"), 7, wants);
+    assert_refused(SUM_HANDLER(LINES, "\"sum(q)\"", "SELECT $1, $2"), 7, wants);
+    assert_refused(SUM_HANDLER(LINES, "\"sum(items.q\"", "SELECT $1, $2"), 7, "a sum is sum(");
+    assert_refused(SUM_HANDLER("items = \"array?\";", "\"sum(items.q)\"", "SELECT $1, $2"), 7,
+                   wants);
+#undef SUM_HANDLER
+#undef LINES
+}
+
 /* Types beyond the examples': boolean, numeric, timestamp, object, json. */
 static void test_field_types(void **state)
 {
@@ -402,6 +499,7 @@ int main(void)
         cmocka_unit_test(test_declared_and_compiled_judge_payloads_alike),
         cmocka_unit_test(test_for_each_runs_once_per_element),
         cmocka_unit_test(test_field_types),
+        cmocka_unit_test(test_sum_parameters),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
