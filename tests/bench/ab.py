@@ -16,6 +16,10 @@ TEMPLATE) and a cold daemon:
   and commit-to-read-model latency is read from commit timestamps (as in
   run.py).
 
+A binary may carry a projection directory, BIN@DIR: that run loads the
+declared projections of DIR (`build/projectord build/projectord@projections/declared`
+compares the compiled-in and the declared forms on one backlog).
+
 Binaries: build each commit apart, e.g. `git worktree add /tmp/a COMMIT &&
 cmake -S /tmp/a -B /tmp/a/build -DCMAKE_BUILD_TYPE=Release && cmake --build
 /tmp/a/build --target projectord`. Numbers are printed, never asserted.
@@ -44,16 +48,25 @@ def fresh_copy(cluster):
     return cluster.conninfo("ab_run")
 
 
+def split(binary):
+    """BIN or BIN@DIR: the binary and its projection_dir (or None)."""
+    b, _, d = binary.partition("@")
+    return b, (os.path.abspath(d) if d else None)
+
+
 def catchup_run(args, cluster, workdir, binary):
-    args.bin = binary
-    c = bench.catch_up(args, workdir, fresh_copy(cluster), "ab", bench.PROJECTIONS, args.events, 900)
+    args.bin, projection_dir = split(binary)
+    c = bench.catch_up(args, workdir, fresh_copy(cluster), "ab", bench.PROJECTIONS, args.events, 900,
+                       projection_dir=projection_dir)
     return (f"{c['seconds']:.1f} s = {c['eps']:,.0f} events/s; daemon {c['daemon_cpu_s']:.1f} s, "
             f"backends {c['backends_cpu_s']:.1f} s CPU")
 
 
 def live_run(args, cluster, workdir, binary):
     conninfo = fresh_copy(cluster)
-    d = bench.Daemon(binary, workdir, "ab-live", conninfo, bench.PROJECTIONS).start()
+    binary, projection_dir = split(binary)
+    d = bench.Daemon(binary, workdir, "ab-live", conninfo, bench.PROJECTIONS,
+                     projection_dir=projection_dir).start()
     try:
         bench.wait_caught_up(conninfo, d, bench.PROJECTIONS, 900)
         time.sleep(1)
@@ -75,6 +88,9 @@ def main():
     ap.add_argument("--seconds", type=int, default=15)
     args = ap.parse_args()
     for b in args.binaries:
+        b, projection_dir = split(b)
+        if projection_dir and not os.path.isdir(projection_dir):
+            raise SystemExit(f"{projection_dir}: not a directory")
         if not os.access(b, os.X_OK):
             raise SystemExit(f"{b}: not an executable")
     base = tempfile.mkdtemp(prefix="projectord-ab-")
