@@ -9,6 +9,7 @@
  */
 #include "config.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <libconfig.h>
 #include <libpq-fe.h>
@@ -671,36 +672,118 @@ static int load_file(struct loader *ld, bool must_exist)
     return 0;
 }
 
-/* A connection string from the environment variable `name`, when set and not empty. */
-static int env_conninfo(struct loader *ld, const char *name, char **dest)
+/*
+ * PROJECTORD_<PATH> for a key's dotted path ("log.level" ->
+ * PROJECTORD_LOG_LEVEL, "projections.orders.on_error" ->
+ * PROJECTORD_PROJECTIONS_ORDERS_ON_ERROR).
+ */
+static void env_name(char *buf, size_t size, const char *path)
 {
-    const char *url = getenv(name);
-    char why[256] = "";
-    if (url == NULL || url[0] == '\0')
+    snprintf(buf, size, "PROJECTORD_%s", path);
+    for (char *p = buf; *p != '\0'; p++)
+        *p = *p == '.' ? '_' : (char)toupper((unsigned char)*p);
+}
+
+static bool parse_env_bool(const char *text, bool *out)
+{
+    static const char *const yes[] = {"true", "1", "yes", "on"}, *const no[] = {"false", "0", "no",
+                                                                                "off"};
+    for (size_t i = 0; i < 4; i++) {
+        if (strcasecmp(text, yes[i]) == 0)
+            return (*out = true);
+        if (strcasecmp(text, no[i]) == 0)
+            return !(*out = false);
+    }
+    return false;
+}
+
+/* The value of the environment variable name, when set and not empty, into k's field. */
+static int apply_env_key(struct loader *ld, const char *name, const struct key *k, void *dest)
+{
+    const char *text = getenv(name);
+    char why[256] = "", buf[128];
+    if (text == NULL || text[0] == '\0')
         return 0;
-    if (!conninfo_valid(url, why, sizeof(why)))
-        return report(ld, "%s: must be %s%s", name, CONNINFO_EXPECT, why);
-    if (set_text(dest, url) != 0)
-        return report(ld, "out of memory");
+    switch (k->type) {
+    case KEY_TEXT:
+        if (k->valid != NULL && !k->valid(text, why, sizeof why)) {
+            if (k->secret) /* may hold a password: describe, never echo */
+                return report(ld, "%s: must be %s%s", name, k->expect, why);
+            return report(ld, "%s: must be %s (got '%s')", name, k->expect, text);
+        }
+        return set_text(dest, text) == 0 ? 0 : report(ld, "out of memory");
+    case KEY_ENUM:
+        if (k->parse(text, dest) != 0)
+            return report(ld, "%s: unknown %s '%s' (%s)", name, k->what, text, k->choices);
+        return 0;
+    case KEY_BOOL:
+        if (!parse_env_bool(text, dest))
+            return report(ld, "%s: must be true or false (got '%s')", name, text);
+        return 0;
+    case KEY_INT: {
+        char *end;
+        errno = 0;
+        long v = strtol(text, &end, 10);
+        if (errno != 0 || end == text || *end != '\0' || v < k->min || v > k->max)
+            return report(ld, "%s: must be %s (got '%s')", name, describe(k, buf, sizeof buf),
+                          text);
+        *(int *)dest = (int)v;
+        return 0;
+    }
+    case KEY_GROUP:
+    case KEY_PROJECTIONS:
+        break;
+    }
     return 0;
 }
 
-/* Containers configure through the environment, so it wins over the file. */
+/* Every key of keys (under prefix, e.g. "log") from its environment variable. */
+static int apply_env_keys(struct loader *ld, const char *prefix, const struct key *keys, void *base)
+{
+    for (const struct key *k = keys; k->name != NULL; k++) {
+        char path[256], name[300];
+        if (snprintf(path, sizeof path, "%s%s%s", prefix, prefix[0] ? "." : "", k->name) >=
+            (int)sizeof path)
+            return report(ld, "%s.%s: key path too long", prefix, k->name);
+        int rc = 0;
+        if (k->type == KEY_GROUP) {
+            rc = apply_env_keys(ld, path, k->children, base);
+        } else if (k->type == KEY_PROJECTIONS) {
+            for (size_t i = 0; i < ld->cfg->n_projections && rc == 0; i++) {
+                char sub[256];
+                if (snprintf(sub, sizeof sub, "%s.%s", path, ld->cfg->projections[i].name) >=
+                    (int)sizeof sub)
+                    return report(ld, "%s: projection name too long", ld->cfg->projections[i].name);
+                rc = apply_env_keys(ld, sub, projection_keys, &ld->cfg->projections[i]);
+            }
+        } else {
+            env_name(name, sizeof name, path);
+            rc = apply_env_key(ld, name, k, field(base, k));
+        }
+        if (rc != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/*
+ * Containers configure through the environment, so it wins over the file:
+ * every key has its variable (env_name), and the names of earlier releases
+ * stay (PROJECTORD_DATABASE_URL, PROJECTORD_TARGET_DATABASE_URL), below the
+ * keys' own names.
+ */
 static int apply_environment(struct loader *ld)
 {
-    const char *level = getenv("PROJECTORD_LOG_LEVEL");
-    const struct key *level_key = find_key(log_keys, "level");
-
-    if (env_conninfo(ld, "PROJECTORD_DATABASE_URL", &ld->cfg->conninfo) != 0 ||
-        env_conninfo(ld, "PROJECTORD_TARGET_DATABASE_URL", &ld->cfg->target_conninfo) != 0)
-        return -1;
-    const char *dir = getenv("PROJECTORD_PROJECTION_DIR");
-    if (dir != NULL && dir[0] != '\0' && set_text(&ld->cfg->projection_dir, dir) != 0)
-        return report(ld, "out of memory");
-    if (level != NULL && level[0] != '\0' && level_key->parse(level, &ld->cfg->log_level) != 0)
-        return report(ld, "PROJECTORD_LOG_LEVEL: unknown %s '%s' (%s)", level_key->what, level,
-                      level_key->choices);
-    return 0;
+    static const struct {
+        const char *name, *key;
+    } aliases[] = {{"PROJECTORD_DATABASE_URL", "conninfo"},
+                   {"PROJECTORD_TARGET_DATABASE_URL", "target"}};
+    for (size_t i = 0; i < sizeof aliases / sizeof aliases[0]; i++) {
+        const struct key *k = find_key(database_keys, aliases[i].key);
+        if (apply_env_key(ld, aliases[i].name, k, field(ld->cfg, k)) != 0)
+            return -1;
+    }
+    return apply_env_keys(ld, "", top_keys, ld->cfg);
 }
 
 int config_load_path(struct config *cfg, const char *path, bool must_exist,

@@ -151,6 +151,18 @@ static int clear_env(void **state)
     unsetenv("PROJECTORD_DATABASE_URL");
     unsetenv("PROJECTORD_LOG_LEVEL");
     unsetenv("PROJECTORD_TARGET_DATABASE_URL");
+    static const char *const every[] = {"PROJECTORD_DATABASE_CONNINFO",
+                                        "PROJECTORD_DATABASE_TARGET",
+                                        "PROJECTORD_BATCH_SIZE",
+                                        "PROJECTORD_LOG_FORMAT",
+                                        "PROJECTORD_METRICS_LISTEN",
+                                        "PROJECTORD_PROJECTIONS_ORDERS_ENABLED",
+                                        "PROJECTORD_PROJECTIONS_USERS_ON_ERROR",
+                                        "PROJECTORD_REBUILD_ON_VERSION_CHANGE",
+                                        "PROJECTORD_LISTEN_CHANNEL",
+                                        "PROJECTORD_PROJECTION_DIR"};
+    for (size_t i = 0; i < sizeof every / sizeof every[0]; i++)
+        unsetenv(every[i]);
     return 0;
 }
 
@@ -432,17 +444,18 @@ static void test_unknown_keys(void **state)
 static void test_unknown_projection(void **state)
 {
     (void)state;
-    expect_error("# projections\n"
-                 "projections = {\n"
-                 "  catalog = { enabled = true; };\n"
-                 "\n"
-                 "\n"
-                 "\n"
-                 "  catalg = { enabled = false; };\n"
-                 "};\n",
-                 7,
-                 "projections.catalg: unknown projection (compiled in or declared: catalog, event_stats, "
-                 "orders, users)");
+    expect_error(
+        "# projections\n"
+        "projections = {\n"
+        "  catalog = { enabled = true; };\n"
+        "\n"
+        "\n"
+        "\n"
+        "  catalg = { enabled = false; };\n"
+        "};\n",
+        7,
+        "projections.catalg: unknown projection (compiled in or declared: catalog, event_stats, "
+        "orders, users)");
 }
 
 static void test_unknown_projection_none_compiled_in(void **state)
@@ -565,6 +578,64 @@ static void test_env_without_file(void **state)
     assert_int_equal(cfg.log_level, LOG_LEVEL_WARNING);
     config_free(&cfg);
     clear_env(NULL);
+}
+
+/* Every key has its variable, PROJECTORD_<SECTION>_<KEY>, checked like the file's value. */
+static void test_env_for_every_key(void **state)
+{
+    (void)state;
+    struct config cfg;
+    char path[PATH_BUF], err[1024];
+    setenv("PROJECTORD_BATCH_SIZE", "250", 1);
+    setenv("PROJECTORD_LOG_FORMAT", "json", 1);
+    setenv("PROJECTORD_METRICS_LISTEN", "127.0.0.1:9187", 1);
+    setenv("PROJECTORD_PROJECTIONS_ORDERS_ENABLED", "false", 1);
+    setenv("PROJECTORD_PROJECTIONS_USERS_ON_ERROR", "skip", 1);
+    setenv("PROJECTORD_REBUILD_ON_VERSION_CHANGE", "no", 1);
+    setenv("PROJECTORD_LISTEN_CHANNEL", "events", 1);
+    setenv("PROJECTORD_DATABASE_CONNINFO", "host=keyhost", 1);
+    setenv("PROJECTORD_DATABASE_URL", "host=urlhost", 1); /* the key's own name wins */
+    setenv("PROJECTORD_DATABASE_TARGET", "host=targethost", 1);
+    load_ok(&cfg, "batch_size = 5;\nprojections = { orders = { enabled = true; }; };\n");
+    assert_int_equal(cfg.batch_size, 250);
+    assert_int_equal(cfg.log_format, LOG_FORMAT_JSON);
+    assert_string_equal(cfg.metrics_listen, "127.0.0.1:9187");
+    assert_false(config_projection(&cfg, "orders")->enabled);
+    assert_int_equal(config_projection(&cfg, "users")->on_error, ON_ERROR_SKIP);
+    assert_int_equal(config_projection(&cfg, "catalog")->on_error, ON_ERROR_STOP);
+    assert_false(cfg.rebuild_on_version_change);
+    assert_string_equal(cfg.listen_channel, "events");
+    assert_string_equal(cfg.conninfo, "host=keyhost");
+    assert_string_equal(cfg.target_conninfo, "host=targethost");
+    config_free(&cfg);
+    clear_env(NULL);
+
+    static const struct {
+        const char *name, *value, *error;
+    } bad[] = {
+        {"PROJECTORD_BATCH_SIZE", "0",
+         "PROJECTORD_BATCH_SIZE: must be an integer between 1 and 100000 (got '0')"},
+        {"PROJECTORD_BATCH_SIZE", "12x",
+         "PROJECTORD_BATCH_SIZE: must be an integer between 1 and 100000 (got '12x')"},
+        {"PROJECTORD_PROJECTIONS_ORDERS_ENABLED", "maybe",
+         "PROJECTORD_PROJECTIONS_ORDERS_ENABLED: must be true or false (got 'maybe')"},
+        {"PROJECTORD_PROJECTIONS_USERS_ON_ERROR", "ignore",
+         "PROJECTORD_PROJECTIONS_USERS_ON_ERROR: unknown on_error action 'ignore' (stop, skip)"},
+        {"PROJECTORD_LISTEN_CHANNEL", "Bad-Name",
+         "PROJECTORD_LISTEN_CHANNEL: must be a lowercase identifier ([a-z_][a-z0-9_$]*) of at "
+         "most 63 characters (got 'Bad-Name')"},
+        /* a conninfo may hold a password: described, never echoed */
+        {"PROJECTORD_DATABASE_CONNINFO", "password=secret hots=x",
+         "PROJECTORD_DATABASE_CONNINFO: must be a libpq connection string (key=value pairs or a "
+         "postgresql:// URI): invalid connection option \"***\""},
+    };
+    write_conf("batch_size = 5;\n", path, sizeof(path));
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        setenv(bad[i].name, bad[i].value, 1);
+        assert_int_equal(config_load(&cfg, path, names, N_NAMES, err, sizeof(err)), -1);
+        assert_string_equal(err, bad[i].error);
+        unsetenv(bad[i].name);
+    }
 }
 
 static void test_empty_env_is_ignored(void **state)
@@ -891,6 +962,7 @@ int main(void)
         T(test_env_target),
         T(test_metrics_listen),
         T(test_env_without_file),
+        T(test_env_for_every_key),
         T(test_empty_env_is_ignored),
         T(test_env_errors),
         T(test_mask_key_value),
