@@ -61,6 +61,14 @@ static PGconn *connect_quietly(const char *conninfo, PGconn **failed)
     return NULL;
 }
 
+/* The last failed connect's exit code (one-shot commands make one or two connections). */
+static int connect_failure = EXIT_UNAVAILABLE;
+
+int cli_connect_failure(void)
+{
+    return connect_failure;
+}
+
 PGconn *cli_connect_to(const char *conninfo)
 {
     PGconn *conn = NULL;
@@ -72,7 +80,9 @@ PGconn *cli_connect_to(const char *conninfo)
     for (char *s = line; *s; s++)
         if (*s == '\n')
             *s = ' ';
-    fprintf(stderr, "projectord: cannot connect to the database: %s\n", line);
+    connect_failure = pgconn_refused(line) ? EXIT_REFUSED : EXIT_UNAVAILABLE;
+    fprintf(stderr, "projectord: cannot connect to the database: %s%s\n",
+            connect_failure == EXIT_REFUSED ? "refused by the server: " : "", line);
     PQfinish(conn);
     return NULL;
 }
@@ -136,7 +146,7 @@ int cli_require_primary(const struct config *cfg, PGconn *target, bool events)
         return missing;
     PGconn *source = cli_connect_to(cfg->conninfo);
     if (!source)
-        return EXIT_UNAVAILABLE;
+        return cli_connect_failure();
     standby = in_recovery(source);
     if (standby > 0)
         fprintf(stderr, "projectord: database.conninfo names a hot standby (the server is in"
@@ -239,7 +249,7 @@ int cli_status(const struct config *cfg, int argc, char **argv)
     }
     PGconn *conn = cli_connect(cfg);
     if (!conn)
-        return EXIT_UNAVAILABLE;
+        return cli_connect_failure();
     int missing = cli_require_schema(cfg, conn);
     if (missing) {
         PQfinish(conn);

@@ -14,7 +14,8 @@
 /* Exit codes (SPEC §6; sysexits). */
 #define EXIT_FAILURE_1   1
 #define EXIT_USAGE       64
-#define EXIT_UNAVAILABLE 69
+#define EXIT_UNAVAILABLE 69 /* the server could not be reached (down, network, timeout) */
+#define EXIT_REFUSED     77 /* it answered and refused: password, no such database or role */
 /* The database has no projectord schema (or the original design's event
  * store): the line names `projectord migrate`. A failure like any other. */
 #define EXIT_NO_SCHEMA 1
@@ -29,12 +30,18 @@ PGconn *cli_connect(const struct config *cfg);
 PGconn *cli_connect_to(const char *conninfo);
 
 /*
+ * The exit code for the last failed cli_connect/cli_connect_to:
+ * EXIT_REFUSED when the server refused, else EXIT_UNAVAILABLE.
+ */
+int cli_connect_failure(void);
+
+/*
  * Refuse a hot standby (docs: the event store's snapshots there do not list
  * the primary's transactions in progress; nothing can be written there).
  * target: the command's connection (cli_connect); events: the command reads
  * the event store as well (a separate database.conninfo is asked too).
  * Returns 0, or an exit code after printing one line: EXIT_CONFIG for a
- * standby, EXIT_UNAVAILABLE when the event store cannot be reached,
+ * standby, cli_connect_failure() when the event store cannot be reached,
  * EXIT_FAILURE_1 when the question failed.
  */
 int cli_require_primary(const struct config *cfg, PGconn *target, bool events);

@@ -560,7 +560,8 @@ int cli_migrate(const struct config *cfg, int argc, char **argv)
     int rc = 0;
     for (int i = 0; !rc && i < (apart ? 2 : 1); i++) {
         targets[i].conn = i == 0 && apart ? cli_connect_to(cfg->conninfo) : cli_connect(cfg);
-        rc = targets[i].conn ? migrate_one(&targets[i], files, n, dir, dry_run) : EXIT_UNAVAILABLE;
+        rc = targets[i].conn ? migrate_one(&targets[i], files, n, dir, dry_run)
+                             : cli_connect_failure();
         PQfinish(targets[i].conn); /* the advisory lock goes with the session */
     }
     free_files(files, n);

@@ -344,7 +344,7 @@ int cli_rebuild(const struct config *cfg, int argc, char **argv)
         return EXIT_USAGE;
     }
     PGconn *conn = cli_connect(cfg);
-    int refused = conn ? cli_require_primary(cfg, conn, true) : EXIT_UNAVAILABLE;
+    int refused = conn ? cli_require_primary(cfg, conn, true) : cli_connect_failure();
     if (refused) {
         PQfinish(conn);
         free(projs);
@@ -442,7 +442,7 @@ int cli_replay_dead_letters(const struct config *cfg, int argc, char **argv)
     if (!p)
         return EXIT_USAGE;
     PGconn *conn = cli_connect(cfg);
-    int refused = conn ? cli_require_primary(cfg, conn, true) : EXIT_UNAVAILABLE;
+    int refused = conn ? cli_require_primary(cfg, conn, true) : cli_connect_failure();
     if (refused) {
         PQfinish(conn);
         return refused;
@@ -471,7 +471,7 @@ int cli_resume(const struct config *cfg, int argc, char **argv)
     if (!p)
         return EXIT_USAGE;
     PGconn *conn = cli_connect(cfg);
-    int refused = conn ? cli_require_primary(cfg, conn, false) : EXIT_UNAVAILABLE;
+    int refused = conn ? cli_require_primary(cfg, conn, false) : cli_connect_failure();
     if (refused) {
         PQfinish(conn);
         return refused;
@@ -529,7 +529,7 @@ int cli_dead_letters(const struct config *cfg, int argc, char **argv)
     }
     PGconn *conn = cli_connect(cfg);
     if (!conn)
-        return EXIT_UNAVAILABLE;
+        return cli_connect_failure();
     int missing = cli_require_schema(cfg, conn);
     if (missing) {
         PQfinish(conn);
@@ -695,7 +695,7 @@ int cli_adopt_restored_store(const struct config *cfg, int argc, char **argv)
     PGconn *source = apart && target ? cli_connect_to(cfg->conninfo) : target;
     if (!target || !source) {
         PQfinish(target);
-        return EXIT_UNAVAILABLE;
+        return cli_connect_failure();
     }
     int missing = cli_require_schema(cfg, target);
     if (missing) {

@@ -26,6 +26,9 @@
 #define CONNECT_TIMEOUT_S   10.0
 #define RECONNECT_INITIAL_S 0.2
 #define RECONNECT_MAX_S     10.0
+/* A server that refuses (wrong password, no such database or role) will not change its mind soon.
+ */
+#define REFUSED_MAX_S 60.0
 
 enum pgconn_state { ST_DOWN, ST_CONNECTING, ST_CHECK, ST_UP, ST_CLOSED };
 
@@ -140,6 +143,24 @@ static void disconnect(struct pgconn *c)
     c->generation++;
 }
 
+/*
+ * The last connect failure said, for the whole process: every connection
+ * of the daemon fails the same way when the password is wrong or the
+ * server is down, and an operator needs the cause once, not a line per
+ * connection and retry. Cleared by a connection that comes up, so the next
+ * failure is said again.
+ */
+static char said_failure[1024];
+
+bool pgconn_refused(const char *message)
+{
+    /*
+     * The server answered and said no (libpq prints its severity), or asked
+     * for a password we do not have: not a network problem.
+     */
+    return message && (strstr(message, "FATAL:") || strstr(message, "fe_sendauth:"));
+}
+
 void pgconn_reset(struct pgconn *c, const char *why)
 {
     if (c->state == ST_CLOSED)
@@ -149,9 +170,24 @@ void pgconn_reset(struct pgconn *c, const char *why)
     one_line(line, sizeof line, why);
     disconnect(c);
     c->state = ST_DOWN;
+    bool refused = !was_up && pgconn_refused(line);
+    c->backoff.max_s = refused ? REFUSED_MAX_S : RECONNECT_MAX_S;
     double delay = backoff_next(&c->backoff, jitter_random());
-    log_warning("%s: %s: %s; reconnecting in %.1fs", c->name,
-                was_up ? "connection lost" : "cannot connect", line, delay);
+    if (was_up) {
+        log_warning("%s: connection lost: %s; reconnecting in %.1fs", c->name, line, delay);
+    } else if (strcmp(line, said_failure) == 0) {
+        log_debug("%s: cannot connect (still): %s; again in %.1fs", c->name, line, delay);
+    } else if (refused) {
+        snprintf(said_failure, sizeof said_failure, "%s", line);
+        log_error("%s: cannot connect: refused by the server: %s; retrying with growing backoff "
+                  "(up to %.0f s), said again when the error changes",
+                  c->name, line, REFUSED_MAX_S);
+    } else {
+        snprintf(said_failure, sizeof said_failure, "%s", line);
+        log_warning("%s: cannot connect: %s; retrying with growing backoff (up to %.0f s), said "
+                    "again when the error changes",
+                    c->name, line, RECONNECT_MAX_S);
+    }
     arm_timer(c, delay);
     c->cb(c, c->arg, PGCONN_LOST, NULL, NULL);
 }
@@ -235,6 +271,7 @@ static void go_up(struct pgconn *c)
         log_info("%s: the server is no longer a hot standby (promoted)", c->name);
     c->standby = false;
     backoff_reset(&c->backoff);
+    said_failure[0] = '\0';
     c->state = ST_UP;
     watch(c, EV_READ);
     log_info("%s: connected to %s:%s/%s (server %d)", c->name, PQhost(c->pg), PQport(c->pg),

@@ -66,6 +66,10 @@ void pgconn_start(struct pgconn *c);
 /* Drop the connection (logging why) and reconnect after the backoff delay. */
 void pgconn_reset(struct pgconn *c, const char *why);
 
+/* Whether a failed connect's message is the server refusing (authentication, no such
+ * database or role), not the network or a server that is down. */
+bool pgconn_refused(const char *message);
+
 /* Close for good: no reconnect. Pending requests are dropped silently. */
 void pgconn_close(struct pgconn *c);
 

@@ -562,12 +562,20 @@ static void wait_and_retry(struct runner *r)
 /* Errors that are not the event's fault: log, record, and try again later. */
 void rn_step_failed(struct runner *r, const char *what, const char *sqlstate, const char *message)
 {
-    log_error("%s: %s failed: %s (SQLSTATE %s); retrying with backoff", r->proj->name, what,
-              message, sqlstate && *sqlstate ? sqlstate : "none");
-    r->stats->errors++;
-    rn_clear_batch(r);
     char line[BATCH_ERR_MAX];
     snprintf(line, sizeof line, "%s: %s", what, message);
+    /*
+     * A permanent error (permission denied, a missing table) fails every
+     * retry the same way: said once, then again only when it changes or
+     * after the runner got going again (a committed batch clears it).
+     */
+    bool again = strcmp(line, r->said_failure) == 0;
+    log_write(again ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR, __FILE__, __LINE__,
+              "%s: %s failed%s: %s (SQLSTATE %s); retrying with backoff", r->proj->name, what,
+              again ? " again" : "", message, sqlstate && *sqlstate ? sqlstate : "none");
+    snprintf(r->said_failure, sizeof r->said_failure, "%s", line);
+    r->stats->errors++;
+    rn_clear_batch(r);
     send_note(r, current_status(r), line, sqlstate, NOTE_THEN_WAIT);
 }
 
@@ -1463,6 +1471,7 @@ static void committed(struct runner *r)
     if (!next.window_open)
         r->cp.window_max = 0;
     backoff_reset(&r->backoff);
+    r->said_failure[0] = '\0';
     if (stop_at) {
         r->failed = true;
         snprintf(r->err_msg, sizeof r->err_msg, "event at position %" PRId64 " (%s): %s",

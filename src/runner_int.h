@@ -169,6 +169,8 @@ struct runner {
     double opened_at;     /* ev_now() of its last open sent alone (not through the share) */
     struct pace pace;     /* the event rate its own opens saw */
     struct backoff backoff;
+    /* The failure last logged at ERROR: the same one again is said at debug only. */
+    char said_failure[BATCH_ERR_MAX];
     struct backoff src_backoff;
 
     /* Hot standbys (pgconn.h): refused until promoted. */

@@ -34,6 +34,7 @@ WRAPPER = shlex.split(os.environ.get("PROJECTORD_WRAPPER", ""))
 DAEMON_USER = os.environ.get("PROJECTORD_TEST_DAEMON_USER", "projectord")
 
 EXIT_OK, EXIT_FAILURE, EXIT_USAGE, EXIT_UNAVAILABLE, EXIT_CONFIG = 0, 1, 64, 69, 78
+EXIT_REFUSED = 77  # the server answered and refused (password, no such database or role)
 
 # The runner's line for a state change its transition table does not hold.
 REFUSED_TRANSITION = "internal error: state transition"

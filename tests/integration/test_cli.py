@@ -11,7 +11,7 @@ import pytest
 
 import oracle
 from scenarios import users_scenario
-from daemon import (PROJECTIONS, EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, EXIT_USAGE, REPO_ROOT, clean_env,
+from daemon import (PROJECTIONS, EXIT_CONFIG, EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, EXIT_USAGE, REPO_ROOT, clean_env,
                     config_text, metadata, run_cli)
 from pgcluster import free_port
 
@@ -204,6 +204,20 @@ def test_status_unreachable_database_exits_69_quickly(write_config):
     assert time.monotonic() - started < 15
     assert proc.returncode == EXIT_UNAVAILABLE, proc.stderr
     assert len(stderr_lines(proc)) == 1, proc.stderr
+
+
+@pytest.mark.parametrize("what", ["database", "role"])
+def test_a_refusing_server_is_told_from_an_unreachable_one(db, write_config, what):
+    """The server answers and refuses (no such database, no such role):
+    exit 77, one line, not 69 ("unreachable", above)."""
+    conninfo = (f"host=127.0.0.1 port={db.cluster.port} user=postgres dbname=no_such_db"
+                if what == "database" else
+                f"host=127.0.0.1 port={db.cluster.port} user=no_such_role dbname={db.name}")
+    proc = run_cli(["-c", write_config(config_text(conninfo)), "status"], timeout=30)
+    assert proc.returncode == EXIT_REFUSED, proc.stderr
+    lines = stderr_lines(proc)
+    assert len(lines) == 1 and "refused by the server" in lines[0], lines
+    assert f"no_such_{what}" in lines[0] or "does not exist" in lines[0], lines
 
 
 # --------------------------------------------------------------------------

@@ -15,6 +15,7 @@
   certificate of our own CA; another CA is refused with a clear error.
 """
 
+import collections
 import os
 import re
 import subprocess
@@ -29,7 +30,7 @@ from psycopg import sql
 
 import oracle
 from conftest import KEEP_TMP, Database, daemon_starter, own_cluster
-from daemon import EXIT_CONFIG, EXIT_OK, EXIT_UNAVAILABLE, SLOWDOWN, clean_env, config_text, run_cli
+from daemon import EXIT_CONFIG, EXIT_OK, EXIT_REFUSED, EXIT_UNAVAILABLE, SLOWDOWN, clean_env, config_text, run_cli
 from eventgen import Command, event
 from pgcluster import PASSWORD_HBA, free_port
 from scenarios import users_scenario
@@ -351,11 +352,11 @@ def assert_not_in_cmdline(daemon, words=SECRET_WORDS):
 
 def test_cluster_refuses_projectord_without_password(sdb, workdir, sdaemon):
     """The secure cluster really demands the password: without one the
-    daemon can not connect (it keeps retrying) and status exits 69."""
+    daemon can not connect (it keeps retrying) and status exits 77 (refused)."""
     daemon = sdaemon(sdb, kv(sdb))
     wait_for_log(daemon, r"no password supplied|password authentication failed")
     proc = cli(daemon, "status")
-    assert proc.returncode == EXIT_UNAVAILABLE, proc.stderr
+    assert proc.returncode == EXIT_REFUSED, proc.stderr
     assert "password" in one_line(proc)
     assert daemon.alive()
 
@@ -386,11 +387,17 @@ def test_wrong_password_is_a_clear_error_without_the_password(sdb, workdir, sdae
     conninfo, env = source(kind, sdb, workdir, WRONG)
     daemon = sdaemon(sdb, conninfo, env)
     wait_for_log(daemon, r"cannot connect: .*password authentication failed for user \"projectord\"")
-    time.sleep(1)  # a retry or two
+    time.sleep(3)  # several retries of each of its connections
     assert daemon.alive(), "a refused password is retried, not fatal"
+    # Said once, as an ERROR, for the whole daemon; the retries only at debug.
+    said = [line for line in daemon.log(tail=100000).splitlines()
+            if "password authentication failed" in line and " DEBUG " not in line]
+    assert len(said) == 1 and " ERROR " in said[0], said
+    assert "refused by the server" in said[0]
     started = time.monotonic()
     outputs = [cli(daemon, "status"), cli(daemon, "status", "--check"), cli(daemon, "check-config")]
-    assert [p.returncode for p in outputs] == [EXIT_UNAVAILABLE, EXIT_UNAVAILABLE, EXIT_OK]
+    # The server answered and refused: 77, not 69 ("unreachable").
+    assert [p.returncode for p in outputs] == [EXIT_REFUSED, EXIT_REFUSED, EXIT_OK]
     assert time.monotonic() - started < 10 * SLOWDOWN
     for proc in outputs[:2]:
         assert "password authentication failed" in one_line(proc)
@@ -435,6 +442,12 @@ def test_server_restart_and_query_errors_without_the_password(sdb, workdir, sdae
     sdb.append([Command("User", uid, 0, [event("UserRegistered", {
         "email": f"{uid}@example.com", "first_name": "C", "last_name": "D"})])])
     wait_for_log(daemon, r"permission denied for table domain_event")
+    wait_for_log(daemon, r"failed again: .*permission denied for table domain_event")
+    # A permanent error is said once per projection at ERROR; its retries at debug only.
+    said = [line for line in daemon.log(tail=1_000_000).splitlines()
+            if "permission denied for table domain_event" in line and " ERROR " in line]
+    per_projection = collections.Counter(line.split(" ERROR ", 1)[1].split(":", 1)[0] for line in said)
+    assert said and max(per_projection.values()) == 1, said
     failing = cli(daemon, "status")
     sdb.execute("GRANT SELECT ON event_store.domain_event TO projectord")
     rows = daemon.wait_caught_up(timeout=60)
