@@ -128,7 +128,6 @@ def test_package_control_fields(package):
     for lib in ("libpq5", "libev4", "libconfig9", "libjansson4", "libc6"):
         assert re.search(rf"\b{lib}\b", depends), depends
     assert package.field("Section") == "database"
-    # The licence is in Debian's place, debian/copyright (the PostgreSQL licence).
     assert "-" not in package.field("Version"), "a native package: the project's version as it is"
 
 
