@@ -21,6 +21,8 @@ COPY projections projections
 COPY sql sql
 COPY etc etc
 COPY systemd systemd
+COPY man man
+COPY examples/declared examples/declared
 RUN cmake -B build -DCMAKE_BUILD_TYPE=RelWithDebInfo -DPROJECTORD_TESTS=OFF \
       -DCMAKE_INSTALL_PREFIX=/usr \
  && cmake --build build -j"$(nproc)" \

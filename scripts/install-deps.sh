@@ -15,6 +15,9 @@ packages=(
   systemd strace
   # Sanitizer and fuzzing builds (libFuzzer's runtime is in libclang-rt).
   clang libclang-rt-14-dev
+  # The Debian package (debian/, docs/packaging.md) and its checks: build,
+  # lintian, the man pages (man, groff).
+  dpkg-dev debhelper fakeroot lintian man-db groff-base
 )
 
 installed() {

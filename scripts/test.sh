@@ -39,7 +39,9 @@ if [ "$quick" -eq 0 ]; then
   # deadlines by PROJECTORD_TEST_SLOWDOWN. test_packaging builds and installs
   # the tree twice more and runs the binary only for --version and
   # check-config: the plain pass covers it, and the CI's time is kept for
-  # the tests that run the daemon; test_fifth_projection builds the tree
+  # the tests that run the daemon; test_debian_package builds, installs and
+  # purges the Debian package, whose binary is not the sanitized one;
+  # test_fifth_projection builds the tree
   # again and reruns tests of this pass with a fifth projection. The declared forms' runs of the projection
   # tests (integration.declared.*) repeat the compiled forms' under the same
   # code; test_declared.py and the unit tests run the declared code here.
@@ -50,7 +52,7 @@ if [ "$quick" -eq 0 ]; then
   LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp" \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   PROJECTORD_TEST_SLOWDOWN=3 \
-  CTEST_EXCLUDE='integration[.](test_packaging$|test_fifth_projection$|test_operations_seeds$|test_schema$|declared[.])' \
+  CTEST_EXCLUDE='integration[.](test_packaging$|test_debian_package$|test_fifth_projection$|test_operations_seeds$|test_schema$|declared[.])' \
     run_pass build-asan -DPROJECTORD_SANITIZE=ON
 fi
 

@@ -127,6 +127,9 @@ def test_one_version():
     assert released[0][0] == version, f"CHANGELOG.md's latest release is {released[0][0]}"
     with open(os.path.join(REPO_ROOT, "docs", "reference.md")) as f:
         assert re.search(rf"\bprojectord {re.escape(version)}\b", f.read())
+    # The Debian package's version (docs/packaging.md): debian/changelog's top entry.
+    with open(os.path.join(REPO_ROOT, "debian", "changelog")) as f:
+        assert re.match(rf"projectord \({re.escape(version)}\) ", f.readline())
 
 
 def test_license():
@@ -182,7 +185,8 @@ def test_install_binary_config_and_unit_agree(install, prefix, config):
     inst = install(prefix)
     binary = f"{prefix}/bin/projectord"
     assert default_config_path(inst.path(binary)) == config
-    assert [f for f in inst.files() if f.endswith(".conf")] == [config]
+    datadir = f"{prefix}/share/projectord/"  # the declared projections are .conf files too
+    assert [f for f in inst.files() if f.endswith(".conf") and not f.startswith(datadir)] == [config]
     unit = unit_settings(inst.path(f"{prefix}/lib/systemd/system/projectord.service"))
     assert unit["ExecStart"] == [f"{binary} run"]
     assert os.access(inst.path(binary), os.X_OK)
@@ -213,6 +217,17 @@ def test_install_layout(install):
     with open(inst.path("/usr/lib/systemd/system/projectord.service")) as f:
         unit = f.read()
     assert not re.search(r"@[A-Za-z0-9_]+@", unit), "a template variable left in the unit"
+    # The declared projections, loadable as they are (projection_dir).
+    declared = sorted(os.path.basename(p) for p in
+                      glob.glob(os.path.join(REPO_ROOT, "projections", "declared", "*.conf")))
+    assert declared and sorted(os.listdir(inst.path("/usr/share/projectord/projections"))) == declared
+    assert sorted(os.listdir(inst.path("/usr/share/projectord/examples"))) == sorted(
+        os.listdir(os.path.join(REPO_ROOT, "examples", "declared")))
+    # The man pages, with the install's paths in them.
+    for page in ("/usr/share/man/man1/projectord.1", "/usr/share/man/man5/projectord.conf.5"):
+        with open(inst.path(page)) as f:
+            text = f.read()
+        assert "/etc/projectord/projectord.conf" in text and not re.search(r"@[A-Za-z0-9_]+@", text)
     docdir = "/usr/share/doc/projectord"
     want_docs = {f"{docdir}/{f}" for f in ("README.md", "CHANGELOG.md", "LICENSE")}
     want_docs |= {f"{docdir}/docs/{f}" for f in os.listdir(os.path.join(REPO_ROOT, "docs"))}
