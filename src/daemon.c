@@ -99,6 +99,20 @@ static void listener_wake(void *arg)
     wake_all(d);
 }
 
+/*
+ * Operators asked something (listener.h): every runner reads its status
+ * row now. Requests are rare, and notifications read together arrive as
+ * one, so the name alone would miss the others.
+ */
+static void listener_request(void *arg, const char *name)
+{
+    (void)name;
+    struct daemon *d = arg;
+    for (size_t i = 0; i < projection_registry_count; i++)
+        if (d->active[i])
+            runner_poke(d->runners[i]);
+}
+
 /* What the runners' opens found (listener.h): the highest head, and when. */
 static void listener_progress(void *arg, int64_t *head, double *seen_at)
 {
@@ -566,8 +580,9 @@ int daemon_run(struct config *cfg, const char *config_path, const char *level_ov
     }
     if (d.nrunning == 0)
         log_warning("no projection is enabled: nothing to do (a reload may enable some)");
-    d.listener = listener_new(d.loop, cfg->conninfo, cfg->target_conninfo, cfg->listen_channel,
-                              d.fleet.instance_id, listener_wake, listener_progress, &d);
+    d.listener =
+        listener_new(d.loop, cfg->conninfo, cfg->target_conninfo, cfg->listen_channel,
+                     d.fleet.instance_id, listener_wake, listener_progress, listener_request, &d);
     if (!d.listener) {
         log_error("out of memory");
         teardown(&d);

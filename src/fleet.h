@@ -19,6 +19,15 @@ struct readshare;
 #define FLEET_PROJECTION_LOCK 1886546532 /* "prjd" */
 #define FLEET_INSTANCE_LOCK   1886546537 /* "prji" */
 
+/*
+ * An operator's request (rebuild, resume, replay) is written to the
+ * projection's status row and announced on this channel of the read-model
+ * database, its payload the projection's name, so the owner reads it at
+ * once instead of at its next heartbeat (which still finds it should the
+ * notification be lost).
+ */
+#define FLEET_REQUEST_CHANNEL "projectord_request"
+
 struct fleet {
     int projections;         /* enabled here (every instance is expected to run the same config) */
     int owned;               /* projections this instance holds the lock of */

@@ -21,6 +21,7 @@ struct listener {
     char instance_id[12];
     listener_wake_cb wake;
     listener_progress_cb progress;
+    listener_request_cb request;
     void *arg;
     struct pace notes; /* the notification rate */
     int64_t n_notes;
@@ -32,10 +33,23 @@ struct listener {
     bool standby_said; /* a hot standby (pgconn.h) is in the log: not again until a primary */
 };
 
+/* On the read-model connection: the presence lock, and requests from now on. */
 static int queue_presence(struct listener *l, struct pgconn *c)
 {
     const char *params[] = {l->instance_key, l->instance_id};
+    if (pgconn_query(c, "LISTEN \"" FLEET_REQUEST_CHANNEL "\"", 0, NULL) < 0)
+        return -1;
     return pgconn_query(c, "SELECT pg_try_advisory_lock($1::int, $2::int)", 2, params);
+}
+
+/* A notification on the requests' channel; false for any other. */
+static bool on_request(struct listener *l, const PGnotify *notify)
+{
+    if (strcmp(notify->relname, FLEET_REQUEST_CHANNEL) != 0)
+        return false;
+    log_debug("listener: a request for %s", notify->extra);
+    l->request(l->arg, notify->extra);
+    return true;
 }
 
 /*
@@ -61,7 +75,6 @@ static void on_standby(struct listener *l, struct pgconn *c)
 static void presence_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGresult *res,
                         const PGnotify *notify)
 {
-    (void)notify;
     struct listener *l = arg;
     if (ev == PGCONN_STANDBY)
         on_standby(l, c);
@@ -70,6 +83,8 @@ static void presence_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const
     else if (ev == PGCONN_RESULT && !pgconn_result_ok(res))
         log_error("listener: presence lock failed: %s (SQLSTATE %s)", pgconn_error_line(res),
                   pgconn_sqlstate(res));
+    else if (ev == PGCONN_NOTIFY)
+        on_request(l, notify);
 }
 
 /* Leave the channel (or listen again): one statement of its own request. */
@@ -129,6 +144,8 @@ static void tick_cb(struct ev_loop *loop, ev_timer *w, int revents)
 
 static void on_notify(struct listener *l, const PGnotify *notify)
 {
+    if (on_request(l, notify))
+        return;
     int n = pgconn_notifies(l->conn);
     log_debug("listener: %d notification(s) on %s", n, notify->relname);
     l->wake(l->arg);
@@ -191,7 +208,7 @@ static char *channel_statement(const char *verb, const char *channel)
 
 struct listener *listener_new(struct ev_loop *loop, const char *conninfo, const char *target,
                               const char *channel, int instance_id, listener_wake_cb wake,
-                              listener_progress_cb progress, void *arg)
+                              listener_progress_cb progress, listener_request_cb request, void *arg)
 {
     struct listener *l = calloc(1, sizeof *l);
     if (!l)
@@ -203,6 +220,7 @@ struct listener *listener_new(struct ev_loop *loop, const char *conninfo, const 
     snprintf(l->instance_key, sizeof l->instance_key, "%d", FLEET_INSTANCE_LOCK);
     snprintf(l->instance_id, sizeof l->instance_id, "%d", instance_id);
     l->wake = wake;
+    l->request = request;
     l->arg = arg;
     l->listen_sql = channel_statement("LISTEN", channel);
     l->unlisten_sql = channel_statement("UNLISTEN", channel);

@@ -15,6 +15,9 @@
  * which cost the writers 15 % of their throughput on a 2-core box. When the
  * opens have found nothing new for LISTENER_QUIET_S, it listens again and
  * wakes the owner once more, for what was committed in between.
+ *
+ * The connection to the read-model database also listens for operators'
+ * requests (FLEET_REQUEST_CHANNEL), always: they are rare.
  */
 #ifndef PROJECTORD_LISTENER_H
 #define PROJECTORD_LISTENER_H
@@ -29,6 +32,11 @@
 struct listener;
 
 typedef void (*listener_wake_cb)(void *arg);
+/*
+ * Operators asked something (fleet.h, FLEET_REQUEST_CHANNEL): name is the
+ * projection of the last request read, which may stand for several.
+ */
+typedef void (*listener_request_cb)(void *arg, const char *name);
 /* The highest head position the owner's opens found, and when an open last found one. */
 typedef void (*listener_progress_cb)(void *arg, int64_t *head, double *seen_at);
 
@@ -38,7 +46,8 @@ typedef void (*listener_progress_cb)(void *arg, int64_t *head, double *seen_at);
  */
 struct listener *listener_new(struct ev_loop *loop, const char *conninfo, const char *target,
                               const char *channel, int instance_id, listener_wake_cb wake,
-                              listener_progress_cb progress, void *arg);
+                              listener_progress_cb progress, listener_request_cb request,
+                              void *arg);
 void listener_start(struct listener *l);
 /* The tick while the channel is left, in seconds; 0: always listen. */
 void listener_set_tick(struct listener *l, double tick_s);

@@ -241,11 +241,13 @@ static bool owned_elsewhere(PGconn *conn, const char *name)
 static char *request(PGconn *conn, const char *name, const char *column)
 {
     const char *params[] = {name};
-    char sql[256];
+    char sql[512];
+    /* The notification goes out with the commit (fleet.h, FLEET_REQUEST_CHANNEL). */
     snprintf(sql, sizeof sql,
-             "UPDATE read_model.projection_metadata SET %s = clock_timestamp()"
-             " WHERE projection_name = $1 RETURNING %s",
-             column, column);
+             "WITH asked AS (UPDATE read_model.projection_metadata SET %s = clock_timestamp()"
+             " WHERE projection_name = $1 RETURNING %s)"
+             " SELECT asked.%s, pg_notify('" FLEET_REQUEST_CHANNEL "', $1) FROM asked",
+             column, column, column);
     PGresult *res = PQexecParams(conn, sql, 1, NULL, params, NULL, NULL, 0);
     char *at = NULL;
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)

@@ -396,18 +396,30 @@ static void deliver_results(struct pgconn *c)
  * 1,000 appends/s a fifth of the rounds came within 0.1 ms of the one
  * before, from the same read, and each made the open just sent stale.
  */
+/*
+ * Each run of notifications on one channel is delivered once (the last of
+ * them), its length in c->notifies: a busy event store sends thousands,
+ * while a notification on another channel (an operator's request) must
+ * not be lost among them.
+ */
 static void deliver_notifies(struct pgconn *c)
 {
     PGnotify *last = NULL, *n;
+    unsigned gen = c->generation;
     c->notifies = 0;
-    while (c->pg && (n = PQnotifies(c->pg)) != NULL) {
+    while (c->pg && gen == c->generation && (n = PQnotifies(c->pg)) != NULL) {
+        if (last && strcmp(last->relname, n->relname) != 0) {
+            c->cb(c, c->arg, PGCONN_NOTIFY, NULL, last);
+            c->notifies = 0;
+        }
         if (last)
             PQfreemem(last);
         last = n;
         c->notifies++;
     }
     if (last) {
-        c->cb(c, c->arg, PGCONN_NOTIFY, NULL, last);
+        if (gen == c->generation)
+            c->cb(c, c->arg, PGCONN_NOTIFY, NULL, last);
         PQfreemem(last);
     }
 }

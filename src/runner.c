@@ -2169,6 +2169,11 @@ static void heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents)
     struct runner *r = w->data;
     w->repeat = within_stall(r, HEARTBEAT_S); /* stall_timeout_ms may have been reloaded */
     ev_timer_again(loop, w);
+    runner_poke(r);
+}
+
+void runner_poke(struct runner *r)
+{
     /* Often due while a step is in flight (the poll timer ticks with it): next_step sends it. */
     r->heartbeat_due = true;
     if (r->state == R_IDLE && pgconn_idle(r->conn))

@@ -70,6 +70,13 @@ void runner_start(struct runner *r);
 /* New events may have been committed: look soon (coalesced while busy). */
 void runner_wake(struct runner *r);
 
+/*
+ * An operator asked something of this projection (a rebuild, resume or
+ * replay request in its status row): read the row now, as the heartbeat
+ * would.
+ */
+void runner_poke(struct runner *r);
+
 /* Finish the batch in flight, mark the projection stopped, then call done. */
 void runner_stop(struct runner *r);
 

@@ -217,3 +217,19 @@ def test_a_rebuild_run_here_keeps_the_live_projection_going(db, start_daemon):
         out, _ = cmd.communicate(timeout=300 * SLOWDOWN)
     assert cmd.returncode == 0, out
     assert_event_stats_exact(db)
+
+
+def test_a_request_reaches_the_running_daemon_by_notification(db, start_daemon):
+    """`rebuild` writes its request to the status row and announces it on
+    the requests' channel (fleet.h): the owner reads it at once, not at its
+    next heartbeat (a request read wakes every projection's runner, so two
+    sent together are both read, also when their notifications arrive as
+    one)."""
+    daemon = start_daemon(poll_interval_ms=200)
+    db.append_all(generate_mix(seed=41, n_events=2000, days=2))
+    daemon.wait_caught_up()
+    result = run_cli(["-c", daemon.config_path, "rebuild", "catalog", "users"], timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "listener: a request for " in daemon.log(tail=1_000_000)
+    assert "catalog: rebuilt" in result.stdout and "users: rebuilt" in result.stdout
+    assert_exact(db, daemon)
