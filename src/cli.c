@@ -124,38 +124,39 @@ static int in_recovery(PGconn *conn)
     return answer;
 }
 
+int cli_refuse_standby(PGconn *conn, const char *key, const char *why)
+{
+    int standby = in_recovery(conn);
+    if (standby > 0)
+        fprintf(stderr,
+                "projectord: %s names a hot standby (the server is in recovery): %s; point %s"
+                " at the primary\n",
+                key, why, key);
+    return standby < 0 ? EXIT_FAILURE_1 : standby ? EXIT_CONFIG : 0;
+}
+
 int cli_require_primary(const struct config *cfg, PGconn *target, bool events)
 {
-    int standby = in_recovery(target);
-    if (standby < 0)
-        return EXIT_FAILURE_1;
-    if (standby && !cfg->target_conninfo) {
-        fprintf(stderr, "projectord: database.conninfo names a hot standby (the server is in"
-                        " recovery): the event store must be read and the read model written on"
-                        " the primary; point database.conninfo at the primary\n");
-        return EXIT_CONFIG;
-    }
-    if (standby) {
-        fprintf(stderr, "projectord: database.target names a hot standby (the server is in"
-                        " recovery): the read model cannot be written there; point"
-                        " database.target at the primary\n");
-        return EXIT_CONFIG;
-    }
+    int refused = cfg->target_conninfo
+                      ? cli_refuse_standby(target, "database.target",
+                                           "the read model cannot be written there")
+                      : cli_refuse_standby(target, "database.conninfo",
+                                           "the event store must be read and the read model "
+                                           "written on the primary");
+    if (refused)
+        return refused;
     int missing = cli_require_schema(cfg, target);
     if (missing || !events || !cfg->target_conninfo)
         return missing;
     PGconn *source = cli_connect_to(cfg->conninfo);
     if (!source)
         return cli_connect_failure();
-    standby = in_recovery(source);
-    if (standby > 0)
-        fprintf(stderr, "projectord: database.conninfo names a hot standby (the server is in"
-                        " recovery): its snapshots do not list the primary's transactions in"
-                        " progress, so events could be skipped; point database.conninfo at the"
-                        " primary\n");
-    missing = standby == 0 ? ask_schema(source, true, false) : 0;
+    refused = cli_refuse_standby(source, "database.conninfo",
+                                 "its snapshots do not list the primary's transactions in "
+                                 "progress, so events could be skipped");
+    missing = refused ? refused : ask_schema(source, true, false);
     PQfinish(source);
-    return standby < 0 ? EXIT_FAILURE_1 : standby ? EXIT_CONFIG : missing;
+    return missing;
 }
 
 static void print_text(const PGresult *res)

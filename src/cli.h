@@ -47,6 +47,13 @@ int cli_connect_failure(void);
 int cli_require_primary(const struct config *cfg, PGconn *target, bool events);
 
 /*
+ * Refuse a hot standby named by config key `key` (why: what cannot be done
+ * there). Returns 0, EXIT_CONFIG after one line, or EXIT_FAILURE_1 when
+ * the question failed (printed).
+ */
+int cli_refuse_standby(PGconn *conn, const char *key, const char *why);
+
+/*
  * Refuse a database without projectord's schema (schemagate.h's question):
  * the read model on conn, and the event store there too unless it is in
  * another database (database.target): an original design's event store

@@ -557,13 +557,20 @@ int cli_migrate(const struct config *cfg, int argc, char **argv)
 
     bool apart = config_apart(cfg->conninfo, cfg->target_conninfo);
     struct target targets[2] = {{.label = apart ? "event store: " : ""}, {.label = "read model: "}};
-    int rc = 0;
-    for (int i = 0; !rc && i < (apart ? 2 : 1); i++) {
+    int rc = 0, nt = apart ? 2 : 1;
+    /* Both connections and checks first: nothing is applied to one when the other is refused. */
+    for (int i = 0; !rc && i < nt; i++) {
+        const char *key =
+            (i == 0 && apart) || !cfg->target_conninfo ? "database.conninfo" : "database.target";
         targets[i].conn = i == 0 && apart ? cli_connect_to(cfg->conninfo) : cli_connect(cfg);
-        rc = targets[i].conn ? migrate_one(&targets[i], files, n, dir, dry_run)
-                             : cli_connect_failure();
-        PQfinish(targets[i].conn); /* the advisory lock goes with the session */
+        rc = !targets[i].conn ? cli_connect_failure()
+                              : cli_refuse_standby(targets[i].conn, key,
+                                                   "migrations are applied on the primary");
     }
+    for (int i = 0; !rc && i < nt; i++)
+        rc = migrate_one(&targets[i], files, n, dir, dry_run);
+    for (int i = 0; i < nt; i++)
+        PQfinish(targets[i].conn); /* the advisory lock goes with the session */
     free_files(files, n);
     return rc;
 }

@@ -699,7 +699,7 @@ int cli_adopt_restored_store(const struct config *cfg, int argc, char **argv)
         PQfinish(target);
         return cli_connect_failure();
     }
-    int missing = cli_require_schema(cfg, target);
+    int missing = cli_require_primary(cfg, target, true); /* and the schema */
     if (missing) {
         if (source != target)
             PQfinish(source);

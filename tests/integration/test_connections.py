@@ -31,6 +31,7 @@ import oracle
 from conftest import KEEP_TMP, Database, daemon_starter, own_cluster
 from daemon import DAEMON_USER, PROJECTIONS, EXIT_CONFIG, as_user, config_text, run_cli
 from eventgen import Command, event, generate_mix
+from pgcluster import SQL_DIR
 
 ACCENTS = " José Muñoz Müller"
 
@@ -350,7 +351,7 @@ def test_run_on_a_hot_standby_alone_waits_for_its_promotion(replica, start):
 
 def test_one_shot_commands_refuse_a_hot_standby(primary, replica, workdir):
     """Commands that read the event store (rebuild, replay-dead-letters) or
-    write the read model (resume) exit 78 with one line naming the setting
+    write the read model (resume) or either (migrate, adopt-restored-store) exit 78 with one line naming the setting
     and the remedy when it names a hot standby; status still reads."""
     name = f"hs{os.getpid()}_cli"
     events, reads, standby = replica(name, name + "_reads")
@@ -369,6 +370,13 @@ def test_one_shot_commands_refuse_a_hot_standby(primary, replica, workdir):
         (config(events.conninfo), ["resume", "users"], "database.conninfo"),
         (config(on_primary.conninfo, Database(standby, reads.name).conninfo), ["rebuild", "users"],
          "database.target"),
+        # migrate and adopt-restored-store write: never on a standby either
+        (config(events.conninfo), ["migrate", "--sql-dir", SQL_DIR], "database.conninfo"),
+        (config(on_primary.conninfo, Database(standby, reads.name).conninfo),
+         ["migrate", "--sql-dir", SQL_DIR], "database.target"),
+        (config(events.conninfo), ["adopt-restored-store"], "database.conninfo"),
+        (config(events.conninfo, reads.conninfo), ["adopt-restored-store", "--dry-run"],
+         "database.conninfo"),
     ]
     for path, args, setting in cases:
         out = run_cli(["-c", path] + args)
