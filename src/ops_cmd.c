@@ -321,6 +321,12 @@ static int pick(int argc, char **argv, const struct projection **out, size_t *n)
     }
     for (int i = 0; i < argc; i++) {
         const struct projection *p = registry_find(argv[i]);
+        if (argv[i][0] == '-') {
+            fprintf(stderr,
+                    "projectord: rebuild: unknown option '%s' (see projectord rebuild --help)\n",
+                    argv[i]);
+            return -1;
+        }
         if (!p) {
             fprintf(stderr, "projectord: rebuild: no projection '%s' (see projectord list)\n",
                     argv[i]);
@@ -426,6 +432,12 @@ static bool wait_for_column(PGconn *conn, const char *name, const char *column, 
 
 static const struct projection *one_projection(const char *command, int argc, char **argv)
 {
+    for (int i = 0; i < argc; i++)
+        if (argv[i][0] == '-') {
+            fprintf(stderr, "projectord: %s: unknown option '%s' (see projectord %s --help)\n",
+                    command, argv[i], command);
+            return NULL;
+        }
     if (argc != 1) {
         fprintf(stderr, "projectord: %s: name one projection\n", command);
         return NULL;

@@ -6,8 +6,8 @@
  *
  * Lag in seconds comes from the view; with the read model in another
  * database (database.target) the event store's events are not there, and
- * the seconds of a projection that is behind are asked of the event store's
- * own database (the same SQL function the view uses).
+ * each projection's is asked of the event store's own database (the same
+ * SQL function the view uses).
  */
 #include <jansson.h>
 #include <libpq-fe.h>
@@ -206,38 +206,41 @@ static char *names_literal(const struct status_args *a)
 /* ---- lag in seconds ----------------------------------------------------------- */
 
 /*
- * Each row's lag in seconds: the view's, or, where the view cannot tell
- * (the event is in the event store's own database), the event store's
- * answer. Unknown when that database cannot be asked: status still prints.
+ * Each row's lag in seconds: the view's; or, with the read model in
+ * another database (database.target), the event store's own answer for
+ * the row's last_position: the read model's database holds no events, and
+ * its lag_events is only the head the daemon last wrote. Unknown (and
+ * said once) when that database cannot be asked: status still prints.
  */
 static void lag_seconds(const struct config *cfg, const PGresult *res, struct row_lag *lag)
 {
     int n = PQntuples(res);
-    bool missing = false;
     for (int i = 0; i < n; i++) {
         const char *v = val(res, i, C_LAG_S);
         lag[i] = (struct row_lag){.known = v != NULL, .seconds = v ? strtod(v, NULL) : 0};
-        missing |= !v;
     }
-    if (!missing || !config_apart(cfg->conninfo, cfg->target_conninfo))
+    if (n == 0 || !config_apart(cfg->conninfo, cfg->target_conninfo))
         return;
     PGconn *source = cli_connect_to(cfg->conninfo);
+    for (int i = 0; !source && i < n; i++)
+        lag[i].known = false;
     for (int i = 0; source && i < n; i++) {
-        if (lag[i].known)
-            continue;
         const char *params[] = {val(res, i, C_LAST)};
         PGresult *r = PQexecParams(source, SQL_LAG_SECONDS, 1, NULL, params, NULL, NULL, 0);
         bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
         if (ok && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
             lag[i] = (struct row_lag){.known = true, .seconds = strtod(PQgetvalue(r, 0, 0), NULL)};
-        else if (ok && PQntuples(r) == 0)
-            lag[i] = (struct row_lag){.known = true}; /* nothing after it: caught up since */
-        else if (!ok)
+        else if (ok)
+            lag[i] = (struct row_lag){.known = true}; /* nothing after it */
+        else
             fprintf(stderr, "projectord: status: cannot ask the event store for the lag: %s\n",
                     pgconn_error_line(r));
         PQclear(r);
-        if (!ok)
+        if (!ok) {
+            for (int j = 0; j < n; j++)
+                lag[j].known = false;
             break;
+        }
     }
     PQfinish(source);
 }
@@ -470,9 +473,10 @@ static bool judge(const struct config *cfg, const struct status_args *a, const P
                     a->max_lag);
             ok = false;
         } else if (lag[i].seconds > a->max_lag) {
+            const char *events = val(res, i, C_LAG);
             fprintf(stderr,
-                    "projectord: %s lags %.1f s behind (%s events), more than --max-lag %g\n", name,
-                    lag[i].seconds, val(res, i, C_LAG), a->max_lag);
+                    "projectord: %s lags %.1f s behind (%s event%s), more than --max-lag %g\n",
+                    name, lag[i].seconds, events, strcmp(events, "1") == 0 ? "" : "s", a->max_lag);
             ok = false;
         }
     }
