@@ -183,23 +183,31 @@ static bool asked(const struct status_args *a, const char *name)
     return false;
 }
 
-/* The names as a text[] literal (they are projection names: no quoting needed), or NULL. */
+/* The names as a text[] literal, each quoted (caller frees), or NULL for all. */
 static char *names_literal(const struct status_args *a)
 {
     if (a->n_names == 0)
         return NULL;
     size_t len = 3;
     for (int i = 0; i < a->n_names; i++)
-        len += strlen(a->names[i]) + 1;
-    char *lit = malloc(len);
+        len += 2 * strlen(a->names[i]) + 3;
+    char *lit = malloc(len), *out = lit;
     if (!lit)
         return NULL;
-    strcpy(lit, "{");
+    *out++ = '{';
     for (int i = 0; i < a->n_names; i++) {
-        strcat(lit, a->names[i]);
-        strcat(lit, i + 1 < a->n_names ? "," : "");
+        *out++ = '"';
+        for (const char *c = a->names[i]; *c; c++) {
+            if (*c == '"' || *c == '\\')
+                *out++ = '\\';
+            *out++ = *c;
+        }
+        *out++ = '"';
+        if (i + 1 < a->n_names)
+            *out++ = ',';
     }
-    strcat(lit, "}");
+    *out++ = '}';
+    *out = '\0';
     return lit;
 }
 
@@ -511,6 +519,11 @@ int cli_status(const struct config *cfg, int argc, char **argv)
         return missing;
     }
     char *names = names_literal(&a);
+    if (a.n_names > 0 && !names) {
+        fprintf(stderr, "projectord: status: out of memory\n");
+        PQfinish(conn);
+        return EXIT_FAILURE_1;
+    }
     const char *params[] = {names};
     PGresult *res = PQexecParams(conn, SQL_STATUS, 1, NULL, params, NULL, NULL, 0);
     free(names);
