@@ -16,29 +16,6 @@
 
 #define CONNECT_TIMEOUT "5"
 
-static const char *const status_columns[] = {
-    "projection_name", "status",         "last_position",
-    "head_position",   "lag_events",     "events_processed",
-    "events_skipped",  "events_ignored", "healthy",
-    "heartbeat_at",    "owner",          "last_error",
-    "stalled",         "progressed_at",  "unhealthy_reason",
-};
-#define N_STATUS_COLUMNS (sizeof status_columns / sizeof status_columns[0])
-
-#define SQL_STATUS                                                                                 \
-    "SELECT s.projection_name, s.status, s.last_position, s.head_position, s.lag_events,"          \
-    "       s.events_processed, s.events_skipped, s.events_ignored, s.healthy,"                    \
-    "       to_char(s.heartbeat_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"         \
-    "       s.owner, s.last_error, h.stalled,"                                                     \
-    "       to_char(h.progressed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"        \
-    "       CASE h.unhealthy_reason WHEN 'stalled' THEN format("                                   \
-    "           'stalled: %s events behind, no progress for %s s (stall_after %s)',"               \
-    "           h.lag_events, round(h.seconds_since_progress), h.stall_after)"                     \
-    "       ELSE h.unhealthy_reason END"                                                           \
-    "  FROM read_model.projection_status s"                                                        \
-    "  LEFT JOIN read_model.projection_health h USING (projection_name)"                           \
-    " ORDER BY s.projection_name"
-
 PGconn *cli_connect(const struct config *cfg)
 {
     return cli_connect_to(config_target(cfg));
@@ -159,124 +136,60 @@ int cli_require_primary(const struct config *cfg, PGconn *target, bool events)
     return missing;
 }
 
-static void print_text(const PGresult *res)
+/* Projection p as JSON (list --json). */
+static json_t *projection_json(const struct projection *p)
 {
-    printf("%-14s %-12s %12s %12s %10s %12s %8s %8s %-7s %-20s %s\n", "PROJECTION", "STATUS",
-           "POSITION", "HEAD", "LAG", "PROCESSED", "SKIPPED", "IGNORED", "HEALTHY", "HEARTBEAT",
-           "OWNER");
-    for (int i = 0; i < PQntuples(res); i++) {
-        printf("%-14s %-12s %12s %12s %10s %12s %8s %8s %-7s %-20s %s\n", PQgetvalue(res, i, 0),
-               PQgetvalue(res, i, 1), PQgetvalue(res, i, 2), PQgetvalue(res, i, 3),
-               PQgetvalue(res, i, 4), PQgetvalue(res, i, 5), PQgetvalue(res, i, 6),
-               PQgetvalue(res, i, 7), strcmp(PQgetvalue(res, i, 8), "t") == 0 ? "yes" : "no",
-               PQgetvalue(res, i, 9), PQgetvalue(res, i, 10));
-        if (!PQgetisnull(res, i, 14))
-            printf("    unhealthy: %s\n", PQgetvalue(res, i, 14));
-        if (!PQgetisnull(res, i, 11))
-            printf("    last error: %s\n", PQgetvalue(res, i, 11));
-    }
+    const char *origin = registry_origin(p);
+    json_t *tables = json_array(), *events = json_array();
+    for (const char *const *t = p->tables; *t; t++)
+        json_array_append_new(tables, json_sprintf("read_model.%s", *t));
+    for (const struct pj_handler *h = p->handlers; h->event_type; h++)
+        json_array_append_new(events, json_string(h->event_type));
+    return json_pack("{s:s, s:i, s:s, s:s, s:o, s:o, s:o}", "name", p->name, "version", p->version,
+                     "description", p->description ? p->description : "", "origin",
+                     origin ? "declared" : "compiled-in", "file",
+                     origin ? json_string(origin) : json_null(), "tables", tables, "event_types",
+                     events);
 }
 
-static json_t *json_value(const PGresult *res, int row, int col)
+/* Print root as indented JSON and free it. */
+static void put_json(json_t *root)
 {
-    if (PQgetisnull(res, row, col))
-        return json_null();
-    const char *v = PQgetvalue(res, row, col);
-    if (col >= 2 && col <= 7)
-        return json_integer(strtoll(v, NULL, 10));
-    if (col == 8 || col == 12)
-        return json_boolean(strcmp(v, "t") == 0);
-    return json_string(v);
-}
-
-static void print_json(const PGresult *res)
-{
-    json_t *rows = json_array();
-    for (int i = 0; i < PQntuples(res); i++) {
-        json_t *row = json_object();
-        for (size_t c = 0; c < N_STATUS_COLUMNS; c++)
-            json_object_set_new(row, status_columns[c], json_value(res, i, (int)c));
-        json_array_append_new(rows, row);
-    }
-    char *text = json_dumps(rows, JSON_INDENT(2));
+    char *text = root ? json_dumps(root, JSON_INDENT(2)) : NULL;
     if (text)
         puts(text);
     free(text);
-    json_decref(rows);
+    json_decref(root);
 }
 
-/* An enabled projection is healthy when its row says so. */
-static bool all_healthy(const struct config *cfg, const PGresult *res)
+int cli_list(int argc, char **argv)
 {
-    bool ok = true;
-    for (size_t p = 0; p < cfg->n_projections; p++) {
-        if (!cfg->projections[p].enabled)
-            continue;
-        bool found = false;
-        for (int i = 0; i < PQntuples(res); i++) {
-            if (strcmp(PQgetvalue(res, i, 0), cfg->projections[p].name) != 0)
-                continue;
-            found = true;
-            if (strcmp(PQgetvalue(res, i, 8), "t") != 0) {
-                /* The reason, unless it only says the status again ("failed"). */
-                const char *status = PQgetvalue(res, i, 1), *why = PQgetvalue(res, i, 14);
-                bool say_why = !PQgetisnull(res, i, 14) && strcmp(why, status) != 0;
-                fprintf(stderr, "projectord: %s is unhealthy (status %s%s%s)\n",
-                        cfg->projections[p].name, status, say_why ? ", " : "", say_why ? why : "");
-                ok = false;
-            }
-        }
-        if (!found) {
-            fprintf(stderr, "projectord: %s has no status row yet\n", cfg->projections[p].name);
-            ok = false;
-        }
-    }
-    return ok;
-}
-
-int cli_status(const struct config *cfg, int argc, char **argv)
-{
-    bool json = false, check = false;
+    bool names_only = false, json = false;
     for (int i = 0; i < argc; i++) {
-        if (strcmp(argv[i], "--json") == 0)
+        if (strcmp(argv[i], "--names") == 0)
+            names_only = true;
+        else if (strcmp(argv[i], "--json") == 0)
             json = true;
-        else if (strcmp(argv[i], "--check") == 0)
-            check = true;
-        else {
-            fprintf(stderr, "projectord: status: unknown argument '%s' (--json, --check)\n",
+        else if (argv[i][0] == '-') {
+            fprintf(stderr, "projectord: list: unknown option '%s' (see projectord list --help)\n",
                     argv[i]);
+            return EXIT_USAGE;
+        } else {
+            fprintf(
+                stderr,
+                "projectord: list: unexpected arguments from '%s' (see projectord list --help)\n",
+                argv[i]);
             return EXIT_USAGE;
         }
     }
-    PGconn *conn = cli_connect(cfg);
-    if (!conn)
-        return cli_connect_failure();
-    int missing = cli_require_schema(cfg, conn);
-    if (missing) {
-        PQfinish(conn);
-        return missing;
+    if (json) {
+        json_t *all = json_array();
+        for (size_t i = 0; i < projection_registry_count; i++)
+            json_array_append_new(all, names_only ? json_string(projection_registry[i]->name)
+                                                  : projection_json(projection_registry[i]));
+        put_json(all);
+        return 0;
     }
-    PGresult *res = PQexec(conn, SQL_STATUS);
-    int rc = 0;
-    if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-        fprintf(stderr, "projectord: status: %s\n", msg ? msg : PQerrorMessage(conn));
-        rc = EXIT_FAILURE_1;
-    } else {
-        if (json)
-            print_json(res);
-        else
-            print_text(res);
-        if (check && !all_healthy(cfg, res))
-            rc = EXIT_FAILURE_1;
-    }
-    PQclear(res);
-    PQfinish(conn);
-    return rc;
-}
-
-int cli_list(bool names_only)
-{
     for (size_t i = 0; i < projection_registry_count; i++) {
         const struct projection *p = projection_registry[i];
         /* One name a line: what scripts and the tests read to know the build's projections. */
@@ -304,9 +217,10 @@ int cli_list(bool names_only)
 /*
  * Prepare projection p's statements on conn as a runner would (its
  * search_path); one line on stderr for each the database rejects, naming
- * the declared file and line. Returns the number rejected.
+ * the declared file and line, and with rejected (not NULL) one object in
+ * it. Returns the number rejected.
  */
-static int prepare_statements(PGconn *conn, const struct projection *p)
+static int prepare_statements(PGconn *conn, const struct projection *p, json_t *rejected_out)
 {
     const struct declared *d = declared_of(p);
     int rejected = 0;
@@ -320,15 +234,32 @@ static int prepare_statements(PGconn *conn, const struct projection *p)
                 fprintf(stderr, "projectord: ");
             fprintf(stderr, "projection %s: statement %d does not prepare: %s (SQLSTATE %s)\n",
                     p->name, i, pgconn_error_line(res), pgconn_sqlstate(res));
+            if (rejected_out)
+                json_array_append_new(
+                    rejected_out,
+                    json_pack("{s:s, s:i, s:o, s:o, s:s, s:s}", "projection", p->name, "statement",
+                              i, "file", d ? json_string(d->file) : json_null(), "line",
+                              d ? json_integer(d->statement_lines[i]) : json_null(), "error",
+                              pgconn_error_line(res), "sqlstate", pgconn_sqlstate(res)));
         }
         PQclear(res);
     }
     return rejected;
 }
 
-int cli_check_config(const struct config *cfg)
+int cli_check_config(const struct config *cfg, int argc, char **argv)
 {
-    config_print(cfg, stdout);
+    bool json = argc == 1 && strcmp(argv[0], "--json") == 0;
+    if (argc > 1 || (argc == 1 && !json)) {
+        fprintf(stderr,
+                "projectord: check-config: unknown argument '%s' (see projectord check-config "
+                "--help)\n",
+                argv[argc > 1 && json ? 1 : 0]);
+        return EXIT_USAGE;
+    }
+    json_t *doc = json ? config_json(cfg) : NULL, *rejected_out = json ? json_array() : NULL;
+    if (!json)
+        config_print(cfg, stdout);
     /*
      * With a reachable read-model database, every enabled projection's
      * statements are prepared too, as the daemon would at start: a declared
@@ -336,17 +267,24 @@ int cli_check_config(const struct config *cfg)
      * line, not when its projection starts. Unreachable: the file alone.
      */
     PGconn *conn = connect_quietly(config_target(cfg), NULL);
-    if (!conn)
-        return 0;
-    PGresult *res = PQexec(conn, "SELECT pg_catalog.set_config('search_path', 'read_model, public',"
-                                 " false), pg_catalog.set_config('TimeZone', 'UTC', false)");
-    PQclear(res);
     int rejected = 0;
-    for (size_t i = 0; i < projection_registry_count; i++) {
-        const struct projection_config *pc = config_projection(cfg, projection_registry[i]->name);
-        if (!pc || pc->enabled)
-            rejected += prepare_statements(conn, projection_registry[i]);
+    if (conn) {
+        PGresult *res =
+            PQexec(conn, "SELECT pg_catalog.set_config('search_path', 'read_model, public',"
+                         " false), pg_catalog.set_config('TimeZone', 'UTC', false)");
+        PQclear(res);
+        for (size_t i = 0; i < projection_registry_count; i++) {
+            const struct projection_config *pc =
+                config_projection(cfg, projection_registry[i]->name);
+            if (!pc || pc->enabled)
+                rejected += prepare_statements(conn, projection_registry[i], rejected_out);
+        }
+        PQfinish(conn);
     }
-    PQfinish(conn);
+    if (json) {
+        json_object_set_new(doc, "statements_checked", json_boolean(conn != NULL));
+        json_object_set_new(doc, "rejected_statements", rejected_out);
+        put_json(doc);
+    }
     return rejected ? EXIT_CONFIG : 0;
 }

@@ -1,5 +1,6 @@
 /*
- * cli: the one-shot commands (status, list, check-config). They may block:
+ * cli: the one-shot commands (status, list, check-config; the others in
+ * ops_cmd.c and migrate.c) and what they share. They may block:
  * they run outside the daemon's loop, with a connect timeout so an
  * unreachable database gives exit 69 instead of a hang.
  */
@@ -64,11 +65,15 @@ int cli_refuse_standby(PGconn *conn, const char *key, const char *why);
  */
 int cli_require_schema(const struct config *cfg, PGconn *conn);
 
-/* `status [--json] [--check]`: argv are the command's own arguments. */
+/*
+ * status_cmd.c: `status [--json] [--check] [--max-lag SECONDS] [NAME...]`;
+ * argv are the command's own arguments (the names are moved to its front).
+ */
 int cli_status(const struct config *cfg, int argc, char **argv);
 
 /* ops_cmd.c: `rebuild NAME... | --all`, `replay-dead-letters NAME`,
- * `resume NAME`, `dead-letters [NAME]`. */
+ * `resume NAME`, `dead-letters [--json] [NAME]`,
+ * `dead-letters --purge NAME [--before POSITION]`. */
 int cli_rebuild(const struct config *cfg, int argc, char **argv);
 int cli_replay_dead_letters(const struct config *cfg, int argc, char **argv);
 int cli_resume(const struct config *cfg, int argc, char **argv);
@@ -78,11 +83,11 @@ int cli_dead_letters(const struct config *cfg, int argc, char **argv);
  * from another cluster readable again (sql/V026). */
 int cli_adopt_restored_store(const struct config *cfg, int argc, char **argv);
 
-/* `list [--names]`: the projections (compiled-in or declared), their tables
- * and event types; names_only: their names alone, one a line. */
-int cli_list(bool names_only);
+/* `list [--names] [--json]`: the projections (compiled-in or declared), their
+ * tables and event types; --names: their names alone, one a line. */
+int cli_list(int argc, char **argv);
 
-/* `check-config`: print the effective config, secrets masked. */
-int cli_check_config(const struct config *cfg);
+/* `check-config [--json]`: print the effective config, secrets masked. */
+int cli_check_config(const struct config *cfg, int argc, char **argv);
 
 #endif

@@ -11,6 +11,7 @@
 
 #include <ctype.h>
 #include <errno.h>
+#include <jansson.h>
 #include <libconfig.h>
 #include <libpq-fe.h>
 #include <stdarg.h>
@@ -980,4 +981,55 @@ void config_print(const struct config *cfg, FILE *out)
             print_value(out, k, cfg);
         fputs(";\n", out);
     }
+}
+
+/* ---- the same as JSON (check-config --json) ---- */
+
+static json_t *json_value_of(const struct key *k, const void *base)
+{
+    const void *v = cfield(base, k);
+    if (k->type == KEY_INT)
+        return json_integer(*(const int *)v);
+    if (k->type == KEY_BOOL)
+        return json_boolean(*(const bool *)v);
+    if (k->type == KEY_ENUM)
+        return json_string(k->name_of(v));
+    const char *text = *(char *const *)v;
+    if (text == NULL)
+        return json_null();
+    if (!k->secret)
+        return json_string(text);
+    char *masked = config_mask_conninfo(text);
+    json_t *out = masked ? json_string(masked) : json_null();
+    free(masked);
+    return out;
+}
+
+static json_t *json_group(const struct key *keys, const void *base)
+{
+    json_t *obj = json_object();
+    for (const struct key *k = keys; k->name != NULL; k++)
+        json_object_set_new(obj, k->name, json_value_of(k, base));
+    return obj;
+}
+
+json_t *config_json(const struct config *cfg)
+{
+    json_t *settings = json_object();
+    for (const struct key *k = top_keys; k->name != NULL; k++) {
+        json_t *v;
+        if (k->type == KEY_GROUP) {
+            v = json_group(k->children, cfg);
+        } else if (k->type == KEY_PROJECTIONS) {
+            v = json_object();
+            for (size_t i = 0; i < cfg->n_projections; i++)
+                json_object_set_new(v, cfg->projections[i].name,
+                                    json_group(projection_keys, &cfg->projections[i]));
+        } else {
+            v = json_value_of(k, cfg);
+        }
+        json_object_set_new(settings, k->name, v);
+    }
+    return json_pack("{s:o, s:o}", "source", cfg->source ? json_string(cfg->source) : json_null(),
+                     "settings", settings);
 }

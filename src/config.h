@@ -9,6 +9,7 @@
 #ifndef PROJECTORD_CONFIG_H
 #define PROJECTORD_CONFIG_H
 
+#include <jansson.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -102,6 +103,13 @@ const struct projection_config *config_projection(const struct config *cfg, cons
 
 /* Print the effective configuration in libconfig syntax, secrets masked. */
 void config_print(const struct config *cfg, FILE *out);
+
+/*
+ * The same as JSON: {"source": file or null, "settings": {key: value,
+ * group: {...}, "projections": {name: {...}}}}, secrets masked, unset
+ * strings null. The caller json_decref()s it.
+ */
+json_t *config_json(const struct config *cfg);
 
 /* The read-model database: database.target, or the event store's when unset. */
 static inline const char *config_target(const struct config *cfg)

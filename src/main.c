@@ -14,36 +14,93 @@
 #include "migrate.h"
 #include "registry.h"
 
+/*
+ * The commands: each one's synopsis and description, for `projectord
+ * --help` (all of them) and `projectord COMMAND --help` (that one).
+ */
+struct command {
+    const char *name;
+    const char *args; /* after the name, in the synopsis */
+    const char *help; /* lines, each indented by two spaces */
+};
+
+static const struct command commands[] = {
+    {"run", "",
+     "  run the daemon in the foreground (what the systemd unit and the container run)\n"},
+    {"status", "[--json] [--check] [--max-lag SECONDS] [NAME...]",
+     "  the status table: every projection, or those named (an unknown name: exit 64)\n"
+     "  --json              the rows as a JSON array\n"
+     "  --check             exit 1 when an enabled projection (of those named) is\n"
+     "                      unhealthy or has no status row, naming each on stderr\n"
+     "  --max-lag SECONDS   exit 1 also when one lags more than SECONDS behind (the\n"
+     "                      age of the oldest event it has still to apply); implies --check\n"},
+    {"rebuild", "NAME...|--all",
+     "  rebuild projections from scratch; readers keep the old tables until the new\n"
+     "  ones are swapped in; a running instance that owns one does it and this waits\n"},
+    {"dead-letters", "[--json] [NAME] | --purge NAME [--before POSITION]",
+     "  list dead-lettered events (of one projection when named)\n"
+     "  --json              as a JSON array, each with its payload and SQLSTATE\n"
+     "  --purge NAME        delete NAME's dead letters (one transaction), say how many\n"
+     "  --before POSITION   with --purge: only those at positions below POSITION\n"},
+    {"replay-dead-letters", "NAME",
+     "  re-apply NAME's dead letters in position order after a fix; exit 1 when some\n"
+     "  still fail\n"},
+    {"resume", "NAME", "  restart a failed projection\n"},
+    {"adopt-restored-store", "[--dry-run]",
+     "  after pg_restore or logical replication into another cluster: rewrite the\n"
+     "  events' transaction ids and move the checkpoints so every event is applied\n"
+     "  once (run as the event store's owner)\n"},
+    {"migrate", "[--dry-run] [--sql-dir DIR]",
+     "  apply the bundled migrations not yet applied\n"
+     "  (default " PROJECTORD_SQL_DIR_DEFAULT ");\n"
+     "  adopts the original design's event store\n"},
+    {"list", "[--names] [--json]",
+     "  the projections (compiled-in or declared), their tables and event types\n"
+     "  --names             only their names, one a line\n"
+     "  --json              as a JSON array\n"},
+    {"check-config", "[--json]",
+     "  validate the config and print it, secrets masked; with a reachable database,\n"
+     "  prepare every enabled projection's statements (exit 78 when one is rejected)\n"
+     "  --json              as a JSON object\n"},
+    {NULL, NULL, NULL},
+};
+
+static const char options_help[] =
+    "options:\n"
+    "  -c, --config FILE      configuration file (default " CONFIG_DEFAULT_PATH ")\n"
+    "  -l, --log-level LEVEL  error, warning, info or debug\n"
+    "  -h, --help             this text (COMMAND --help: that command's)\n"
+    "  -V, --version          the version\n";
+
 static void usage(FILE *out)
 {
-    fprintf(out, "usage: projectord [-c FILE] [-l LEVEL] COMMAND [ARGS]\n"
-                 "  run                    run the daemon in the foreground (default)\n"
-                 "  status [--json] [--check]\n"
-                 "                         print the status table; --check exits 1 when an\n"
-                 "                         enabled projection is unhealthy\n"
-                 "  rebuild NAME...|--all  rebuild projections from scratch; readers keep the\n"
-                 "                         old tables until the new ones are swapped in\n"
-                 "  dead-letters [NAME]    list dead-lettered events\n"
-                 "  replay-dead-letters NAME\n"
-                 "                         re-apply them in position order after a fix\n"
-                 "  resume NAME            restart a failed projection\n"
-                 "  adopt-restored-store [--dry-run]\n"
-                 "                         after pg_restore or logical replication into another\n"
-                 "                         cluster: rewrite the events' transaction ids and move\n"
-                 "                         the checkpoints so every event is applied once (run\n"
-                 "                         as the event store's owner)\n"
-                 "  migrate [--dry-run] [--sql-dir DIR]\n"
-                 "                         apply the bundled migrations not yet applied\n"
-                 "                         (default " PROJECTORD_SQL_DIR_DEFAULT ");\n"
-                 "                         adopts the original design's event store\n"
-                 "  list [--names]         the projections (compiled-in or declared), tables and\n"
-                 "                         event types; --names: only their names, one a line\n"
-                 "  check-config           validate the config and print it, secrets masked\n"
-                 "options:\n"
-                 "  -c, --config FILE      configuration file (default " CONFIG_DEFAULT_PATH ")\n"
-                 "  -l, --log-level LEVEL  error, warning, info or debug\n"
-                 "  -h, --help             this text\n"
-                 "  -V, --version          the version\n");
+    fprintf(out, "usage: projectord [-c FILE] [-l LEVEL] COMMAND [ARGS]\ncommands:\n");
+    for (const struct command *c = commands; c->name; c++)
+        fprintf(out, "%s%s%s\n%s", c->name, *c->args ? " " : "", c->args, c->help);
+    fprintf(out, "%s", options_help);
+}
+
+static void command_usage(const struct command *c)
+{
+    printf("usage: projectord [-c FILE] [-l LEVEL] %s%s%s\n%s%s", c->name, *c->args ? " " : "",
+           c->args, c->help, options_help);
+}
+
+static const struct command *find_command(const char *name)
+{
+    for (const struct command *c = commands; c->name; c++)
+        if (strcmp(c->name, name) == 0)
+            return c;
+    return NULL;
+}
+
+/* Whether the command's arguments ask for its help. */
+static bool wants_help(int argc, char **argv)
+{
+    for (int i = 0; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return true;
+    return false;
 }
 
 static const char *const *projection_names(void)
@@ -115,30 +172,11 @@ static int dispatch(struct config *cfg, const char *path, const char *level, con
         return cli_adopt_restored_store(cfg, argc, argv);
     if (strcmp(command, "migrate") == 0)
         return cli_migrate(cfg, argc, argv);
-    if (strcmp(command, "check-config") == 0 && argc == 0)
-        return cli_check_config(cfg);
-    fprintf(stderr, "projectord: %s: unexpected arguments\n", command);
-    usage(stderr);
+    if (strcmp(command, "check-config") == 0)
+        return cli_check_config(cfg, argc, argv);
+    fprintf(stderr, "projectord: %s: unexpected arguments from '%s' (see projectord %s --help)\n",
+            command, argv[0], command);
     return EXIT_USAGE;
-}
-
-static bool known_command(const char *command)
-{
-    static const char *const commands[] = {"run",
-                                           "status",
-                                           "list",
-                                           "check-config",
-                                           "rebuild",
-                                           "dead-letters",
-                                           "replay-dead-letters",
-                                           "resume",
-                                           "adopt-restored-store",
-                                           "migrate",
-                                           NULL};
-    for (const char *const *c = commands; *c; c++)
-        if (strcmp(command, *c) == 0)
-            return true;
-    return false;
 }
 
 int main(int argc, char **argv)
@@ -152,8 +190,9 @@ int main(int argc, char **argv)
     };
     const char *path = NULL, *level = NULL;
     int opt;
+    opterr = 0; /* our own one line instead of getopt's */
     /* "+": stop at the command, so its own options (status --json) stay its own. */
-    while ((opt = getopt_long(argc, argv, "+c:l:hV", options, NULL)) != -1) {
+    while ((opt = getopt_long(argc, argv, "+:c:l:hV", options, NULL)) != -1) {
         switch (opt) {
         case 'c':
             path = optarg;
@@ -167,16 +206,31 @@ int main(int argc, char **argv)
         case 'V':
             printf("projectord %s\n", PROJECTORD_VERSION);
             return 0;
+        case ':':
+            fprintf(stderr, "projectord: %s needs a value (see projectord --help)\n",
+                    argv[optind - 1]);
+            return EXIT_USAGE;
         default:
-            usage(stderr);
+            fprintf(stderr, "projectord: unknown option '%s' (see projectord --help)\n",
+                    argv[optind - 1]);
             return EXIT_USAGE;
         }
     }
-    const char *command = optind < argc ? argv[optind++] : "run";
-    if (!known_command(command)) {
-        fprintf(stderr, "projectord: unknown command '%s'\n", command);
+    /* No command is no `run`: a daemon is started on purpose (issue 19). */
+    if (optind >= argc) {
         usage(stderr);
         return EXIT_USAGE;
+    }
+    const char *command = argv[optind++];
+    const struct command *c = find_command(command);
+    if (!c) {
+        fprintf(stderr, "projectord: unknown command '%s' (see projectord --help)\n", command);
+        return EXIT_USAGE;
+    }
+    /* Help needs neither the config nor the declared projections: it works anywhere. */
+    if (wants_help(argc - optind, argv + optind)) {
+        command_usage(c);
+        return 0;
     }
     if (load_declared(path) < 0)
         return EXIT_CONFIG;
@@ -186,15 +240,8 @@ int main(int argc, char **argv)
         fprintf(stderr, "projectord: %s\n", err);
         return EXIT_FAILURE_1;
     }
-    if (strcmp(command, "list") == 0) {
-        bool names_only = optind < argc && strcmp(argv[optind], "--names") == 0;
-        if (argc - optind > (names_only ? 1 : 0)) {
-            fprintf(stderr, "projectord: list: unexpected arguments\n");
-            usage(stderr);
-            return EXIT_USAGE;
-        }
-        return cli_list(names_only);
-    }
+    if (strcmp(command, "list") == 0)
+        return cli_list(argc - optind, argv + optind);
     struct config cfg;
     if (load_config(&cfg, path, level) < 0)
         return EXIT_CONFIG;

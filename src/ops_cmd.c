@@ -1,7 +1,7 @@
 /*
  * ops_cmd: the operator's one-shot commands that act on projections:
  * `rebuild NAME... | --all`, `replay-dead-letters NAME`, `resume NAME` and
- * `dead-letters [NAME]`.
+ * `dead-letters [--json] [NAME]` / `dead-letters --purge NAME [--before POSITION]`.
  *
  * A projection that a running instance owns (its ownership lock is held) is
  * worked on by that instance: the command sets a request column in the
@@ -30,6 +30,7 @@
 #include "cli.h"
 #include "fleet.h"
 #include "log.h"
+#include "pgconn.h"
 #include "registry.h"
 #include "runner.h"
 
@@ -322,6 +323,12 @@ static int pick(int argc, char **argv, const struct projection **out, size_t *n)
     }
     for (int i = 0; i < argc; i++) {
         const struct projection *p = registry_find(argv[i]);
+        if (argv[i][0] == '-') {
+            fprintf(stderr,
+                    "projectord: rebuild: unknown option '%s' (see projectord rebuild --help)\n",
+                    argv[i]);
+            return -1;
+        }
         if (!p) {
             fprintf(stderr, "projectord: rebuild: no projection '%s' (see projectord list)\n",
                     argv[i]);
@@ -427,6 +434,12 @@ static bool wait_for_column(PGconn *conn, const char *name, const char *column, 
 
 static const struct projection *one_projection(const char *command, int argc, char **argv)
 {
+    for (int i = 0; i < argc; i++)
+        if (argv[i][0] == '-') {
+            fprintf(stderr, "projectord: %s: unknown option '%s' (see projectord %s --help)\n",
+                    command, argv[i], command);
+            return NULL;
+        }
     if (argc != 1) {
         fprintf(stderr, "projectord: %s: name one projection\n", command);
         return NULL;
@@ -522,13 +535,130 @@ int cli_resume(const struct config *cfg, int argc, char **argv)
     return rc;
 }
 
+/*
+ * `dead-letters --purge NAME [--before POSITION]`: forget the projection's
+ * dead letters (those below POSITION), after the operator has decided they
+ * need no replay. One DELETE: all of them or none. The daemon's role may
+ * delete them (V007 grants it DELETE on read_model's tables; a replay
+ * deletes those that apply); a role that may not is told so.
+ */
+static int purge_dead_letters(const struct config *cfg, const char *name, const char *before)
+{
+    PGconn *conn = cli_connect(cfg);
+    int refused = conn ? cli_require_primary(cfg, conn, false) : cli_connect_failure();
+    if (refused) {
+        PQfinish(conn);
+        return refused;
+    }
+    const char *params[] = {name, before};
+    PGresult *res = PQexecParams(conn,
+                                 "DELETE FROM read_model.projection_dead_letter"
+                                 " WHERE projection_name = $1"
+                                 "   AND ($2::bigint IS NULL OR global_position < $2::bigint)",
+                                 2, NULL, params, NULL, NULL, 0);
+    int rc = 0;
+    if (PQresultStatus(res) == PGRES_COMMAND_OK) {
+        const char *n = PQcmdTuples(res);
+        printf("%s: %s dead letter%s purged%s%s%s\n", name, n, strcmp(n, "1") == 0 ? "" : "s",
+               before ? " (positions below " : "", before ? before : "", before ? ")" : "");
+    } else if (strcmp(pgconn_sqlstate(res), "42501") == 0) {
+        fprintf(stderr,
+                "projectord: dead-letters --purge: the role %s may not delete dead letters (%s, "
+                "SQLSTATE 42501): run it as the daemon's role or the schema owner\n",
+                PQuser(conn), pgconn_error_line(res));
+        rc = EXIT_FAILURE_1;
+    } else {
+        fprintf(stderr, "projectord: dead-letters --purge: %s (SQLSTATE %s)\n",
+                pgconn_error_line(res), pgconn_sqlstate(res));
+        rc = EXIT_FAILURE_1;
+    }
+    PQclear(res);
+    PQfinish(conn);
+    return rc;
+}
+
+/* The dead letters of res (the query below) as a JSON array, payloads as JSON. */
+static void print_dead_letters_json(const PGresult *res)
+{
+    json_t *all = json_array();
+    for (int i = 0; i < PQntuples(res); i++) {
+        /* A payload jansson cannot hold (an integer beyond 64 bits) comes as its text. */
+        json_t *payload = PQgetisnull(res, i, 7)
+                              ? json_null()
+                              : json_loads(PQgetvalue(res, i, 7), JSON_DECODE_ANY, NULL);
+        if (!payload && !PQgetisnull(res, i, 7))
+            payload = json_string(PQgetvalue(res, i, 7));
+        json_array_append_new(
+            all,
+            json_pack("{s:s, s:I, s:s, s:s, s:s, s:o, s:s, s:o}", "projection",
+                      PQgetvalue(res, i, 0), "position",
+                      (json_int_t)strtoll(PQgetvalue(res, i, 1), NULL, 10), "event_id",
+                      PQgetvalue(res, i, 6), "event_type", PQgetvalue(res, i, 2), "failed_at",
+                      PQgetvalue(res, i, 3), "sqlstate",
+                      PQgetisnull(res, i, 4) ? json_null() : json_string(PQgetvalue(res, i, 4)),
+                      "error", PQgetvalue(res, i, 5), "payload", payload ? payload : json_null()));
+    }
+    char *text = json_dumps(all, JSON_INDENT(2));
+    if (text)
+        puts(text);
+    free(text);
+    json_decref(all);
+}
+
+static int dead_letters_usage(const char *why, const char *arg)
+{
+    fprintf(stderr, "projectord: dead-letters: %s%s%s (see projectord dead-letters --help)\n", why,
+            arg ? " " : "", arg ? arg : "");
+    return EXIT_USAGE;
+}
+
+/* A position: digits only, within bigint. */
+static bool is_position(const char *text)
+{
+    if (!text || !*text || strlen(text) > 18 || strspn(text, "0123456789") != strlen(text))
+        return false;
+    return true;
+}
+
 int cli_dead_letters(const struct config *cfg, int argc, char **argv)
 {
-    if (argc > 1 || (argc == 1 && !registry_find(argv[0]))) {
-        fprintf(stderr, "projectord: dead-letters: %s\n",
-                argc > 1 ? "at most one projection" : "no such projection (see projectord list)");
+    bool json = false;
+    const char *name = NULL, *purge = NULL, *before = NULL;
+    for (int i = 0; i < argc; i++) {
+        const char *arg = argv[i];
+        if (strcmp(arg, "--json") == 0)
+            json = true;
+        else if (strcmp(arg, "--purge") == 0 && i + 1 < argc)
+            purge = argv[++i];
+        else if (strcmp(arg, "--before") == 0 && i + 1 < argc)
+            before = argv[++i];
+        else if (strcmp(arg, "--purge") == 0 || strcmp(arg, "--before") == 0)
+            return dead_letters_usage(strcmp(arg, "--purge") == 0 ? "--purge needs a projection"
+                                                                  : "--before needs a position",
+                                      NULL);
+        else if (arg[0] == '-')
+            return dead_letters_usage("unknown option", arg);
+        else if (name)
+            return dead_letters_usage("at most one projection", NULL);
+        else
+            name = arg;
+    }
+    const char *named = purge ? purge : name;
+    if (named && !registry_find(named)) {
+        fprintf(stderr, "projectord: dead-letters: no projection '%s' (see projectord list)\n",
+                named);
         return EXIT_USAGE;
     }
+    if (purge && (name || json))
+        return dead_letters_usage("--purge takes one projection and no other argument but "
+                                  "--before",
+                                  NULL);
+    if (before && !purge)
+        return dead_letters_usage("--before goes with --purge", NULL);
+    if (before && !is_position(before))
+        return dead_letters_usage("--before: not a position:", before);
+    if (purge)
+        return purge_dead_letters(cfg, purge, before);
     PGconn *conn = cli_connect(cfg);
     if (!conn)
         return cli_connect_failure();
@@ -537,20 +667,23 @@ int cli_dead_letters(const struct config *cfg, int argc, char **argv)
         PQfinish(conn);
         return missing;
     }
-    const char *params[] = {argc == 1 ? argv[0] : NULL};
+    const char *params[] = {name};
     PGresult *res = PQexecParams(
         conn,
         "SELECT projection_name, global_position, event_type,"
         "       to_char(failed_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'),"
-        "       coalesce(sqlstate, ''), error"
+        "       sqlstate, error, event_id, payload"
         "  FROM read_model.projection_dead_letter"
         " WHERE $1::text IS NULL OR projection_name = $1"
         " ORDER BY projection_name, global_position",
         1, NULL, params, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        fprintf(stderr, "projectord: dead-letters: %s", PQerrorMessage(conn));
+        fprintf(stderr, "projectord: dead-letters: %s (SQLSTATE %s)\n", pgconn_error_line(res),
+                pgconn_sqlstate(res));
         rc = EXIT_FAILURE_1;
+    } else if (json) {
+        print_dead_letters_json(res);
     } else {
         printf("%-14s %12s %-24s %-20s %-8s %s\n", "PROJECTION", "POSITION", "EVENT TYPE",
                "FAILED AT", "SQLSTATE", "ERROR");

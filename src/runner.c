@@ -471,6 +471,10 @@ void runner_gauges(const struct runner *r, struct runner_gauges *out)
         .head_at = r->head_at,
         .progress_age = ev_now(r->loop) - r->progress_at,
         .stall_s = r->cfg->stall_timeout_ms / 1000.0,
+        .lag_seconds = r->holds_lock && r->cp.last_position < r->head && r->pending_since > 0 &&
+                               ev_now(r->loop) > r->pending_since
+                           ? ev_now(r->loop) - r->pending_since
+                           : 0,
         .status = r->state == R_DONE ? "stopped"
                   : r->holds_lock    ? current_status(r)
                                      : "standby",
@@ -722,6 +726,7 @@ static int set_window(struct runner *r, const struct rs_window *w)
     r->head = w->head;
     r->head_at = ev_now(r->loop);
     if (w->empty) {
+        r->pending_since = 0;              /* nothing left to apply: no lag */
         r->progress_at = r->head_at;       /* at the head: nothing to apply is progress */
         r->heartbeat_due |= !r->announced; /* but say we are live */
         r->caught_up = true;
@@ -1085,6 +1090,9 @@ static bool handles_any(const struct runner *r)
 
 static void after_fetch(struct runner *r)
 {
+    /* The batch's first event is the oldest still to apply (a replay's are old dead letters). */
+    if (!r->shadow && !r->replaying && r->nevents > 0)
+        r->pending_since = tailread_epoch(rn_event_value(r, 0, FC_OCCURRED_AT));
     if (r->job && r->job->fetched_nothing && r->nevents == 0) {
         r->job->fetched_nothing(r);
     } else if (r->sbatch && r->more && !handles_any(r)) {

@@ -47,6 +47,8 @@ struct runner_gauges {
     double head_at;        /* ev_now() when that window was taken */
     double progress_age;   /* seconds since last_position moved or an open found nothing new */
     double stall_s;        /* stall_timeout_ms, in seconds */
+    double lag_seconds;    /* age of the oldest event still to apply (0: none), as of the last
+                              fetch by its occurred_at; owned projections only */
     const char *status;
 };
 

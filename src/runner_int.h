@@ -165,6 +165,8 @@ struct runner {
     ev_timer src_retry_timer;
     ev_timer pause_timer; /* ends a pause between two opens (min_read_interval_ms) */
     double head_at;       /* ev_now() when head was read */
+    double pending_since; /* occurred_at (epoch s) of the oldest event still to apply, as
+                             of the last fetch; 0: none known (the metrics' lag in seconds) */
     double progress_at;   /* ev_now() when last_position last moved, or the window was empty */
     double opened_at;     /* ev_now() of its last open sent alone (not through the share) */
     struct pace pace;     /* the event rate its own opens saw */

@@ -142,6 +142,17 @@ static void render_health(struct mbuf *out, struct runner *const *runners, size_
         mbuf_printf(out, "projectord_projection_healthy{projection=\"%s\"} %d\n",
                     runner_name(runners[i]), !sick);
     }
+    metrics_family(out, "projectord_projection_lag_seconds", "gauge",
+                   "Age of the oldest event still to apply, by its occurred_at (owned only)");
+    for (size_t i = 0; i < n; i++) {
+        struct runner_gauges v;
+        if (!runners[i])
+            continue;
+        runner_gauges(runners[i], &v);
+        if (v.owned)
+            mbuf_printf(out, "projectord_projection_lag_seconds{projection=\"%s\"} %.3f\n",
+                        runner_name(runners[i]), v.lag_seconds);
+    }
     metrics_family(out, "projectord_seconds_since_progress", "gauge",
                    "Since last_position last moved or an open found nothing new (owned only)");
     for (size_t i = 0; i < n; i++) {

@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "runner_sql.h"
 
@@ -134,4 +135,30 @@ int tailread_first_after(const PGresult *res, int64_t pos)
     while (i < n && parse_i64(PQgetvalue(res, i, FC_POSITION)) <= pos)
         i++;
     return i;
+}
+
+double tailread_epoch(const char *text)
+{
+    int y, mo, d, h, mi, at = 0;
+    double sec;
+    if (!text || sscanf(text, "%4d-%2d-%2d %2d:%2d:%lf%n", &y, &mo, &d, &h, &mi, &sec, &at) != 6 ||
+        text[4] != '-' || (text[at] != '+' && text[at] != '-'))
+        return -1;
+    /* The offset: +HH, +HH:MM or +HH:MM:SS (east of UTC positive). */
+    const char *zone = text + at + 1;
+    int part[3] = {0, 0, 0}, used = 0, k = 0;
+    for (int i = 0; i < 3; i++) {
+        if (i > 0 && zone[used] != ':')
+            break;
+        if (sscanf(zone + used + (i > 0), "%2d%n", &part[i], &k) != 1)
+            return -1;
+        used += k + (i > 0);
+    }
+    if (zone[used] != '\0')
+        return -1;
+    struct tm tm = {
+        .tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d, .tm_hour = h, .tm_min = mi};
+    double shift = part[0] * 3600.0 + part[1] * 60.0 + part[2];
+    double local = (double)timegm(&tm) + sec;
+    return text[at] == '+' ? local - shift : local + shift;
 }

@@ -62,4 +62,12 @@ bool tailread_cut_by_bytes(const PGresult *res);
 /* The first row of a fetch past position pos (a shared batch may start earlier). */
 int tailread_first_after(const PGresult *res, int64_t pos);
 
+/*
+ * A fetched event's occurred_at (a timestamptz as the session prints it:
+ * DateStyle ISO, "2026-11-21 10:00:00.123456+00", any offset) in seconds
+ * since the epoch, or -1 when the text is not of that form (NULL,
+ * infinity, a year BC or beyond 9999): the metrics' lag in seconds.
+ */
+double tailread_epoch(const char *timestamptz);
+
 #endif

@@ -18,7 +18,8 @@
 -- projection_health's V028's. A database upgraded by applying every V file
 -- again (README) re-runs those files' CREATE OR REPLACE VIEW over these
 -- definitions, which fails when a column was added, removed or changed
--- (docs/design.md). New details go into a new view.
+-- (docs/design.md). New details go into a new view: projection_lag (lag
+-- in seconds) is one.
 
 CREATE OR REPLACE VIEW read_model.projection_health AS
 WITH s AS (
@@ -83,8 +84,64 @@ SELECT m.projection_name,
   JOIN read_model.projection_health ph USING (projection_name)
   LEFT JOIN read_model.projection_rebuild r USING (projection_name);
 
+-- Lag in seconds (issue 19), next to lag in events: how long the oldest
+-- event the projection has still to apply has been there. That event is
+-- the first one after last_position (events at or below it are applied or
+-- passed); its time is its transaction's commit timestamp where the server
+-- keeps them (track_commit_timestamp = on), else its occurred_at (which the
+-- application may set: events imported with old occurred_at values then
+-- count as old). 0 when nothing is left to apply. The age of the oldest
+-- unapplied event, not of the newest applied one: a projection idle for an
+-- hour that has one new event to apply lags by that event's age, not by an
+-- hour.
+--
+-- The first event after a position, with its time; a function because
+-- `projectord status` asks it of the event store's own database as well
+-- when the read model is kept in another one (database.target), where this
+-- database holds no events. A plain SQL function, inlined into the view.
+-- pg_xact_commit_timestamp takes a 32-bit xid: for a transaction more than
+-- about 2^31 transactions old the xid may name a newer one, so such an
+-- event (whose commit timestamp is long gone anyway) is timed by its
+-- occurred_at.
+CREATE OR REPLACE FUNCTION event_store.projectord_first_event_after(p_position bigint)
+RETURNS TABLE (global_position bigint, event_time timestamptz)
+LANGUAGE sql STABLE
+AS $$
+    SELECT e.global_position,
+           coalesce(CASE WHEN pg_catalog.current_setting('track_commit_timestamp') = 'on'
+                          AND e.transaction_id::text::bigint
+                              > pg_catalog.pg_snapshot_xmin(pg_catalog.pg_current_snapshot())::text::bigint
+                                - 2000000000
+                         THEN pg_catalog.pg_xact_commit_timestamp(pg_catalog.xid(e.transaction_id))
+                    END,
+                    e.occurred_at)
+      FROM event_store.domain_event e
+     WHERE e.global_position > p_position
+     ORDER BY e.global_position
+     LIMIT 1
+$$;
+
+-- A view of its own (the header says why): lag_seconds is NULL when the
+-- projection is behind but the event is not in this database (a read model
+-- kept apart: `projectord status` then asks the event store's database).
+CREATE OR REPLACE VIEW read_model.projection_lag AS
+SELECT h.projection_name,
+       h.last_position,
+       h.head_position,
+       h.lag_events,
+       f.global_position AS oldest_unapplied_position,
+       f.event_time AS oldest_unapplied_at,
+       CASE WHEN h.lag_events = 0 THEN 0::double precision
+            WHEN f.event_time IS NOT NULL
+            THEN greatest(extract(epoch FROM now() - f.event_time), 0)::double precision
+       END AS lag_seconds
+  FROM read_model.projection_health h
+  LEFT JOIN LATERAL event_store.projectord_first_event_after(h.last_position) f ON true;
+
 -- Read only for the daemon's role (V007 grants it ALL TABLES of read_model,
 -- views included, and default privileges give it write rights on new ones).
-GRANT SELECT ON read_model.projection_status, read_model.projection_health TO projectord;
+GRANT SELECT ON read_model.projection_status, read_model.projection_health,
+                read_model.projection_lag TO projectord;
 REVOKE INSERT, UPDATE, DELETE, TRUNCATE
-    ON read_model.projection_status, read_model.projection_health FROM projectord;
+    ON read_model.projection_status, read_model.projection_health, read_model.projection_lag
+  FROM projectord;

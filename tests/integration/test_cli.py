@@ -94,6 +94,70 @@ def test_usage_errors_exit_64(write_config, args):
     assert proc.stderr.strip(), "a usage error says why on stderr"
 
 
+COMMANDS = ["run", "status", "rebuild", "dead-letters", "replay-dead-letters", "resume",
+            "adopt-restored-store", "migrate", "list", "check-config"]
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("flag", ["--help", "-h"])
+def test_every_command_has_its_help(command, flag):
+    """`projectord COMMAND --help` prints that command's usage on stdout and
+    exits 0, without a configuration file or a database (issue 19)."""
+    proc = run_cli(["-c", "/nonexistent/projectord.conf", command, flag], timeout=15)
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert proc.stderr == ""
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("usage: projectord") and f" {command}" in first, first
+    for other in COMMANDS:
+        if other != command and not other.startswith(command):
+            assert not re.search(rf"^{re.escape(other)}\b", proc.stdout, re.M), other
+
+
+def test_no_command_prints_usage_and_starts_no_daemon(db, workdir):
+    """Without a command projectord says how to use it (stderr, exit 64); it
+    used to start the daemon. `run` stays explicit (issue 19)."""
+    path = os.path.join(workdir, "p.conf")
+    with open(path, "w") as f:
+        f.write(config_text(db.conninfo))
+    for argv in (["-c", path], ["-c", path, "-l", "debug"]):
+        proc = run_cli(argv, timeout=15)
+        assert proc.returncode == EXIT_USAGE, proc.stderr
+        assert proc.stdout == ""
+        assert proc.stderr.startswith("usage: projectord") and "\nrun" in proc.stderr, proc.stderr
+    assert db.query("SELECT count(*) FROM read_model.projection_metadata") == [(0,)]
+
+
+@pytest.mark.parametrize("args", [[c, "--bogus"] for c in COMMANDS] + [
+    ["--bogus"], ["-c"], ["frobnicate"], ["status", "--max-lag"], ["status", "--max-lag", "soon"],
+    ["status", "no_such_projection"], ["dead-letters", "--purge"], ["dead-letters", "--before", "3"],
+    ["dead-letters", "--purge", "users", "--before", "x"], ["dead-letters", "--purge", "nope"],
+    ["check-config", "--json", "extra"], ["list", "--names", "extra"]],
+    ids=lambda a: " ".join(a))
+def test_usage_errors_are_one_line(write_config, args):
+    """A wrong option or argument, for any command: exit 64 and one line on
+    stderr (not the whole usage), nothing on stdout."""
+    path = write_config(config_text(closed_conninfo()))
+    argv = args if args[0] in ("--bogus", "-c") else ["-c", path] + args
+    proc = run_cli(argv, timeout=15)
+    assert proc.returncode == EXIT_USAGE, proc.stderr
+    assert len(stderr_lines(proc)) == 1, proc.stderr
+    assert proc.stdout == ""
+
+
+def test_daemon_starters_say_run():
+    """What starts the daemon says `run`: the unit, the image, compose, the
+    demo, the tests' Daemon."""
+    def text(*path):
+        with open(os.path.join(REPO_ROOT, *path)) as f:
+            return f.read()
+    assert re.search(r"^ExecStart=\S*/projectord run$", text("systemd", "projectord.service.in"), re.M)
+    assert 'CMD ["run"]' in text("Dockerfile")
+    compose = text("docker-compose.yml")
+    assert "command:" not in compose.split("  projectord:")[1], "compose overrides the image's run"
+    assert re.search(r'"\$bin" -c "\$work/projectord.conf" run ', text("scripts", "demo.sh"))
+    assert '"run"]' in text("tests", "integration", "daemon.py")
+
+
 def project_version():
     with open(os.path.join(REPO_ROOT, "CMakeLists.txt")) as f:
         return re.search(r"project\(projectord\s+VERSION\s+([0-9.]+)", f.read()).group(1)

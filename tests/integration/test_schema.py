@@ -269,7 +269,7 @@ def test_upgrade_from_the_schema_before_repeatable_migrations(request, cluster, 
                                "event_store.append_events(varchar, uuid, integer, jsonb[])": False,
                                "read_model.projectord_adopt_restored_store(boolean)": False,
                                "read_model.projectord_apply_diff(name, text, text)": False}
-                for view in ("projection_status", "projection_health"):
+                for view in ("projection_status", "projection_health", "projection_lag"):
                     rights = dict(conn.execute(
                         """SELECT p, has_table_privilege(%s, p) FROM unnest(ARRAY['SELECT', 'INSERT',
                                'UPDATE', 'DELETE', 'TRUNCATE']) AS p""", (f"read_model.{view}",)).fetchall())

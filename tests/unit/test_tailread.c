@@ -153,6 +153,23 @@ static void test_the_byte_bound_is_read_from_the_last_row(void **state)
     PQclear(res);
 }
 
+static void test_occurred_at_is_read_as_seconds_since_the_epoch(void **state)
+{
+    (void)state;
+    assert_true(tailread_epoch("1970-01-01 00:00:00+00") == 0);
+    assert_true(tailread_epoch("2026-11-21 10:00:00.25+00") == 1795255200.25);
+    /* The same moment in other zones. */
+    assert_true(tailread_epoch("2026-11-21 15:30:00.25+05:30") == 1795255200.25);
+    assert_true(tailread_epoch("2026-11-21 02:00:00.25-08") == 1795255200.25);
+    assert_true(tailread_epoch("1900-01-01 00:00:00+00:09:21") == -2208988800.0 - 561);
+    assert_true(tailread_epoch(NULL) == -1);
+    assert_true(tailread_epoch("infinity") == -1);
+    assert_true(tailread_epoch("0044-03-15 12:00:00+00 BC") == -1);
+    assert_true(tailread_epoch("12026-11-21 10:00:00+00") == -1);
+    assert_true(tailread_epoch("2026-11-21 10:00:00") == -1);
+    assert_true(tailread_epoch("2026-11-21 10:00:00+0x") == -1);
+}
+
 static void test_a_checkpoint_needs_both_snapshots(void **state)
 {
     (void)state;
@@ -199,6 +216,7 @@ int main(void)
         cmocka_unit_test(test_a_shared_batch_is_read_past_our_position),
         cmocka_unit_test(test_the_byte_bound_is_read_from_the_last_row),
         cmocka_unit_test(test_a_checkpoint_needs_both_snapshots),
+        cmocka_unit_test(test_occurred_at_is_read_as_seconds_since_the_epoch),
         cmocka_unit_test(test_an_open_is_sent_from_a_well_formed_lo),
         cmocka_unit_test(test_a_shared_open_is_ours_only_if_its_hi_covers_our_lo),
     };
