@@ -245,7 +245,8 @@ def test_man_page_1_has_every_command_option_and_exit_code(extracted):
             "ENVIRONMENT", "FILES", "SIGNALS", "SEE ALSO"} <= sections, sections
     binary = os.path.join(extracted, "usr/bin/projectord")
     usage = run([binary, "--help"]).stdout
-    commands = re.findall(r"(?m)^  ([a-z][a-z-]+)\b", usage)
+    listed = usage.split("\ncommands:\n", 1)[1].split("\noptions:\n", 1)[0]
+    commands = re.findall(r"(?m)^([a-z][a-z-]+)\b", listed)
     assert len(commands) >= 10, usage
     for command in commands:
         assert re.search(rf"(?m)^       {command}\b", text), f"command {command} not in projectord(1)"
