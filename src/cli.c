@@ -247,6 +247,56 @@ static int prepare_statements(PGconn *conn, const struct projection *p, json_t *
     return rejected;
 }
 
+/*
+ * Where conninfo leads: host, port, database and user, as the connection
+ * conn made with it found them, or else as libpq would take them from
+ * conninfo, the PG* environment and its defaults (PQconndefaults), so that
+ * a target that comes from PGHOST/PGUSER is shown too. Passwords never.
+ */
+static json_t *effective_target(const char *conninfo, PGconn *conn)
+{
+    static const char *const keys[] = {"host", "port", "dbname", "user"};
+    json_t *out = json_object();
+    if (conn) {
+        const char *vals[] = {PQhost(conn), PQport(conn), PQdb(conn), PQuser(conn)};
+        for (size_t k = 0; k < 4; k++)
+            json_object_set_new(out, keys[k], vals[k] ? json_string(vals[k]) : json_null());
+        json_object_set_new(out, "from", json_string("connected"));
+        return out;
+    }
+    PQconninfoOption *defaults = PQconndefaults();
+    PQconninfoOption *given = PQconninfoParse(conninfo ? conninfo : "", NULL);
+    for (size_t k = 0; k < 4; k++) {
+        const char *val = NULL;
+        for (PQconninfoOption *o = given; o && o->keyword && !val; o++)
+            if (strcmp(o->keyword, keys[k]) == 0 && o->val && *o->val)
+                val = o->val;
+        for (PQconninfoOption *o = defaults; o && o->keyword && !val; o++)
+            if (strcmp(o->keyword, keys[k]) == 0 && o->val && *o->val)
+                val = o->val;
+        if (!val && k == 2) /* the database defaults to the user's name */
+            val = json_string_value(json_object_get(out, "user"));
+        json_object_set_new(out, keys[k], val ? json_string(val) : json_null());
+    }
+    if (!json_is_string(json_object_get(out, "dbname")))
+        json_object_set(out, "dbname", json_object_get(out, "user"));
+    json_object_set_new(out, "from", json_string("configuration and environment"));
+    PQconninfoFree(given);
+    PQconninfoFree(defaults);
+    return out;
+}
+
+static void print_target(const char *what, json_t *t)
+{
+    const char *host = json_string_value(json_object_get(t, "host"));
+    printf("# %s: host=%s port=%s dbname=%s user=%s (%s)\n", what,
+           host ? host : "(the default Unix socket)",
+           json_string_value(json_object_get(t, "port")) ?: "?",
+           json_string_value(json_object_get(t, "dbname")) ?: "?",
+           json_string_value(json_object_get(t, "user")) ?: "?",
+           json_string_value(json_object_get(t, "from")));
+}
+
 int cli_check_config(const struct config *cfg, int argc, char **argv)
 {
     bool json = argc == 1 && strcmp(argv[0], "--json") == 0;
@@ -267,6 +317,24 @@ int cli_check_config(const struct config *cfg, int argc, char **argv)
      * line, not when its projection starts. Unreachable: the file alone.
      */
     PGconn *conn = connect_quietly(config_target(cfg), NULL);
+    bool apart = config_apart(cfg->conninfo, cfg->target_conninfo);
+    json_t *targets = json_object();
+    if (apart)
+        json_object_set_new(targets, "event_store", effective_target(cfg->conninfo, NULL));
+    json_object_set_new(targets, apart ? "read_model" : "database",
+                        effective_target(config_target(cfg), conn));
+    if (json) {
+        json_object_set(doc, "effective_target", targets);
+    } else {
+        const char *key;
+        json_t *t;
+        json_object_foreach(targets, key, t)
+            print_target(strcmp(key, "database") == 0      ? "database"
+                         : strcmp(key, "event_store") == 0 ? "event store (database.conninfo)"
+                                                           : "read model (database.target)",
+                         t);
+    }
+    json_decref(targets);
     int rejected = 0;
     if (conn) {
         PGresult *res =

@@ -311,6 +311,31 @@ def test_pg_variables_apply_without_conninfo(db, write_config):
     assert proc.returncode == EXIT_UNAVAILABLE, proc.stderr
 
 
+def test_check_config_shows_the_effective_target(db, write_config):
+    """check-config says where the daemon would connect, also when host,
+    port, database and user come from PG* variables: as the connection
+    found them when the database answers, else as configured."""
+    path = write_config(config_text(None))
+    pg = dict(PGHOST="127.0.0.1", PGUSER="postgres", PGDATABASE=db.name)
+    proc = run_cli(["-c", path, "check-config"], env=clean_env(PGPORT=db.cluster.port, **pg))
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert (f"# database: host=127.0.0.1 port={db.cluster.port} dbname={db.name} user=postgres "
+            "(connected)") in proc.stdout, proc.stdout
+    port = free_port()
+    proc = run_cli(["-c", path, "check-config", "--json"], env=clean_env(PGPORT=port, **pg))
+    assert proc.returncode == EXIT_OK, proc.stderr
+    assert json.loads(proc.stdout)["effective_target"] == {"database": {
+        "host": "127.0.0.1", "port": str(port), "dbname": db.name, "user": "postgres",
+        "from": "configuration and environment"}}
+    # The conninfo's own values win over the environment; a separate read model is shown apart.
+    path = write_config(config_text(f"host=127.0.0.1 port={port} dbname=events user=writer",
+                                    target=f"host=127.0.0.1 port={port} dbname=reads"), "t.conf")
+    proc = run_cli(["-c", path, "check-config", "--json"], env=clean_env(PGUSER="someone"))
+    targets = json.loads(proc.stdout)["effective_target"]
+    assert targets["event_store"]["dbname"] == "events" and targets["event_store"]["user"] == "writer"
+    assert targets["read_model"]["dbname"] == "reads" and targets["read_model"]["user"] == "someone"
+
+
 def effective_level(proc):
     match = re.search(r'level\s*=\s*"(\w+)"', proc.stdout)
     assert match, proc.stdout
