@@ -45,7 +45,10 @@ static const struct command commands[] = {
     {"replay-dead-letters", "NAME",
      "  re-apply NAME's dead letters in position order after a fix; exit 1 when some\n"
      "  still fail\n"},
-    {"resume", "NAME", "  restart a failed projection\n"},
+    {"resume", "NAME [--timeout SECONDS]",
+     "  restart a failed projection; through a running owner, wait for the outcome:\n"
+     "  exit 0 when it came back, 1 when it failed again or nothing came in time\n"
+     "  --timeout SECONDS   how long to wait (default 30; 0: ask and do not wait)\n"},
     {"adopt-restored-store", "[--dry-run]",
      "  after pg_restore or logical replication into another cluster: rewrite the\n"
      "  events' transaction ids and move the checkpoints so every event is applied\n"

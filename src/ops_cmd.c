@@ -480,9 +480,120 @@ int cli_replay_dead_letters(const struct config *cfg, int argc, char **argv)
     return rc ? rc : before < 0 || after != 0 ? EXIT_FAILURE_1 : 0;
 }
 
+/* One row of the projection's status for resume: 0, or -1 when the query failed (printed). */
+struct resume_view {
+    char status[32];
+    int64_t position, lag;
+    bool taken;      /* the owner cleared the request */
+    bool failed_new; /* an error recorded after `since` */
+    char error[512];
+};
+
+static int resume_look(PGconn *conn, const char *name, const char *since, struct resume_view *v)
+{
+    const char *params[] = {name, since ? since : "infinity"};
+    PGresult *res = PQexecParams(
+        conn,
+        "SELECT s.status, s.last_position, coalesce(s.lag_events, 0),"
+        "       m.resume_requested_at IS NULL,"
+        "       coalesce(m.last_error_at > $2::timestamptz, false), coalesce(m.last_error, '')"
+        "  FROM read_model.projection_metadata m"
+        "  JOIN read_model.projection_status s USING (projection_name)"
+        " WHERE m.projection_name = $1",
+        2, NULL, params, NULL, NULL, 0);
+    bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
+    if (ok) {
+        snprintf(v->status, sizeof v->status, "%s", PQgetvalue(res, 0, 0));
+        v->position = strtoll(PQgetvalue(res, 0, 1), NULL, 10);
+        v->lag = strtoll(PQgetvalue(res, 0, 2), NULL, 10);
+        v->taken = strcmp(PQgetvalue(res, 0, 3), "t") == 0;
+        v->failed_new = strcmp(PQgetvalue(res, 0, 4), "t") == 0;
+        snprintf(v->error, sizeof v->error, "%s", PQgetvalue(res, 0, 5));
+    } else {
+        fprintf(stderr, "projectord: resume %s: %s\n", name,
+                PQresultStatus(res) == PGRES_TUPLES_OK ? "no status row" : PQerrorMessage(conn));
+    }
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+/*
+ * Ask the owner to resume and wait, up to timeout_s, for the outcome: the
+ * projection came back (not failed, and past where it stopped or at the
+ * head: exit 0) or failed again (an error recorded after the request:
+ * exit 1). Without an outcome in time: exit 1, saying so.
+ */
+static int resume_through_owner(PGconn *conn, const char *name, int timeout_s)
+{
+    struct resume_view v;
+    if (resume_look(conn, name, NULL, &v) < 0)
+        return EXIT_FAILURE_1;
+    if (strcmp(v.status, "failed") != 0) {
+        printf("%s: not failed (%s); nothing to do\n", name, v.status);
+        return 0;
+    }
+    int64_t stopped_at = v.position;
+    char *since = request(conn, name, "resume_requested_at");
+    if (!since)
+        return EXIT_FAILURE_1;
+    if (timeout_s == 0) {
+        printf("%s: resume asked of the owning instance; see `projectord status`\n", name);
+        free(since);
+        return 0;
+    }
+    int rc = -1;
+    for (int waited_ms = 0; rc < 0 && waited_ms <= timeout_s * 1000; waited_ms += 200) {
+        if (resume_look(conn, name, since, &v) < 0) {
+            rc = EXIT_FAILURE_1;
+        } else if (v.taken && strcmp(v.status, "failed") == 0 && v.failed_new) {
+            if (v.position > stopped_at)
+                printf("%s: resumed, applied up to position %" PRId64
+                       ", then failed again at a later event: %s\n",
+                       name, v.position, v.error);
+            else
+                printf("%s: failed again at the same event: %s\n", name, v.error);
+            rc = EXIT_FAILURE_1;
+        } else if (v.taken && strcmp(v.status, "failed") != 0 &&
+                   (v.position > stopped_at || v.lag == 0)) {
+            printf("%s: resumed: %s at position %" PRId64 "\n", name, v.status, v.position);
+            rc = 0;
+        } else {
+            usleep(200000);
+        }
+    }
+    if (rc < 0) {
+        printf("%s: %s within %d s; see `projectord status`\n", name,
+               v.taken ? "resumed, but neither past its stop nor failed again"
+                       : "the owning instance did not take the request",
+               timeout_s);
+        rc = EXIT_FAILURE_1;
+    }
+    free(since);
+    return rc;
+}
+
 int cli_resume(const struct config *cfg, int argc, char **argv)
 {
-    const struct projection *p = one_projection("resume", argc, argv);
+    int timeout_s = 30;
+    char *rest[3]; /* the name, and what one_projection refuses */
+    int nrest = 0;
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--timeout") == 0 && i + 1 < argc) {
+            char *end;
+            long v = strtol(argv[++i], &end, 10);
+            if (*end || end == argv[i] || v < 0 || v > 86400) {
+                fprintf(stderr,
+                        "projectord: resume: --timeout takes whole seconds, 0 to 86400 (got "
+                        "'%s')\n",
+                        argv[i]);
+                return EXIT_USAGE;
+            }
+            timeout_s = (int)v;
+        } else if (nrest < 3) {
+            rest[nrest++] = argv[i];
+        }
+    }
+    const struct projection *p = one_projection("resume", nrest, rest);
     if (!p)
         return EXIT_USAGE;
     PGconn *conn = cli_connect(cfg);
@@ -494,26 +605,7 @@ int cli_resume(const struct config *cfg, int argc, char **argv)
     const char *params[] = {p->name};
     int rc = 0;
     if (owned_elsewhere(conn, p->name)) {
-        char *since = request(conn, p->name, "resume_requested_at");
-        /* The owner clears the request with its next heartbeat, resumed or not. */
-        for (int i = 0; since && i < 60; i++) {
-            PGresult *res =
-                PQexecParams(conn,
-                             "SELECT resume_requested_at IS NULL FROM"
-                             " read_model.projection_metadata WHERE projection_name = $1",
-                             1, NULL, params, NULL, NULL, 0);
-            bool taken = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1 &&
-                         strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-            PQclear(res);
-            if (taken)
-                break;
-            usleep(500000);
-        }
-        printf("%s: %s\n", p->name,
-               since ? "resume asked of the owning instance; see `projectord status`"
-                     : "could not ask the owning instance");
-        rc = since ? 0 : EXIT_FAILURE_1;
-        free(since);
+        rc = resume_through_owner(conn, p->name, timeout_s);
     } else {
         PGresult *res = PQexecParams(conn,
                                      "UPDATE read_model.projection_metadata SET status = 'stopped'"

@@ -117,10 +117,27 @@ def test_stop_fails_only_that_projection_and_resume_retries_it(db, start_daemon)
         "   AND projection_name IN ('catalog', 'event_stats', 'orders')").fetchone()[0],
         10, "the other projections to go on")
 
+    # Resumed without a fix, it fails again at the same event: resume waits and says so.
+    again = run_cli(["-c", daemon.config_path, "resume", "users"], timeout=60)
+    assert again.returncode == 1, again.stdout + again.stderr
+    assert "users: failed again at the same event: " in again.stdout, again.stdout
+    assert "duplicate key" in again.stdout
+    # --timeout 0 only asks.
+    asked = run_cli(["-c", daemon.config_path, "resume", "users", "--timeout", "0"], timeout=60)
+    assert asked.returncode == 0 and "resume asked of the owning instance" in asked.stdout, asked
+    daemon.wait_until(lambda conn: conn.execute(
+        "SELECT resume_requested_at IS NULL AND status = 'failed' FROM read_model.projection_metadata"
+        " WHERE projection_name = 'users'").fetchone()[0], 30, "the request taken, users failed again")
+    bad = run_cli(["-c", daemon.config_path, "resume", "users", "--timeout", "soon"])
+    assert bad.returncode == 64 and "--timeout takes whole seconds" in bad.stderr, bad
+
     # The operator fixes the read model by hand, then resumes.
     db.execute("UPDATE read_model.users SET email = 'ann@elsewhere.org' WHERE id = %s", (ANN,))
+    # resume waits for the outcome: past the duplicate, then failed at the next bad event.
     resumed = run_cli(["-c", daemon.config_path, "resume", "users"], timeout=60)
-    assert resumed.returncode == 0, resumed.stderr
+    assert resumed.returncode == 1, resumed.stdout + resumed.stderr
+    assert "users: resumed, applied up to position" in resumed.stdout, resumed.stdout
+    assert "then failed again at a later event" in resumed.stdout, resumed.stdout
     daemon.wait_until(lambda conn: conn.execute(
         "SELECT last_position >= %s FROM read_model.projection_metadata WHERE projection_name = 'users'",
         (positions[CARL] - 1,)).fetchone()[0], 30, "users to get past the duplicate")
