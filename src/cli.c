@@ -101,6 +101,20 @@ static int in_recovery(PGconn *conn)
     return answer;
 }
 
+int cli_open(const struct config *cfg, enum cli_need need, PGconn **out)
+{
+    PGconn *conn = cli_connect(cfg);
+    int rc = !conn                ? cli_connect_failure()
+             : need == CLI_SCHEMA ? cli_require_schema(cfg, conn)
+                                  : cli_require_primary(cfg, conn, need == CLI_PRIMARY_EVENTS);
+    if (rc) {
+        PQfinish(conn);
+        conn = NULL;
+    }
+    *out = conn;
+    return rc;
+}
+
 int cli_refuse_standby(PGconn *conn, const char *key, const char *why)
 {
     int standby = in_recovery(conn);

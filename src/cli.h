@@ -65,6 +65,20 @@ int cli_refuse_standby(PGconn *conn, const char *key, const char *why);
  */
 int cli_require_schema(const struct config *cfg, PGconn *conn);
 
+/* What a one-shot command needs of its read-model connection (cli_open). */
+enum cli_need {
+    CLI_SCHEMA,         /* projectord's schema (cli_require_schema) */
+    CLI_PRIMARY,        /* and a primary: it writes (cli_require_primary) */
+    CLI_PRIMARY_EVENTS, /* and it reads the event store, also a primary */
+};
+
+/*
+ * cli_connect, then what need asks. Returns 0 with the connection in *out
+ * (the caller PQfinish()es it), or an exit code after one line and *out
+ * NULL.
+ */
+int cli_open(const struct config *cfg, enum cli_need need, PGconn **out);
+
 /*
  * status_cmd.c: `status [--json] [--check] [--max-lag SECONDS] [NAME...]`;
  * argv are the command's own arguments (the names are moved to its front).

@@ -352,10 +352,9 @@ int cli_rebuild(const struct config *cfg, int argc, char **argv)
         free(here);
         return EXIT_USAGE;
     }
-    PGconn *conn = cli_connect(cfg);
-    int refused = conn ? cli_require_primary(cfg, conn, true) : cli_connect_failure();
+    PGconn *conn;
+    int refused = cli_open(cfg, CLI_PRIMARY_EVENTS, &conn);
     if (refused) {
-        PQfinish(conn);
         free(projs);
         free(here);
         return refused;
@@ -456,12 +455,10 @@ int cli_replay_dead_letters(const struct config *cfg, int argc, char **argv)
     const struct projection *p = one_projection("replay-dead-letters", argc, argv);
     if (!p)
         return EXIT_USAGE;
-    PGconn *conn = cli_connect(cfg);
-    int refused = conn ? cli_require_primary(cfg, conn, true) : cli_connect_failure();
-    if (refused) {
-        PQfinish(conn);
+    PGconn *conn;
+    int refused = cli_open(cfg, CLI_PRIMARY_EVENTS, &conn);
+    if (refused)
         return refused;
-    }
     /* Those to replay: new ones may come in while it runs, at later positions. */
     char upto[21];
     int before = dead_letter_count(conn, p->name, NULL, upto), rc = 0;
@@ -596,12 +593,10 @@ int cli_resume(const struct config *cfg, int argc, char **argv)
     const struct projection *p = one_projection("resume", nrest, rest);
     if (!p)
         return EXIT_USAGE;
-    PGconn *conn = cli_connect(cfg);
-    int refused = conn ? cli_require_primary(cfg, conn, false) : cli_connect_failure();
-    if (refused) {
-        PQfinish(conn);
+    PGconn *conn;
+    int refused = cli_open(cfg, CLI_PRIMARY, &conn);
+    if (refused)
         return refused;
-    }
     const char *params[] = {p->name};
     int rc = 0;
     if (owned_elsewhere(conn, p->name)) {
@@ -636,12 +631,10 @@ int cli_resume(const struct config *cfg, int argc, char **argv)
  */
 static int purge_dead_letters(const struct config *cfg, const char *name, const char *before)
 {
-    PGconn *conn = cli_connect(cfg);
-    int refused = conn ? cli_require_primary(cfg, conn, false) : cli_connect_failure();
-    if (refused) {
-        PQfinish(conn);
+    PGconn *conn;
+    int refused = cli_open(cfg, CLI_PRIMARY, &conn);
+    if (refused)
         return refused;
-    }
     const char *params[] = {name, before};
     PGresult *res = PQexecParams(conn,
                                  "DELETE FROM read_model.projection_dead_letter"
@@ -751,14 +744,10 @@ int cli_dead_letters(const struct config *cfg, int argc, char **argv)
         return dead_letters_usage("--before: not a position:", before);
     if (purge)
         return purge_dead_letters(cfg, purge, before);
-    PGconn *conn = cli_connect(cfg);
-    if (!conn)
-        return cli_connect_failure();
-    int missing = cli_require_schema(cfg, conn);
-    if (missing) {
-        PQfinish(conn);
+    PGconn *conn;
+    int missing = cli_open(cfg, CLI_SCHEMA, &conn);
+    if (missing)
         return missing;
-    }
     const char *params[] = {name};
     PGresult *res = PQexecParams(
         conn,

@@ -510,14 +510,10 @@ int cli_status(const struct config *cfg, int argc, char **argv)
     int rc = parse_args(argc, argv, &a);
     if (rc)
         return rc;
-    PGconn *conn = cli_connect(cfg);
-    if (!conn)
-        return cli_connect_failure();
-    int missing = cli_require_schema(cfg, conn);
-    if (missing) {
-        PQfinish(conn);
+    PGconn *conn;
+    int missing = cli_open(cfg, CLI_SCHEMA, &conn);
+    if (missing)
         return missing;
-    }
     char *names = names_literal(&a);
     if (a.n_names > 0 && !names) {
         fprintf(stderr, "projectord: status: out of memory\n");
