@@ -39,6 +39,13 @@ static const char *const status_columns[] = {
     "  LEFT JOIN read_model.projection_health h USING (projection_name)"                           \
     " ORDER BY s.projection_name"
 
+static char application_name[64] = "projectord";
+
+void cli_set_command(const char *command)
+{
+    snprintf(application_name, sizeof application_name, "projectord/%s", command);
+}
+
 PGconn *cli_connect(const struct config *cfg)
 {
     return cli_connect_to(config_target(cfg));
@@ -50,7 +57,8 @@ static PGconn *connect_quietly(const char *conninfo, PGconn **failed)
     /* client_encoding after dbname, so the conninfo cannot override it (pgconn.c says why). */
     const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname",
                           "client_encoding", NULL};
-    const char *vals[] = {CONNECT_TIMEOUT, "projectord", conninfo ? conninfo : "", "UTF8", NULL};
+    const char *vals[] = {CONNECT_TIMEOUT, application_name, conninfo ? conninfo : "", "UTF8",
+                          NULL};
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
     if (conn && PQstatus(conn) == CONNECTION_OK)
         return conn;

@@ -60,8 +60,9 @@ void log_write_fields(enum log_level level, const char *file, int line,
     } while (0)
 
 /* With fields: log_error_f(&(struct log_fields){.projection = name}, "...", ...). */
-#define log_error_f(f, ...)   log_write_fields(LOG_LEVEL_ERROR, __FILE__, __LINE__, f, __VA_ARGS__)
-#define log_warning_f(f, ...) log_write_fields(LOG_LEVEL_WARNING, __FILE__, __LINE__, f, __VA_ARGS__)
-#define log_info_f(f, ...)    log_write_fields(LOG_LEVEL_INFO, __FILE__, __LINE__, f, __VA_ARGS__)
+#define log_error_f(f, ...) log_write_fields(LOG_LEVEL_ERROR, __FILE__, __LINE__, f, __VA_ARGS__)
+#define log_warning_f(f, ...)                                                                      \
+    log_write_fields(LOG_LEVEL_WARNING, __FILE__, __LINE__, f, __VA_ARGS__)
+#define log_info_f(f, ...) log_write_fields(LOG_LEVEL_INFO, __FILE__, __LINE__, f, __VA_ARGS__)
 
 #endif

@@ -32,6 +32,8 @@ enum pgconn_state { ST_DOWN, ST_CONNECTING, ST_CHECK, ST_UP, ST_CLOSED };
 struct pgconn {
     struct ev_loop *loop;
     char *name;
+    char *appname;          /* application_name unless the conninfo sets one; NULL: "projectord" */
+    const char *projection; /* the log records' projection field, or NULL (borrowed) */
     char *conninfo;
     pgconn_cb cb;
     void *arg;
@@ -140,7 +142,14 @@ static void disconnect(struct pgconn *c)
     c->generation++;
 }
 
-void pgconn_reset(struct pgconn *c, const char *why)
+/*
+ * Drop the connection and reconnect after the backoff delay. sqlstate: the
+ * server's for the failure, else NULL: a failure of the connection itself
+ * is 08001 (could not connect) or 08006 (lost), the codes the SQL standard
+ * gives them, so every such line names one. owner: the owner asked for it
+ * (pgconn_reset), which is no database error.
+ */
+static void drop_and_retry(struct pgconn *c, const char *why, const char *sqlstate, bool owner)
 {
     if (c->state == ST_CLOSED)
         return;
@@ -150,10 +159,27 @@ void pgconn_reset(struct pgconn *c, const char *why)
     disconnect(c);
     c->state = ST_DOWN;
     double delay = backoff_next(&c->backoff, jitter_random());
-    log_warning("%s: %s: %s; reconnecting in %.1fs", c->name,
-                was_up ? "connection lost" : "cannot connect", line, delay);
+    if (!sqlstate || !*sqlstate)
+        sqlstate = owner ? "" : was_up ? "08006" : "08001";
+    log_warning_f(&(struct log_fields){.projection = c->projection, .sqlstate = sqlstate},
+                  "%s: %s: %s%s%s%s; reconnecting in %.1fs", c->name,
+                  was_up ? "connection lost" : "cannot connect", line,
+                  *sqlstate ? " (SQLSTATE " : "", sqlstate, *sqlstate ? ")" : "", delay);
     arm_timer(c, delay);
     c->cb(c, c->arg, PGCONN_LOST, NULL, NULL);
+}
+
+void pgconn_reset(struct pgconn *c, const char *why)
+{
+    drop_and_retry(c, why, NULL, true);
+}
+
+/* libpq failed on this connection: its message, with the server's SQLSTATE if it sent one. */
+static void conn_failed(struct pgconn *c)
+{
+    char line[1024], sqlstate[6];
+    pgconn_message_sqlstate(PQerrorMessage(c->pg), line, sizeof line, sqlstate);
+    drop_and_retry(c, line, sqlstate, false);
 }
 
 static void start_connect(struct pgconn *c)
@@ -175,15 +201,30 @@ static void start_connect(struct pgconn *c)
                           "dbname",
                           "client_encoding",
                           NULL};
-    const char *vals[] = {"projectord", "1", "10", "5", "3", "30000", c->conninfo, "UTF8", NULL};
+    const char *vals[] = {c->appname ? c->appname : "projectord",
+                          "1",
+                          "10",
+                          "5",
+                          "3",
+                          "30000",
+                          c->conninfo,
+                          "UTF8",
+                          NULL};
     c->pg = PQconnectStartParams(keys, vals, 1);
     c->state = ST_CONNECTING;
     if (!c->pg) {
-        pgconn_reset(c, "out of memory");
+        drop_and_retry(c, "out of memory", NULL, false);
         return;
     }
+    /*
+     * Verbose while connecting: libpq has no other way to tell the SQLSTATE
+     * of an error the server sends during the startup (a wrong password is
+     * 28P01, a missing database 3D000); conn_failed takes it out of the
+     * message. Back to the default once connected (notices).
+     */
+    PQsetErrorVerbosity(c->pg, PQERRORS_VERBOSE);
     if (PQstatus(c->pg) == CONNECTION_BAD) {
-        pgconn_reset(c, PQerrorMessage(c->pg));
+        conn_failed(c);
         return;
     }
     watch(c, EV_WRITE);
@@ -207,7 +248,7 @@ static void send_check(struct pgconn *c)
     if (!PQsendQueryParams(c->pg, "SELECT pg_catalog.pg_is_in_recovery()", 0, NULL, NULL, NULL,
                            NULL, 0) ||
         !PQpipelineSync(c->pg)) {
-        pgconn_reset(c, PQerrorMessage(c->pg));
+        conn_failed(c);
         return;
     }
     c->pending = 2;
@@ -218,8 +259,9 @@ static void send_check(struct pgconn *c)
 static void connected(struct pgconn *c)
 {
     ev_timer_stop(c->loop, &c->timer);
+    PQsetErrorVerbosity(c->pg, PQERRORS_DEFAULT);
     if (PQsetnonblocking(c->pg, 1) != 0 || PQenterPipelineMode(c->pg) != 1) {
-        pgconn_reset(c, PQerrorMessage(c->pg));
+        conn_failed(c);
         return;
     }
     PQsetNoticeProcessor(c->pg, notice_cb, c);
@@ -280,24 +322,27 @@ static PGresult *next_result(struct pgconn *c, int *nulls)
 static void on_check_readable(struct pgconn *c)
 {
     if (!PQconsumeInput(c->pg)) {
-        pgconn_reset(c, PQerrorMessage(c->pg));
+        conn_failed(c);
         return;
     }
-    char error[512] = "";
+    char error[512] = "", sqlstate[6] = "";
     int nulls = 0;
     PGresult *res;
     while ((res = next_result(c, &nulls))) {
         ExecStatusType st = PQresultStatus(res);
         if (st == PGRES_TUPLES_OK && PQntuples(res) == 1)
             c->in_recovery = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-        else if (st != PGRES_PIPELINE_SYNC && !error[0])
+        else if (st != PGRES_PIPELINE_SYNC && !error[0]) {
             snprintf(error, sizeof error, "checking for a hot standby: %s", pgconn_error_line(res));
+            snprintf(sqlstate, sizeof sqlstate, "%s", pgconn_sqlstate(res));
+        }
         PQclear(res);
     }
     if (c->pending > 0)
         return;
     if (error[0] || c->in_recovery < 0)
-        pgconn_reset(c, error[0] ? error : "checking for a hot standby: no answer");
+        drop_and_retry(c, error[0] ? error : "checking for a hot standby: no answer", sqlstate,
+                       false);
     else if (c->in_recovery)
         wait_for_promotion(c);
     else
@@ -317,7 +362,7 @@ static void poll_connect(struct pgconn *c)
         connected(c);
         break;
     default:
-        pgconn_reset(c, PQerrorMessage(c->pg));
+        conn_failed(c);
         break;
     }
 }
@@ -327,7 +372,7 @@ static void flush(struct pgconn *c)
 {
     int r = PQflush(c->pg);
     if (r < 0)
-        pgconn_reset(c, PQerrorMessage(c->pg));
+        conn_failed(c);
     else
         watch(c, r == 1 ? EV_READ | EV_WRITE : EV_READ);
 }
@@ -379,7 +424,7 @@ static void on_readable(struct pgconn *c)
 {
     unsigned gen = c->generation;
     if (!PQconsumeInput(c->pg)) {
-        pgconn_reset(c, PQerrorMessage(c->pg));
+        conn_failed(c);
         return;
     }
     deliver_results(c);
@@ -389,7 +434,7 @@ static void on_readable(struct pgconn *c)
     if (gen != c->generation || c->state != ST_UP)
         return;
     if (PQstatus(c->pg) == CONNECTION_BAD)
-        pgconn_reset(c, PQerrorMessage(c->pg));
+        conn_failed(c);
 }
 
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -419,11 +464,11 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     struct pgconn *c = w->data;
     if (c->state == ST_CONNECTING || (c->state == ST_CHECK && c->pending > 0))
-        pgconn_reset(c, "connection timed out");
+        drop_and_retry(c, "connection timed out", NULL, false);
     else if (c->state == ST_CHECK)
         send_check(c); /* a standby: has it been promoted? */
     else if (c->state == ST_UP && c->broken)
-        pgconn_reset(c, PQerrorMessage(c->pg));
+        conn_failed(c);
     else if (c->state == ST_DOWN)
         start_connect(c);
 }
@@ -515,7 +560,23 @@ void pgconn_free(struct pgconn *c)
     disconnect(c);
     free(c->name);
     free(c->conninfo);
+    free(c->appname);
     free(c);
+}
+
+int pgconn_set_application_name(struct pgconn *c, const char *name)
+{
+    char *copy = strdup(name);
+    if (!copy)
+        return -1;
+    free(c->appname);
+    c->appname = copy;
+    return 0;
+}
+
+void pgconn_set_log_projection(struct pgconn *c, const char *projection)
+{
+    c->projection = projection;
 }
 
 int pgconn_notifies(const struct pgconn *c)
@@ -550,6 +611,39 @@ const char *pgconn_error_line(const PGresult *res)
     if (!s && res)
         s = PQresultErrorMessage(res);
     return s && *s ? s : "unknown error";
+}
+
+/* "SEVERITY:  " then five [0-9A-Z] and ": ": the code a verbose message carries. */
+static const char *verbose_code(const char *s)
+{
+    static const char *const severities[] = {"FATAL:  ", "ERROR:  ", "PANIC:  "};
+    for (size_t i = 0; i < sizeof severities / sizeof severities[0]; i++) {
+        const char *at = strstr(s, severities[i]);
+        if (!at)
+            continue;
+        const char *code = at + strlen(severities[i]);
+        if (strspn(code, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 5 && code[5] == ':' &&
+            code[6] == ' ')
+            return code;
+    }
+    return NULL;
+}
+
+void pgconn_message_sqlstate(const char *message, char *line, size_t size, char sqlstate[6])
+{
+    char text[2048];
+    sqlstate[0] = '\0';
+    snprintf(text, sizeof text, "%s", message ? message : "");
+    char *where = strstr(text, "\nLOCATION:");
+    if (where)
+        *where = '\0';
+    char *code = (char *)verbose_code(text);
+    if (code) {
+        memcpy(sqlstate, code, 5);
+        sqlstate[5] = '\0';
+        memmove(code, code + 7, strlen(code + 7) + 1);
+    }
+    one_line(line, size, text);
 }
 
 bool pgconn_result_ok(const PGresult *res)

@@ -363,8 +363,8 @@ static void test_json_escape_heavy_message_fits(void **state)
 static void test_fields(void **state)
 {
     (void)state;
-    struct log_fields f = {.projection = "users", .sqlstate = "40P01", .position = 42,
-                           .has_position = true};
+    struct log_fields f = {
+        .projection = "users", .sqlstate = "40P01", .position = 42, .has_position = true};
     log_setup(LOG_LEVEL_INFO, LOG_FORMAT_JSON);
     log_set_instance("host:123");
     capture_start();
