@@ -700,6 +700,15 @@ static int apply_environment(struct loader *ld)
     if (level != NULL && level[0] != '\0' && level_key->parse(level, &ld->cfg->log_level) != 0)
         return report(ld, "PROJECTORD_LOG_LEVEL: unknown %s '%s' (%s)", level_key->what, level,
                       level_key->choices);
+    /* A container publishes the metrics port without a file (docker-compose.yml). */
+    const char *listen = getenv("PROJECTORD_METRICS_LISTEN");
+    if (listen != NULL && listen[0] != '\0') {
+        if (!address_valid(listen, NULL, 0))
+            return report(ld, "PROJECTORD_METRICS_LISTEN: must be %s (got '%s')",
+                          metrics_keys[0].expect, listen);
+        if (set_text(&ld->cfg->metrics_listen, listen) != 0)
+            return report(ld, "out of memory");
+    }
     return 0;
 }
 

@@ -81,7 +81,7 @@ static void notice_cb(void *arg, const char *message)
     struct pgconn *c = arg;
     char line[1024];
     one_line(line, sizeof line, message);
-    log_info("%s: server: %s", c->name, line);
+    log_info_f(&(struct log_fields){.projection = c->projection}, "%s: server: %s", c->name, line);
 }
 
 struct pgconn *pgconn_new(struct ev_loop *loop, const char *name, const char *conninfo,
@@ -274,13 +274,15 @@ static void go_up(struct pgconn *c)
 {
     ev_timer_stop(c->loop, &c->timer);
     if (c->standby)
-        log_info("%s: the server is no longer a hot standby (promoted)", c->name);
+        log_info_f(&(struct log_fields){.projection = c->projection},
+                   "%s: the server is no longer a hot standby (promoted)", c->name);
     c->standby = false;
     backoff_reset(&c->backoff);
     c->state = ST_UP;
     watch(c, EV_READ);
-    log_info("%s: connected to %s:%s/%s (server %d)", c->name, PQhost(c->pg), PQport(c->pg),
-             PQdb(c->pg), PQserverVersion(c->pg));
+    log_info_f(&(struct log_fields){.projection = c->projection},
+               "%s: connected to %s:%s/%s (server %d)", c->name, PQhost(c->pg), PQport(c->pg),
+               PQdb(c->pg), PQserverVersion(c->pg));
     c->cb(c, c->arg, PGCONN_READY, NULL, NULL);
 }
 
