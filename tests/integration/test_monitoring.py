@@ -318,6 +318,18 @@ def test_readyz_before_the_schema_and_without_the_database(cluster, start_daemon
     assert daemon.stop() == 0
 
 
+def test_metrics_listen_from_the_environment(db):
+    """PROJECTORD_METRICS_LISTEN (containers: docker-compose.yml) beats the
+    file; a bad value is a configuration error."""
+    env = clean_env(PROJECTORD_DATABASE_URL=db.conninfo, PROJECTORD_METRICS_LISTEN="0.0.0.0:9187")
+    proc = run_cli(["-c", "/dev/null", "check-config"], env=env)
+    assert proc.returncode == 0 and re.search(r'listen = "0\.0\.0\.0:9187"', proc.stdout), proc
+    env["PROJECTORD_METRICS_LISTEN"] = "9187"
+    proc = run_cli(["-c", "/dev/null", "check-config"], env=env)
+    assert proc.returncode == 78, proc
+    assert "PROJECTORD_METRICS_LISTEN: must be HOST:PORT" in proc.stderr, proc.stderr
+
+
 def test_process_metrics(db, start_daemon):
     port = free_port()
     daemon = start_daemon(poll_interval_ms=200, extra=metrics_config(port))
