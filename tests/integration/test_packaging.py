@@ -332,7 +332,7 @@ def notify_socket(workdir):
 
 def daemon_sessions(db):
     return db.scalar("SELECT count(*) FROM pg_stat_activity"
-                     " WHERE datname = current_database() AND application_name = 'projectord'")
+                     " WHERE datname = current_database() AND application_name LIKE 'projectord/%%'")
 
 
 def stop_and_expect_stopping(daemon, ns):
