@@ -382,7 +382,7 @@ static void note_status(struct runner *r)
                    r->proj->name, r->cp.last_position);
     else if (strcmp(status, "standby") == 0)
         log_info_f(RN_FIELDS(r, NULL),
-                   "%s: standby (owned by another instance, or this one has its share)",
+                   "%s: standing by (owned by another instance, or this one has its share)",
                    r->proj->name);
     r->said_status = status;
 }

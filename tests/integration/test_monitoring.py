@@ -214,7 +214,7 @@ def test_catch_up_progress_and_transitions_in_the_log(db, start_daemon):
     daemon.wait_caught_up(timeout=60)
     standby = start_daemon(name="standby", poll_interval_ms=200, projections=ONLY_EVENT_STATS,
                            log_format="json", level="info")
-    wait_for(lambda: any("standby" in r["msg"] for r in json_records(standby)), 30,
+    wait_for(lambda: any("standing by" in r["msg"] for r in json_records(standby)), 30,
              "the second instance to stand by")
     time.sleep(5)  # it claims every 2 s: standing by stays one line
     assert standby.stop() == 0
@@ -238,7 +238,7 @@ def test_catch_up_progress_and_transitions_in_the_log(db, start_daemon):
     assert "caught up from position 0" in live[1]["msg"] and live[1]["position"] <= head, live
     assert records.index(live[1]) > records.index(progress[-1])
     said = [r for r in json_records(standby) if r.get("projection") == "event_stats"
-            and "standby" in r["msg"]]
+            and "standing by" in r["msg"]]
     assert len(said) == 1, said
 
 
@@ -287,7 +287,7 @@ def test_readyz_of_an_instance_standing_by(db, start_daemon):
     owner.wait_caught_up(timeout=60)
     second = start_daemon(name="second", poll_interval_ms=200, projections=ONLY_EVENT_STATS,
                           extra=metrics_config(port2))
-    wait_for(lambda: "standby" in second.log(), 30, "the second instance to stand by")
+    wait_for(lambda: "standing by" in second.log(), 30, "the second instance to stand by")
     assert get(port2, "/readyz") == (200, "ready: 0 projection(s) owned by this instance, "
                                           "all healthy\n")
     assert get(port, "/readyz") == (200, "ready: 1 projection(s) owned by this instance, "
