@@ -153,7 +153,7 @@ def markdown_anchors(path):
             for h in re.findall(r"(?m)^#+ (.+)$", text)}
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/reference.md", "CHANGELOG.md"])
+@pytest.mark.parametrize("doc", ["README.md", "docs/reference.md", "CHANGELOG.md", "docs/monitoring.md"])
 def test_documents_link_only_what_the_repository_has(doc):
     """The README once linked a contract that was not in the repository:
     every relative link of the documents names a file that is, and a
