@@ -92,8 +92,9 @@ static int ask_schema(PGconn *conn, bool events, bool read_model)
     PGresult *res = PQexecParams(conn, SCHEMAGATE_SQL, 2, NULL, params, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        char why[1100];
         fprintf(stderr, "projectord: cannot tell whether the schema is there: %s\n",
-                pgconn_error_line(res));
+                pgconn_error_text(res, conn, why, sizeof why));
         rc = EXIT_FAILURE_1;
     } else if (!PQgetisnull(res, 0, 0)) {
         fprintf(stderr, "projectord: %s\n", PQgetvalue(res, 0, 0));
@@ -115,9 +116,11 @@ static int in_recovery(PGconn *conn)
     int answer = -1;
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
         answer = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-    else
+    else {
+        char why[1100];
         fprintf(stderr, "projectord: cannot tell whether the server is a hot standby: %s\n",
-                pgconn_error_line(res));
+                pgconn_error_text(res, conn, why, sizeof why));
+    }
     PQclear(res);
     return answer;
 }
@@ -256,8 +259,8 @@ int cli_status(const struct config *cfg, int argc, char **argv)
     PGresult *res = PQexec(conn, SQL_STATUS);
     int rc = 0;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
-        fprintf(stderr, "projectord: status: %s\n", msg ? msg : PQerrorMessage(conn));
+        char why[1100];
+        fprintf(stderr, "projectord: status: %s\n", pgconn_error_text(res, conn, why, sizeof why));
         rc = EXIT_FAILURE_1;
     } else {
         if (json)

@@ -648,6 +648,16 @@ void pgconn_message_sqlstate(const char *message, char *line, size_t size, char 
     one_line(line, size, text);
 }
 
+const char *pgconn_error_text(const PGresult *res, PGconn *conn, char *buf, size_t size)
+{
+    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *state = pgconn_sqlstate(res);
+    char line[1024];
+    one_line(line, sizeof line, msg ? msg : conn ? PQerrorMessage(conn) : "unknown error");
+    snprintf(buf, size, "%s%s%s%s", line, *state ? " (SQLSTATE " : "", state, *state ? ")" : "");
+    return buf;
+}
+
 bool pgconn_result_ok(const PGresult *res)
 {
     ExecStatusType st = PQresultStatus(res);

@@ -118,6 +118,13 @@ const char *pgconn_error_line(const PGresult *res); /* primary message, one line
 bool pgconn_result_ok(const PGresult *res);         /* COMMAND_OK or TUPLES_OK */
 
 /*
+ * A failed statement's error as one line for a one-shot command's output:
+ * "primary message (SQLSTATE XXXXX)", or the connection's message (conn
+ * may be NULL) when there is no result. Returns buf.
+ */
+const char *pgconn_error_text(const PGresult *res, PGconn *conn, char *buf, size_t size);
+
+/*
  * A libpq error message as one line, and the SQLSTATE it names ("" when
  * none): a connection's message made with PQERRORS_VERBOSE carries the
  * server's code ("FATAL:  28P01: password authentication failed ..."),
