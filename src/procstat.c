@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
+#include <time.h>
 #include <unistd.h>
 
 /* The fields of /proc/self/stat this needs (proc(5) numbers them from 1). */
@@ -41,19 +42,21 @@ static int read_stat(struct pstat *p)
     return got == 5 ? 0 : -1;
 }
 
-/* The boot time, seconds since the epoch ("btime" in /proc/stat); 0 when unknown. */
-static long long boot_time(void)
+/*
+ * The start time, seconds since the epoch, from the start's clock ticks
+ * after boot: now less the time since boot (CLOCK_BOOTTIME) gives the
+ * boot. Not /proc/stat's btime: the unit's ProcSubset=pid hides that file.
+ * Computed once: it does not change, and scrapes then agree to the digit.
+ */
+static double start_time(unsigned long long start_ticks, long ticks)
 {
-    char line[256];
-    long long btime = 0;
-    FILE *f = fopen("/proc/stat", "re");
-    if (!f)
-        return 0;
-    while (fgets(line, sizeof line, f))
-        if (sscanf(line, "btime %lld", &btime) == 1)
-            break;
-    fclose(f);
-    return btime;
+    static double start;
+    struct timespec now, boot;
+    if (start == 0 && clock_gettime(CLOCK_REALTIME, &now) == 0 &&
+        clock_gettime(CLOCK_BOOTTIME, &boot) == 0)
+        start = (double)now.tv_sec + now.tv_nsec / 1e9 - (boot.tv_sec + boot.tv_nsec / 1e9) +
+                (double)start_ticks / (double)ticks;
+    return start;
 }
 
 /* Open file descriptors: the entries of /proc/self/fd, less the one reading it. */
@@ -89,11 +92,10 @@ void procstat_render(struct mbuf *out)
         gauge(out, "process_resident_memory_bytes", "gauge", "Resident memory size",
               (double)p.rss * (double)page);
         gauge(out, "process_virtual_memory_bytes", "gauge", "Virtual memory size", (double)p.vsize);
-        long long btime = boot_time();
-        if (btime > 0)
+        double start = start_time(p.start, ticks);
+        if (start > 0)
             gauge(out, "process_start_time_seconds", "gauge",
-                  "Start time of the process since the epoch, in seconds",
-                  (double)btime + (double)p.start / (double)ticks);
+                  "Start time of the process since the epoch, in seconds", start);
     }
     long fds = open_fds();
     if (fds >= 0)
