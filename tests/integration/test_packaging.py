@@ -15,6 +15,7 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
 import uuid
 from urllib.parse import urlsplit
 
@@ -692,13 +693,18 @@ def test_syscalls_allowed_by_the_unit_filter(db, workdir):
     trace = os.path.join(workdir, "strace.out")
     commands = generate_mix(seed=11, n_events=250)
     db.append_all(commands[:-20])
-    daemon = EnvOnlyDaemon(db.conninfo, workdir, name="straced", env=env_only(db))
+    port = free_port()  # scrapes too: /metrics reads /proc/self (process_*)
+    env = dict(env_only(db), PROJECTORD_METRICS_LISTEN=f"127.0.0.1:{port}")
+    daemon = EnvOnlyDaemon(db.conninfo, workdir, name="straced", env=env)
     daemon.wrapper = ["strace", "-f", "-qq", "-o", trace]
     try:
         daemon.start()
         daemon.wait_caught_up(timeout=60)
         db.append(commands[-20:])  # live, one by one
         daemon.wait_caught_up(timeout=60)
+        for path in ("/metrics", "/healthz", "/readyz"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+                assert resp.status == 200, path
         daemon.kill(signal.SIGHUP)
         time.sleep(0.5)
         assert daemon.stop(timeout=40) == EXIT_OK
