@@ -13,6 +13,9 @@ packages=(
   python3 python3-psycopg python3-pytest python3-yaml
   # systemd-analyze and strace, for the unit file checks (nothing is started).
   systemd strace
+  # promtool, for the alert rules in deploy/prometheus (test_monitoring.py);
+  # the package's server is not started by the tests.
+  prometheus
   # Sanitizer and fuzzing builds (libFuzzer's runtime is in libclang-rt).
   clang libclang-rt-14-dev
   # The Debian package (debian/, docs/packaging.md) and its checks: build,

@@ -16,6 +16,13 @@
 
 #define CONNECT_TIMEOUT "5"
 
+static char application_name[64] = "projectord";
+
+void cli_set_command(const char *command)
+{
+    snprintf(application_name, sizeof application_name, "projectord/%s", command);
+}
+
 PGconn *cli_connect(const struct config *cfg)
 {
     return cli_connect_to(config_target(cfg));
@@ -27,7 +34,8 @@ static PGconn *connect_quietly(const char *conninfo, PGconn **failed)
     /* client_encoding after dbname, so the conninfo cannot override it (pgconn.c says why). */
     const char *keys[] = {"connect_timeout", "fallback_application_name", "dbname",
                           "client_encoding", NULL};
-    const char *vals[] = {CONNECT_TIMEOUT, "projectord", conninfo ? conninfo : "", "UTF8", NULL};
+    const char *vals[] = {CONNECT_TIMEOUT, application_name, conninfo ? conninfo : "", "UTF8",
+                          NULL};
     PGconn *conn = PQconnectdbParams(keys, vals, 1);
     if (conn && PQstatus(conn) == CONNECTION_OK)
         return conn;
@@ -57,7 +65,7 @@ PGconn *cli_connect_to(const char *conninfo)
     for (char *s = line; *s; s++)
         if (*s == '\n')
             *s = ' ';
-    connect_failure = pgconn_refused(line) ? EXIT_REFUSED : EXIT_UNAVAILABLE;
+    connect_failure = pgconn_refused(line, NULL) ? EXIT_REFUSED : EXIT_UNAVAILABLE;
     fprintf(stderr, "projectord: cannot connect to the database: %s%s\n",
             connect_failure == EXIT_REFUSED ? "refused by the server: " : "", line);
     PQfinish(conn);
@@ -71,8 +79,9 @@ static int ask_schema(PGconn *conn, bool events, bool read_model)
     PGresult *res = PQexecParams(conn, SCHEMAGATE_SQL, 2, NULL, params, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
+        char why[1100];
         fprintf(stderr, "projectord: cannot tell whether the schema is there: %s\n",
-                pgconn_error_line(res));
+                pgconn_error_text(res, conn, why, sizeof why));
         rc = EXIT_FAILURE_1;
     } else if (!PQgetisnull(res, 0, 0)) {
         fprintf(stderr, "projectord: %s\n", PQgetvalue(res, 0, 0));
@@ -94,9 +103,11 @@ static int in_recovery(PGconn *conn)
     int answer = -1;
     if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
         answer = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-    else
+    else {
+        char why[1100];
         fprintf(stderr, "projectord: cannot tell whether the server is a hot standby: %s\n",
-                pgconn_error_line(res));
+                pgconn_error_text(res, conn, why, sizeof why));
+    }
     PQclear(res);
     return answer;
 }

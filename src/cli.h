@@ -22,6 +22,13 @@
 #define EXIT_NO_SCHEMA 1
 
 /*
+ * The command the one-shot connections work for: their application_name
+ * becomes "projectord/COMMAND" (pg_stat_activity), unless the conninfo or
+ * PGAPPNAME sets one. Before: "projectord". command is borrowed.
+ */
+void cli_set_command(const char *command);
+
+/*
  * Connect to the read-model database (config_target) with a bounded wait (connect_timeout, unless
  * the conninfo sets one); on failure print one line and return NULL. Caller PQfinish()es.
  */

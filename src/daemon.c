@@ -21,11 +21,13 @@
 #include "daemon.h"
 #include "declared.h"
 #include "fleet.h"
+#include "health.h"
 #include "readshare.h"
 #include "listener.h"
 #include "log.h"
 #include "metrics.h"
 #include "notify.h"
+#include "procstat.h"
 #include "registry.h"
 #include "runner.h"
 #include "runner_metrics.h"
@@ -493,6 +495,19 @@ static void render_metrics(struct mbuf *out, void *arg)
 {
     struct daemon *d = arg;
     runner_metrics_render(out, d->runners, d->stats, projection_registry_count, d->fleet.instances);
+    procstat_render(out);
+}
+
+/* /readyz: connected, and every projection owned here healthy (health.h). */
+static bool ready_metrics(struct mbuf *why, void *arg)
+{
+    struct daemon *d = arg;
+    const char *not_connected = d->stopping ? "stopping"
+                                : d->gate   ? "waiting for the schema (projectord migrate)"
+                                : !listener_connected(d->listener) ? "not connected to the database"
+                                                                   : NULL;
+    return health_ready(why, d->runners, projection_registry_count, not_connected == NULL,
+                        not_connected);
 }
 
 /* The Prometheus endpoint, if configured; failing to listen is a startup error. */
@@ -501,13 +516,13 @@ static int start_metrics(struct daemon *d)
     char err[512];
     if (!d->cfg->metrics_listen)
         return 0;
-    d->metrics =
-        metrics_listen(d->loop, d->cfg->metrics_listen, render_metrics, d, err, sizeof err);
+    d->metrics = metrics_listen(d->loop, d->cfg->metrics_listen, render_metrics, ready_metrics, d,
+                                err, sizeof err);
     if (!d->metrics) {
         log_error("metrics.listen: %s", err);
         return -1;
     }
-    log_info("metrics: serving http://%s/metrics", d->cfg->metrics_listen);
+    log_info("metrics: serving http://%s/metrics (and /healthz, /readyz)", d->cfg->metrics_listen);
     return 0;
 }
 
@@ -566,6 +581,7 @@ int daemon_run(struct config *cfg, const char *config_path, const char *level_ov
     char host[256] = "unknown";
     gethostname(host, sizeof host - 1);
     snprintf(d.owner, sizeof d.owner, "%s:%ld", host, (long)getpid());
+    log_set_instance(d.owner); /* every JSON record names it */
     d.fleet.instance_id =
         (int)(((unsigned)getpid() * 2654435761u ^ (unsigned)time(NULL)) & 0x7fffffff);
 

@@ -226,7 +226,11 @@ struct listener *listener_new(struct ev_loop *loop, const char *conninfo, const 
     l->unlisten_sql = channel_statement("UNLISTEN", channel);
     l->conn = pgconn_new(loop, "listener", conninfo, conn_cb, l);
     l->presence = target ? pgconn_new(loop, "presence", target, presence_cb, l) : l->conn;
-    if (!l->listen_sql || !l->unlisten_sql || !l->conn || !l->presence) {
+    if (!l->listen_sql || !l->unlisten_sql || !l->conn || !l->presence ||
+        pgconn_set_application_name(l->conn, "projectord/listener") < 0 ||
+        pgconn_set_application_name(l->presence, l->presence == l->conn
+                                                     ? "projectord/listener"
+                                                     : "projectord/presence") < 0) {
         listener_free(l);
         return NULL;
     }
@@ -247,6 +251,11 @@ void listener_set_tick(struct listener *l, double tick_s)
         ev_timer_set(&l->tick, tick_s, tick_s);
         ev_timer_again(l->loop, &l->tick);
     }
+}
+
+bool listener_connected(const struct listener *l)
+{
+    return pgconn_connected(l->conn) && pgconn_connected(l->presence);
 }
 
 void listener_free(struct listener *l)

@@ -23,6 +23,7 @@
 #define PROJECTORD_LISTENER_H
 
 #include <ev.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #define LISTENER_POLL_RATE 2000.0 /* notifications a second */
@@ -52,5 +53,7 @@ void listener_start(struct listener *l);
 /* The tick while the channel is left, in seconds; 0: always listen. */
 void listener_set_tick(struct listener *l, double tick_s);
 void listener_free(struct listener *l);
+/* Whether its sessions (LISTEN, and the presence lock's) are up now. */
+bool listener_connected(const struct listener *l);
 
 #endif

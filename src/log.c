@@ -5,6 +5,10 @@
  * one supervisor, a container runtime) never interleave. Messages are made
  * valid UTF-8 and cut with "..." when too long; JSON is built by jansson so
  * escaping is never done by hand. Nothing is allocated except by jansson.
+ * A JSON record also carries what it is about (struct log_fields) and the
+ * instance as keys of their own, so a log pipeline can filter on them
+ * without parsing the message; the text form is the message alone, which
+ * says the same in words.
  */
 #include "log.h"
 
@@ -26,6 +30,7 @@
 
 static enum log_level current_level = LOG_LEVEL_INFO;
 static enum log_format current_format = LOG_FORMAT_TEXT;
+static char instance[256]; /* "" until log_set_instance */
 
 static const char *const level_names[] = {"error", "warning", "info", "debug"};
 static const char *const level_labels[] = {"ERROR", "WARNING", "INFO", "DEBUG"};
@@ -35,6 +40,11 @@ void log_setup(enum log_level level, enum log_format format)
 {
     current_level = level;
     current_format = format;
+}
+
+void log_set_instance(const char *name)
+{
+    snprintf(instance, sizeof instance, "%s", name ? name : "");
 }
 
 int log_level_parse(const char *text, enum log_level *out)
@@ -172,9 +182,28 @@ static size_t text_line(char *line, size_t size, const char *ts, enum log_level 
     return (size_t)n;
 }
 
+/*
+ * The keys that say what the record is about (log.h), where set. A value
+ * jansson refuses (not UTF-8) is left out rather than losing the record.
+ */
+static void add_fields(json_t *obj, const struct log_fields *f)
+{
+    if (instance[0])
+        json_object_set_new(obj, "instance", json_string(instance));
+    if (!f)
+        return;
+    if (f->projection)
+        json_object_set_new(obj, "projection", json_string(f->projection));
+    if (f->has_position)
+        json_object_set_new(obj, "position", json_integer((json_int_t)f->position));
+    if (f->sqlstate && f->sqlstate[0])
+        json_object_set_new(obj, "sqlstate", json_string(f->sqlstate));
+}
+
 /* Dump the record into line; 0 if it does not fit or jansson failed. */
 static size_t json_dump_record(char *line, size_t size, const char *ts, enum log_level level,
-                               const char *file, int lineno, const char *msg)
+                               const char *file, int lineno, const struct log_fields *fields,
+                               const char *msg)
 {
     json_t *obj;
     if (level == LOG_LEVEL_DEBUG && file != NULL)
@@ -184,6 +213,7 @@ static size_t json_dump_record(char *line, size_t size, const char *ts, enum log
         obj = json_pack("{s:s, s:s, s:s}", "ts", ts, "level", level_names[level], "msg", msg);
     if (obj == NULL)
         return 0;
+    add_fields(obj, fields);
     size_t n = json_dumpb(obj, line, size - 1, JSON_COMPACT);
     json_decref(obj);
     if (n == 0 || n > size - 1)
@@ -194,10 +224,10 @@ static size_t json_dump_record(char *line, size_t size, const char *ts, enum log
 
 /* Escaping can make a message up to six times longer: shorten until it fits. */
 static size_t json_line(char *line, size_t size, const char *ts, enum log_level level,
-                        const char *file, int lineno, char *msg)
+                        const char *file, int lineno, const struct log_fields *fields, char *msg)
 {
     for (size_t limit = MSG_MAX_BYTES;; limit /= 2) {
-        size_t n = json_dump_record(line, size, ts, level, file, lineno, msg);
+        size_t n = json_dump_record(line, size, ts, level, file, lineno, fields, msg);
         if (n > 0 || limit < 4 * sizeof(ELLIPSIS))
             return n;
         if (strlen(msg) >= limit / 2)
@@ -219,24 +249,41 @@ static void write_all(const char *buf, size_t len)
     }
 }
 
-void log_write(enum log_level level, const char *file, int line, const char *fmt, ...)
+static void log_vwrite(enum log_level level, const char *file, int line,
+                       const struct log_fields *fields, const char *fmt, va_list ap)
 {
-    if ((size_t)level >= N_LEVELS || !log_enabled(level))
-        return;
     int saved_errno = errno; /* callers log, then look at errno */
     char msg[MSG_MAX_BYTES];
     char ts[40];
     char buf[LINE_MAX_BYTES];
-    va_list ap;
 
-    va_start(ap, fmt);
     format_message(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     format_time(ts, sizeof(ts));
     bool json = current_format == LOG_FORMAT_JSON;
     clean_message(msg, json);
-    size_t len = json ? json_line(buf, sizeof(buf), ts, level, file, line, msg)
+    size_t len = json ? json_line(buf, sizeof(buf), ts, level, file, line, fields, msg)
                       : text_line(buf, sizeof(buf), ts, level, file, line, msg);
     write_all(buf, len);
     errno = saved_errno;
+}
+
+void log_write(enum log_level level, const char *file, int line, const char *fmt, ...)
+{
+    if ((size_t)level >= N_LEVELS || !log_enabled(level))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_vwrite(level, file, line, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void log_write_fields(enum log_level level, const char *file, int line,
+                      const struct log_fields *fields, const char *fmt, ...)
+{
+    if ((size_t)level >= N_LEVELS || !log_enabled(level))
+        return;
+    va_list ap;
+    va_start(ap, fmt);
+    log_vwrite(level, file, line, fields, fmt, ap);
+    va_end(ap);
 }

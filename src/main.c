@@ -248,6 +248,7 @@ int main(int argc, char **argv)
     struct config cfg;
     if (load_config(&cfg, path, level) < 0)
         return EXIT_CONFIG;
+    cli_set_command(command);
     int rc = dispatch(&cfg, path, level, command, argc - optind, argv + optind);
     config_free(&cfg);
     return rc;

@@ -139,6 +139,7 @@ struct metrics_server {
     int fd;
     ev_io accept_io;
     metrics_render_cb render;
+    metrics_ready_cb ready;
     void *arg;
     struct client *clients;
     int nclients;
@@ -170,17 +171,47 @@ static void respond(struct client *c, const char *status, const char *type, cons
                 status, type, bodylen, (int)bodylen, body);
 }
 
+static const char plain[] = "text/plain; charset=utf-8";
+
+/* Whether the request's path (query string aside) is name. */
+static bool path_is(const char *path, const char *name)
+{
+    size_t n = strlen(name);
+    return strcspn(path, " ?\r\n") == n && strncmp(path, name, n) == 0;
+}
+
+/* /readyz: the caller's verdict, its reason as the body. */
+static void answer_ready(struct client *c)
+{
+    struct mbuf why = {0};
+    bool ready = c->m->ready(&why, c->m->arg);
+    if (why.oom)
+        respond(c, "500 Internal Server Error", plain, "out of memory\n", 14);
+    else
+        respond(c, ready ? "200 OK" : "503 Service Unavailable", plain, why.data ? why.data : "",
+                why.len);
+    mbuf_free(&why);
+}
+
 /* The whole request is in: answer it. */
 static void route(struct client *c)
 {
-    static const char plain[] = "text/plain; charset=utf-8";
+    static const char paths[] = "paths: /metrics /healthz /readyz\n";
     if (strncmp(c->req, "GET ", 4) != 0) {
         respond(c, "405 Method Not Allowed", plain, "GET only\n", 9);
         return;
     }
     const char *path = c->req + 4;
-    if (strcspn(path, " ?\r\n") != 8 || strncmp(path, "/metrics", 8) != 0) {
-        respond(c, "404 Not Found", plain, "metrics are at /metrics\n", 24);
+    if (path_is(path, "/healthz")) {
+        respond(c, "200 OK", plain, "ok\n", 3); /* answered by the loop: it runs */
+        return;
+    }
+    if (path_is(path, "/readyz")) {
+        answer_ready(c);
+        return;
+    }
+    if (!path_is(path, "/metrics")) {
+        respond(c, "404 Not Found", plain, paths, sizeof paths - 1);
         return;
     }
     struct mbuf body = {0};
@@ -344,7 +375,8 @@ static int open_listener(const char *host, const char *port, char *err, size_t e
 }
 
 struct metrics_server *metrics_listen(struct ev_loop *loop, const char *address,
-                                      metrics_render_cb render, void *arg, char *err, size_t errlen)
+                                      metrics_render_cb render, metrics_ready_cb ready, void *arg,
+                                      char *err, size_t errlen)
 {
     char host[256], port[8];
     if (metrics_parse_address(address, host, sizeof host, port, sizeof port) < 0) {
@@ -363,6 +395,7 @@ struct metrics_server *metrics_listen(struct ev_loop *loop, const char *address,
     }
     m->loop = loop;
     m->render = render;
+    m->ready = ready;
     m->arg = arg;
     ev_io_init(&m->accept_io, accept_cb, m->fd, EV_READ);
     m->accept_io.data = m;

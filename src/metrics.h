@@ -1,6 +1,9 @@
 /*
  * metrics: a Prometheus text endpoint (GET /metrics) served from the
- * daemon's own loop, plus the small pieces to write that text.
+ * daemon's own loop, plus the small pieces to write that text. The same
+ * listener answers the probes of an orchestrator: GET /healthz (liveness:
+ * 200 whenever the loop answers at all) and GET /readyz (readiness: 200 or
+ * 503, as the caller's ready callback judges, with its reason as body).
  *
  * The server never blocks: sockets are non-blocking, each client has a
  * deadline and a bounded request, at most METRICS_MAX_CLIENTS are served
@@ -63,15 +66,18 @@ int metrics_parse_address(const char *text, char *host, size_t hostlen, char *po
 struct metrics_server;
 
 typedef void (*metrics_render_cb)(struct mbuf *out, void *arg);
+/* Whether the daemon is ready; why: one short line or two for the body. */
+typedef bool (*metrics_ready_cb)(struct mbuf *why, void *arg);
 
 /*
- * Listen on address (HOST:PORT) and serve render's text at /metrics.
+ * Listen on address (HOST:PORT) and serve render's text at /metrics and
+ * ready's verdict at /readyz; both get arg.
  * Returns NULL with a one-line reason in err (bad address, bind failure).
  * Free with metrics_close(), which also drops the clients being served.
  */
 struct metrics_server *metrics_listen(struct ev_loop *loop, const char *address,
-                                      metrics_render_cb render, void *arg, char *err,
-                                      size_t errlen);
+                                      metrics_render_cb render, metrics_ready_cb ready, void *arg,
+                                      char *err, size_t errlen);
 void metrics_close(struct metrics_server *m);
 
 #endif

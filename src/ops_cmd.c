@@ -34,6 +34,13 @@
 #include "registry.h"
 #include "runner.h"
 
+/* A failed statement's error, one line with its SQLSTATE (a static buffer: one at a time). */
+static const char *db_error(const PGresult *res, PGconn *conn)
+{
+    static char buf[1100];
+    return pgconn_error_text(res, conn, buf, sizeof buf);
+}
+
 #define PROGRESS_INTERVAL_S 1.0
 
 struct progress {
@@ -255,7 +262,7 @@ static char *request(PGconn *conn, const char *name, const char *column)
         at = strdup(PQgetvalue(res, 0, 0));
     else
         fprintf(stderr, "projectord: %s: could not ask the owning instance: %s\n", name,
-                PQerrorMessage(conn));
+                db_error(res, conn));
     PQclear(res);
     return at;
 }
@@ -278,7 +285,7 @@ static int wait_for_owner(PGconn *conn, const char *name, const char *since)
             " WHERE m.projection_name = $1",
             2, NULL, params, NULL, NULL, 0);
         if (PQresultStatus(res) != PGRES_TUPLES_OK || PQntuples(res) != 1) {
-            fprintf(stderr, "projectord: rebuild %s: %s\n", name, PQerrorMessage(conn));
+            fprintf(stderr, "projectord: rebuild %s: %s\n", name, db_error(res, conn));
             PQclear(res);
             return EXIT_FAILURE_1;
         }
@@ -423,7 +430,7 @@ static bool wait_for_column(PGconn *conn, const char *name, const char *column, 
         bool ok = PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1;
         bool done = ok && strcmp(PQgetvalue(res, 0, 0), "t") == 0;
         if (!ok)
-            fprintf(stderr, "projectord: %s: %s\n", name, PQerrorMessage(conn));
+            fprintf(stderr, "projectord: %s: %s\n", name, db_error(res, conn));
         PQclear(res);
         if (!ok || done)
             return done;
@@ -608,7 +615,7 @@ int cli_resume(const struct config *cfg, int argc, char **argv)
                                      1, NULL, params, NULL, NULL, 0);
         bool ok = PQresultStatus(res) == PGRES_COMMAND_OK;
         if (!ok)
-            fprintf(stderr, "projectord: resume %s: %s\n", p->name, PQerrorMessage(conn));
+            fprintf(stderr, "projectord: resume %s: %s\n", p->name, db_error(res, conn));
         else
             printf(
                 "%s: %s\n", p->name,
@@ -760,8 +767,7 @@ int cli_dead_letters(const struct config *cfg, int argc, char **argv)
         1, NULL, params, NULL, NULL, 0);
     int rc = 0;
     if (PQresultStatus(res) != PGRES_TUPLES_OK) {
-        fprintf(stderr, "projectord: dead-letters: %s (SQLSTATE %s)\n", pgconn_error_line(res),
-                pgconn_sqlstate(res));
+        fprintf(stderr, "projectord: dead-letters: %s\n", db_error(res, conn));
         rc = EXIT_FAILURE_1;
     } else if (json) {
         print_dead_letters_json(res);
@@ -791,14 +797,8 @@ static PGresult *adopt_exec(PGconn *conn, const char *sql, int n, const char *co
     ExecStatusType st = PQresultStatus(res);
     if (st == PGRES_TUPLES_OK || st == PGRES_COMMAND_OK)
         return res;
-    const char *msg = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
     const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
-    char line[512];
-    snprintf(line, sizeof line, "%s", msg ? msg : PQerrorMessage(conn));
-    for (char *c = line; *c; c++)
-        if (*c == '\n')
-            *c = ' ';
-    fprintf(stderr, "projectord: adopt-restored-store: %s%s\n", line,
+    fprintf(stderr, "projectord: adopt-restored-store: %s%s\n", db_error(res, conn),
             state && strcmp(state, "42501") == 0
                 ? " (run it as the event store's owner: PROJECTORD_DATABASE_URL=...)"
                 : "");

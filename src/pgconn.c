@@ -35,6 +35,8 @@ enum pgconn_state { ST_DOWN, ST_CONNECTING, ST_CHECK, ST_UP, ST_CLOSED };
 struct pgconn {
     struct ev_loop *loop;
     char *name;
+    char *appname;          /* application_name unless the conninfo sets one; NULL: "projectord" */
+    const char *projection; /* the log records' projection field, or NULL (borrowed) */
     char *conninfo;
     pgconn_cb cb;
     void *arg;
@@ -82,7 +84,7 @@ static void notice_cb(void *arg, const char *message)
     struct pgconn *c = arg;
     char line[1024];
     one_line(line, sizeof line, message);
-    log_info("%s: server: %s", c->name, line);
+    log_info_f(&(struct log_fields){.projection = c->projection}, "%s: server: %s", c->name, line);
 }
 
 struct pgconn *pgconn_new(struct ev_loop *loop, const char *name, const char *conninfo,
@@ -152,16 +154,34 @@ static void disconnect(struct pgconn *c)
  */
 static char said_failure[1024];
 
-bool pgconn_refused(const char *message)
+bool pgconn_refused(const char *message, const char *sqlstate)
 {
     /*
-     * The server answered and said no (libpq prints its severity), or asked
-     * for a password we do not have: not a network problem.
+     * The server answered and said no for good: authentication (class 28),
+     * no such database (3D000), no right to connect (42501); or it asked for
+     * a password we do not have. Not the network, nor a server starting up
+     * or out of connections (57P03, 53300), which pass.
      */
-    return message && (strstr(message, "FATAL:") || strstr(message, "fe_sendauth:"));
+    if (message && strstr(message, "fe_sendauth:"))
+        return true;
+    if (sqlstate && *sqlstate)
+        return strncmp(sqlstate, "28", 2) == 0 || strcmp(sqlstate, "3D000") == 0 ||
+               strcmp(sqlstate, "42501") == 0;
+    /* Without the code (a one-shot command's default verbosity): the server's words. */
+    return message && strstr(message, "FATAL:") &&
+           (strstr(message, "password authentication failed") ||
+            strstr(message, "does not exist") || strstr(message, "pg_hba.conf") ||
+            strstr(message, "permission denied"));
 }
 
-void pgconn_reset(struct pgconn *c, const char *why)
+/*
+ * Drop the connection and reconnect after the backoff delay. sqlstate: the
+ * server's for the failure, else NULL: a failure of the connection itself
+ * is 08001 (could not connect) or 08006 (lost), the codes the SQL standard
+ * gives them, so every such line names one. owner: the owner asked for it
+ * (pgconn_reset), which is no database error.
+ */
+static void drop_and_retry(struct pgconn *c, const char *why, const char *sqlstate, bool owner)
 {
     if (c->state == ST_CLOSED)
         return;
@@ -170,26 +190,48 @@ void pgconn_reset(struct pgconn *c, const char *why)
     one_line(line, sizeof line, why);
     disconnect(c);
     c->state = ST_DOWN;
-    bool refused = !was_up && pgconn_refused(line);
+    bool refused = !was_up && !owner && pgconn_refused(line, sqlstate);
     c->backoff.max_s = refused ? REFUSED_MAX_S : RECONNECT_MAX_S;
     double delay = backoff_next(&c->backoff, jitter_random());
-    if (was_up) {
-        log_warning("%s: connection lost: %s; reconnecting in %.1fs", c->name, line, delay);
+    if (!sqlstate || !*sqlstate)
+        sqlstate = owner ? "" : was_up ? "08006" : "08001";
+    struct log_fields f = {.projection = c->projection, .sqlstate = sqlstate};
+    char code[24] = "";
+    if (*sqlstate)
+        snprintf(code, sizeof code, " (SQLSTATE %s)", sqlstate);
+    if (was_up || owner) {
+        log_warning_f(&f, "%s: %s: %s%s; reconnecting in %.1fs", c->name,
+                      was_up ? "connection lost" : "cannot connect", line, code, delay);
     } else if (strcmp(line, said_failure) == 0) {
-        log_debug("%s: cannot connect (still): %s; again in %.1fs", c->name, line, delay);
+        log_debug("%s: cannot connect (still): %s%s; again in %.1fs", c->name, line, code, delay);
     } else if (refused) {
         snprintf(said_failure, sizeof said_failure, "%s", line);
-        log_error("%s: cannot connect: refused by the server: %s; retrying with growing backoff "
-                  "(up to %.0f s), said again when the error changes",
-                  c->name, line, REFUSED_MAX_S);
+        log_error_f(&f,
+                    "%s: cannot connect: refused by the server: %s%s; retrying with growing "
+                    "backoff (up to %.0f s), said again when the error changes",
+                    c->name, line, code, REFUSED_MAX_S);
     } else {
         snprintf(said_failure, sizeof said_failure, "%s", line);
-        log_warning("%s: cannot connect: %s; retrying with growing backoff (up to %.0f s), said "
-                    "again when the error changes",
-                    c->name, line, RECONNECT_MAX_S);
+        log_warning_f(&f,
+                      "%s: cannot connect: %s%s; retrying with growing backoff (up to %.0f s), "
+                      "said again when the error changes",
+                      c->name, line, code, RECONNECT_MAX_S);
     }
     arm_timer(c, delay);
     c->cb(c, c->arg, PGCONN_LOST, NULL, NULL);
+}
+
+void pgconn_reset(struct pgconn *c, const char *why)
+{
+    drop_and_retry(c, why, NULL, true);
+}
+
+/* libpq failed on this connection: its message, with the server's SQLSTATE if it sent one. */
+static void conn_failed(struct pgconn *c)
+{
+    char line[1024], sqlstate[6];
+    pgconn_message_sqlstate(PQerrorMessage(c->pg), line, sizeof line, sqlstate);
+    drop_and_retry(c, line, sqlstate, false);
 }
 
 static void start_connect(struct pgconn *c)
@@ -211,15 +253,30 @@ static void start_connect(struct pgconn *c)
                           "dbname",
                           "client_encoding",
                           NULL};
-    const char *vals[] = {"projectord", "1", "10", "5", "3", "30000", c->conninfo, "UTF8", NULL};
+    const char *vals[] = {c->appname ? c->appname : "projectord",
+                          "1",
+                          "10",
+                          "5",
+                          "3",
+                          "30000",
+                          c->conninfo,
+                          "UTF8",
+                          NULL};
     c->pg = PQconnectStartParams(keys, vals, 1);
     c->state = ST_CONNECTING;
     if (!c->pg) {
-        pgconn_reset(c, "out of memory");
+        drop_and_retry(c, "out of memory", NULL, false);
         return;
     }
+    /*
+     * Verbose while connecting: libpq has no other way to tell the SQLSTATE
+     * of an error the server sends during the startup (a wrong password is
+     * 28P01, a missing database 3D000); conn_failed takes it out of the
+     * message. Back to the default once connected (notices).
+     */
+    PQsetErrorVerbosity(c->pg, PQERRORS_VERBOSE);
     if (PQstatus(c->pg) == CONNECTION_BAD) {
-        pgconn_reset(c, PQerrorMessage(c->pg));
+        conn_failed(c);
         return;
     }
     watch(c, EV_WRITE);
@@ -243,7 +300,7 @@ static void send_check(struct pgconn *c)
     if (!PQsendQueryParams(c->pg, "SELECT pg_catalog.pg_is_in_recovery()", 0, NULL, NULL, NULL,
                            NULL, 0) ||
         !PQpipelineSync(c->pg)) {
-        pgconn_reset(c, PQerrorMessage(c->pg));
+        conn_failed(c);
         return;
     }
     c->pending = 2;
@@ -254,8 +311,9 @@ static void send_check(struct pgconn *c)
 static void connected(struct pgconn *c)
 {
     ev_timer_stop(c->loop, &c->timer);
+    PQsetErrorVerbosity(c->pg, PQERRORS_DEFAULT);
     if (PQsetnonblocking(c->pg, 1) != 0 || PQenterPipelineMode(c->pg) != 1) {
-        pgconn_reset(c, PQerrorMessage(c->pg));
+        conn_failed(c);
         return;
     }
     PQsetNoticeProcessor(c->pg, notice_cb, c);
@@ -268,14 +326,16 @@ static void go_up(struct pgconn *c)
 {
     ev_timer_stop(c->loop, &c->timer);
     if (c->standby)
-        log_info("%s: the server is no longer a hot standby (promoted)", c->name);
+        log_info_f(&(struct log_fields){.projection = c->projection},
+                   "%s: the server is no longer a hot standby (promoted)", c->name);
     c->standby = false;
     backoff_reset(&c->backoff);
     said_failure[0] = '\0';
     c->state = ST_UP;
     watch(c, EV_READ);
-    log_info("%s: connected to %s:%s/%s (server %d)", c->name, PQhost(c->pg), PQport(c->pg),
-             PQdb(c->pg), PQserverVersion(c->pg));
+    log_info_f(&(struct log_fields){.projection = c->projection},
+               "%s: connected to %s:%s/%s (server %d)", c->name, PQhost(c->pg), PQport(c->pg),
+               PQdb(c->pg), PQserverVersion(c->pg));
     c->cb(c, c->arg, PGCONN_READY, NULL, NULL);
 }
 
@@ -317,24 +377,27 @@ static PGresult *next_result(struct pgconn *c, int *nulls)
 static void on_check_readable(struct pgconn *c)
 {
     if (!PQconsumeInput(c->pg)) {
-        pgconn_reset(c, PQerrorMessage(c->pg));
+        conn_failed(c);
         return;
     }
-    char error[512] = "";
+    char error[512] = "", sqlstate[6] = "";
     int nulls = 0;
     PGresult *res;
     while ((res = next_result(c, &nulls))) {
         ExecStatusType st = PQresultStatus(res);
         if (st == PGRES_TUPLES_OK && PQntuples(res) == 1)
             c->in_recovery = strcmp(PQgetvalue(res, 0, 0), "t") == 0;
-        else if (st != PGRES_PIPELINE_SYNC && !error[0])
+        else if (st != PGRES_PIPELINE_SYNC && !error[0]) {
             snprintf(error, sizeof error, "checking for a hot standby: %s", pgconn_error_line(res));
+            snprintf(sqlstate, sizeof sqlstate, "%s", pgconn_sqlstate(res));
+        }
         PQclear(res);
     }
     if (c->pending > 0)
         return;
     if (error[0] || c->in_recovery < 0)
-        pgconn_reset(c, error[0] ? error : "checking for a hot standby: no answer");
+        drop_and_retry(c, error[0] ? error : "checking for a hot standby: no answer", sqlstate,
+                       false);
     else if (c->in_recovery)
         wait_for_promotion(c);
     else
@@ -354,7 +417,7 @@ static void poll_connect(struct pgconn *c)
         connected(c);
         break;
     default:
-        pgconn_reset(c, PQerrorMessage(c->pg));
+        conn_failed(c);
         break;
     }
 }
@@ -364,7 +427,7 @@ static void flush(struct pgconn *c)
 {
     int r = PQflush(c->pg);
     if (r < 0)
-        pgconn_reset(c, PQerrorMessage(c->pg));
+        conn_failed(c);
     else
         watch(c, r == 1 ? EV_READ | EV_WRITE : EV_READ);
 }
@@ -428,7 +491,7 @@ static void on_readable(struct pgconn *c)
 {
     unsigned gen = c->generation;
     if (!PQconsumeInput(c->pg)) {
-        pgconn_reset(c, PQerrorMessage(c->pg));
+        conn_failed(c);
         return;
     }
     deliver_results(c);
@@ -438,7 +501,7 @@ static void on_readable(struct pgconn *c)
     if (gen != c->generation || c->state != ST_UP)
         return;
     if (PQstatus(c->pg) == CONNECTION_BAD)
-        pgconn_reset(c, PQerrorMessage(c->pg));
+        conn_failed(c);
 }
 
 static void io_cb(struct ev_loop *loop, ev_io *w, int revents)
@@ -468,11 +531,11 @@ static void timer_cb(struct ev_loop *loop, ev_timer *w, int revents)
     (void)revents;
     struct pgconn *c = w->data;
     if (c->state == ST_CONNECTING || (c->state == ST_CHECK && c->pending > 0))
-        pgconn_reset(c, "connection timed out");
+        drop_and_retry(c, "connection timed out", NULL, false);
     else if (c->state == ST_CHECK)
         send_check(c); /* a standby: has it been promoted? */
     else if (c->state == ST_UP && c->broken)
-        pgconn_reset(c, PQerrorMessage(c->pg));
+        conn_failed(c);
     else if (c->state == ST_DOWN)
         start_connect(c);
 }
@@ -564,7 +627,23 @@ void pgconn_free(struct pgconn *c)
     disconnect(c);
     free(c->name);
     free(c->conninfo);
+    free(c->appname);
     free(c);
+}
+
+int pgconn_set_application_name(struct pgconn *c, const char *name)
+{
+    char *copy = strdup(name);
+    if (!copy)
+        return -1;
+    free(c->appname);
+    c->appname = copy;
+    return 0;
+}
+
+void pgconn_set_log_projection(struct pgconn *c, const char *projection)
+{
+    c->projection = projection;
 }
 
 int pgconn_notifies(const struct pgconn *c)
@@ -599,6 +678,49 @@ const char *pgconn_error_line(const PGresult *res)
     if (!s && res)
         s = PQresultErrorMessage(res);
     return s && *s ? s : "unknown error";
+}
+
+/* "SEVERITY:  " then five [0-9A-Z] and ": ": the code a verbose message carries. */
+static const char *verbose_code(const char *s)
+{
+    static const char *const severities[] = {"FATAL:  ", "ERROR:  ", "PANIC:  "};
+    for (size_t i = 0; i < sizeof severities / sizeof severities[0]; i++) {
+        const char *at = strstr(s, severities[i]);
+        if (!at)
+            continue;
+        const char *code = at + strlen(severities[i]);
+        if (strspn(code, "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ") == 5 && code[5] == ':' &&
+            code[6] == ' ')
+            return code;
+    }
+    return NULL;
+}
+
+void pgconn_message_sqlstate(const char *message, char *line, size_t size, char sqlstate[6])
+{
+    char text[2048];
+    sqlstate[0] = '\0';
+    snprintf(text, sizeof text, "%s", message ? message : "");
+    char *where = strstr(text, "\nLOCATION:");
+    if (where)
+        *where = '\0';
+    char *code = (char *)verbose_code(text);
+    if (code) {
+        memcpy(sqlstate, code, 5);
+        sqlstate[5] = '\0';
+        memmove(code, code + 7, strlen(code + 7) + 1);
+    }
+    one_line(line, size, text);
+}
+
+const char *pgconn_error_text(const PGresult *res, PGconn *conn, char *buf, size_t size)
+{
+    const char *msg = res ? PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY) : NULL;
+    const char *state = pgconn_sqlstate(res);
+    char line[1024];
+    one_line(line, sizeof line, msg ? msg : conn ? PQerrorMessage(conn) : "unknown error");
+    snprintf(buf, size, "%s%s%s%s", line, *state ? " (SQLSTATE " : "", state, *state ? ")" : "");
+    return buf;
 }
 
 bool pgconn_result_ok(const PGresult *res)

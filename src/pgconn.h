@@ -36,6 +36,7 @@
 #include <ev.h>
 #include <libpq-fe.h>
 #include <stdbool.h>
+#include <stddef.h>
 
 struct pgconn;
 
@@ -60,15 +61,35 @@ struct pgconn *pgconn_new(struct ev_loop *loop, const char *name, const char *co
                           pgconn_cb cb, void *arg);
 void pgconn_free(struct pgconn *c);
 
+/*
+ * The session's application_name (pg_stat_activity), e.g.
+ * "projectord/users", used from the next connect on; without one,
+ * "projectord". A connection string (or PGAPPNAME) that sets its own
+ * application_name wins: the name is libpq's fallback_application_name.
+ * Returns 0, or -1 when out of memory. The string is copied.
+ */
+int pgconn_set_application_name(struct pgconn *c, const char *name);
+
+/* The projection the connection's log records are about (log.h); borrowed. */
+void pgconn_set_log_projection(struct pgconn *c, const char *projection);
+
 /* Connect now (or, if a reconnect is scheduled, at once). */
 void pgconn_start(struct pgconn *c);
 
-/* Drop the connection (logging why) and reconnect after the backoff delay. */
+/*
+ * Drop the connection (logging why) and reconnect after the backoff delay.
+ * Failures pgconn notices itself are logged with their SQLSTATE: the
+ * server's, else 08001 (could not connect) or 08006 (connection lost).
+ */
 void pgconn_reset(struct pgconn *c, const char *why);
 
-/* Whether a failed connect's message is the server refusing (authentication, no such
- * database or role), not the network or a server that is down. */
-bool pgconn_refused(const char *message);
+/*
+ * Whether a failed connect is the server refusing for good (authentication,
+ * no such database or role, no right to connect), not the network or a
+ * server that is down or busy: by its SQLSTATE when known (else NULL or
+ * ""), else by the message.
+ */
+bool pgconn_refused(const char *message, const char *sqlstate);
 
 /* Close for good: no reconnect. Pending requests are dropped silently. */
 void pgconn_close(struct pgconn *c);
@@ -103,5 +124,20 @@ PGresult *pgconn_take_result(struct pgconn *c);
 const char *pgconn_sqlstate(const PGresult *res);   /* "" when none */
 const char *pgconn_error_line(const PGresult *res); /* primary message, one line */
 bool pgconn_result_ok(const PGresult *res);         /* COMMAND_OK or TUPLES_OK */
+
+/*
+ * A failed statement's error as one line for a one-shot command's output:
+ * "primary message (SQLSTATE XXXXX)", or the connection's message (conn
+ * may be NULL) when there is no result. Returns buf.
+ */
+const char *pgconn_error_text(const PGresult *res, PGconn *conn, char *buf, size_t size);
+
+/*
+ * A libpq error message as one line, and the SQLSTATE it names ("" when
+ * none): a connection's message made with PQERRORS_VERBOSE carries the
+ * server's code ("FATAL:  28P01: password authentication failed ..."),
+ * which is taken out of the line, as is its LOCATION.
+ */
+void pgconn_message_sqlstate(const char *message, char *line, size_t size, char sqlstate[6]);
 
 #endif

@@ -50,6 +50,7 @@
 #define DEFERRED_RETRY_S      0.05 /* the runner was busy when it was due */
 #define DEFERRED_COUNTS_S     0.05 /* how late a batch's ignored count may be written */
 #define CLAIM_INTERVAL_S      2.0  /* how often a standby tries to take a projection over */
+#define CATCHUP_LOG_S         5.0  /* how often a catch-up logs its progress */
 
 /*
  * Hot standbys are refused (pgconn.h). The event store on one: its snapshots
@@ -321,6 +322,72 @@ void rn_record_error(struct runner *r, const PGresult *res)
 }
 
 /*
+ * The status as the log tells it: transitions to live, failed and standby
+ * once each, and a catch-up's progress every CATCHUP_LOG_S. Called with
+ * every change of state, since the status only changes with one. A window
+ * that opens and closes within CATCHUP_LOG_S (a live projection under
+ * load) is no catch-up to speak of: only one that lasted long enough to
+ * log its progress ends with a "live" line. A rebuild's shadow says
+ * nothing here (the rebuild's own lines do).
+ */
+static void note_status(struct runner *r)
+{
+    if (r->shadow || r->state == R_DONE)
+        return; /* rn_finish says "stopped" */
+    const char *status;
+    if (r->state == R_STANDBY)
+        status = "standby";
+    else if (r->holds_lock && (r->window_seen || r->failed || r->src_standby))
+        status = current_status(r);
+    else
+        return; /* connecting or loading: nothing to say yet */
+    double now = ev_now(r->loop);
+    if (strcmp(status, "catching_up") == 0) {
+        if (r->catchup_since == 0) {
+            r->catchup_since = r->catchup_said_at = now;
+            r->catchup_from = r->catchup_said_pos = r->cp.last_position;
+            r->catchup_events = r->stats->events_processed;
+        }
+        if (now - r->catchup_said_at >= CATCHUP_LOG_S) {
+            double rate =
+                (double)(r->cp.last_position - r->catchup_said_pos) / (now - r->catchup_said_at);
+            int64_t behind = r->head > r->cp.last_position ? r->head - r->cp.last_position : 0;
+            char eta[32] = "unknown";
+            if (rate > 0)
+                snprintf(eta, sizeof eta, "%.0f s", (double)behind / rate);
+            log_info_f(RN_FIELDS(r, NULL),
+                       "%s: catching up: position %" PRId64 " of %" PRId64 " (%" PRId64
+                       " behind), %.0f positions/s, ETA %s; %" PRIu64 " events applied so far",
+                       r->proj->name, r->cp.last_position, r->head, behind, rate, eta,
+                       r->stats->events_processed - r->catchup_events);
+            r->catchup_said_at = now;
+            r->catchup_said_pos = r->cp.last_position;
+            r->said_status = "catching_up";
+        }
+        return;
+    }
+    bool long_catchup = r->said_status && strcmp(r->said_status, "catching_up") == 0;
+    r->catchup_since = 0;
+    if (r->said_status && strcmp(r->said_status, status) == 0 && !long_catchup)
+        return;
+    if (strcmp(status, "live") == 0 && long_catchup)
+        log_info_f(RN_FIELDS(r, NULL),
+                   "%s: live at position %" PRId64 " (caught up from position %" PRId64 ")",
+                   r->proj->name, r->cp.last_position, r->catchup_from);
+    else if (strcmp(status, "live") == 0)
+        log_info_f(RN_FIELDS(r, NULL), "%s: live at position %" PRId64, r->proj->name,
+                   r->cp.last_position);
+    else if (strcmp(status, "failed") == 0)
+        log_info_f(RN_FIELDS(r, NULL), "%s: failed at position %" PRId64 " (the error is above)",
+                   r->proj->name, r->cp.last_position);
+    else if (strcmp(status, "standby") == 0)
+        log_info_f(RN_FIELDS(r, NULL),
+                   "%s: standing by (owned by another instance, or this one has its share)",
+                   r->proj->name);
+    r->said_status = status;
+}
+
+/*
  * The one place where the runner's state changes. A transition the table
  * (rstate.c) does not hold is a bug of this machine: said as such and
  * refused, the runner staying where it was (the test suite fails on the
@@ -328,16 +395,20 @@ void rn_record_error(struct runner *r, const PGresult *res)
  */
 bool rn_set_state(struct runner *r, enum rstate to)
 {
-    if (r->state == to)
+    if (r->state == to) {
+        note_status(r);
         return true;
+    }
     if (!rstate_allowed(r->state, to)) {
-        log_error("%s%s: internal error: state transition %s -> %s refused", r->proj->name,
-                  r->shadow ? " (rebuild)" : "", rstate_name(r->state), rstate_name(to));
+        log_error_f(RN_FIELDS(r, NULL), "%s%s: internal error: state transition %s -> %s refused",
+                    r->proj->name, r->shadow ? " (rebuild)" : "", rstate_name(r->state),
+                    rstate_name(to));
         return false;
     }
     log_debug("%s%s: %s -> %s", r->proj->name, r->shadow ? " (rebuild)" : "", rstate_name(r->state),
               rstate_name(to));
     r->state = to;
+    note_status(r);
     return true;
 }
 
@@ -389,6 +460,18 @@ struct runner *rn_create(struct ev_loop *loop, const struct projection *p,
         char src_label[sizeof label + 16];
         snprintf(src_label, sizeof src_label, "%s (event store)", label);
         r->src = pgconn_new(loop, src_label, cfg->conninfo, conn_cb, r);
+    }
+    /* pg_stat_activity tells the projections' sessions apart (pgconn.h: unless the conninfo names
+     * one) */
+    char appname[128];
+    snprintf(appname, sizeof appname, "projectord/%s%s", p->name, r->shadow ? "/rebuild" : "");
+    for (int i = 0; i < 2 && r->conn && r->src; i++) {
+        struct pgconn *c = i == 0 ? r->conn : r->src;
+        pgconn_set_log_projection(c, p->name);
+        if (pgconn_set_application_name(c, appname) < 0) {
+            runner_free(r);
+            return NULL;
+        }
     }
     if (!r->conn || !r->src || !r->tables || !r->search_path ||
         rn_set_str(&r->cp.lo, SNAPSHOT_NONE) < 0 || rn_set_str(&r->cp.hi, SNAPSHOT_NONE) < 0 ||
@@ -500,8 +583,8 @@ void rn_finish(struct runner *r)
     pgconn_close(r->conn);
     if (r->src != r->conn)
         pgconn_close(r->src);
-    log_info("%s%s: stopped at position %" PRId64, r->proj->name, r->shadow ? " (rebuild)" : "",
-             r->cp.last_position);
+    log_info_f(RN_FIELDS(r, NULL), "%s%s: stopped at position %" PRId64, r->proj->name,
+               r->shadow ? " (rebuild)" : "", r->cp.last_position);
     r->done(r, r->done_arg);
 }
 
@@ -574,9 +657,10 @@ void rn_step_failed(struct runner *r, const char *what, const char *sqlstate, co
      * after the runner got going again (a committed batch clears it).
      */
     bool again = strcmp(line, r->said_failure) == 0;
-    log_write(again ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR, __FILE__, __LINE__,
-              "%s: %s failed%s: %s (SQLSTATE %s); retrying with backoff", r->proj->name, what,
-              again ? " again" : "", message, sqlstate && *sqlstate ? sqlstate : "none");
+    log_write_fields(
+        again ? LOG_LEVEL_DEBUG : LOG_LEVEL_ERROR, __FILE__, __LINE__, RN_FIELDS(r, sqlstate),
+        "%s: %s failed%s: %s (SQLSTATE %s); retrying with backoff", r->proj->name, what,
+        again ? " again" : "", message, sqlstate && *sqlstate ? sqlstate : "none");
     snprintf(r->said_failure, sizeof r->said_failure, "%s", line);
     r->stats->errors++;
     rn_clear_batch(r);
@@ -599,7 +683,8 @@ static void set_owned(struct runner *r, bool owned)
     r->holds_lock = owned;
     r->fleet->owned += owned ? 1 : -1;
     if (!owned && r->child && !r->child->stopping) {
-        log_info("%s: no longer the owner: stopping its rebuild", r->proj->name);
+        log_info_f(RN_FIELDS(r, NULL), "%s: no longer the owner: stopping its rebuild",
+                   r->proj->name);
         runner_stop(r->child);
     }
 }
@@ -643,8 +728,9 @@ static void on_src_result(struct runner *r, const PGresult *res)
 {
     if (!pgconn_result_ok(res) && !r->src_setup_bad) {
         r->src_setup_bad = true;
-        log_error("%s: event store session setup failed: %s (SQLSTATE %s); retrying with backoff",
-                  r->proj->name, pgconn_error_line(res), pgconn_sqlstate(res));
+        log_error_f(RN_FIELDS(r, pgconn_sqlstate(res)),
+                    "%s: event store session setup failed: %s (SQLSTATE %s); retrying with backoff",
+                    r->proj->name, pgconn_error_line(res), pgconn_sqlstate(res));
     }
 }
 
@@ -668,7 +754,8 @@ static void on_src_setup_done(struct runner *r)
     backoff_reset(&r->src_backoff);
     r->src_ready = true;
     if (r->src_standby) {
-        log_info("%s: the event store is no longer a hot standby; resuming", r->proj->name);
+        log_info_f(RN_FIELDS(r, NULL), "%s: the event store is no longer a hot standby; resuming",
+                   r->proj->name);
         r->src_standby = false;
         r->heartbeat_due = true; /* the status row says failed */
         r->wake_pending = true;
@@ -725,6 +812,7 @@ static int set_window(struct runner *r, const struct rs_window *w)
 {
     r->head = w->head;
     r->head_at = ev_now(r->loop);
+    r->window_seen = true;
     if (w->empty) {
         r->pending_since = 0;              /* nothing left to apply: no lag */
         r->progress_at = r->head_at;       /* at the head: nothing to apply is progress */
@@ -982,7 +1070,8 @@ static void stop_for_foreign_ids(struct runner *r)
     r->stats->errors++;
     r->failed = true;
     r->foreign_ids = true;
-    log_error("%s%s: %s", r->proj->name, r->shadow ? " (rebuild)" : "", r->err_msg);
+    log_error_f(RN_FIELDS(r, SQLSTATE_FOREIGN_IDS), "%s%s: %s (SQLSTATE %s)", r->proj->name,
+                r->shadow ? " (rebuild)" : "", r->err_msg, SQLSTATE_FOREIGN_IDS);
     send_note(r, "failed", r->err_msg, SQLSTATE_FOREIGN_IDS, NOTE_THEN_NEXT);
 }
 
@@ -1248,8 +1337,8 @@ static void send_batch(struct runner *r)
     }
     if (batch_flush(&r->ctx) < 0) {
         /* The batch's statements are on the wire: only dropping the session undoes them. */
-        log_error("%s: the projection's batch flush failed: %s", r->proj->name,
-                  r->ctx.err[0] ? r->ctx.err : "could not queue a statement");
+        log_error_f(RN_FIELDS(r, NULL), "%s: the projection's batch flush failed: %s",
+                    r->proj->name, r->ctx.err[0] ? r->ctx.err : "could not queue a statement");
         pgconn_reset(r->conn, "batch flush failed");
         return;
     }
@@ -1313,9 +1402,10 @@ static void on_rollback_done(struct runner *r)
     if (st && (st->flags & BATCH_DEAD_LETTER)) {
         struct bad_event *b = find_bad(r, st->event);
         if (b && !b->unstorable && strcmp(r->err_state, SQLSTATE_UNTRANSLATABLE) == 0) {
-            log_warning("%s: the dead letter of the event at position %" PRId64 " keeps no payload:"
-                        " %s",
-                        r->proj->name, rn_event_position(r, st->event), r->err_msg);
+            log_warning_f(RN_EVENT_FIELDS(r, rn_event_position(r, st->event), r->err_state),
+                          "%s: the dead letter of the event at position %" PRId64
+                          " keeps no payload: %s (SQLSTATE %s)",
+                          r->proj->name, rn_event_position(r, st->event), r->err_msg, r->err_state);
             b->unstorable = true;
             send_batch(r);
             return;
@@ -1326,7 +1416,9 @@ static void on_rollback_done(struct runner *r)
     if (st && st->event < 0 && (st->flags & BATCH_HELD) && is_data_error(r->err_state) &&
         !r->ctx.one_by_one) {
         /* Held events of several events: which one is bad shows when each goes alone. */
-        log_info("%s: %s; trying the batch again one event at a time", r->proj->name, r->err_msg);
+        log_info_f(RN_FIELDS(r, r->err_state),
+                   "%s: %s (SQLSTATE %s); trying the batch again one event at a time",
+                   r->proj->name, r->err_msg, r->err_state);
         r->ctx.one_by_one = true;
         send_batch(r);
         return;
@@ -1485,14 +1577,18 @@ static void committed(struct runner *r)
         snprintf(r->err_msg, sizeof r->err_msg, "event at position %" PRId64 " (%s): %s",
                  rn_event_position(r, stop_at->index),
                  rn_event_value(r, stop_at->index, FC_EVENT_TYPE), stop_at->error);
-        log_error("%s%s: %s%s%s; %s stopped (on_error = stop)", r->proj->name,
-                  r->shadow ? " (rebuild)" : "", r->err_msg,
-                  stop_at->sqlstate[0] ? ", SQLSTATE " : "", stop_at->sqlstate,
-                  r->shadow ? "rebuild" : "projection");
+        log_error_f(RN_EVENT_FIELDS(r, rn_event_position(r, stop_at->index), stop_at->sqlstate),
+                    "%s%s: %s%s%s; %s stopped (on_error = stop)", r->proj->name,
+                    r->shadow ? " (rebuild)" : "", r->err_msg,
+                    stop_at->sqlstate[0] ? ", SQLSTATE " : "", stop_at->sqlstate,
+                    r->shadow ? "rebuild" : "projection");
     }
     for (size_t i = 0; stop_at == NULL && i < r->nbad; i++)
-        log_warning("%s: event at position %" PRId64 " dead-lettered: %s", r->proj->name,
-                    rn_event_position(r, r->bad[i].index), r->bad[i].error);
+        log_warning_f(RN_EVENT_FIELDS(r, rn_event_position(r, r->bad[i].index), r->bad[i].sqlstate),
+                      "%s: event at position %" PRId64 " dead-lettered: %s%s%s%s", r->proj->name,
+                      rn_event_position(r, r->bad[i].index), r->bad[i].error,
+                      r->bad[i].sqlstate[0] ? " (SQLSTATE " : "", r->bad[i].sqlstate,
+                      r->bad[i].sqlstate[0] ? ")" : "");
     log_debug("%s: committed %" PRId64 " events up to position %" PRId64 " (%" PRId64 " ignored)",
               r->proj->name, r->processed, r->cp.last_position, r->ignored);
     count_batch(r);
@@ -1542,7 +1638,8 @@ static void on_commit_done(struct runner *r)
         return;
     }
     if (strcmp(r->err_state, SQLSTATE_CHECKPOINT_MOVED) == 0) {
-        log_warning("%s: %s; reloading it", r->proj->name, r->err_msg);
+        log_warning_f(RN_FIELDS(r, r->err_state), "%s: %s (SQLSTATE %s); reloading it",
+                      r->proj->name, r->err_msg, r->err_state);
         rn_clear_batch(r);
         send_register(r);
         return;
@@ -1647,8 +1744,9 @@ static bool statement_rejected(struct runner *r)
     snprintf(r->unprepared_error, sizeof r->unprepared_error,
              "statement %d%s does not prepare: %.300s", i, where, r->err_msg);
     snprintf(r->unprepared_state, sizeof r->unprepared_state, "%s", r->err_state);
-    log_error("%s: %s (SQLSTATE %s); the projection is failed until resumed or restarted",
-              r->proj->name, r->unprepared_error, r->unprepared_state);
+    log_error_f(RN_FIELDS(r, r->unprepared_state),
+                "%s: %s (SQLSTATE %s); the projection is failed until resumed or restarted",
+                r->proj->name, r->unprepared_error, r->unprepared_state);
     r->unprepared = true;
     r->stats->errors++;
     send_setup(r);
@@ -1660,8 +1758,9 @@ static void on_claim_done(struct runner *r)
     if (r->err_stmt >= 0 && statement_rejected(r))
         return;
     if (r->err_stmt >= 0) {
-        log_error("%s: session setup failed: %s (SQLSTATE %s); retrying with backoff",
-                  r->proj->name, r->err_msg, r->err_state);
+        log_error_f(RN_FIELDS(r, r->err_state),
+                    "%s: session setup failed: %s (SQLSTATE %s); retrying with backoff",
+                    r->proj->name, r->err_msg, r->err_state);
         wait_and_retry(r);
         return;
     }
@@ -1693,13 +1792,14 @@ static void check_version(struct runner *r, const char *stored)
     if (r->shadow || !stored || strcmp(stored, r->version) == 0 || r->rebuild_requested)
         return;
     if (!r->cfg->rebuild_on_version_change) {
-        log_warning("%s: tables built by version %s, this is version %s; not rebuilding "
-                    "(rebuild_on_version_change = false)",
-                    r->proj->name, stored, r->version);
+        log_warning_f(RN_FIELDS(r, NULL),
+                      "%s: tables built by version %s, this is version %s; not rebuilding "
+                      "(rebuild_on_version_change = false)",
+                      r->proj->name, stored, r->version);
         return;
     }
-    log_info("%s: tables built by version %s, this is version %s: rebuilding", r->proj->name,
-             stored, r->version);
+    log_info_f(RN_FIELDS(r, NULL), "%s: tables built by version %s, this is version %s: rebuilding",
+               r->proj->name, stored, r->version);
     r->rebuild_requested = true;
 }
 
@@ -1742,10 +1842,11 @@ static void on_register_done(struct runner *r)
         send_note(r, "failed", r->unprepared_error, r->unprepared_state, NOTE_THEN_NEXT);
         return;
     }
-    log_info("%s: %s at position %" PRId64 "%s", r->proj->name,
-             r->shadow ? "rebuild resuming" : "owned by this instance; resuming",
-             r->cp.last_position, r->cp.window_open ? " (inside a window)" : "");
+    log_info_f(RN_FIELDS(r, NULL), "%s: %s at position %" PRId64 "%s", r->proj->name,
+               r->shadow ? "rebuild resuming" : "owned by this instance; resuming",
+               r->cp.last_position, r->cp.window_open ? " (inside a window)" : "");
     r->announced = false;
+    r->window_seen = false; /* live or catching up: the first window tells (note_status) */
     r->progress_at = ev_now(r->loop); /* the metrics' stall clock starts with ownership */
     rn_set_state(r, R_IDLE);
     r->wake_pending = true;
@@ -1757,15 +1858,13 @@ static void stand_by(struct runner *r)
 {
     r->share.sharing = false;
     if (r->rebuild_then_stop) {
-        log_error("%s: another instance took the projection over; ask it to rebuild instead",
-                  r->proj->name);
+        log_error_f(RN_FIELDS(r, NULL),
+                    "%s: another instance took the projection over; ask it to rebuild instead",
+                    r->proj->name);
         rn_finish(r);
         return;
     }
-    if (!r->standing_by)
-        log_info("%s: standing by (owned by another instance, or this one has its share)",
-                 r->proj->name);
-    r->standing_by = true;
+    r->standing_by = true; /* note_status says so */
     rn_set_state(r, R_STANDBY);
     ev_timer_stop(r->loop, &r->claim_timer);
     ev_timer_set(&r->claim_timer, CLAIM_INTERVAL_S, 0.0);
@@ -1779,8 +1878,8 @@ static void send_release(struct runner *r)
     snprintf(key, sizeof key, "%d", FLEET_PROJECTION_LOCK);
     const char *params[] = {key, r->proj->name};
     set_owned(r, false);
-    log_info("%s: handing over to another instance (%d instances, share %d)", r->proj->name,
-             r->fleet->instances, fleet_share(r->fleet));
+    log_info_f(RN_FIELDS(r, NULL), "%s: handing over to another instance (%d instances, share %d)",
+               r->proj->name, r->fleet->instances, fleet_share(r->fleet));
     rn_begin_request(r, R_RELEASE);
     if (pgconn_query(r->conn, SQL_RELEASE, 2, params) < 0 || pgconn_sync(r->conn) < 0)
         rn_set_state(r, R_DOWN);
@@ -1817,7 +1916,9 @@ static void on_result(struct runner *r, const PGresult *res)
         break;
     case R_NOTE:
         if (!pgconn_result_ok(res)) {
-            log_warning("%s: status update failed: %s", r->proj->name, pgconn_error_line(res));
+            log_warning_f(RN_FIELDS(r, pgconn_sqlstate(res)),
+                          "%s: status update failed: %s (SQLSTATE %s)", r->proj->name,
+                          pgconn_error_line(res), pgconn_sqlstate(res));
         } else if (PQntuples(res) == 1) {
             r->fleet->instances =
                 (int)parse_i64(PQgetvalue(res, 0, 0)); /* While a rebuild or replay runs its request
@@ -1826,7 +1927,8 @@ static void on_result(struct runner *r, const PGresult *res)
             r->replay_requested |= !r->replaying && strcmp(PQgetvalue(res, 0, 3), "t") == 0;
             bool resume = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
             if (r->failed && resume) {
-                log_info("%s: resumed by request; retrying from the checkpoint", r->proj->name);
+                log_info_f(RN_FIELDS(r, NULL),
+                           "%s: resumed by request; retrying from the checkpoint", r->proj->name);
                 r->failed = false;
                 r->wake_pending = true;
             }
@@ -1949,7 +2051,7 @@ static void src_event(struct runner *r, enum pgconn_event ev, const PGresult *re
     case PGCONN_STANDBY:
         if (!r->src_standby) {
             if (!r->shadow) /* its live runner says it */
-                log_error("%s: %s", r->proj->name, STANDBY_SOURCE);
+                log_error_f(RN_FIELDS(r, NULL), "%s: %s", r->proj->name, STANDBY_SOURCE);
             r->stats->errors++;
             r->src_standby = true;
             r->standby_noted = false;
@@ -1980,7 +2082,8 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
     case PGCONN_STANDBY:
         /* Nothing can be written there, the status row neither: say it here, once. */
         if (!r->standby_said && !r->shadow)
-            log_error("%s: %s", r->proj->name, r->src == r->conn ? STANDBY_BOTH : STANDBY_TARGET);
+            log_error_f(RN_FIELDS(r, NULL), "%s: %s", r->proj->name,
+                        r->src == r->conn ? STANDBY_BOTH : STANDBY_TARGET);
         r->standby_said = true;
         r->stats->errors++;
         break;

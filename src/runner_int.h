@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "backoff.h"
+#include "log.h"
 #include "batch.h"
 #include "checkpoint.h"
 #include "pgconn.h"
@@ -28,6 +29,22 @@
 #include "runner_sql.h"
 
 enum after_note { NOTE_THEN_NEXT, NOTE_THEN_WAIT, NOTE_THEN_DONE };
+
+/*
+ * The fields of a runner's log records (log.h): its projection, its
+ * position (the checkpoint's), and the SQLSTATE (NULL or "": none).
+ */
+#define RN_FIELDS(r, state)                                                                        \
+    (&(struct log_fields){.projection = (r)->proj->name,                                           \
+                          .position = (r)->cp.last_position,                                       \
+                          .has_position = true,                                                    \
+                          .sqlstate = (state)})
+/* The same about one event: its position instead of the checkpoint's. */
+#define RN_EVENT_FIELDS(r, pos, state)                                                             \
+    (&(struct log_fields){.projection = (r)->proj->name,                                           \
+                          .position = (pos),                                                       \
+                          .has_position = true,                                                    \
+                          .sqlstate = (state)})
 
 struct bad_event {
     int index;
@@ -174,6 +191,18 @@ struct runner {
     /* The failure last logged at ERROR: the same one again is said at debug only. */
     char said_failure[BATCH_ERR_MAX];
     struct backoff src_backoff;
+
+    /*
+     * What the log said of the status (note_status in runner.c): the last
+     * transition logged (NULL: none yet), and the catch-up under way.
+     */
+    const char *said_status;
+    bool window_seen;         /* a window was opened since the checkpoint was (re)loaded */
+    double catchup_since;     /* ev_now() the catch-up began; 0: none under way */
+    double catchup_said_at;   /* its last progress line (or its start) */
+    int64_t catchup_from;     /* last_position when it began */
+    int64_t catchup_said_pos; /* last_position at its last progress line */
+    uint64_t catchup_events;  /* events_processed when it began */
 
     /* Hot standbys (pgconn.h): refused until promoted. */
     bool src_standby;   /* separate src on one: the projection is failed meanwhile */

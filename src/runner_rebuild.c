@@ -65,13 +65,14 @@ static void rebuild_start(struct runner *r)
     r->child =
         rn_create(r->loop, r->proj, r->pcfg, r->cfg, r->owner, r->fleet, NULL, r, shadow_done, r);
     if (!r->child) {
-        log_error("%s: out of memory starting a rebuild", r->proj->name);
+        log_error_f(RN_FIELDS(r, NULL), "%s: out of memory starting a rebuild", r->proj->name);
         return;
     }
     r->child->job = &rebuild_job;
     r->child->swap_backoff = (struct backoff)BACKOFF_INIT(SWAP_RETRY_INITIAL_S, SWAP_RETRY_MAX_S);
-    log_info("%s: rebuilding into shadow tables (schema projectord_rebuild_%s)", r->proj->name,
-             r->proj->name);
+    log_info_f(RN_FIELDS(r, NULL),
+               "%s: rebuilding into shadow tables (schema projectord_rebuild_%s)", r->proj->name,
+               r->proj->name);
     runner_start(r->child);
 }
 
@@ -84,8 +85,9 @@ static void rebuild_over(struct runner *r, bool swapped)
     if (swapped) {
         live->failed = false;
         live->reload_pending = true;
-        log_info("%s: rebuilt tables swapped in at position %" PRId64 " (the swap took %.0f ms)",
-                 r->proj->name, r->cp.last_position, (ev_time() - r->swap_sent) * 1000);
+        log_info_f(RN_FIELDS(r, NULL),
+                   "%s: rebuilt tables swapped in at position %" PRId64 " (the swap took %.0f ms)",
+                   r->proj->name, r->cp.last_position, (ev_time() - r->swap_sent) * 1000);
     }
     rn_finish(r);
 }
@@ -98,8 +100,9 @@ static void rebuild_over(struct runner *r, bool swapped)
  */
 static void rebuild_lost(struct runner *r)
 {
-    log_warning("%s (rebuild): the rebuild is another instance's now; giving this one up",
-                r->proj->name);
+    log_warning_f(RN_FIELDS(r, NULL),
+                  "%s (rebuild): the rebuild is another instance's now; giving this one up",
+                  r->proj->name);
     rebuild_over(r, false);
 }
 
@@ -135,7 +138,8 @@ static bool rebuild_setup_failed(struct runner *r)
              "%.300s (SQLSTATE %s): a rebuild sees only the projection's own tables, so its SQL "
              "may name no other (src/projection.h)",
              cause, r->err_state);
-    log_error("%s (rebuild): %s; giving the rebuild up", r->proj->name, r->err_msg);
+    log_error_f(RN_FIELDS(r, r->err_state), "%s (rebuild): %s; giving the rebuild up",
+                r->proj->name, r->err_msg);
     r->stats->errors++;
     r->failed = true;
     rebuild_step(r);
@@ -192,7 +196,8 @@ static void rebuild_stopped(struct runner *r)
     ev_timer_stop(r->loop, &r->retry_timer);
     r->failed = true;
     snprintf(r->err_msg, sizeof r->err_msg, "interrupted: the rebuild command was stopped");
-    log_info("%s: rebuild interrupted; dropping its shadow tables", r->proj->name);
+    log_info_f(RN_FIELDS(r, NULL), "%s: rebuild interrupted; dropping its shadow tables",
+               r->proj->name);
     rebuild_step(r);
 }
 
@@ -219,9 +224,10 @@ static void swap_wait(struct runner *r)
     r->swap_waits++;
     /* Said once at info (and every 50th time), not as a storm of warnings. */
     if (r->swap_waits == 1 || r->swap_waits % 50 == 0)
-        log_info("%s: the swap gave way to a lock held by another session (%u times); "
-                 "trying again",
-                 r->proj->name, r->swap_waits);
+        log_info_f(RN_FIELDS(r, NULL),
+                   "%s: the swap gave way to a lock held by another session (%u times); "
+                   "trying again",
+                   r->proj->name, r->swap_waits);
     else
         log_debug("%s: the swap gave way to a lock (SQLSTATE %s); again in %.0f ms", r->proj->name,
                   r->err_state, delay * 1000);
@@ -247,8 +253,8 @@ static void on_swap_done(struct runner *r)
         return;
     }
     if (r->swap_waits > 0)
-        log_info("%s: the swap went through after giving way %u times", r->proj->name,
-                 r->swap_waits);
+        log_info_f(RN_FIELDS(r, NULL), "%s: the swap went through after giving way %u times",
+                   r->proj->name, r->swap_waits);
     r->swap_waits = 0;
     backoff_reset(&r->swap_backoff);
     r->cp.seq = r->new_seq;
@@ -285,8 +291,9 @@ static void rebuild_on_result(struct runner *r, const PGresult *res)
 {
     if (r->state == R_ABANDON) {
         if (!pgconn_result_ok(res))
-            log_warning("%s: could not record the failed rebuild: %s", r->proj->name,
-                        pgconn_error_line(res));
+            log_warning_f(RN_FIELDS(r, pgconn_sqlstate(res)),
+                          "%s: could not record the failed rebuild: %s (SQLSTATE %s)",
+                          r->proj->name, pgconn_error_line(res), pgconn_sqlstate(res));
         return;
     }
     /* R_SWAP: the checkpoint's new seq, then whether the swap happened. */

@@ -26,7 +26,7 @@ static void replay_finish(struct runner *r);
 /* Begin with the first dead letter; the runner steps the replay from here on. */
 static void replay_start(struct runner *r)
 {
-    log_info("%s: replaying dead letters", r->proj->name);
+    log_info_f(RN_FIELDS(r, NULL), "%s: replaying dead letters", r->proj->name);
     r->replay_requested = false;
     r->replaying = true;
     r->job = &replay_job;
@@ -95,8 +95,11 @@ static void on_replayed(struct runner *r)
     if (r->cut > 0)
         r->replay_pos = rn_event_position(r, r->cut - 1);
     for (size_t i = 0; i < r->nbad; i++)
-        log_warning("%s: dead letter at position %" PRId64 " still fails: %s", r->proj->name,
-                    rn_event_position(r, r->bad[i].index), r->bad[i].error);
+        log_warning_f(RN_EVENT_FIELDS(r, rn_event_position(r, r->bad[i].index), r->bad[i].sqlstate),
+                      "%s: dead letter at position %" PRId64 " still fails: %s%s%s%s",
+                      r->proj->name, rn_event_position(r, r->bad[i].index), r->bad[i].error,
+                      r->bad[i].sqlstate[0] ? " (SQLSTATE " : "", r->bad[i].sqlstate,
+                      r->bad[i].sqlstate[0] ? ")" : "");
     rn_clear_batch(r);
     rn_next_step(r);
 }
@@ -119,7 +122,8 @@ static void on_replay_done(struct runner *r)
     r->replaying = false;
     r->job = NULL;
     r->replay_over = true;
-    log_info("%s: replay over: %" PRId64 " dead letter(s) applied", r->proj->name, r->replayed);
+    log_info_f(RN_FIELDS(r, NULL), "%s: replay over: %" PRId64 " dead letter(s) applied",
+               r->proj->name, r->replayed);
     rn_set_state(r, R_IDLE);
     if (r->replay_then_stop)
         runner_stop(r);

@@ -160,7 +160,7 @@ struct schemagate *schemagate_new(struct ev_loop *loop, const char *conninfo, co
         p->retry.data = p;
         p->conn = pgconn_new(loop, i == 0 ? "schema" : "schema (read model)",
                              i == 0 ? conninfo : target, conn_cb, p);
-        if (!p->conn) {
+        if (!p->conn || pgconn_set_application_name(p->conn, "projectord/schema") < 0) {
             schemagate_free(g);
             return NULL;
         }

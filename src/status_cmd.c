@@ -241,8 +241,10 @@ static void lag_seconds(const struct config *cfg, const PGresult *res, struct ro
         else if (ok)
             lag[i] = (struct row_lag){.known = true}; /* nothing after it */
         else
-            fprintf(stderr, "projectord: status: cannot ask the event store for the lag: %s\n",
-                    pgconn_error_line(r));
+            fprintf(stderr,
+                    "projectord: status: cannot ask the event store for the lag: %s (SQLSTATE "
+                    "%s)\n",
+                    pgconn_error_line(r), *pgconn_sqlstate(r) ? pgconn_sqlstate(r) : "none");
         PQclear(r);
         if (!ok) {
             for (int j = 0; j < n; j++)

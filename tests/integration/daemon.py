@@ -104,7 +104,7 @@ def libconfig_string(text):
 
 
 def config_text(conninfo=None, batch_size=1000, poll_interval_ms=1000, level="debug",
-                projections=None, extra="", target=None):
+                projections=None, extra="", target=None, log_format="text"):
     """A libconfig file in SPEC §7's format.
 
     target: database.target, a separate read-model database (None: unset).
@@ -121,7 +121,7 @@ def config_text(conninfo=None, batch_size=1000, poll_interval_ms=1000, level="de
         lines.append(f'database = {{ {" ".join(database)} }};')
     lines += [f"batch_size = {batch_size};",
               f"poll_interval_ms = {poll_interval_ms};",
-              f'log = {{ level = "{level}"; }};',
+              f'log = {{ level = "{level}"; format = "{log_format}"; }};',
               "projections = {"]
     for name, settings in projections.items():
         enabled = "true" if settings.get("enabled", True) else "false"

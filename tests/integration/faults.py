@@ -43,7 +43,7 @@ from eventgen import APPEND_SQL, Command, EventMix
 
 # Our own sessions ignore database-level timeouts the scenarios set.
 SAFE_OPTIONS = "-c lock_timeout=0 -c statement_timeout=0 -c idle_in_transaction_session_timeout=0"
-APP_NAME = "projectord"      # the daemon's fallback_application_name (src/pgconn.c)
+APP_NAME = "projectord/%"    # a LIKE pattern: the daemon's sessions are projectord/NAME (src/pgconn.h)
 COMMAND_TABLE = "command_model.fault_cmd"
 
 RETRYABLE = (psycopg.OperationalError, psycopg.InterfaceError)
@@ -422,7 +422,7 @@ class Writers:
 def daemon_backends(conn, dbname, app=APP_NAME):
     """[(pid, backend_start)] of the daemon's sessions on dbname."""
     return conn.execute("SELECT pid, backend_start FROM pg_stat_activity "
-                        "WHERE datname = %s AND application_name = %s AND pid <> pg_backend_pid() "
+                        "WHERE datname = %s AND application_name LIKE %s AND pid <> pg_backend_pid() "
                         "ORDER BY pid", (dbname, app)).fetchall()
 
 
@@ -448,7 +448,7 @@ def terminate_in_transaction(conn, dbname, timeout=2.0, app=APP_NAME):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         row = conn.execute("SELECT pid, state, left(query, 70) FROM pg_stat_activity "
-                           "WHERE datname = %s AND application_name = %s AND xact_start IS NOT NULL "
+                           "WHERE datname = %s AND application_name LIKE %s AND xact_start IS NOT NULL "
                            "AND query ~* '\\m(insert|update|delete)\\M|checkpoint' "
                            "AND pid <> pg_backend_pid() LIMIT 1", (dbname, app)).fetchone()
         if row and conn.execute("SELECT pg_terminate_backend(%s)", (row[0],)).fetchone()[0]:

@@ -15,6 +15,8 @@ import signal
 import socket
 import subprocess
 import time
+import urllib.request
+import uuid
 from urllib.parse import urlsplit
 
 import pytest
@@ -23,7 +25,7 @@ import yaml
 import oracle
 import schemainfo
 from daemon import BIN, EXIT_OK, REPO_ROOT, SLOWDOWN, Daemon, clean_env, run_cli
-from eventgen import generate_mix
+from eventgen import Command, event, generate_mix
 from pgcluster import free_port
 
 UNIT_TEMPLATE = os.path.join(REPO_ROOT, "systemd", "projectord.service.in")
@@ -155,7 +157,7 @@ def markdown_anchors(path):
             for h in re.findall(r"(?m)^#+ (.+)$", text)}
 
 
-@pytest.mark.parametrize("doc", ["README.md", "docs/reference.md", "CHANGELOG.md"])
+@pytest.mark.parametrize("doc", ["README.md", "docs/reference.md", "CHANGELOG.md", "docs/monitoring.md"])
 def test_documents_link_only_what_the_repository_has(doc):
     """The README once linked a contract that was not in the repository:
     every relative link of the documents names a file that is, and a
@@ -346,7 +348,7 @@ def notify_socket(workdir):
 
 def daemon_sessions(db):
     return db.scalar("SELECT count(*) FROM pg_stat_activity"
-                     " WHERE datname = current_database() AND application_name = 'projectord'")
+                     " WHERE datname = current_database() AND application_name LIKE 'projectord/%%'")
 
 
 def stop_and_expect_stopping(daemon, ns):
@@ -501,9 +503,13 @@ def environment(service):
     return {k: str(v) for k, v in env.items()}
 
 
-def test_docker_compose():
+def compose_services():
     with open(os.path.join(REPO_ROOT, "docker-compose.yml")) as f:
-        services = yaml.safe_load(f)["services"]
+        return yaml.safe_load(f)["services"]
+
+
+def test_docker_compose():
+    services = compose_services()
     pg, pd = services["postgres"], services["projectord"]
 
     assert pg["image"].startswith("postgres:")
@@ -517,19 +523,72 @@ def test_docker_compose():
     pd_env = environment(pd)
     url = urlsplit(pd_env["PROJECTORD_DATABASE_URL"])
     assert url.scheme in ("postgres", "postgresql")
-    assert (url.hostname, url.username, url.password, url.path) == ("postgres", user, password, f"/{db}")
+    assert (url.hostname, url.path) == ("postgres", f"/{db}")
+    # The daemon connects as V007's least-privilege role, not as the superuser (issue 19).
+    assert url.username == "projectord" and url.username != user
     assert "PROJECTORD_LOG_LEVEL" in pd_env
     # Environment only: no config file mounted, no -c.
     assert not any("/etc/projectord" in str(v) for v in pd.get("volumes", []))
     assert "-c" not in str(pd.get("command", "")).split()
     assert pd["depends_on"]["postgres"]["condition"] == "service_healthy"
-    # The schema comes from `projectord migrate` (issue 19), before the daemon starts.
+    # The schema comes from `projectord migrate` (issue 19), before the daemon starts, run
+    # as the database's owner (the migrations create the schemas and the role).
     mig = services["migrate"]
     assert mig.get("build") == pd.get("build") and mig.get("image") == pd.get("image")
     assert mig["command"] == ["migrate"]
-    assert environment(mig)["PROJECTORD_DATABASE_URL"] == pd_env["PROJECTORD_DATABASE_URL"]
+    mig_url = urlsplit(environment(mig)["PROJECTORD_DATABASE_URL"])
+    assert (mig_url.hostname, mig_url.username, mig_url.password, mig_url.path) == \
+        ("postgres", user, password, f"/{db}")
     assert mig["depends_on"]["postgres"]["condition"] == "service_healthy"
     assert pd["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    # The role's password (V007 sets none), set by the owner after the migrations, before
+    # the daemon: the one the daemon's URL carries.
+    role = services["daemon-role"]
+    assert role["image"] == pg["image"]
+    assert role["depends_on"]["migrate"]["condition"] == "service_completed_successfully"
+    assert pd["depends_on"]["daemon-role"]["condition"] == "service_completed_successfully"
+    sql = role["command"][-1]
+    assert role["command"][:3] == ["psql", "-v", "ON_ERROR_STOP=1"]
+    assert sql == f"ALTER ROLE projectord PASSWORD '{url.password}'", sql
+    role_env = environment(role)
+    assert (role_env["PGHOST"], role_env["PGUSER"], role_env["PGPASSWORD"], role_env["PGDATABASE"]) \
+        == ("postgres", user, password, db)
+    # The metrics port is published, and the healthcheck asks /readyz on it.
+    listen = pd_env["PROJECTORD_METRICS_LISTEN"]
+    host, _, port = listen.rpartition(":")
+    assert host in ("0.0.0.0", "[::]"), "reachable from outside the container"
+    assert any(str(p).split(":")[-1] == port for p in pd["ports"]), pd["ports"]
+    check = compose_healthcheck(pd)
+    assert f"/dev/tcp/127.0.0.1/{port}" in check and "GET /readyz" in check
+
+
+def compose_healthcheck(service):
+    """The shell command of a compose healthcheck [CMD, bash, -c, COMMAND]."""
+    test = service["healthcheck"]["test"]
+    assert test[:3] == ["CMD", "bash", "-c"], test
+    return test[3]
+
+
+def test_docker_compose_healthcheck_judges_the_instance(db, start_daemon):
+    """The compose file's healthcheck command, run with bash against a real
+    daemon whose metrics listen on a free port: healthy while the
+    projections it owns are, unhealthy once one of them fails."""
+    pd = compose_services()["projectord"]
+    port = free_port()
+    compose_port = environment(pd)["PROJECTORD_METRICS_LISTEN"].rpartition(":")[2]
+    check = compose_healthcheck(pd).replace(f"/dev/tcp/127.0.0.1/{compose_port}",
+                                            f"/dev/tcp/127.0.0.1/{port}")
+    probe = lambda: run(["bash", "-c", check], timeout=10).returncode  # noqa: E731
+    daemon = start_daemon(poll_interval_ms=200, env={"PROJECTORD_METRICS_LISTEN": f"127.0.0.1:{port}"})
+    db.append_all(generate_mix(seed=19, n_events=100, days=1))
+    daemon.wait_caught_up(timeout=60)
+    assert probe() == 0
+    db.append([Command("User", uuid.uuid4(), 0, [event("UserRegistered", {
+        "email": "x@example.org", "first_name": "A", "last_name": "B"})]) for _ in range(2)])
+    deadline = time.monotonic() + 30
+    while probe() == 0 and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert probe() != 0, "a failed projection owned here makes the instance unhealthy"
 
 
 def test_docker_compose_migrate_makes_the_schema(cluster):
@@ -649,13 +708,18 @@ def test_syscalls_allowed_by_the_unit_filter(db, workdir):
     trace = os.path.join(workdir, "strace.out")
     commands = generate_mix(seed=11, n_events=250)
     db.append_all(commands[:-20])
-    daemon = EnvOnlyDaemon(db.conninfo, workdir, name="straced", env=env_only(db))
+    port = free_port()  # scrapes too: /metrics reads /proc/self (process_*)
+    env = dict(env_only(db), PROJECTORD_METRICS_LISTEN=f"127.0.0.1:{port}")
+    daemon = EnvOnlyDaemon(db.conninfo, workdir, name="straced", env=env)
     daemon.wrapper = ["strace", "-f", "-qq", "-o", trace]
     try:
         daemon.start()
         daemon.wait_caught_up(timeout=60)
         db.append(commands[-20:])  # live, one by one
         daemon.wait_caught_up(timeout=60)
+        for path in ("/metrics", "/healthz", "/readyz"):
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=10) as resp:
+                assert resp.status == 200, path
         daemon.kill(signal.SIGHUP)
         time.sleep(0.5)
         assert daemon.stop(timeout=40) == EXIT_OK

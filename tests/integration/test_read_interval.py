@@ -87,7 +87,7 @@ def listener_relistened(conn):
     channel and came back (a connect sends LISTEN and the presence lock
     query together, and the latter shows)."""
     return conn.execute("""SELECT count(*) FROM pg_stat_activity
-                            WHERE datname = current_database() AND application_name = 'projectord'
+                            WHERE datname = current_database() AND application_name LIKE 'projectord/%%'
                               AND query = 'LISTEN "domain_event"'""").fetchone()[0] == 1
 
 

@@ -182,7 +182,7 @@ def test_daemon_runs_as_projectord(db, start_daemon):
     db.append(sc.script.commands)
     daemon.wait_caught_up()
     users = db.query("""SELECT DISTINCT usename FROM pg_stat_activity
-                         WHERE application_name = 'projectord' AND datname = %s""", (db.name,))
+                         WHERE application_name LIKE 'projectord/%%' AND datname = %s""", (db.name,))
     assert users == [("projectord",)]
     with db.connect() as conn:
         oracle.assert_same_rows("users", sc.expected["users"], oracle.read_table(conn, "users"))
@@ -371,7 +371,7 @@ def test_password_source_works_and_never_shows(sdb, workdir, sdaemon, kind):
     with sdb.connect() as conn:
         oracle.assert_same_rows("users", sc.expected["users"], oracle.read_table(conn, "users"))
     users = sdb.query("""SELECT DISTINCT usename FROM pg_stat_activity
-                          WHERE application_name = 'projectord' AND datname = %s""", (sdb.name,))
+                          WHERE application_name LIKE 'projectord/%%' AND datname = %s""", (sdb.name,))
     assert users == [("projectord",)]
     outputs = [cli(daemon, "status"), cli(daemon, "status", "--json"), cli(daemon, "check-config")]
     assert [p.returncode for p in outputs] == [EXIT_OK] * 3, [p.stderr for p in outputs]
@@ -532,7 +532,7 @@ def test_tls_verify_full(sdb, pki, sdaemon):
     with sdb.connect() as conn:
         oracle.assert_same_rows("users", sc.expected["users"], oracle.read_table(conn, "users"))
     ssl = sdb.query("""SELECT s.ssl, count(*) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
-                        WHERE a.application_name = 'projectord' AND a.datname = %s GROUP BY 1""",
+                        WHERE a.application_name LIKE 'projectord/%%' AND a.datname = %s GROUP BY 1""",
                     (sdb.name,))
     assert ssl and all(on for on, _ in ssl), f"every daemon connection uses TLS: {ssl}"
     proc = cli(daemon, "status")

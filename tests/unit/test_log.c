@@ -359,6 +359,53 @@ static void test_json_escape_heavy_message_fits(void **state)
     free(out);
 }
 
+/* Fields are keys of their own in JSON; the text form is the message alone. */
+static void test_fields(void **state)
+{
+    (void)state;
+    struct log_fields f = {
+        .projection = "users", .sqlstate = "40P01", .position = 42, .has_position = true};
+    log_setup(LOG_LEVEL_INFO, LOG_FORMAT_JSON);
+    log_set_instance("host:123");
+    capture_start();
+    log_error_f(&f, "users: deadlock");
+    char *out = capture_end();
+    json_t *obj = parse_record(out);
+    assert_string_equal(json_string_value(json_object_get(obj, "projection")), "users");
+    assert_string_equal(json_string_value(json_object_get(obj, "sqlstate")), "40P01");
+    assert_int_equal(json_integer_value(json_object_get(obj, "position")), 42);
+    assert_string_equal(json_string_value(json_object_get(obj, "instance")), "host:123");
+    assert_string_equal(json_string_value(json_object_get(obj, "msg")), "users: deadlock");
+    json_decref(obj);
+    free(out);
+
+    /* Unset fields are absent; an empty SQLSTATE is none; plain calls carry the instance. */
+    capture_start();
+    log_info_f(&(struct log_fields){.projection = "orders", .sqlstate = ""}, "x");
+    out = capture_end();
+    obj = parse_record(out);
+    assert_null(json_object_get(obj, "position"));
+    assert_null(json_object_get(obj, "sqlstate"));
+    assert_int_equal(json_object_size(obj), 5); /* ts level msg instance projection */
+    json_decref(obj);
+    free(out);
+    capture_start();
+    log_info("y");
+    out = capture_end();
+    obj = parse_record(out);
+    assert_int_equal(json_object_size(obj), 4);
+    json_decref(obj);
+    free(out);
+
+    log_set_instance(NULL);
+    log_setup(LOG_LEVEL_INFO, LOG_FORMAT_TEXT);
+    capture_start();
+    log_warning_f(&f, "users: text");
+    out = capture_end();
+    assert_matches(out, "^" TS_RE " WARNING users: text\n$");
+    free(out);
+}
+
 static void test_errno_preserved(void **state)
 {
     (void)state;
@@ -392,6 +439,7 @@ int main(void)
         T(test_json_levels_and_debug_location),
         T(test_json_invalid_utf8_still_valid_json),
         T(test_json_escape_heavy_message_fits),
+        T(test_fields),
         T(test_errno_preserved),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
