@@ -106,6 +106,11 @@ SELECT m.projection_name,
 CREATE OR REPLACE FUNCTION event_store.projectord_first_event_after(p_position bigint)
 RETURNS TABLE (global_position bigint, event_time timestamptz)
 LANGUAGE sql STABLE
+-- With its owner's rights, like the views that call it: `projectord status`
+-- must answer also while the daemon's role may not read the events (an
+-- operator who revoked it is looking for why the projections stopped).
+SECURITY DEFINER
+SET search_path = pg_catalog, pg_temp
 AS $$
     SELECT e.global_position,
            coalesce(CASE WHEN pg_catalog.current_setting('track_commit_timestamp') = 'on'

@@ -187,7 +187,7 @@ def test_connection_errors_name_their_sqlstate(db, start_daemon):
     port = free_port()
     daemon = start_daemon(name="noserver", daemon_conninfo=f"host=127.0.0.1 port={port}")
     wait_for(lambda: "(SQLSTATE 08001)" in daemon.log(), 30, "08001")
-    assert re.search(r"WARNING schema: cannot connect: .*\(SQLSTATE 08001\); reconnecting",
+    assert re.search(r"WARNING schema: cannot connect: .*\(SQLSTATE 08001\); retrying",
                      daemon.log()), daemon.log()
 
 
