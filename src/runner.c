@@ -16,12 +16,13 @@
  * ROLLBACK or its counts).
  *
  * The file reads top-down: helpers and lifecycle; requests, notes and
- * retries; tailing (open a window, fetch a batch, and their results); a
- * batch (queue its events, apply it, a replay's results); the checkpoint
- * (commit and its results); ownership (setup, claim, load, release); the
- * dispatch of each result and sync to the step in flight; scheduling
- * (rn_next_step: what to do between steps). Each request's send sits next
- * to the handling of its results; the state changes only in rn_set_state.
+ * retries; tailing (the news of the tail reader, tailer.h, which opens
+ * windows, paces, shares and fetches); a batch (queue its events, apply
+ * it, a replay's results); the checkpoint (commit and its results);
+ * ownership (setup, claim, load, release); the dispatch of each result and
+ * sync to the step in flight; scheduling (rn_next_step: what to do between
+ * steps). Each request's send sits next to the handling of its results;
+ * the state changes only in rn_set_state.
  *
  * Every callback runs on the loop, so it may do anything; the only state
  * shared with the outside is the wake/stop flags. Rebuilds and dead-letter

@@ -1,8 +1,9 @@
 /*
  * runner_int: the runner's insides, shared by its modules and by nobody
- * else: runner.c (the core: the state machine, setup, ownership, tailing,
- * batches, checkpoints) and, above it, the kinds of job it runs besides
- * tailing, runner_rebuild.c (the shadow runner of a rebuild) and
+ * else: runner.c (the core: the state machine, setup, ownership, batches,
+ * checkpoints; it reads the tail through its reader, tailer.h) and, above
+ * it, the kinds of job it runs besides tailing, runner_rebuild.c (the
+ * shadow runner of a rebuild) and
  * runner_replay.c (replaying dead letters), wired by runner_jobs.c. The
  * core calls a job only through its hooks (struct rn_job) and a job calls
  * the core's rn_* steps, never the other way round. Everything here runs
