@@ -16,12 +16,13 @@
  * ROLLBACK or its counts).
  *
  * The file reads top-down: helpers and lifecycle; requests, notes and
- * retries; tailing (open a window, fetch a batch, and their results); a
- * batch (queue its events, apply it, a replay's results); the checkpoint
- * (commit and its results); ownership (setup, claim, load, release); the
- * dispatch of each result and sync to the step in flight; scheduling
- * (rn_next_step: what to do between steps). Each request's send sits next
- * to the handling of its results; the state changes only in rn_set_state.
+ * retries; tailing (the news of the tail reader, tailer.h, which opens
+ * windows, paces, shares and fetches); a batch (queue its events, apply
+ * it, a replay's results); the checkpoint (commit and its results);
+ * ownership (setup, claim, load, release); the dispatch of each result and
+ * sync to the step in flight; scheduling (rn_next_step: what to do between
+ * steps). Each request's send sits next to the handling of its results;
+ * the state changes only in rn_set_state.
  *
  * Every callback runs on the loop, so it may do anything; the only state
  * shared with the outside is the wake/stop flags. Rebuilds and dead-letter
@@ -40,8 +41,8 @@
 #include "registry.h"
 #include "declared.h"
 #include "runner_int.h"
+#include "tailer.h"
 #include "tailread.h"
-#include "tailwin.h"
 
 #define HEARTBEAT_S           5.0
 #define RETRY_INITIAL_S       0.5
@@ -70,29 +71,12 @@
     " (checking again with backoff)"
 
 /* The runner's own statements, prepared once per session next to the handlers'. */
-enum runner_stmt {
-    RS_OPEN_PLAN,
-    RS_OPEN,
-    RS_FETCH_PLAN,
-    RS_FETCH,
-    RS_FETCH_CELL,
-    RS_CHECKPOINT,
-    RS_REBUILD_CHECKPOINT,
-    RS_DEAD_LETTER,
-    RS_NOTE,
-    RS_COUNT
-};
+enum runner_stmt { RS_CHECKPOINT, RS_REBUILD_CHECKPOINT, RS_DEAD_LETTER, RS_NOTE, RS_COUNT };
 static const struct {
     const char *name;
     const char *sql;
     int nparams;
-    bool source; /* reads the event store: runs on the source connection */
 } runner_stmts[RS_COUNT] = {
-    [RS_OPEN_PLAN] = {"open_plan", SQL_OPEN_PLAN, 0, true},
-    [RS_OPEN] = {"open_window", SQL_OPEN_WINDOW, 4, true},
-    [RS_FETCH_PLAN] = {"fetch_plan", SQL_FETCH_PLAN, 0, true},
-    [RS_FETCH] = {"fetch", SQL_FETCH, 7, true},
-    [RS_FETCH_CELL] = {"fetch_cell", SQL_FETCH_CELL, 6, true},
     [RS_CHECKPOINT] = {"checkpoint", SQL_CHECKPOINT, SQL_CHECKPOINT_NPARAMS},
     [RS_REBUILD_CHECKPOINT] = {"rebuild_checkpoint", SQL_REBUILD_CHECKPOINT,
                                SQL_CHECKPOINT_NPARAMS},
@@ -106,16 +90,12 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void heartbeat_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void deferred_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void claim_cb(struct ev_loop *loop, ev_timer *w, int revents);
-static void src_retry_cb(struct ev_loop *loop, ev_timer *w, int revents);
-static void pause_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void reap_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void send_batch(struct runner *r);
 static void send_checkpoint(struct runner *r);
 static void on_claim_done(struct runner *r);
 static void send_replayed(struct runner *r);
-static void share_kick(void *arg);
-static void claim_first_batch(struct runner *r);
-static void take_batch(struct runner *r, PGresult *res);
+static void tail_news(void *arg, const struct tail_news *news);
 static void send_register(struct runner *r);
 static void stand_by(struct runner *r);
 static void pass_window(struct runner *r);
@@ -217,23 +197,16 @@ static const char *current_status(const struct runner *r)
     return r->cp.window_open ? "catching_up" : "live";
 }
 
-/* Forget the batch: what was fetched, its bad events and its counts. */
-void rn_clear_batch(struct runner *r)
+/* The batch's fields: the reader's rows it borrowed, its bad events and its counts. */
+static void forget_batch(struct runner *r)
 {
-    if (r->sbatch) {
-        if (r->sbatch->pending) /* its read was given up: nobody may wait for it */
-            readshare_failed(r->fleet->share, r->sbatch);
-        readshare_release(r->fleet->share, r->sbatch);
-    } else if (r->events) {
-        PQclear(r->events);
-    }
-    r->sbatch = NULL;
     r->events = NULL;
     r->ev0 = 0;
     r->nevents = 0;
     r->batch_end = 0;
     r->cut = 0;
     r->more = false;
+    r->shared = false;
     r->processed = r->ignored = r->skipped = 0;
     for (size_t i = 0; i < r->nbad; i++)
         free(r->bad[i].error);
@@ -243,14 +216,11 @@ void rn_clear_batch(struct runner *r)
     r->ctx.one_by_one = false;
 }
 
-/* A read failed or was given up: runners waiting for it must not wait longer. */
-static void read_failed(struct runner *r)
+/* Forget the batch: what was fetched (the reader's: given back), its bad events and its counts. */
+void rn_clear_batch(struct runner *r)
 {
-    if (r->open_ticket)
-        readshare_open_failed(r->fleet->share, r->open_ticket);
-    r->open_ticket = 0;
-    if (r->sbatch)
-        rn_clear_batch(r);
+    tailer_release(r->tail);
+    forget_batch(r);
 }
 
 static struct bad_event *find_bad(struct runner *r, int index)
@@ -443,7 +413,6 @@ struct runner *rn_create(struct ev_loop *loop, const struct projection *p,
                          .err_stmt = -1};
     r->stats = stats ? stats : &r->own_stats;
     r->backoff = (struct backoff)BACKOFF_INIT(RETRY_INITIAL_S, RETRY_MAX_S);
-    r->src_backoff = r->backoff;
     snprintf(r->version, sizeof r->version, "%d", p->version);
     r->types = types_literal(p);
     r->tables = tables_literal(p);
@@ -479,7 +448,19 @@ struct runner *rn_create(struct ev_loop *loop, const struct projection *p,
         runner_free(r);
         return NULL;
     }
-    if (batch_init(&r->ctx, p, r->conn) < 0) {
+    struct tailer_setup reader = {.loop = loop,
+                                  .name = p->name,
+                                  .src = r->src,
+                                  .separate = r->src != r->conn,
+                                  .share = fleet->share,
+                                  .may_share = !r->shadow, /* a shadow reads its own types */
+                                  .cfg = cfg,
+                                  .cp = &r->cp,
+                                  .types = r->types,
+                                  .cb = tail_news,
+                                  .arg = r};
+    r->tail = tailer_new(&reader);
+    if (!r->tail || batch_init(&r->ctx, p, r->conn) < 0) {
         runner_free(r);
         return NULL;
     }
@@ -494,14 +475,6 @@ struct runner *rn_create(struct ev_loop *loop, const struct projection *p,
     r->claim_timer.data = r;
     ev_timer_init(&r->reap_timer, reap_cb, 0.0, 0.0);
     r->reap_timer.data = r;
-    ev_init(&r->src_retry_timer, src_retry_cb);
-    r->src_retry_timer.data = r;
-    ev_init(&r->pause_timer, pause_cb);
-    r->pause_timer.data = r;
-    if (!r->shadow && fleet->share) {
-        readshare_join(fleet->share, &r->share, share_kick, r);
-        r->share.sharing = true; /* until it turns out another instance owns the projection */
-    }
     return r;
 }
 
@@ -512,21 +485,19 @@ static void stop_timers(struct runner *r)
     ev_timer_stop(r->loop, &r->heartbeat_timer);
     ev_timer_stop(r->loop, &r->deferred_timer);
     ev_timer_stop(r->loop, &r->claim_timer);
-    ev_timer_stop(r->loop, &r->src_retry_timer);
-    ev_timer_stop(r->loop, &r->pause_timer);
+    if (r->tail)
+        tailer_stop(r->tail);
 }
 
 void runner_free(struct runner *r)
 {
     if (!r)
         return;
-    if (r->open_ticket)
-        readshare_open_failed(r->fleet->share, r->open_ticket);
-    readshare_leave(&r->share);
     stop_timers(r);
     ev_timer_stop(r->loop, &r->reap_timer);
     runner_free(r->child);
-    rn_clear_batch(r);
+    forget_batch(r);
+    tailer_free(r->tail);
     batch_free(&r->ctx);
     if (r->src != r->conn)
         pgconn_free(r->src);
@@ -596,8 +567,7 @@ static int exec_stmt(struct runner *r, enum runner_stmt st, const char *const *p
 {
     if (st == RS_CHECKPOINT && r->shadow)
         st = RS_REBUILD_CHECKPOINT;
-    return pgconn_exec_prepared(runner_stmts[st].source ? r->src : r->conn, runner_stmts[st].name,
-                                runner_stmts[st].nparams, params);
+    return pgconn_exec_prepared(r->conn, runner_stmts[st].name, runner_stmts[st].nparams, params);
 }
 
 static void send_note(struct runner *r, const char *status, const char *error, const char *sqlstate,
@@ -702,57 +672,100 @@ static int send_claim_statement(struct runner *r)
     return pgconn_query(r->conn, SQL_CLAIM, 6, params);
 }
 
-/* The session settings, then the runner's statements that run on connection c. */
-static bool queue_session(struct runner *r, struct pgconn *c, const char *search_path)
+/*
+ * The session settings, then the statements: the reader's too when one
+ * connection also reads the event store (a separate one is the reader's).
+ */
+static bool queue_session(struct runner *r)
 {
-    const char *path[] = {search_path};
-    bool ok = pgconn_query(c, "DEALLOCATE ALL", 0, NULL) == 0 &&
-              pgconn_query(c, SQL_SESSION_SETUP, 1, path) == 0;
+    const char *path[] = {r->search_path};
+    bool ok = pgconn_query(r->conn, "DEALLOCATE ALL", 0, NULL) == 0 &&
+              pgconn_query(r->conn, SQL_SESSION_SETUP, 1, path) == 0 &&
+              (r->src != r->conn || tailer_queue_statements(r->tail, r->conn) == 0);
     for (int i = 0; ok && i < RS_COUNT; i++)
-        if ((c == r->src) == runner_stmts[i].source || r->src == r->conn)
-            ok = pgconn_prepare(c, runner_stmts[i].name, runner_stmts[i].sql,
-                                runner_stmts[i].nparams) == 0;
+        ok = pgconn_prepare(r->conn, runner_stmts[i].name, runner_stmts[i].sql,
+                            runner_stmts[i].nparams) == 0;
     return ok;
 }
 
-/* A separate event-store connection: its session only (it holds no state of ours). */
-static void send_src_setup(struct runner *r)
+/* ---- tailing: the reader's news (tailer.h) ------------------------------------ */
+
+static void after_fetch(struct runner *r);
+
+/* The next batch after the checkpoint: fetched in its window, or from the next one. */
+void rn_read_next(struct runner *r)
 {
-    r->src_ready = false;
-    r->src_setup_bad = false;
-    if (!queue_session(r, r->src, "public") || pgconn_sync(r->src) < 0)
-        return; /* PGCONN_LOST follows, and a reconnect */
+    tailer_next(r->tail);
 }
 
-static void on_src_result(struct runner *r, const PGresult *res)
+/* A window opened or taken: the head it saw; an empty one slid without a write. */
+static void window_opened(struct runner *r, const struct tail_news *n)
 {
-    if (!pgconn_result_ok(res) && !r->src_setup_bad) {
-        r->src_setup_bad = true;
-        log_error_f(RN_FIELDS(r, pgconn_sqlstate(res)),
-                    "%s: event store session setup failed: %s (SQLSTATE %s); retrying with backoff",
-                    r->proj->name, pgconn_error_line(res), pgconn_sqlstate(res));
+    if (n->taken)
+        r->wake_pending = n->stale;
+    r->head = n->head;
+    r->head_at = ev_now(r->loop);
+    r->window_seen = true;
+    if (n->empty) {
+        r->pending_since = 0;              /* nothing left to apply: no lag */
+        r->progress_at = r->head_at;       /* at the head: nothing to apply is progress */
+        r->heartbeat_due |= !r->announced; /* but say we are live */
+        r->caught_up = true;
     }
 }
 
-/* Setup failed on a working connection (e.g. no access to event_store): try again later. */
-static void src_retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
+/* A batch from the reader, borrowed until rn_clear_batch. */
+static void take_batch(struct runner *r, const struct tail_batch *b)
 {
-    (void)loop;
-    (void)revents;
-    struct runner *r = w->data;
-    if (pgconn_idle(r->src))
-        send_src_setup(r);
+    forget_batch(r);
+    r->events = b->res;
+    r->ev0 = b->ev0;
+    r->nevents = b->n;
+    r->batch_end = b->end;
+    r->more = b->more;
+    r->shared = b->shared;
+    r->batch_started = b->started;
+    after_fetch(r);
 }
 
-static void on_src_setup_done(struct runner *r)
+/*
+ * Reading on would skip events or apply them out of order: stop, say so
+ * once, and wait for a resume (adopt-restored-store asks for one) or a
+ * restart, which load the checkpoint again and check again. No retries in
+ * between: nothing changes until someone acts.
+ */
+static void stop_for_foreign_ids(struct runner *r, const char *message)
 {
-    if (r->src_setup_bad) {
-        ev_timer_set(&r->src_retry_timer, backoff_next(&r->src_backoff, (uint32_t)rand()), 0.0);
-        ev_timer_start(r->loop, &r->src_retry_timer);
+    rn_clear_batch(r);
+    r->stats->errors++;
+    r->failed = true;
+    snprintf(r->err_msg, sizeof r->err_msg, "%s", message);
+    log_error_f(RN_FIELDS(r, SQLSTATE_FOREIGN_IDS), "%s%s: %s (SQLSTATE %s)", r->proj->name,
+                r->shadow ? " (rebuild)" : "", r->err_msg, SQLSTATE_FOREIGN_IDS);
+    send_note(r, "failed", r->err_msg, SQLSTATE_FOREIGN_IDS, NOTE_THEN_NEXT);
+}
+
+/*
+ * A read is lost. On a separate event store connection: wait in R_IDLE for
+ * the connection's setup to step us again, unless stopping, which needs
+ * only the read-model connection.
+ */
+static void read_dropped(struct runner *r)
+{
+    if (r->src == r->conn) {
+        rn_set_state(r, R_DOWN); /* PGCONN_LOST follows (or came) */
         return;
     }
-    backoff_reset(&r->src_backoff);
-    r->src_ready = true;
+    rn_clear_batch(r);
+    r->wake_pending = true;
+    rn_set_state(r, R_IDLE);
+    if (r->stopping)
+        rn_next_step(r);
+}
+
+/* The separate event store connection can take a read (again). */
+static void event_store_ready(struct runner *r)
+{
     if (r->src_standby) {
         log_info_f(RN_FIELDS(r, NULL), "%s: the event store is no longer a hot standby; resuming",
                    r->proj->name);
@@ -764,408 +777,53 @@ static void on_src_setup_done(struct runner *r)
         rn_next_step(r); /* a step may have been waiting for it */
 }
 
-/*
- * Steps that read the event store wait (in R_IDLE) until its connection is
- * up and done with any request the runner gave up on; its setup or that
- * request's sync calls next_step again.
- */
-bool rn_src_usable(struct runner *r)
+/* Everything the reader says; the runner's state changes here, around its requests. */
+static void tail_news(void *arg, const struct tail_news *n)
 {
-    if (r->src == r->conn || (r->src_ready && pgconn_idle(r->src)))
-        return true;
-    rn_set_state(r, R_IDLE);
-    return false;
-}
-
-/*
- * A read on a separate event store connection is lost: wait in R_IDLE for
- * the connection's setup to step us again, unless stopping, which needs only
- * the read-model connection.
- */
-static void abandon_read(struct runner *r)
-{
-    read_failed(r);
-    r->src_ready = false;
-    r->wake_pending = true;
-    rn_set_state(r, R_IDLE);
-    if (r->stopping)
-        rn_next_step(r);
-}
-
-/* A send on the event store connection failed: PGCONN_LOST follows (or came). */
-void rn_src_send_failed(struct runner *r)
-{
-    if (r->src == r->conn)
-        rn_set_state(r, R_DOWN);
-    else
-        abandon_read(r);
-}
-
-/* ---- tailing: open a window, fetch a batch, and their results -------------- */
-
-/* Take a window another runner opened from our lo (readshare.h). */
-/*
- * The window just opened, by us or by another runner from the same lo.
- * An empty one slides without a write. Returns -1 when out of memory.
- */
-static int set_window(struct runner *r, const struct rs_window *w)
-{
-    r->head = w->head;
-    r->head_at = ev_now(r->loop);
-    r->window_seen = true;
-    if (w->empty) {
-        r->pending_since = 0;              /* nothing left to apply: no lag */
-        r->progress_at = r->head_at;       /* at the head: nothing to apply is progress */
-        r->heartbeat_due |= !r->announced; /* but say we are live */
-        r->caught_up = true;
-    }
-    return tailread_open_window(&r->cp, w);
-}
-
-static void adopt_window(struct runner *r, const struct rs_window *w)
-{
-    r->wake_pending = w->stale;
-    if (set_window(r, w) < 0)
-        pgconn_reset(r->conn, "out of memory");
-    else if (r->cp.window_open)
-        rn_send_fetch(r);
-    else
-        rn_next_step(r);
-}
-
-/*
- * Whether a new open must wait: while events keep coming, windows are
- * opened at most every min_read_interval_ms (longer above 1,000 events/s,
- * pace.h), so the events committed in between are read and applied
- * together. Opening on every notification cost the server a fifth more CPU
- * at 1,000 events/s (tests/bench/RESULTS.md). The first open after a quiet
- * spell goes at once. Shared opens are paced together, by the share's last
- * open and the rate its opens saw.
- */
-static bool pause_open(struct runner *r, bool shared)
-{
-    int min_ms = r->cfg->min_read_interval_ms;
-    double gap, next;
-    if (shared) {
-        gap = PACE_MAX_FACTOR * min_ms / 1000.0; /* the longest the share may ask */
-        next = readshare_next_open(r->fleet->share, min_ms);
-    } else {
-        gap = pace_interval(&r->pace, min_ms);
-        next = r->opened_at + gap;
-    }
-    double left = next - ev_now(r->loop);
-    /* ev_now follows the wall clock, which may step back */
-    if (left <= 0 || left > gap)
-        return false;
-    rn_set_state(r, R_IDLE);
-    if (!ev_is_active(&r->pause_timer)) {
-        ev_timer_set(&r->pause_timer, left, 0.);
-        ev_timer_start(r->loop, &r->pause_timer);
-    }
-    return true;
-}
-
-static void pause_cb(struct ev_loop *loop, ev_timer *w, int revents)
-{
-    (void)loop;
-    (void)revents;
-    share_kick(w->data);
-}
-
-/*
- * Whether to open, and where: RS_SEND and RS_AT send an open (at *hi for
- * RS_AT), RS_WAIT and RS_HIT are dealt with here.
- */
-static enum rs_answer share_open(struct runner *r, const char **hi)
-{
-    *hi = NULL;
-    r->open_ticket = 0;
-    bool shared = !r->shadow && readshare_active(&r->share);
-    struct rs_window w;
-    enum rs_answer a = shared ? readshare_open(&r->share, r->cp.lo, &w) : RS_SEND;
-    switch (a) {
-    case RS_WAIT:
-        rn_set_state(r, R_IDLE);
+    struct runner *r = arg;
+    switch (n->what) {
+    case TAIL_OPENING:
+        rn_begin_request(r, R_OPEN);
+        r->wake_pending = false;
         break;
-    case RS_HIT:
-        adopt_window(r, &w);
-        break;
-    case RS_AT:
-        if (tailread_covers(w.hi, r->cp.lo)) {
-            *hi = w.hi;
-            break;
-        }
-        /* that hi does not cover lo: a window of its own */
-        /* fall through */
-    case RS_SEND:
-        if (pause_open(r, shared))
-            return RS_WAIT;
-        a = RS_SEND;
-        if (shared)
-            r->open_ticket = readshare_open_sent(&r->share, r->cp.lo);
-        else
-            r->opened_at = ev_now(r->loop);
-        break;
-    }
-    return a;
-}
-
-/*
- * The planner setting and the fetch of the batch after pos up to max, from
- * window hi (NULL bounds: the window the open in the same request found,
- * runner_sql.h SQL_WINDOW_BOUND): the grid's cell when shared, else our
- * own types.
- */
-static int queue_fetch(struct runner *r, bool shared, const char *pos, const char *max,
-                       const char *hi)
-{
-    char size[21], bytes[21];
-    rn_fmt_i64(bytes, r->cfg->batch_max_bytes);
-    /*
-     * A full batch means "the window may hold more" only against the limit
-     * it was sent with (a reload may change the config's before the result
-     * comes back; take_batch judges by this).
-     */
-    r->fetch_limit = shared ? readshare_grid(r->fleet->share) : r->cfg->batch_size;
-    rn_fmt_i64(size, r->fetch_limit);
-    if (shared) {
-        const char *params[] = {pos, max, hi, r->cp.lo, size, bytes};
-        return exec_stmt(r, RS_FETCH_CELL, params);
-    }
-    const char *params[] = {pos, max, hi, r->cp.lo, r->types, size, bytes};
-    return exec_stmt(r, RS_FETCH, params);
-}
-
-/* A fetch of its own request: the planner settings go first (SQL_FETCH_PLAN). */
-static int queue_planned_fetch(struct runner *r, bool shared, const char *pos, const char *max,
-                               const char *hi)
-{
-    if (exec_stmt(r, RS_FETCH_PLAN, NULL) < 0)
-        return -1;
-    return queue_fetch(r, shared, pos, max, hi);
-}
-
-/*
- * The window's first batch, in the open's request, so a live wake-up costs
- * one round trip less. Shared when the runner reads with others now. The
- * open made the fetch's planner settings (SQL_OPEN_WINDOW).
- */
-static int queue_first_fetch(struct runner *r)
-{
-    r->first = readshare_active(&r->share) && !r->shadow ? FIRST_SHARED : FIRST_OWN;
-    r->first_taken = false;
-    r->batch_started = ev_time();
-    return queue_fetch(r, r->first == FIRST_SHARED, NULL, NULL, NULL);
-}
-
-/* The share was told of an open that cannot go: free the runners waiting for it. */
-static void open_not_sent(struct runner *r, const char *why)
-{
-    read_failed(r);
-    rn_step_failed(r, "open window", "", why);
-}
-
-void rn_send_open(struct runner *r)
-{
-    if (!rn_src_usable(r))
-        return;
-    const char *hi;
-    enum rs_answer a = share_open(r, &hi);
-    if (a == RS_WAIT || a == RS_HIT)
-        return;
-    struct tailwin_params p;
-    const char *why;
-    if (tailread_open_params(r->cp.lo, &p, &why) < 0) {
-        open_not_sent(r, why);
-        return;
-    }
-    char last[21];
-    const char *params[] = {p.xip_lo, p.xmax_lo, hi, rn_fmt_i64(last, r->cp.last_position)};
-    rn_begin_request(r, R_OPEN);
-    r->wake_pending = false;
-    r->foreign_ids = false;
-    if (exec_stmt(r, RS_OPEN_PLAN, NULL) < 0 || exec_stmt(r, RS_OPEN, params) < 0 ||
-        queue_first_fetch(r) < 0 || pgconn_sync(r->src) < 0)
-        rn_src_send_failed(r);
-    tailwin_params_free(&p);
-}
-
-static void after_fetch(struct runner *r);
-
-/* The window's last position, or the end of all positions when unknown. */
-static int64_t window_max(const struct runner *r)
-{
-    return r->cp.window_max ? r->cp.window_max : INT64_MAX;
-}
-
-/* Our part of a shared batch: its events after our position. */
-static void use_shared_batch(struct runner *r, struct rs_batch *b)
-{
-    r->sbatch = b;
-    r->events = b->res;
-    r->ev0 = tailread_first_after(b->res, r->cp.window_pos);
-    r->nevents = PQntuples(b->res) - r->ev0;
-    r->batch_end = b->end;
-    r->more = b->end < window_max(r);
-}
-
-/* Fetch through the share: true when it answered (the batch, or wait). */
-static bool share_fetch(struct runner *r)
-{
-    if (r->shadow || r->replaying || !readshare_active(&r->share))
-        return false;
-    struct rs_batch *b;
-    enum rs_answer a = readshare_fetch(&r->share, r->cp.lo, r->cp.hi, r->cp.window_pos, &b);
-    if (a == RS_WAIT) {
-        rn_set_state(r, R_IDLE);
-        return true;
-    }
-    if (a == RS_SEND) {
-        if (!b)
-            return false;
-        char pos[21], max[21];
-        rn_clear_batch(r);
-        r->sbatch = b;
+    case TAIL_FETCHING:
         rn_begin_request(r, R_FETCH);
-        r->batch_started = ev_time();
-        if (queue_planned_fetch(r, true, rn_fmt_i64(pos, r->cp.window_pos),
-                                rn_fmt_i64(max, window_max(r)), r->cp.hi) < 0 ||
-            pgconn_sync(r->src) < 0)
-            rn_src_send_failed(r);
-        return true;
+        break;
+    case TAIL_WINDOW:
+        window_opened(r, n);
+        break;
+    case TAIL_BATCH:
+        take_batch(r, n->batch);
+        break;
+    case TAIL_PASSED:
+        rn_next_step(r);
+        break;
+    case TAIL_WAIT:
+        rn_set_state(r, R_IDLE);
+        break;
+    case TAIL_KICK:
+        if (r->state == R_IDLE && !r->failed)
+            rn_next_step(r);
+        break;
+    case TAIL_READY:
+        event_store_ready(r);
+        break;
+    case TAIL_FAILED:
+        rn_step_failed(r, n->step, n->sqlstate, n->message);
+        break;
+    case TAIL_FOREIGN:
+        if (r->failed)
+            rn_next_step(r);
+        else
+            stop_for_foreign_ids(r, n->message);
+        break;
+    case TAIL_DROPPED:
+        read_dropped(r);
+        break;
+    case TAIL_NOMEM:
+        pgconn_reset(r->conn, "out of memory");
+        break;
     }
-    rn_clear_batch(r);
-    r->batch_started = ev_time();
-    use_shared_batch(r, b);
-    after_fetch(r);
-    return true;
-}
-
-void rn_send_fetch(struct runner *r)
-{
-    if (!rn_src_usable(r) || share_fetch(r))
-        return;
-    char pos[21], max[21];
-    rn_begin_request(r, R_FETCH);
-    r->batch_started = ev_time();
-    if (queue_planned_fetch(r, false, rn_fmt_i64(pos, r->cp.window_pos),
-                            rn_fmt_i64(max, window_max(r)), r->cp.hi) < 0 ||
-        pgconn_sync(r->src) < 0)
-        rn_src_send_failed(r);
-}
-
-/* The results of rn_send_open's request, in the order sent. */
-enum { OPEN_RES_PLAN, OPEN_RES_WINDOW, OPEN_RES_BATCH };
-
-/*
- * Reading on would skip events or apply them out of order: stop, say so
- * once, and wait for a resume (adopt-restored-store asks for one) or a
- * restart, which load the checkpoint again and check again. No retries in
- * between: nothing changes until someone acts.
- */
-static void stop_for_foreign_ids(struct runner *r)
-{
-    read_failed(r);
-    rn_clear_batch(r);
-    r->stats->errors++;
-    r->failed = true;
-    r->foreign_ids = true;
-    log_error_f(RN_FIELDS(r, SQLSTATE_FOREIGN_IDS), "%s%s: %s (SQLSTATE %s)", r->proj->name,
-                r->shadow ? " (rebuild)" : "", r->err_msg, SQLSTATE_FOREIGN_IDS);
-    send_note(r, "failed", r->err_msg, SQLSTATE_FOREIGN_IDS, NOTE_THEN_NEXT);
-}
-
-static void on_open_result(struct runner *r, const PGresult *res)
-{
-    rn_record_error(r, res);
-    r->results++;
-    if (!pgconn_result_ok(res) || PQntuples(res) != 1)
-        return;
-    /* Transaction ids this cluster cannot judge (SQL_TROUBLE): worded for the log and status. */
-    if (tailread_foreign_ids(res, r->cp.last_position, r->err_msg, sizeof r->err_msg)) {
-        r->foreign_ids = true; /* on_sync stops the projection */
-        return;
-    }
-    struct rs_window w;
-    tailread_window(res, &w);
-    if (set_window(r, &w) < 0) {
-        r->err_stmt = 0;
-        return;
-    }
-    pace_note(&r->pace, ev_now(r->loop), w.head);
-    claim_first_batch(r);
-    if (r->open_ticket) /* for the runners waiting on our open (readshare.h) */
-        readshare_open_done(r->fleet->share, r->open_ticket, &w);
-    r->open_ticket = 0;
-}
-
-/* The window's first batch, the last result of the open's request. */
-static void on_first_fetch_result(struct runner *r, PGresult *res)
-{
-    rn_record_error(r, res);
-    r->results++;
-    if (!pgconn_result_ok(res) || !r->cp.window_open || r->first == FIRST_NONE)
-        return;
-    take_batch(r, res);
-    r->first_taken = true;
-}
-
-static void on_open_request_result(struct runner *r, PGresult *res)
-{
-    if (r->results == OPEN_RES_WINDOW) {
-        on_open_result(r, res);
-    } else if (r->results == OPEN_RES_BATCH) {
-        on_first_fetch_result(r, res);
-    } else {
-        rn_record_error(r, res);
-        r->results++;
-    }
-}
-
-/*
- * A shared first batch is announced to the share as soon as the window is
- * known, so the runners the open wakes wait for it instead of reading it
- * again. When the share has it already, or would have us wait, our copy is
- * dropped and the usual fetch follows.
- */
-static void claim_first_batch(struct runner *r)
-{
-    if (r->first != FIRST_SHARED || !r->cp.window_open)
-        return;
-    struct rs_batch *b;
-    enum rs_answer a = readshare_fetch(&r->share, r->cp.lo, r->cp.hi, r->cp.window_pos, &b);
-    if (a == RS_SEND && b) {
-        rn_clear_batch(r);
-        r->sbatch = b;
-        return;
-    }
-    if (b)
-        readshare_release(r->fleet->share, b);
-    r->first = FIRST_NONE;
-}
-
-/* A fetch's rows: into the shared batch they were read for, or ours alone. */
-static void take_batch(struct runner *r, PGresult *res)
-{
-    if (r->sbatch && r->sbatch->pending) {
-        readshare_fetched(r->fleet->share, r->sbatch, pgconn_take_result(r->src), window_max(r),
-                          tailread_cut_by_bytes(res));
-        use_shared_batch(r, r->sbatch);
-        return;
-    }
-    rn_clear_batch(r);
-    r->events = pgconn_take_result(r->src);
-    r->nevents = PQntuples(res);
-    r->more = r->nevents >= r->fetch_limit || tailread_cut_by_bytes(res);
-    r->batch_end = r->nevents > 0 ? rn_event_position(r, r->nevents - 1) : 0;
-}
-
-static void on_fetch_result(struct runner *r, PGresult *res)
-{
-    rn_record_error(r, res);
-    if (r->results++ == 0 || !pgconn_result_ok(res))
-        return; /* the first is the planner setting */
-    take_batch(r, res);
 }
 
 /* Whether the batch holds an event this projection handles. */
@@ -1184,7 +842,7 @@ static void after_fetch(struct runner *r)
         r->pending_since = tailread_epoch(rn_event_value(r, 0, FC_OCCURRED_AT));
     if (r->job && r->job->fetched_nothing && r->nevents == 0) {
         r->job->fetched_nothing(r);
-    } else if (r->sbatch && r->more && !handles_any(r)) {
+    } else if (r->shared && r->more && !handles_any(r)) {
         /*
          * Nothing of ours in this part of the window: move on without a
          * write, but write the progress within a second, as for a window
@@ -1196,7 +854,7 @@ static void after_fetch(struct runner *r)
         defer_checkpoint(r, within_stall(r, DEFERRED_CHECKPOINT_S));
         rn_clear_batch(r);
         rn_next_step(r);
-    } else if (r->nevents == 0 || (r->sbatch && !handles_any(r))) {
+    } else if (r->nevents == 0 || (r->shared && !handles_any(r))) {
         pass_window(r);
     } else {
         send_batch(r);
@@ -1673,8 +1331,7 @@ static void pass_window(struct runner *r)
 static void send_setup(struct runner *r)
 {
     rn_begin_request(r, R_SETUP);
-    bool ok = queue_session(r, r->conn, r->search_path) &&
-              (!r->job || !r->job->queue_setup || r->job->queue_setup(r) == 0);
+    bool ok = queue_session(r) && (!r->job || !r->job->queue_setup || r->job->queue_setup(r) == 0);
     for (int i = 0; ok && !r->unprepared && r->proj->statements[i].sql; i++) {
         char name[16];
         batch_stmt_name(i, name);
@@ -1856,7 +1513,7 @@ static void on_register_done(struct runner *r)
 /* Another instance holds the projection: look again in a while. */
 static void stand_by(struct runner *r)
 {
-    r->share.sharing = false;
+    tailer_set_sharing(r->tail, false);
     if (r->rebuild_then_stop) {
         log_error_f(RN_FIELDS(r, NULL),
                     "%s: another instance took the projection over; ask it to rebuild instead",
@@ -1903,10 +1560,8 @@ static void on_result(struct runner *r, const PGresult *res)
         on_register_result(r, res);
         break;
     case R_OPEN:
-        on_open_request_result(r, (PGresult *)res);
-        break;
     case R_FETCH:
-        on_fetch_result(r, (PGresult *)res);
+        tailer_result(r->tail, res); /* the reader's request */
         break;
     case R_APPLY:
         on_apply_result(r, res);
@@ -1936,10 +1591,8 @@ static void on_result(struct runner *r, const PGresult *res)
              * The checkpoint may have been moved under us (adopt-restored-store
              * asks every projection to resume): load it again before reading.
              */
-            if (resume && !r->failed) {
+            if (resume && !r->failed)
                 r->reload_pending = true;
-                r->foreign_ids = false;
-            }
         }
         break;
     case R_SWAP:
@@ -1974,19 +1627,7 @@ static void on_sync(struct runner *r)
         break;
     case R_OPEN:
     case R_FETCH:
-        if (r->err_stmt >= 0) {
-            read_failed(r);
-            rn_step_failed(r, r->state == R_OPEN ? "open window" : "fetch", r->err_state,
-                           r->err_msg);
-        } else if (r->state == R_OPEN && r->foreign_ids && !r->failed) {
-            stop_for_foreign_ids(r);
-        } else if (r->state == R_OPEN && !r->cp.window_open) {
-            rn_next_step(r);
-        } else if (r->state == R_OPEN && !r->first_taken) {
-            rn_send_fetch(r);
-        } else {
-            after_fetch(r);
-        }
+        tailer_synced(r->tail); /* its news says what comes next */
         break;
     case R_ROLLBACK:
         on_rollback_done(r);
@@ -2014,54 +1655,28 @@ static void on_sync(struct runner *r)
 }
 
 /*
- * A separate event store connection. Its results belong to the step in
- * flight only while that step is a read (OPEN, FETCH); anything else comes
- * from a request the runner gave up on when the other connection broke.
+ * A separate event store connection: the reader's (its session, its
+ * reads). Its results belong to the step in flight only while that step is
+ * a read (OPEN, FETCH); anything else comes from a request the runner gave
+ * up on when the other connection broke.
  */
 static void src_event(struct runner *r, enum pgconn_event ev, const PGresult *res)
 {
-    bool reading = r->state == R_OPEN || r->state == R_FETCH;
-    switch (ev) {
-    case PGCONN_READY:
-        send_src_setup(r);
-        break;
-    case PGCONN_LOST:
+    if (ev == PGCONN_LOST)
         r->stats->connection_losses++;
-        r->src_ready = false;
-        ev_timer_stop(r->loop, &r->src_retry_timer);
-        if (reading) {
-            rn_clear_batch(r);
-            abandon_read(r);
-        }
-        break;
-    case PGCONN_RESULT:
-        if (!r->src_ready)
-            on_src_result(r, res);
-        else if (reading)
-            on_result(r, res);
-        break;
-    case PGCONN_SYNC:
-        if (!r->src_ready)
-            on_src_setup_done(r);
-        else if (reading)
-            on_sync(r);
-        else if (r->state == R_IDLE)
-            rn_next_step(r);
-        break;
-    case PGCONN_STANDBY:
-        if (!r->src_standby) {
-            if (!r->shadow) /* its live runner says it */
-                log_error_f(RN_FIELDS(r, NULL), "%s: %s", r->proj->name, STANDBY_SOURCE);
-            r->stats->errors++;
-            r->src_standby = true;
-            r->standby_noted = false;
-        }
-        if (r->state == R_IDLE)
-            rn_next_step(r); /* to say so in the status row */
-        break;
-    case PGCONN_NOTIFY:
-        break;
+    if (ev != PGCONN_STANDBY) {
+        tailer_src_event(r->tail, ev, res, r->state == R_OPEN || r->state == R_FETCH);
+        return;
     }
+    if (!r->src_standby) {
+        if (!r->shadow) /* its live runner says it */
+            log_error_f(RN_FIELDS(r, NULL), "%s: %s", r->proj->name, STANDBY_SOURCE);
+        r->stats->errors++;
+        r->src_standby = true;
+        r->standby_noted = false;
+    }
+    if (r->state == R_IDLE)
+        rn_next_step(r); /* to say so in the status row */
 }
 
 static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGresult *res,
@@ -2092,7 +1707,7 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
         r->set_up = false;
         set_owned(r, false);
         ev_timer_stop(r->loop, &r->claim_timer);
-        read_failed(r);
+        tailer_abandon(r->tail);
         rn_clear_batch(r);
         ev_timer_stop(r->loop, &r->retry_timer);
         if (r->stopping)
@@ -2113,22 +1728,13 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
 
 /* ---- scheduling ------------------------------------------------------------ */
 
-/* The share has news for a runner that waited on it (called from the loop). */
-static void share_kick(void *arg)
-{
-    struct runner *r = arg;
-    if (r->state == R_IDLE && !r->failed)
-        rn_next_step(r);
-}
-
 /* Decide what to do once a step has completed and the connection is idle. */
 void rn_next_step(struct runner *r)
 {
     rn_set_state(r, R_IDLE);
-    r->share.sharing =
-        r->holds_lock && !r->failed && !r->src_standby && !r->stopping && !r->replaying;
-    if (!r->cp.window_open && r->share.lo)
-        readshare_left(&r->share);
+    tailer_set_sharing(r->tail, r->holds_lock && !r->failed && !r->src_standby && !r->stopping &&
+                                    !r->replaying);
+    tailer_leave_passed(r->tail);
     bool over_share = !r->shadow && !r->child && r->fleet->owned > fleet_share(r->fleet);
     if ((r->stopping || over_share) && r->dirty) {
         rn_clear_batch(r);
@@ -2185,15 +1791,13 @@ void rn_next_step(struct runner *r)
     }
     if (r->failed)
         return;
-    if (r->cp.window_open)
-        rn_send_fetch(r);
-    else if (r->wake_pending && !r->held)
-        rn_send_open(r);
+    if (r->cp.window_open || (r->wake_pending && !r->held))
+        rn_read_next(r);
 }
 
 void runner_wake(struct runner *r)
 {
-    readshare_woken(&r->share);
+    tailer_woken(r->tail);
     r->wake_pending = true;
     if (r->state == R_IDLE && !r->failed && !r->stopping)
         rn_next_step(r);

@@ -1,8 +1,9 @@
 /*
  * runner_int: the runner's insides, shared by its modules and by nobody
- * else: runner.c (the core: the state machine, setup, ownership, tailing,
- * batches, checkpoints) and, above it, the kinds of job it runs besides
- * tailing, runner_rebuild.c (the shadow runner of a rebuild) and
+ * else: runner.c (the core: the state machine, setup, ownership, batches,
+ * checkpoints; it reads the tail through its reader, tailer.h) and, above
+ * it, the kinds of job it runs besides tailing, runner_rebuild.c (the
+ * shadow runner of a rebuild) and
  * runner_replay.c (replaying dead letters), wired by runner_jobs.c. The
  * core calls a job only through its hooks (struct rn_job) and a job calls
  * the core's rn_* steps, never the other way round. Everything here runs
@@ -22,11 +23,10 @@
 #include "batch.h"
 #include "checkpoint.h"
 #include "pgconn.h"
-#include "pace.h"
-#include "readshare.h"
 #include "rstate.h"
 #include "runner.h"
 #include "runner_sql.h"
+#include "tailer.h"
 
 enum after_note { NOTE_THEN_NEXT, NOTE_THEN_WAIT, NOTE_THEN_DONE };
 
@@ -68,12 +68,11 @@ struct runner {
      * conn writes the read model, checkpoints, status and holds the
      * ownership lock; src reads the event store. They are one connection
      * unless database.target names a separate read-model database, and then
-     * src only ever runs the read-only OPEN and FETCH steps.
+     * src is the reader's (its session and its read-only OPEN and FETCH).
      */
     struct pgconn *conn;
     struct pgconn *src;
-    bool src_ready;         /* separate src: its session is set up */
-    bool src_setup_bad;     /* separate src: a setup statement failed */
+    struct tailer *tail;    /* reads the tail: windows, pacing, shared reads, fetches */
     char *replay_positions; /* bigint[] literal of the next dead letters, NULL when none */
     enum rstate state;
     bool wake_pending;
@@ -118,7 +117,6 @@ struct runner {
     bool rebuild_ok;        /* live: the last rebuild swapped in */
     bool held;              /* live: the shadow is finishing; open no new window */
     bool reload_pending;    /* live: the checkpoint was swapped: load it again */
-    bool foreign_ids;       /* failed: the store's transaction ids are not this cluster's */
     bool rebuild_begun;     /* shadow: its tables and checkpoint row exist */
     bool cp_loaded;         /* shadow: its setup found its checkpoint row, still its owner's */
     bool caught_up;         /* shadow: the last window opened was empty */
@@ -140,23 +138,15 @@ struct runner {
     struct checkpoint cp;
     int64_t head;
 
-    /* Reading with the instance's other runners (readshare.h); live runners only. */
-    struct rs_member share;
-    uint64_t open_ticket; /* our open is the share's (0: not shared) */
-    enum first_fetch { FIRST_NONE, FIRST_OWN, FIRST_SHARED } first; /* sent with the open */
-    bool first_taken;        /* the open's request brought the window's first batch */
-    struct rs_batch *sbatch; /* the shared batch the events come from, or NULL */
-
-    /* the batch */
-    PGresult *events; /* owned unless sbatch holds it */
-    int ev0;          /* the batch's first row in events (a shared batch may start earlier) */
+    /* the batch (the reader's rows, borrowed until rn_clear_batch) */
+    const PGresult *events;
+    int ev0; /* the batch's first row in events (a shared batch may start earlier) */
     int nevents;
     int64_t batch_end;  /* the window's events up to here are in the batch */
     int cut;            /* events [0, cut) are in the batch; cut < nevents only for on_error=stop */
     bool stop_on_error; /* on_error = stop when the batch was built (a reload may change it) */
-    bool more;          /* the fetch was full: the window may hold more */
-    int fetch_limit;    /* the batch size the fetch in flight asked for (a reload may change the
-                           config's before its result comes back) */
+    bool more;          /* the window may hold more */
+    bool shared;        /* read for the instance's runners: it holds every event type */
     struct bad_event *bad;
     size_t nbad;
     struct pj_ctx ctx;
@@ -178,19 +168,14 @@ struct runner {
     ev_timer heartbeat_timer;
     ev_timer deferred_timer;
     ev_timer claim_timer;
-    ev_timer reap_timer; /* live: frees a finished child outside its own callbacks */
-    ev_timer src_retry_timer;
-    ev_timer pause_timer; /* ends a pause between two opens (min_read_interval_ms) */
+    ev_timer reap_timer;  /* live: frees a finished child outside its own callbacks */
     double head_at;       /* ev_now() when head was read */
     double pending_since; /* occurred_at (epoch s) of the oldest event still to apply, as
                              of the last fetch; 0: none known (the metrics' lag in seconds) */
     double progress_at;   /* ev_now() when last_position last moved, or the window was empty */
-    double opened_at;     /* ev_now() of its last open sent alone (not through the share) */
-    struct pace pace;     /* the event rate its own opens saw */
     struct backoff backoff;
     /* The failure last logged at ERROR: the same one again is said at debug only. */
     char said_failure[BATCH_ERR_MAX];
-    struct backoff src_backoff;
 
     /*
      * What the log said of the status (note_status in runner.c): the last
@@ -248,18 +233,12 @@ int rn_queue_checkpoint(struct runner *r);
 /* That checkpoint committed; batch_ignored: counted in the batch's results. */
 void rn_checkpoint_saved(struct runner *r, int64_t batch_ignored);
 
-/* The tailing steps: open the next window; fetch the next batch of it. */
-void rn_send_open(struct runner *r);
-void rn_send_fetch(struct runner *r);
-
 /*
- * Whether the event store connection can take a read now; if not, the
- * runner waits in R_IDLE and is stepped again once it can.
+ * Tailing: the next batch after the checkpoint, from the reader (tailer.h):
+ * fetched inside the open window, or from the next window. Its news sets
+ * the state (OPEN, FETCH, or IDLE to wait) and goes on from there.
  */
-bool rn_src_usable(struct runner *r);
-
-/* A send on the event store connection failed. */
-void rn_src_send_failed(struct runner *r);
+void rn_read_next(struct runner *r);
 
 /* Helpers. rn_set_str: copy src into *dst (freeing the old), -1 when out of memory. */
 int rn_set_str(char **dst, const char *src);

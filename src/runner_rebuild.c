@@ -162,14 +162,12 @@ static void rebuild_step(struct runner *r)
             rn_set_state(r, R_DOWN);
         return;
     }
-    if (r->cp.window_open) {
-        rn_send_fetch(r);
-    } else if (!r->caught_up) {
-        rn_send_open(r);
+    if (r->cp.window_open || !r->caught_up) {
+        rn_read_next(r);
     } else if (!r->parent->held) {
         r->parent->held = true;
         r->caught_up = false;
-        rn_send_open(r);
+        rn_read_next(r);
     } else {
         send_swap(r);
     }

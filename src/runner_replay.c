@@ -76,13 +76,8 @@ static void on_replay_listed(struct runner *r)
         return;
     }
     rn_set_state(r, R_IDLE);
-    if (!rn_src_usable(r))
-        return; /* rn_next_step lists them again once it is */
-    const char *params[] = {r->replay_positions};
-    rn_begin_request(r, R_FETCH);
-    if (pgconn_query(r->src, SQL_FETCH_PLAN, 0, NULL) < 0 ||
-        pgconn_query(r->src, SQL_FETCH_POSITIONS, 1, params) < 0 || pgconn_sync(r->src) < 0)
-        rn_src_send_failed(r);
+    /* Waiting for the event store's connection, rn_next_step lists them again once it can. */
+    tailer_fetch_positions(r->tail, r->replay_positions);
 }
 
 static void on_replayed(struct runner *r)

@@ -4,10 +4,9 @@
  * (its parameters from lo; whether a shared open's hi covers our lo), what
  * its answer says (the window, or transaction ids this cluster cannot
  * judge), how a window moves the checkpoint, and where a fetched batch
- * starts and whether the byte bound cut it. The runner
- * sends the requests (runner.c, "tailing") and hands their results here,
- * so these rules are unit-tested with canned results
- * (tests/unit/test_tailread.c).
+ * starts and whether the byte bound cut it. The tail reader
+ * sends the requests (tailer.c) and hands their results here, so these
+ * rules are unit-tested with canned results (tests/unit/test_tailread.c).
  *
  * Results are borrowed; strings taken from one live as long as it does.
  */
