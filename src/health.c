@@ -8,21 +8,6 @@
 
 #include "runner_metrics.h"
 
-/* The highest head any runner saw: a runner that opens no window knows no newer one. */
-static int64_t highest_head(struct runner *const *runners, size_t n)
-{
-    int64_t head = 0;
-    for (size_t i = 0; i < n; i++) {
-        struct runner_gauges v;
-        if (!runners[i])
-            continue;
-        runner_gauges(runners[i], &v);
-        if (v.head_position > head)
-            head = v.head_position;
-    }
-    return head;
-}
-
 bool health_ready(struct mbuf *why, struct runner *const *runners, size_t n, bool connected,
                   const char *not_connected)
 {
@@ -30,7 +15,7 @@ bool health_ready(struct mbuf *why, struct runner *const *runners, size_t n, boo
         mbuf_printf(why, "not ready: %s\n", not_connected);
         return false;
     }
-    int64_t head = highest_head(runners, n);
+    int64_t head = runner_metrics_head(runners, n);
     int owned = 0, sick = 0;
     struct mbuf list = {0};
     for (size_t i = 0; i < n; i++) {

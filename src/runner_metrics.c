@@ -105,12 +105,7 @@ bool runner_metrics_stalled(const struct runner_gauges *v, int64_t head)
     return v->last_position < ahead && v->progress_age > v->stall_s;
 }
 
-/*
- * Health as the status view judges it, from this instance's side: 0 when
- * it owns the projection and it is failed or stalled. A standby reports 1:
- * the owner's series tells (alert on the minimum over instances).
- */
-static void render_health(struct mbuf *out, struct runner *const *runners, size_t n)
+int64_t runner_metrics_head(struct runner *const *runners, size_t n)
 {
     int64_t head = 0;
     for (size_t i = 0; i < n; i++) {
@@ -121,48 +116,57 @@ static void render_health(struct mbuf *out, struct runner *const *runners, size_
         if (v.head_position > head)
             head = v.head_position;
     }
-    metrics_family(out, "projectord_projection_stalled", "gauge",
-                   "1 while behind the head with no progress for longer than stall_timeout_ms");
-    for (size_t i = 0; i < n; i++) {
-        struct runner_gauges v;
-        if (!runners[i])
-            continue;
-        runner_gauges(runners[i], &v);
-        mbuf_printf(out, "projectord_projection_stalled{projection=\"%s\"} %d\n",
-                    runner_name(runners[i]), runner_metrics_stalled(&v, head));
-    }
-    metrics_family(out, "projectord_projection_healthy", "gauge",
-                   "0 while this instance owns the projection and it is failed or stalled");
-    for (size_t i = 0; i < n; i++) {
-        struct runner_gauges v;
-        if (!runners[i])
-            continue;
-        runner_gauges(runners[i], &v);
-        bool sick = v.owned && (v.failed || runner_metrics_stalled(&v, head));
-        mbuf_printf(out, "projectord_projection_healthy{projection=\"%s\"} %d\n",
-                    runner_name(runners[i]), !sick);
-    }
-    metrics_family(out, "projectord_projection_lag_seconds", "gauge",
-                   "Age of the oldest event still to apply, by its occurred_at (owned only)");
-    for (size_t i = 0; i < n; i++) {
-        struct runner_gauges v;
-        if (!runners[i])
-            continue;
-        runner_gauges(runners[i], &v);
-        if (v.owned)
-            mbuf_printf(out, "projectord_projection_lag_seconds{projection=\"%s\"} %.3f\n",
-                        runner_name(runners[i]), v.lag_seconds);
-    }
-    metrics_family(out, "projectord_seconds_since_progress", "gauge",
-                   "Since last_position last moved or an open found nothing new (owned only)");
-    for (size_t i = 0; i < n; i++) {
-        struct runner_gauges v;
-        if (!runners[i])
-            continue;
-        runner_gauges(runners[i], &v);
-        if (v.owned)
-            mbuf_printf(out, "projectord_seconds_since_progress{projection=\"%s\"} %.3f\n",
-                        runner_name(runners[i]), v.progress_age);
+    return head;
+}
+
+/*
+ * Health as the status view judges it, from this instance's side:
+ * healthy is 0 when it owns the projection and it is failed or stalled. A
+ * standby reports 1: the owner's series tells (alert on the minimum over
+ * instances). Lag and progress are the owner's alone.
+ */
+enum health_gauge { HG_STALLED, HG_HEALTHY, HG_LAG_SECONDS, HG_SINCE_PROGRESS };
+
+static const struct {
+    const char *name, *help;
+    bool owned_only;
+} health_gauges[] = {
+    [HG_STALLED] = {"projectord_projection_stalled",
+                    "1 while behind the head with no progress for longer than stall_timeout_ms",
+                    false},
+    [HG_HEALTHY] = {"projectord_projection_healthy",
+                    "0 while this instance owns the projection and it is failed or stalled", false},
+    [HG_LAG_SECONDS] = {"projectord_projection_lag_seconds",
+                        "Age of the oldest event still to apply, by its occurred_at (owned only)",
+                        true},
+    [HG_SINCE_PROGRESS] = {"projectord_seconds_since_progress",
+                           "Since last_position last moved or an open found nothing new (owned "
+                           "only)",
+                           true},
+};
+
+static void render_health(struct mbuf *out, struct runner *const *runners, size_t n)
+{
+    int64_t head = runner_metrics_head(runners, n);
+    for (size_t g = 0; g < sizeof health_gauges / sizeof health_gauges[0]; g++) {
+        metrics_family(out, health_gauges[g].name, "gauge", health_gauges[g].help);
+        for (size_t i = 0; i < n; i++) {
+            struct runner_gauges v;
+            if (!runners[i])
+                continue;
+            runner_gauges(runners[i], &v);
+            if (health_gauges[g].owned_only && !v.owned)
+                continue;
+            bool stalled = runner_metrics_stalled(&v, head);
+            double value = g == HG_STALLED       ? stalled
+                           : g == HG_HEALTHY     ? !(v.owned && (v.failed || stalled))
+                           : g == HG_LAG_SECONDS ? v.lag_seconds
+                                                 : v.progress_age;
+            mbuf_printf(out,
+                        g <= HG_HEALTHY ? "%s{projection=\"%s\"} %.0f\n"
+                                        : "%s{projection=\"%s\"} %.3f\n",
+                        health_gauges[g].name, runner_name(runners[i]), value);
+        }
     }
 }
 

@@ -20,6 +20,9 @@
 void runner_metrics_render(struct mbuf *out, struct runner *const *runners,
                            const struct runner_stats *stats, size_t n, int instances);
 
+/* The highest head any of the runners saw (a runner that opens no window knows no newer one). */
+int64_t runner_metrics_head(struct runner *const *runners, size_t n);
+
 /*
  * Whether a projection this instance owns is stalled (SPEC §3, "healthy
  * means progressing"): running, behind head (the highest head any of the
