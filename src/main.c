@@ -24,6 +24,15 @@ struct command {
     const char *help; /* lines, each indented by two spaces */
 };
 
+/* Which of migrate's two is this build's default (CMake's PROJECTORD_EXAMPLES). */
+#if PROJECTORD_EXAMPLES
+#define MIGRATE_EXAMPLES_HELP_NO  ""
+#define MIGRATE_EXAMPLES_HELP_YES " (this build's default)"
+#else
+#define MIGRATE_EXAMPLES_HELP_NO  " (this build's default)"
+#define MIGRATE_EXAMPLES_HELP_YES ""
+#endif
+
 static const struct command commands[] = {
     {"run", "",
      "  run the daemon in the foreground (what the systemd unit and the container run)\n"},
@@ -53,10 +62,15 @@ static const struct command commands[] = {
      "  after pg_restore or logical replication into another cluster: rewrite the\n"
      "  events' transaction ids and move the checkpoints so every event is applied\n"
      "  once (run as the event store's owner)\n"},
-    {"migrate", "[--dry-run] [--sql-dir DIR]",
+    {"migrate", "[--dry-run] [--examples|--no-examples] [--sql-dir DIR]",
      "  apply the bundled migrations not yet applied\n"
      "  (default " PROJECTORD_SQL_DIR_DEFAULT ");\n"
-     "  adopts the original design's event store\n"},
+     "  adopts the original design's event store\n"
+     "  --dry-run           say what would be applied, change nothing\n"
+     "  --no-examples       leave out the examples' migrations (DIR/examples.list):\n"
+     "                      not applied, not recorded" MIGRATE_EXAMPLES_HELP_NO "\n"
+     "  --examples          apply them too" MIGRATE_EXAMPLES_HELP_YES "\n"
+     "  --sql-dir DIR       the migrations (also PROJECTORD_SQL_DIR)\n"},
     {"list", "[--names] [--json]",
      "  the projections (compiled-in or declared), their tables and event types\n"
      "  --names             only their names, one a line\n"

@@ -83,6 +83,8 @@ struct mfile {
     size_t len;
     int32_t checksum;
     bool pending;
+    bool example;  /* named in MIGRATE_EXAMPLES_LIST */
+    bool left_out; /* an example, pending, and the examples are left out */
 };
 
 /* ---- names and checksums ------------------------------------------------------ */
@@ -291,6 +293,62 @@ static struct mfile *load_files(const char *dir, size_t *count)
     return files;
 }
 
+/*
+ * Mark the files MIGRATE_EXAMPLES_LIST of dir names: one file name a line,
+ * '#' comments and blank lines ignored. The list is data, not code, so a
+ * new example migration is one more line there, and a release's old files
+ * stay as they were (their checksums are in every history). A missing list
+ * is an error only when the examples are to be left out (required): a
+ * migration directory of an older release applies everything, as it did.
+ * A name that is no migration of dir is an error: a typo would otherwise
+ * apply an example to a database that left them out. Returns false after
+ * one line on stderr.
+ */
+static bool mark_examples(const char *dir, bool required, struct mfile *files, size_t n)
+{
+    char path[4096];
+    snprintf(path, sizeof path, "%s/" MIGRATE_EXAMPLES_LIST, dir);
+    size_t len;
+    char *text = read_text(path, &len);
+    if (!text) {
+        if (!required && errno == ENOENT)
+            return true;
+        fprintf(stderr,
+                "projectord: migrate: cannot read %s (which migrations are the examples'): %s\n",
+                path, strerror(errno));
+        return false;
+    }
+    bool ok = true;
+    int lineno = 0;
+    for (char *line = text, *next; ok && line && *line; line = next) {
+        next = strchr(line, '\n');
+        if (next)
+            *next++ = '\0';
+        lineno++;
+        char *hash = strchr(line, '#');
+        if (hash)
+            *hash = '\0';
+        while (*line == ' ' || *line == '\t')
+            line++;
+        size_t l = strlen(line);
+        while (l && (line[l - 1] == ' ' || line[l - 1] == '\t' || line[l - 1] == '\r'))
+            line[--l] = '\0';
+        if (!l)
+            continue;
+        bool found = false;
+        for (size_t i = 0; i < n; i++)
+            if (strcmp(files[i].name, line) == 0)
+                found = files[i].example = true;
+        if (!found) {
+            fprintf(stderr, "projectord: migrate: %s:%d: %s is no migration of %s\n", path, lineno,
+                    line, dir);
+            ok = false;
+        }
+    }
+    free(text);
+    return ok;
+}
+
 /* ---- one database ----------------------------------------------------------------- */
 
 struct target {
@@ -401,13 +459,31 @@ static const char *current_version(const struct mfile *files, size_t n)
 {
     const char *v = NULL;
     for (size_t i = 0; i < n; i++)
-        if (files[i].kind == 'V')
+        if (files[i].kind == 'V' && !files[i].left_out)
             v = files[i].version;
     return v ? v : "?";
 }
 
+/*
+ * One line naming the example migrations left out on this database, and
+ * how to have them later.
+ */
+static void say_left_out(const struct target *t, const struct mfile *files, size_t n,
+                         size_t left_out)
+{
+    if (!left_out)
+        return;
+    printf("%s%s: %zu example migration(s) left out, not recorded (a later `projectord migrate "
+           "--examples` applies them):",
+           t->label, t->database, left_out);
+    for (size_t i = 0; i < n; i++)
+        if (files[i].left_out)
+            printf(" %s", files[i].name);
+    printf("\n");
+}
+
 static int migrate_one(struct target *t, struct mfile *files, size_t n, const char *sql_dir,
-                       bool dry_run)
+                       bool dry_run, bool no_examples)
 {
     /* NOTICEs ("already exists, skipping") are the idempotent files' normal case. */
     if (!exec_ok(t, "setup", "SET client_min_messages = warning"))
@@ -438,9 +514,19 @@ static int migrate_one(struct target *t, struct mfile *files, size_t n, const ch
         files[i].pending = true;
     if (history && read_history(t, files, n) < 0)
         return EXIT_FAILURE_1;
-    size_t pending = 0;
-    for (size_t i = 0; i < n; i++)
+    /*
+     * Left out: not applied, not recorded, so a later run with the examples
+     * applies them (out of order, as any V file below the highest applied).
+     * An example already applied stays as it is.
+     */
+    size_t pending = 0, left_out = 0;
+    for (size_t i = 0; i < n; i++) {
+        files[i].left_out = no_examples && files[i].example && files[i].pending;
+        if (files[i].left_out)
+            files[i].pending = false;
         pending += files[i].pending;
+        left_out += files[i].left_out;
+    }
 
     char *adopt = NULL;
     size_t adopt_len = 0;
@@ -466,6 +552,7 @@ static int migrate_one(struct target *t, struct mfile *files, size_t n, const ch
         for (size_t i = 0; dry_run && i < n; i++)
             if (files[i].pending)
                 printf("%s%s: would be applied\n", t->label, files[i].name);
+        say_left_out(t, files, n, left_out);
         if (pending == 0 && !original)
             printf("%s%s: up to date at version %s, nothing to apply\n", t->label, t->database,
                    current_version(files, n));
@@ -519,9 +606,11 @@ static int migrate_one(struct target *t, struct mfile *files, size_t n, const ch
         applied++;
     }
     free(adopt);
-    if (!rc)
+    if (!rc) {
+        say_left_out(t, files, n, left_out);
         printf("%s%s: %zu migration(s) applied, at version %s\n", t->label, t->database, applied,
                current_version(files, n));
+    }
     return rc;
 }
 
@@ -529,23 +618,34 @@ static int migrate_one(struct target *t, struct mfile *files, size_t n, const ch
 
 int cli_migrate(const struct config *cfg, int argc, char **argv)
 {
-    bool dry_run = false;
+    bool dry_run = false, examples = false, no_examples = false;
     const char *dir = NULL;
     for (int i = 0; i < argc; i++) {
         if (strcmp(argv[i], "--dry-run") == 0)
             dry_run = true;
+        else if (strcmp(argv[i], "--examples") == 0)
+            examples = true;
+        else if (strcmp(argv[i], "--no-examples") == 0)
+            no_examples = true;
         else if (strcmp(argv[i], "--sql-dir") == 0 && i + 1 < argc)
             dir = argv[++i];
         else if (strncmp(argv[i], "--sql-dir=", 10) == 0)
             dir = argv[i] + 10;
         else {
             fprintf(stderr,
-                    "projectord: migrate: unexpected argument '%s' (--dry-run, --sql-dir "
-                    "DIR)\n",
+                    "projectord: migrate: unexpected argument '%s' (--dry-run, --examples, "
+                    "--no-examples, --sql-dir DIR)\n",
                     argv[i]);
             return EXIT_USAGE;
         }
     }
+    if (examples && no_examples) {
+        fprintf(stderr, "projectord: migrate: --examples and --no-examples: one or the other\n");
+        return EXIT_USAGE;
+    }
+    /* The build's default (CMake's PROJECTORD_EXAMPLES) unless said. */
+    if (!examples && !no_examples)
+        no_examples = !MIGRATE_EXAMPLES_DEFAULT;
     if (!dir || !*dir)
         dir = getenv(MIGRATE_SQL_DIR_ENV);
     if (!dir || !*dir)
@@ -554,6 +654,10 @@ int cli_migrate(const struct config *cfg, int argc, char **argv)
     struct mfile *files = load_files(dir, &n);
     if (!files)
         return EXIT_CONFIG;
+    if (!mark_examples(dir, no_examples, files, n)) {
+        free_files(files, n);
+        return EXIT_CONFIG;
+    }
 
     bool apart = config_apart(cfg->conninfo, cfg->target_conninfo);
     struct target targets[2] = {{.label = apart ? "event store: " : ""}, {.label = "read model: "}};
@@ -568,7 +672,7 @@ int cli_migrate(const struct config *cfg, int argc, char **argv)
                                                    "migrations are applied on the primary");
     }
     for (int i = 0; !rc && i < nt; i++)
-        rc = migrate_one(&targets[i], files, n, dir, dry_run);
+        rc = migrate_one(&targets[i], files, n, dir, dry_run, no_examples);
     for (int i = 0; i < nt; i++)
         PQfinish(targets[i].conn); /* the advisory lock goes with the session */
     free_files(files, n);

@@ -1,5 +1,6 @@
 /*
- * migrate: `projectord migrate [--dry-run] [--sql-dir DIR]`, the bundled
+ * migrate: `projectord migrate [--dry-run] [--examples|--no-examples]
+ * [--sql-dir DIR]`, the bundled
  * migrations applied in Flyway's order (every versioned V file by version,
  * then every repeatable repeatable/R__ file by name) and recorded in Flyway's history
  * table, public.flyway_schema_history, so projectord and Flyway can take
@@ -29,6 +30,20 @@
  * scans its locations recursively).
  */
 #define MIGRATE_REPEATABLE_DIR "repeatable"
+
+/*
+ * The example projections' migrations (their tables, and what later
+ * migrations change in them) are named in this file of the sql directory,
+ * one a line; --no-examples leaves them out (not applied, not recorded).
+ * Core migrations never touch the examples' tables (sql/README.md).
+ */
+#define MIGRATE_EXAMPLES_LIST "examples.list"
+
+/* Whether `migrate` applies the examples' migrations unless told (CMake's PROJECTORD_EXAMPLES). */
+#ifndef PROJECTORD_EXAMPLES
+#error "PROJECTORD_EXAMPLES (1: the four example projections built in) comes from CMakeLists.txt"
+#endif
+#define MIGRATE_EXAMPLES_DEFAULT PROJECTORD_EXAMPLES
 
 /* The advisory lock every `migrate` holds while it looks and applies (key2 0). */
 #define MIGRATE_LOCK 1886546541 /* "prjm" */
