@@ -249,10 +249,12 @@ static int prepare_statements(PGconn *conn, const struct projection *p, json_t *
 {
     const struct declared *d = declared_of(p);
     int rejected = 0;
+    bool no_table = false;
     for (int i = 0; p->statements[i].sql; i++) {
         PGresult *res = PQprepare(conn, "", p->statements[i].sql, 0, NULL);
         if (PQresultStatus(res) != PGRES_COMMAND_OK) {
             rejected++;
+            no_table = no_table || strcmp(pgconn_sqlstate(res), "42P01") == 0;
             if (d)
                 fprintf(stderr, "projectord: %s:%d: ", d->file, d->statement_lines[i]);
             else
@@ -269,6 +271,13 @@ static int prepare_statements(PGconn *conn, const struct projection *p, json_t *
         }
         PQclear(res);
     }
+    /* An example whose migrations `migrate --no-examples` left out, most likely: say what to do. */
+    if (no_table)
+        fprintf(stderr,
+                "projectord: projection %s: its tables are not there: apply its migration (an "
+                "example's: `projectord migrate --examples`), or disable it "
+                "(projections.%s.enabled = false)\n",
+                p->name, p->name);
     return rejected;
 }
 
