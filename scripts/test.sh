@@ -52,7 +52,7 @@ if [ "$quick" -eq 0 ]; then
   LSAN_OPTIONS="suppressions=$PWD/tests/lsan.supp" \
   UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
   PROJECTORD_TEST_SLOWDOWN=3 \
-  CTEST_EXCLUDE='integration[.](test_packaging$|test_debian_package$|test_fifth_projection$|test_operations_seeds$|test_schema$|declared[.])' \
+  CTEST_EXCLUDE='integration[.](test_packaging$|test_debian_package$|test_fifth_projection$|test_no_examples_build$|test_operations_seeds$|test_schema$|declared[.])' \
     run_pass build-asan -DPROJECTORD_SANITIZE=ON
 fi
 

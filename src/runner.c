@@ -1398,8 +1398,13 @@ static bool statement_rejected(struct runner *r)
     char where[300] = "";
     if (d)
         snprintf(where, sizeof where, " (%.240s:%d)", d->file, d->statement_lines[i]);
+    /* A missing table: most likely an example whose migrations `migrate --no-examples` left out. */
+    bool no_table = strcmp(r->err_state, "42P01") == 0;
     snprintf(r->unprepared_error, sizeof r->unprepared_error,
-             "statement %d%s does not prepare: %.300s", i, where, r->err_msg);
+             "statement %d%s does not prepare: %.300s%s", i, where, r->err_msg,
+             no_table ? " (apply its migration, an example's: `projectord migrate --examples`; "
+                        "or disable it)"
+                      : "");
     snprintf(r->unprepared_state, sizeof r->unprepared_state, "%s", r->err_state);
     log_error_f(RN_FIELDS(r, r->unprepared_state),
                 "%s: %s (SQLSTATE %s); the projection is failed until resumed or restarted",

@@ -241,10 +241,10 @@ def test_own_projection_without_examples_then_opt_back_in(cluster, request, work
         assert_streams_exact(db)
 
 
-def test_an_enabled_example_without_its_tables_is_named(cluster, workdir):
+def test_an_enabled_example_without_its_tables_is_named(cluster, request, workdir):
     """The examples left out but a projection of theirs still enabled (the
     default config): check-config says which and what to do, not only
-    `relation does not exist`."""
+    `relation does not exist`; so do `run`'s error and the status row."""
     db = new_db(cluster, "noex_enabled")
     assert migrate(db, "--no-examples").returncode == EXIT_OK
     config = os.path.join(workdir, "default.conf")
@@ -256,3 +256,13 @@ def test_an_enabled_example_without_its_tables_is_named(cluster, workdir):
     assert "projectord migrate --examples" in r.stderr and "catalog.enabled = false" in r.stderr
     # Once per projection, not once per statement.
     assert r.stderr.count("its tables are not there") == len(EXAMPLES)
+
+    only_catalog = {name: {"enabled": name == "catalog"} for name in EXAMPLES}
+    with daemon_starter(request, workdir, db.conninfo) as start:
+        d = start(projections=only_catalog)
+        d.wait_until(lambda conn: conn.execute(
+            "SELECT last_error FROM read_model.projection_metadata WHERE status = 'failed'").fetchall(),
+            30, "catalog to fail")
+        error = db.scalar("SELECT last_error FROM read_model.projection_metadata")
+        assert "does not exist" in error and "`projectord migrate --examples`; or disable it" in error
+        assert "projectord migrate --examples" in d.log()
