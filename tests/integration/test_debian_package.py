@@ -148,6 +148,7 @@ def test_package_contents(package):
     want |= {f"{DATADIR}/sql/repeatable/{f}" for f in os.listdir(os.path.join(sql, "repeatable"))
              if f.startswith("R__")}
     want.add(f"{DATADIR}/sql/adopt/original_event_store.sql")
+    want.add(f"{DATADIR}/sql/examples.list")  # which migrations `migrate --no-examples` leaves out
     want |= {f"{DATADIR}/projections/{f}"
              for f in os.listdir(os.path.join(REPO_ROOT, "projections", "declared")) if f.endswith(".conf")}
     want |= {f"{DATADIR}/examples/{f}" for f in os.listdir(os.path.join(REPO_ROOT, "examples", "declared"))}

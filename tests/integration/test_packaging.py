@@ -207,7 +207,7 @@ def test_install_layout(install):
     assert run([binary, "--version"]).stdout.split() == ["projectord", project_version()]
     assert os.path.isfile(inst.path("/etc/projectord/projectord.conf"))
     want_sql = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO_ROOT, "sql", "V*.sql"))
-                      + ["adopt", "repeatable"])
+                      + ["adopt", "repeatable", "examples.list"])
     got_sql = sorted(os.listdir(inst.path("/usr/share/projectord/sql")))
     assert got_sql == want_sql and want_sql
     want_r = sorted(os.path.basename(p) for p in glob.glob(os.path.join(REPO_ROOT, "sql", "repeatable", "R__*.sql")))
