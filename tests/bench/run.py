@@ -299,7 +299,7 @@ def metadata(conn):
 
 def daemon_backend_pids(conn):
     return [r[0] for r in conn.execute(
-        "SELECT pid FROM pg_stat_activity WHERE application_name = 'projectord'").fetchall()]
+        "SELECT pid FROM pg_stat_activity WHERE application_name = 'projectord' OR application_name LIKE 'projectord/%'").fetchall()]
 
 
 class CpuMeter:
