@@ -51,6 +51,23 @@ static int queue_load(struct runner *r)
     return pgconn_query(r->conn, SQL_LOAD_REBUILD, 2, params);
 }
 
+/*
+ * The shadow runner: it reads on its own (its own event types), into its
+ * own schema, writes its rebuild's checkpoint row (read_model.
+ * projection_rebuild, status 'rebuilding') and neither owns the projection
+ * nor writes its status row: the live runner, its parent, does.
+ */
+static const struct rn_kind shadow_kind = {
+    .label = " (rebuild)",
+    .what = "rebuild",
+    .resuming = "rebuild resuming",
+    .app_suffix = "/rebuild",
+    .schema = "projectord_rebuild_",
+    .schema_is_prefix = true,
+    .checkpoint_sql = SQL_REBUILD_CHECKPOINT,
+    .status = "rebuilding",
+};
+
 static void shadow_done(struct runner *child, void *arg)
 {
     (void)child;
@@ -62,8 +79,8 @@ static void rebuild_start(struct runner *r)
 {
     r->rebuild_requested = false;
     r->rebuild_ok = false;
-    r->child =
-        rn_create(r->loop, r->proj, r->pcfg, r->cfg, r->owner, r->fleet, NULL, r, shadow_done, r);
+    r->child = rn_create(r->loop, r->proj, r->pcfg, r->cfg, r->owner, r->fleet, NULL, &shadow_kind,
+                         r, shadow_done, r);
     if (!r->child) {
         log_error_f(RN_FIELDS(r, NULL), "%s: out of memory starting a rebuild", r->proj->name);
         return;
@@ -116,6 +133,17 @@ static void rebuild_lost(struct runner *r)
  * last_error, the one-shot command's exit 1).
  */
 static void rebuild_step(struct runner *r);
+
+/* Its setup began the rebuild (its tables exist) and loaded its checkpoint row, if still ours. */
+static bool rebuild_loaded(struct runner *r)
+{
+    r->rebuild_begun = true;
+    if (!r->cp_loaded) {
+        rebuild_lost(r);
+        return false;
+    }
+    return true;
+}
 
 static bool rebuild_setup_failed(struct runner *r)
 {
@@ -317,6 +345,7 @@ const struct rn_job rebuild_job = {
     .start = rebuild_start,
     .queue_setup = queue_begin,
     .queue_load = queue_load,
+    .loaded = rebuild_loaded,
     .setup_failed = rebuild_setup_failed,
     .step = rebuild_step,
     .stopped = rebuild_stopped,

@@ -28,7 +28,6 @@ static void replay_start(struct runner *r)
 {
     log_info_f(RN_FIELDS(r, NULL), "%s: replaying dead letters", r->proj->name);
     r->replay_requested = false;
-    r->replaying = true;
     r->job = &replay_job;
     r->replay_pos = 0;
     r->replayed = 0;
@@ -80,6 +79,16 @@ static void on_replay_listed(struct runner *r)
     tailer_fetch_positions(r->tail, r->replay_positions);
 }
 
+/* A replay batch ends with its counts (it writes no checkpoint). */
+static void send_replayed(struct runner *r)
+{
+    char applied[21];
+    const char *params[] = {r->proj->name, rn_fmt_i64(applied, r->processed)};
+    rn_begin_request(r, R_REPLAYED);
+    if (pgconn_query(r->conn, SQL_REPLAYED, 2, params) < 0 || pgconn_sync(r->conn) < 0)
+        rn_set_state(r, R_DOWN);
+}
+
 static void on_replayed(struct runner *r)
 {
     if (r->err_stmt >= 0) {
@@ -114,7 +123,6 @@ static void on_replay_done(struct runner *r)
         rn_step_failed(r, "finish replay", r->err_state, r->err_msg);
         return;
     }
-    r->replaying = false;
     r->job = NULL;
     r->replay_over = true;
     log_info_f(RN_FIELDS(r, NULL), "%s: replay over: %" PRId64 " dead letter(s) applied",
@@ -163,6 +171,8 @@ const struct rn_job replay_job = {
     .step = replay_fetch,
     .fetched_nothing = replay_finish,
     .applied = replay_drop_dead_letter,
+    .batch_applied = send_replayed,
+    .skips_bad = true,
     .on_result = replay_on_result,
     .on_sync = replay_on_sync,
 };
