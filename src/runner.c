@@ -403,6 +403,39 @@ void rn_begin_request(struct runner *r, enum rstate state)
     r->err_stmt = -1;
 }
 
+void rn_set_job(struct runner *r, const struct rn_job *job)
+{
+    if (job || r->job)
+        log_debug("%s%s: %s %s", r->proj->name, r->kind->label, job ? job->name : r->job->name,
+                  job ? "begins" : "ends");
+    r->job = job;
+    r->job_state = 0;
+}
+
+/* The job's own machine, by the same rule as the runner's (rn_set_state). */
+bool rn_set_job_state(struct runner *r, int to)
+{
+    const struct job_states *t = r->job->states;
+    if (r->job_state == to)
+        return true;
+    if (!job_state_allowed(t, r->job_state, to)) {
+        log_error_f(RN_FIELDS(r, NULL),
+                    "%s%s: internal error: state transition %s %s -> %s refused", r->proj->name,
+                    r->kind->label, t->job, job_state_name(t, r->job_state), job_state_name(t, to));
+        return false;
+    }
+    log_debug("%s%s: %s %s -> %s", r->proj->name, r->kind->label, t->job,
+              job_state_name(t, r->job_state), job_state_name(t, to));
+    r->job_state = to;
+    return true;
+}
+
+void rn_begin_job_request(struct runner *r, int to)
+{
+    rn_set_job_state(r, to);
+    rn_begin_request(r, R_JOB);
+}
+
 /* ---- lifecycle ---------------------------------------------------------- */
 
 /* A runner of kind `kind`: a live runner (parent NULL), or the shadow that rebuilds parent's. */
@@ -1600,12 +1633,8 @@ static void on_result(struct runner *r, const PGresult *res)
                 r->reload_pending = true;
         }
         break;
-    case R_SWAP:
-    case R_ABANDON:
-    case R_REPLAY_LIST:
-    case R_REPLAYED:
-    case R_REPLAY_DONE:
-        r->job->on_result(r, res); /* the job's own requests */
+    case R_JOB:
+        r->job->on_result(r, res); /* the job's own request */
         break;
     default:
         break;
@@ -1647,11 +1676,7 @@ static void on_sync(struct runner *r)
     case R_NOTE:
         after_note(r);
         break;
-    case R_SWAP:
-    case R_ABANDON:
-    case R_REPLAY_LIST:
-    case R_REPLAYED:
-    case R_REPLAY_DONE:
+    case R_JOB:
         r->job->on_sync(r);
         break;
     default:

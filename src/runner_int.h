@@ -102,6 +102,7 @@ struct runner {
     const struct rn_kind *kind; /* live or a rebuild's shadow: the policies that differ */
     /* The job under way besides tailing (struct rn_job): a shadow's rebuild, a replay; or NULL. */
     const struct rn_job *job;
+    int job_state; /* the job's own state (its table: rn_job.states), set by rn_set_job_state */
     const struct rn_jobs *jobs; /* live: the kinds of job it may start */
 
     /*
@@ -255,6 +256,18 @@ bool rn_set_state(struct runner *r, enum rstate to);
 /* Start a request in `state`: results are counted and errors recorded from here. */
 void rn_begin_request(struct runner *r, enum rstate state);
 
+/* The job under way from now (NULL: none), in its first state. */
+void rn_set_job(struct runner *r, const struct rn_job *job);
+
+/*
+ * The one place where a job's state changes: the same rule as rn_set_state,
+ * against the job's table (rstate.c). Returns false when refused.
+ */
+bool rn_set_job_state(struct runner *r, int to);
+
+/* Start a request of the job's own, in job state `to`: it runs in R_JOB and comes back to it. */
+void rn_begin_job_request(struct runner *r, int to);
+
 /* Remember the request's first failed statement (the others only say "aborted"). */
 void rn_record_error(struct runner *r, const PGresult *res);
 
@@ -292,6 +305,7 @@ int64_t rn_event_position(const struct runner *r, int i);
  */
 struct rn_job {
     const char *name;
+    const struct job_states *states; /* its own machine (rstate.h) */
     /* Live runner r asked for it: begin (a rebuild spawns the shadow that runs it). */
     void (*start)(struct runner *r);
     /* Session setup: queued before the projection's statements are prepared ... */
@@ -320,7 +334,7 @@ struct rn_job {
     void (*batch_applied)(struct runner *r);
     /* Its batches dead-letter a bad event whatever on_error says (a replay). */
     bool skips_bad;
-    /* Results and sync of the job's own requests (its states in enum rstate). */
+    /* Results and sync of the job's own requests (R_JOB; its state says which). */
     void (*on_result)(struct runner *r, const PGresult *res);
     void (*on_sync)(struct runner *r);
 };
