@@ -28,7 +28,9 @@
  * shared with the outside is the wake/stop flags. Rebuilds and dead-letter
  * replays are jobs of their own kinds, in runner_rebuild.c and
  * runner_replay.c above this core, which calls them only through their
- * hooks (struct rn_job, runner_int.h).
+ * hooks (struct rn_job, runner_int.h); their own requests run in R_JOB.
+ * What differs between the live runner and a rebuild's shadow is data, the
+ * runner's kind (struct rn_kind): this file reads as one runner.
  */
 #include <inttypes.h>
 #include <stdio.h>
