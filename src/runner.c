@@ -28,7 +28,9 @@
  * shared with the outside is the wake/stop flags. Rebuilds and dead-letter
  * replays are jobs of their own kinds, in runner_rebuild.c and
  * runner_replay.c above this core, which calls them only through their
- * hooks (struct rn_job, runner_int.h).
+ * hooks (struct rn_job, runner_int.h); their own requests run in R_JOB.
+ * What differs between the live runner and a rebuild's shadow is data, the
+ * runner's kind (struct rn_kind): this file reads as one runner.
  */
 #include <inttypes.h>
 #include <stdio.h>
@@ -70,18 +72,33 @@
     " read and the read model written on the primary; point database.conninfo at the primary"      \
     " (checking again with backoff)"
 
-/* The runner's own statements, prepared once per session next to the handlers'. */
-enum runner_stmt { RS_CHECKPOINT, RS_REBUILD_CHECKPOINT, RS_DEAD_LETTER, RS_NOTE, RS_COUNT };
+/*
+ * The runner's own statements, prepared once per session next to the
+ * handlers'. The checkpoint's SQL is its kind's (a shadow's writes its
+ * rebuild's row).
+ */
+enum runner_stmt { RS_CHECKPOINT, RS_DEAD_LETTER, RS_NOTE, RS_COUNT };
 static const struct {
     const char *name;
     const char *sql;
     int nparams;
 } runner_stmts[RS_COUNT] = {
-    [RS_CHECKPOINT] = {"checkpoint", SQL_CHECKPOINT, SQL_CHECKPOINT_NPARAMS},
-    [RS_REBUILD_CHECKPOINT] = {"rebuild_checkpoint", SQL_REBUILD_CHECKPOINT,
-                               SQL_CHECKPOINT_NPARAMS},
+    [RS_CHECKPOINT] = {"checkpoint", NULL, SQL_CHECKPOINT_NPARAMS},
     [RS_DEAD_LETTER] = {"dead_letter", SQL_DEAD_LETTER, 7},
     [RS_NOTE] = {"note", SQL_NOTE, 8},
+};
+
+/* The live runner: it owns the projection, writes its status and reads with the others. */
+const struct rn_kind rn_live_kind = {
+    .label = "",
+    .what = "projection",
+    .resuming = "owned by this instance; resuming",
+    .app_suffix = "",
+    .schema = "read_model",
+    .shares_reads = true,
+    .owns = true,
+    .writes_status = true,
+    .checkpoint_sql = SQL_CHECKPOINT,
 };
 
 static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGresult *res,
@@ -94,7 +111,6 @@ static void reap_cb(struct ev_loop *loop, ev_timer *w, int revents);
 static void send_batch(struct runner *r);
 static void send_checkpoint(struct runner *r);
 static void on_claim_done(struct runner *r);
-static void send_replayed(struct runner *r);
 static void tail_news(void *arg, const struct tail_news *news);
 static void send_register(struct runner *r);
 static void stand_by(struct runner *r);
@@ -302,7 +318,7 @@ void rn_record_error(struct runner *r, const PGresult *res)
  */
 static void note_status(struct runner *r)
 {
-    if (r->shadow || r->state == R_DONE)
+    if (!r->kind->writes_status || r->state == R_DONE)
         return; /* rn_finish says "stopped" */
     const char *status;
     if (r->state == R_STANDBY)
@@ -371,11 +387,10 @@ bool rn_set_state(struct runner *r, enum rstate to)
     }
     if (!rstate_allowed(r->state, to)) {
         log_error_f(RN_FIELDS(r, NULL), "%s%s: internal error: state transition %s -> %s refused",
-                    r->proj->name, r->shadow ? " (rebuild)" : "", rstate_name(r->state),
-                    rstate_name(to));
+                    r->proj->name, r->kind->label, rstate_name(r->state), rstate_name(to));
         return false;
     }
-    log_debug("%s%s: %s -> %s", r->proj->name, r->shadow ? " (rebuild)" : "", rstate_name(r->state),
+    log_debug("%s%s: %s -> %s", r->proj->name, r->kind->label, rstate_name(r->state),
               rstate_name(to));
     r->state = to;
     note_status(r);
@@ -390,13 +405,47 @@ void rn_begin_request(struct runner *r, enum rstate state)
     r->err_stmt = -1;
 }
 
+void rn_set_job(struct runner *r, const struct rn_job *job)
+{
+    if (job || r->job)
+        log_debug("%s%s: %s %s", r->proj->name, r->kind->label, job ? job->name : r->job->name,
+                  job ? "begins" : "ends");
+    r->job = job;
+    r->job_state = 0;
+}
+
+/* The job's own machine, by the same rule as the runner's (rn_set_state). */
+bool rn_set_job_state(struct runner *r, int to)
+{
+    const struct job_states *t = r->job->states;
+    if (r->job_state == to)
+        return true;
+    if (!job_state_allowed(t, r->job_state, to)) {
+        log_error_f(RN_FIELDS(r, NULL),
+                    "%s%s: internal error: state transition %s %s -> %s refused", r->proj->name,
+                    r->kind->label, t->job, job_state_name(t, r->job_state), job_state_name(t, to));
+        return false;
+    }
+    log_debug("%s%s: %s %s -> %s", r->proj->name, r->kind->label, t->job,
+              job_state_name(t, r->job_state), job_state_name(t, to));
+    r->job_state = to;
+    return true;
+}
+
+void rn_begin_job_request(struct runner *r, int to)
+{
+    rn_set_job_state(r, to);
+    rn_begin_request(r, R_JOB);
+}
+
 /* ---- lifecycle ---------------------------------------------------------- */
 
-/* A live runner (shadow = NULL), or the shadow that rebuilds parent's tables. */
+/* A runner of kind `kind`: a live runner (parent NULL), or the shadow that rebuilds parent's. */
 struct runner *rn_create(struct ev_loop *loop, const struct projection *p,
                          const struct projection_config *pc, const struct config *cfg,
                          const char *owner, struct fleet *fleet, struct runner_stats *stats,
-                         struct runner *parent, runner_done_cb done, void *done_arg)
+                         const struct rn_kind *kind, struct runner *parent, runner_done_cb done,
+                         void *done_arg)
 {
     struct runner *r = calloc(1, sizeof *r);
     if (!r)
@@ -407,6 +456,7 @@ struct runner *rn_create(struct ev_loop *loop, const struct projection *p,
                          .cfg = cfg,
                          .owner = owner,
                          .fleet = fleet,
+                         .kind = kind,
                          .done = done,
                          .done_arg = done_arg,
                          .state = R_DOWN,
@@ -416,12 +466,11 @@ struct runner *rn_create(struct ev_loop *loop, const struct projection *p,
     snprintf(r->version, sizeof r->version, "%d", p->version);
     r->types = types_literal(p);
     r->tables = tables_literal(p);
-    r->shadow = parent != NULL;
     r->parent = parent;
     char label[128], path[128];
-    snprintf(label, sizeof label, "%s%s", p->name, r->shadow ? " (rebuild)" : "");
-    snprintf(path, sizeof path, "%s%s, public", r->shadow ? "projectord_rebuild_" : "read_model",
-             r->shadow ? p->name : "");
+    snprintf(label, sizeof label, "%s%s", p->name, kind->label);
+    snprintf(path, sizeof path, "%s%s, public", kind->schema,
+             kind->schema_is_prefix ? p->name : "");
     r->search_path = strdup(path);
     r->conn = pgconn_new(loop, label, config_target(cfg), conn_cb, r);
     r->src = r->conn;
@@ -433,7 +482,7 @@ struct runner *rn_create(struct ev_loop *loop, const struct projection *p,
     /* pg_stat_activity tells the projections' sessions apart (pgconn.h: unless the conninfo names
      * one) */
     char appname[128];
-    snprintf(appname, sizeof appname, "projectord/%s%s", p->name, r->shadow ? "/rebuild" : "");
+    snprintf(appname, sizeof appname, "projectord/%s%s", p->name, kind->app_suffix);
     for (int i = 0; i < 2 && r->conn && r->src; i++) {
         struct pgconn *c = i == 0 ? r->conn : r->src;
         pgconn_set_log_projection(c, p->name);
@@ -453,7 +502,7 @@ struct runner *rn_create(struct ev_loop *loop, const struct projection *p,
                                   .src = r->src,
                                   .separate = r->src != r->conn,
                                   .share = fleet->share,
-                                  .may_share = !r->shadow, /* a shadow reads its own types */
+                                  .may_share = kind->shares_reads,
                                   .cfg = cfg,
                                   .cp = &r->cp,
                                   .types = r->types,
@@ -537,7 +586,7 @@ void runner_gauges(const struct runner *r, struct runner_gauges *out)
 
 void runner_start(struct runner *r)
 {
-    if (!r->shadow)
+    if (r->kind->writes_status)
         ev_timer_start(r->loop, &r->heartbeat_timer);
     pgconn_start(r->conn);
     if (r->src != r->conn)
@@ -555,7 +604,7 @@ void rn_finish(struct runner *r)
     if (r->src != r->conn)
         pgconn_close(r->src);
     log_info_f(RN_FIELDS(r, NULL), "%s%s: stopped at position %" PRId64, r->proj->name,
-               r->shadow ? " (rebuild)" : "", r->cp.last_position);
+               r->kind->label, r->cp.last_position);
     r->done(r, r->done_arg);
 }
 
@@ -565,8 +614,6 @@ static void after_note(struct runner *r);
 
 static int exec_stmt(struct runner *r, enum runner_stmt st, const char *const *params)
 {
-    if (st == RS_CHECKPOINT && r->shadow)
-        st = RS_REBUILD_CHECKPOINT;
     return pgconn_exec_prepared(r->conn, runner_stmts[st].name, runner_stmts[st].nparams, params);
 }
 
@@ -581,7 +628,7 @@ static void send_note(struct runner *r, const char *status, const char *error, c
         r->proj->name, status,      r->owner, error, sqlstate && *sqlstate ? sqlstate : NULL,
         instance_key,  instance_id, stall};
     r->after_note = then;
-    if (r->shadow || !r->holds_lock) {
+    if (!r->kind->writes_status || !r->holds_lock) {
         /*
          * Only the owner writes the status row (a stand-by would overwrite
          * the owner's); a rebuild's is its checkpoint.
@@ -596,7 +643,7 @@ static void send_note(struct runner *r, const char *status, const char *error, c
 
 static void wait_and_retry(struct runner *r);
 
-/* What a status note was for, once it is written (or, for a shadow, skipped). */
+/* What a status note was for, once it is written (or skipped: not the status row's writer). */
 static void after_note(struct runner *r)
 {
     if (r->after_note == NOTE_THEN_DONE)
@@ -648,7 +695,7 @@ void rn_step_failed(struct runner *r, const char *what, const char *sqlstate, co
  */
 static void set_owned(struct runner *r, bool owned)
 {
-    if (r->shadow || owned == r->holds_lock)
+    if (!r->kind->owns || owned == r->holds_lock)
         return;
     r->holds_lock = owned;
     r->fleet->owned += owned ? 1 : -1;
@@ -683,7 +730,8 @@ static bool queue_session(struct runner *r)
               pgconn_query(r->conn, SQL_SESSION_SETUP, 1, path) == 0 &&
               (r->src != r->conn || tailer_queue_statements(r->tail, r->conn) == 0);
     for (int i = 0; ok && i < RS_COUNT; i++)
-        ok = pgconn_prepare(r->conn, runner_stmts[i].name, runner_stmts[i].sql,
+        ok = pgconn_prepare(r->conn, runner_stmts[i].name,
+                            runner_stmts[i].sql ? runner_stmts[i].sql : r->kind->checkpoint_sql,
                             runner_stmts[i].nparams) == 0;
     return ok;
 }
@@ -741,7 +789,7 @@ static void stop_for_foreign_ids(struct runner *r, const char *message)
     r->failed = true;
     snprintf(r->err_msg, sizeof r->err_msg, "%s", message);
     log_error_f(RN_FIELDS(r, SQLSTATE_FOREIGN_IDS), "%s%s: %s (SQLSTATE %s)", r->proj->name,
-                r->shadow ? " (rebuild)" : "", r->err_msg, SQLSTATE_FOREIGN_IDS);
+                r->kind->label, r->err_msg, SQLSTATE_FOREIGN_IDS);
     send_note(r, "failed", r->err_msg, SQLSTATE_FOREIGN_IDS, NOTE_THEN_NEXT);
 }
 
@@ -837,8 +885,11 @@ static bool handles_any(const struct runner *r)
 
 static void after_fetch(struct runner *r)
 {
-    /* The batch's first event is the oldest still to apply (a replay's are old dead letters). */
-    if (!r->shadow && !r->replaying && r->nevents > 0)
+    /*
+     * The batch's first event is the oldest still to apply: the lag is the
+     * tail's (a job's batches are not: a replay's are old dead letters).
+     */
+    if (!r->job && r->nevents > 0)
         r->pending_since = tailread_epoch(rn_event_value(r, 0, FC_OCCURRED_AT));
     if (r->job && r->job->fetched_nothing && r->nevents == 0) {
         r->job->fetched_nothing(r);
@@ -983,7 +1034,7 @@ static void send_batch(struct runner *r)
     rn_begin_request(r, R_APPLY);
     r->processed = r->ignored = r->skipped = 0;
     r->cut = r->nevents;
-    r->stop_on_error = r->pcfg->on_error == ON_ERROR_STOP && !r->replaying;
+    r->stop_on_error = r->pcfg->on_error == ON_ERROR_STOP && !(r->job && r->job->skips_bad);
     for (int i = 0; i < r->nevents; i++) {
         int rc = queue_event(r, i);
         if (rc < 0) {
@@ -1000,25 +1051,16 @@ static void send_batch(struct runner *r)
         pgconn_reset(r->conn, "batch flush failed");
         return;
     }
-    if (!r->replaying) {
+    if (!r->job || !r->job->batch_applied) {
         send_commit(r);
         return;
     }
+    /* A job that ends its batches itself (a replay) waits for their statements' results. */
     if (r->ctx.n == 0) {
-        send_replayed(r);
+        r->job->batch_applied(r);
         return;
     }
     if (pgconn_flush_request(r->conn) < 0)
-        rn_set_state(r, R_DOWN);
-}
-
-/* A replay batch ends with its counts (it writes no checkpoint). */
-static void send_replayed(struct runner *r)
-{
-    char applied[21];
-    const char *params[] = {r->proj->name, rn_fmt_i64(applied, r->processed)};
-    rn_begin_request(r, R_REPLAYED);
-    if (pgconn_query(r->conn, SQL_REPLAYED, 2, params) < 0 || pgconn_sync(r->conn) < 0)
         rn_set_state(r, R_DOWN);
 }
 
@@ -1035,7 +1077,7 @@ static void on_statement_result(struct runner *r, const PGresult *res)
     r->results++;
 }
 
-/* A replay batch's statements: its counts go out once they have all applied. */
+/* A job's batch's statements: the job ends the batch once they have all applied. */
 static void on_apply_result(struct runner *r, const PGresult *res)
 {
     on_statement_result(r, res);
@@ -1047,7 +1089,7 @@ static void on_apply_result(struct runner *r, const PGresult *res)
             rn_set_state(r, R_DOWN);
         return;
     }
-    send_replayed(r);
+    r->job->batch_applied(r);
 }
 
 static void on_rollback_done(struct runner *r)
@@ -1154,7 +1196,7 @@ int rn_queue_checkpoint(struct runner *r)
         rn_fmt_i64(ignored, r->ignored_unsaved),
         rn_fmt_i64(skipped, r->skipped),
         rn_fmt_i64(head, r->head),
-        r->shadow && !stop_at ? "rebuilding" : status,
+        r->kind->status && !stop_at ? r->kind->status : status,
         r->owner,
         stop_at ? stop_at->error : NULL,
         stop_at && stop_at->sqlstate[0] ? stop_at->sqlstate : NULL,
@@ -1236,10 +1278,9 @@ static void committed(struct runner *r)
                  rn_event_position(r, stop_at->index),
                  rn_event_value(r, stop_at->index, FC_EVENT_TYPE), stop_at->error);
         log_error_f(RN_EVENT_FIELDS(r, rn_event_position(r, stop_at->index), stop_at->sqlstate),
-                    "%s%s: %s%s%s; %s stopped (on_error = stop)", r->proj->name,
-                    r->shadow ? " (rebuild)" : "", r->err_msg,
-                    stop_at->sqlstate[0] ? ", SQLSTATE " : "", stop_at->sqlstate,
-                    r->shadow ? "rebuild" : "projection");
+                    "%s%s: %s%s%s; %s stopped (on_error = stop)", r->proj->name, r->kind->label,
+                    r->err_msg, stop_at->sqlstate[0] ? ", SQLSTATE " : "", stop_at->sqlstate,
+                    r->kind->what);
     }
     for (size_t i = 0; stop_at == NULL && i < r->nbad; i++)
         log_warning_f(RN_EVENT_FIELDS(r, rn_event_position(r, r->bad[i].index), r->bad[i].sqlstate),
@@ -1290,7 +1331,8 @@ static void on_commit_done(struct runner *r)
         committed(r);
         return;
     }
-    if (strcmp(r->err_state, SQLSTATE_CHECKPOINT_MOVED) == 0 && r->shadow) {
+    if (strcmp(r->err_state, SQLSTATE_CHECKPOINT_MOVED) == 0 && r->job && r->job->lost) {
+        /* The job's checkpoint row (a rebuild's) is another instance's now. */
         rn_clear_batch(r);
         r->job->lost(r);
         return;
@@ -1338,7 +1380,7 @@ static void send_setup(struct runner *r)
         ok = pgconn_prepare(r->conn, name, r->proj->statements[i].sql,
                             r->proj->statements[i].nparams) == 0;
     }
-    if (!ok || (r->shadow ? r->job->queue_load(r) : send_claim_statement(r)) < 0 ||
+    if (!ok || (r->kind->owns ? send_claim_statement(r) : r->job->queue_load(r)) < 0 ||
         pgconn_sync(r->conn) < 0)
         rn_set_state(r, R_DOWN);
 }
@@ -1367,16 +1409,14 @@ static void on_setup_done(struct runner *r)
 {
     if (r->err_stmt >= 0 && r->job && r->job->setup_failed && r->job->setup_failed(r))
         return;
-    if (!r->shadow || r->err_stmt >= 0) {
+    if (r->kind->owns || r->err_stmt >= 0) {
         on_claim_done(r);
         return;
     }
+    /* A kind that does not own loaded its job's checkpoint instead of claiming. */
     r->set_up = true;
-    r->rebuild_begun = true;
-    if (!r->cp_loaded) {
-        r->job->lost(r);
+    if (r->job->loaded && !r->job->loaded(r))
         return;
-    }
     on_register_done(r);
 }
 
@@ -1391,7 +1431,7 @@ static bool statement_rejected(struct runner *r)
     while (r->proj->statements[n].sql)
         n++;
     int first = (int)r->results - 1 - n;
-    if (r->shadow || r->unprepared || r->err_stmt < first || r->err_stmt >= first + n)
+    if (!r->kind->writes_status || r->unprepared || r->err_stmt < first || r->err_stmt >= first + n)
         return false;
     int i = r->err_stmt - first;
     const struct declared *d = declared_of(r->proj);
@@ -1451,7 +1491,7 @@ static void send_register(struct runner *r)
 /* A projection built by other code than this binary's is rebuilt (if so configured). */
 static void check_version(struct runner *r, const char *stored)
 {
-    if (r->shadow || !stored || strcmp(stored, r->version) == 0 || r->rebuild_requested)
+    if (!r->jobs || !stored || strcmp(stored, r->version) == 0 || r->rebuild_requested)
         return;
     if (!r->cfg->rebuild_on_version_change) {
         log_warning_f(RN_FIELDS(r, NULL),
@@ -1505,8 +1545,8 @@ static void on_register_done(struct runner *r)
         return;
     }
     log_info_f(RN_FIELDS(r, NULL), "%s: %s at position %" PRId64 "%s", r->proj->name,
-               r->shadow ? "rebuild resuming" : "owned by this instance; resuming",
-               r->cp.last_position, r->cp.window_open ? " (inside a window)" : "");
+               r->kind->resuming, r->cp.last_position,
+               r->cp.window_open ? " (inside a window)" : "");
     r->announced = false;
     r->window_seen = false; /* live or catching up: the first window tells (note_status) */
     r->progress_at = ev_now(r->loop); /* the metrics' stall clock starts with ownership */
@@ -1553,10 +1593,10 @@ static void on_result(struct runner *r, const PGresult *res)
 {
     switch (r->state) {
     case R_SETUP:
-        if (r->shadow)
-            on_register_result(r, res);
-        else
+        if (r->kind->owns)
             on_claim_result(r, res);
+        else
+            on_register_result(r, res); /* the job's load ends its setup */
         break;
     case R_CLAIM:
         on_claim_result(r, res);
@@ -1584,7 +1624,7 @@ static void on_result(struct runner *r, const PGresult *res)
                 (int)parse_i64(PQgetvalue(res, 0, 0)); /* While a rebuild or replay runs its request
                                                           stays set: it is not a new one. */
             r->rebuild_requested |= !r->child && strcmp(PQgetvalue(res, 0, 1), "t") == 0;
-            r->replay_requested |= !r->replaying && strcmp(PQgetvalue(res, 0, 3), "t") == 0;
+            r->replay_requested |= !r->job && strcmp(PQgetvalue(res, 0, 3), "t") == 0;
             bool resume = strcmp(PQgetvalue(res, 0, 2), "t") == 0;
             if (r->failed && resume) {
                 log_info_f(RN_FIELDS(r, NULL),
@@ -1600,12 +1640,8 @@ static void on_result(struct runner *r, const PGresult *res)
                 r->reload_pending = true;
         }
         break;
-    case R_SWAP:
-    case R_ABANDON:
-    case R_REPLAY_LIST:
-    case R_REPLAYED:
-    case R_REPLAY_DONE:
-        r->job->on_result(r, res); /* the job's own requests */
+    case R_JOB:
+        r->job->on_result(r, res); /* the job's own request */
         break;
     default:
         break;
@@ -1647,11 +1683,7 @@ static void on_sync(struct runner *r)
     case R_NOTE:
         after_note(r);
         break;
-    case R_SWAP:
-    case R_ABANDON:
-    case R_REPLAY_LIST:
-    case R_REPLAYED:
-    case R_REPLAY_DONE:
+    case R_JOB:
         r->job->on_sync(r);
         break;
     default:
@@ -1674,7 +1706,7 @@ static void src_event(struct runner *r, enum pgconn_event ev, const PGresult *re
         return;
     }
     if (!r->src_standby) {
-        if (!r->shadow) /* its live runner says it */
+        if (r->kind->writes_status) /* else its owner's runner says it */
             log_error_f(RN_FIELDS(r, NULL), "%s: %s", r->proj->name, STANDBY_SOURCE);
         r->stats->errors++;
         r->src_standby = true;
@@ -1701,7 +1733,7 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
         break;
     case PGCONN_STANDBY:
         /* Nothing can be written there, the status row neither: say it here, once. */
-        if (!r->standby_said && !r->shadow)
+        if (!r->standby_said && r->kind->writes_status)
             log_error_f(RN_FIELDS(r, NULL), "%s: %s", r->proj->name,
                         r->src == r->conn ? STANDBY_BOTH : STANDBY_TARGET);
         r->standby_said = true;
@@ -1737,10 +1769,11 @@ static void conn_cb(struct pgconn *c, void *arg, enum pgconn_event ev, const PGr
 void rn_next_step(struct runner *r)
 {
     rn_set_state(r, R_IDLE);
-    tailer_set_sharing(r->tail, r->holds_lock && !r->failed && !r->src_standby && !r->stopping &&
-                                    !r->replaying);
+    /* A job reads on its own (a replay reads dead letters). */
+    tailer_set_sharing(r->tail,
+                       r->holds_lock && !r->failed && !r->src_standby && !r->stopping && !r->job);
     tailer_leave_passed(r->tail);
-    bool over_share = !r->shadow && !r->child && r->fleet->owned > fleet_share(r->fleet);
+    bool over_share = r->kind->owns && !r->child && r->fleet->owned > fleet_share(r->fleet);
     if ((r->stopping || over_share) && r->dirty) {
         rn_clear_batch(r);
         send_checkpoint(r);
@@ -1770,7 +1803,7 @@ void rn_next_step(struct runner *r)
         send_register(r);
         return;
     }
-    if (r->src_standby && !r->standby_noted && r->holds_lock && !r->shadow) {
+    if (r->src_standby && !r->standby_noted && r->holds_lock) {
         r->standby_noted = true;
         r->heartbeat_due = false;
         send_note(r, "failed", STANDBY_SOURCE, NULL, NOTE_THEN_NEXT);
@@ -1782,18 +1815,19 @@ void rn_next_step(struct runner *r)
         send_note(r, current_status(r), NULL, NULL, NOTE_THEN_NEXT);
         return;
     }
-    if (r->replay_requested && !r->replaying && !r->shadow)
+    /*
+     * A job runs alone: a replay inside this runner, a rebuild in its shadow
+     * (whose job it is from the start). Only the live runner starts one
+     * (jobs: the kinds it may start).
+     */
+    if (r->jobs && r->replay_requested && !r->job)
         r->jobs->replay->start(r);
-    if (r->replaying) {
+    if (r->job) {
         r->job->step(r);
         return;
     }
-    if (r->rebuild_requested && !r->child && !r->shadow)
+    if (r->jobs && r->rebuild_requested && !r->child)
         r->jobs->rebuild->start(r);
-    if (r->shadow) {
-        r->job->step(r);
-        return;
-    }
     if (r->failed)
         return;
     if (r->cp.window_open || (r->wake_pending && !r->held))
@@ -1815,8 +1849,9 @@ void runner_stop(struct runner *r)
     r->stopping = true;
     if (r->child)
         runner_stop(r->child);
-    if (r->state == R_IDLE || (r->shadow && r->state == R_WAIT && pgconn_idle(r->conn)))
-        rn_next_step(r); /* a shadow between retries may still have to give itself up */
+    if (r->state == R_IDLE ||
+        (r->job && r->job->stopped && r->state == R_WAIT && pgconn_idle(r->conn)))
+        rn_next_step(r); /* a job between retries may still have to give itself up */
     else if (r->state == R_DOWN || r->state == R_WAIT || r->state == R_STANDBY)
         rn_finish(r);
 }
@@ -1834,7 +1869,7 @@ static void retry_cb(struct ev_loop *loop, ev_timer *w, int revents)
     }
     if (!r->set_up)
         send_setup(r);
-    else if (!r->holds_lock && !r->shadow)
+    else if (!r->holds_lock && r->kind->owns)
         send_claim(r);
     else
         rn_next_step(r);

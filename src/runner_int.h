@@ -99,8 +99,10 @@ struct runner {
     char unprepared_state[6];
     char unprepared_error[BATCH_ERR_MAX];
 
+    const struct rn_kind *kind; /* live or a rebuild's shadow: the policies that differ */
     /* The job under way besides tailing (struct rn_job): a shadow's rebuild, a replay; or NULL. */
     const struct rn_job *job;
+    int job_state; /* the job's own state (its table: rn_job.states), set by rn_set_job_state */
     const struct rn_jobs *jobs; /* live: the kinds of job it may start */
 
     /*
@@ -109,7 +111,6 @@ struct runner {
      * it holds the live runner (no new window), catches up once more and
      * swaps tables and checkpoint in; the live runner then reloads.
      */
-    bool shadow;            /* this runner builds the shadow tables */
     struct runner *parent;  /* shadow: the live runner */
     struct runner *child;   /* live: the shadow under way, or NULL */
     bool rebuild_requested; /* live: asked for in the status table, or a version change */
@@ -130,10 +131,9 @@ struct runner {
     /* Replaying dead letters (projectord replay-dead-letters), in position order. */
     bool replay_requested;
     bool replay_then_stop; /* a one-shot replay: stop when it is over */
-    bool replaying;
-    int64_t replay_pos; /* dead letters up to here are done with */
-    int64_t replayed;   /* applied by this replay */
-    bool replay_over;   /* the last replay went through to the end */
+    int64_t replay_pos;    /* dead letters up to here are done with */
+    int64_t replayed;      /* applied by this replay */
+    bool replay_over;      /* the last replay went through to the end */
 
     struct checkpoint cp;
     int64_t head;
@@ -195,13 +195,50 @@ struct runner {
     bool standby_said;  /* conn on one (nothing can be written there): logged once */
 };
 
+/*
+ * A kind of runner: what differs between the live runner of a projection
+ * and the shadow runner of its rebuild, as data the core reads (it never
+ * asks which kind it is). Each kind is defined where it lives: the live one
+ * in runner.c (rn_live_kind), the shadow in runner_rebuild.c, which hands
+ * it to rn_create.
+ */
+struct rn_kind {
+    const char *label;      /* after the projection's name in the log: "" or " (rebuild)" */
+    const char *what;       /* what a bad event stops (on_error = stop): "projection", ... */
+    const char *resuming;   /* the log's word when its checkpoint is loaded */
+    const char *app_suffix; /* after application_name's projectord/NAME: "" or "/rebuild" */
+    const char *schema;     /* search_path's first schema, or its prefix ... */
+    bool schema_is_prefix;  /* ... to which the projection's name is appended */
+    bool shares_reads;      /* may read with the instance's other runners (tailer.h) */
+    /*
+     * Owns the projection: claims its lock, counts in the instance's share
+     * (fleet.h), is handed over when over it. A kind that does not own runs
+     * under the owner's runner, and its job loads its own checkpoint row
+     * in the setup instead of the claim (rn_job.queue_load).
+     */
+    bool owns;
+    /*
+     * Writes the status row (notes, heartbeats, a statement that does not
+     * prepare: failed until resumed) and tells the log the projection's
+     * status and its hot standbys; another kind's owner says all that.
+     */
+    bool writes_status;
+    const char *checkpoint_sql; /* its checkpoint (SQL_CHECKPOINT's parameters and answer) */
+    const char *status;         /* the status its checkpoint writes; NULL: the checkpoint's own */
+};
+
 /* ---- runner.c ------------------------------------------------------------ */
 
-/* A live runner (parent NULL), or the shadow that rebuilds parent's tables. */
+/* The live runner's kind (the core's own). */
+extern const struct rn_kind rn_live_kind;
+
+/* A runner of that kind: a live runner (parent NULL), or the shadow that rebuilds parent's tables.
+ */
 struct runner *rn_create(struct ev_loop *loop, const struct projection *p,
                          const struct projection_config *pc, const struct config *cfg,
                          const char *owner, struct fleet *fleet, struct runner_stats *stats,
-                         struct runner *parent, runner_done_cb done, void *done_arg);
+                         const struct rn_kind *kind, struct runner *parent, runner_done_cb done,
+                         void *done_arg);
 
 /* Decide what to do once a step has completed and the connection is idle. */
 void rn_next_step(struct runner *r);
@@ -218,6 +255,18 @@ bool rn_set_state(struct runner *r, enum rstate to);
 
 /* Start a request in `state`: results are counted and errors recorded from here. */
 void rn_begin_request(struct runner *r, enum rstate state);
+
+/* The job under way from now (NULL: none), in its first state. */
+void rn_set_job(struct runner *r, const struct rn_job *job);
+
+/*
+ * The one place where a job's state changes: the same rule as rn_set_state,
+ * against the job's table (rstate.c). Returns false when refused.
+ */
+bool rn_set_job_state(struct runner *r, int to);
+
+/* Start a request of the job's own, in job state `to`: it runs in R_JOB and comes back to it. */
+void rn_begin_job_request(struct runner *r, int to);
 
 /* Remember the request's first failed statement (the others only say "aborted"). */
 void rn_record_error(struct runner *r, const PGresult *res);
@@ -256,12 +305,15 @@ int64_t rn_event_position(const struct runner *r, int i);
  */
 struct rn_job {
     const char *name;
+    const struct job_states *states; /* its own machine (rstate.h) */
     /* Live runner r asked for it: begin (a rebuild spawns the shadow that runs it). */
     void (*start)(struct runner *r);
     /* Session setup: queued before the projection's statements are prepared ... */
     int (*queue_setup)(struct runner *r);
     /* ... and last, instead of the claim (its results come as R_SETUP's). */
     int (*queue_load)(struct runner *r);
+    /* The setup (queue_load's) came back: false when the job is over (NULL: go on). */
+    bool (*loaded)(struct runner *r);
     /* The setup failed: true when the job gave up for good (NULL, false: retry). */
     bool (*setup_failed)(struct runner *r);
     /* Between batches: send the job's next request. */
@@ -274,7 +326,15 @@ struct rn_job {
     void (*fetched_nothing)(struct runner *r);
     /* Inside a batch: event i applied; queue what goes with it (-1: failed). */
     int (*applied)(struct runner *r, int i);
-    /* Results and sync of the job's own requests (its states in enum rstate). */
+    /*
+     * The batch's statements all applied (maybe none): end it with the
+     * job's own request (NULL: the tail's checkpoint and the sync go right
+     * behind the statements, one round trip).
+     */
+    void (*batch_applied)(struct runner *r);
+    /* Its batches dead-letter a bad event whatever on_error says (a replay). */
+    bool skips_bad;
+    /* Results and sync of the job's own requests (R_JOB; its state says which). */
     void (*on_result)(struct runner *r, const PGresult *res);
     void (*on_sync)(struct runner *r);
 };

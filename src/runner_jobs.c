@@ -13,7 +13,8 @@ struct runner *runner_new(struct ev_loop *loop, const struct projection *p,
                           const char *owner, struct fleet *fleet, struct runner_stats *stats,
                           runner_done_cb done, void *done_arg)
 {
-    struct runner *r = rn_create(loop, p, pc, cfg, owner, fleet, stats, NULL, done, done_arg);
+    struct runner *r =
+        rn_create(loop, p, pc, cfg, owner, fleet, stats, &rn_live_kind, NULL, done, done_arg);
     if (r)
         r->jobs = &jobs;
     return r;

@@ -51,6 +51,23 @@ static int queue_load(struct runner *r)
     return pgconn_query(r->conn, SQL_LOAD_REBUILD, 2, params);
 }
 
+/*
+ * The shadow runner: it reads on its own (its own event types), into its
+ * own schema, writes its rebuild's checkpoint row (read_model.
+ * projection_rebuild, status 'rebuilding') and neither owns the projection
+ * nor writes its status row: the live runner, its parent, does.
+ */
+static const struct rn_kind shadow_kind = {
+    .label = " (rebuild)",
+    .what = "rebuild",
+    .resuming = "rebuild resuming",
+    .app_suffix = "/rebuild",
+    .schema = "projectord_rebuild_",
+    .schema_is_prefix = true,
+    .checkpoint_sql = SQL_REBUILD_CHECKPOINT,
+    .status = "rebuilding",
+};
+
 static void shadow_done(struct runner *child, void *arg)
 {
     (void)child;
@@ -62,13 +79,13 @@ static void rebuild_start(struct runner *r)
 {
     r->rebuild_requested = false;
     r->rebuild_ok = false;
-    r->child =
-        rn_create(r->loop, r->proj, r->pcfg, r->cfg, r->owner, r->fleet, NULL, r, shadow_done, r);
+    r->child = rn_create(r->loop, r->proj, r->pcfg, r->cfg, r->owner, r->fleet, NULL, &shadow_kind,
+                         r, shadow_done, r);
     if (!r->child) {
         log_error_f(RN_FIELDS(r, NULL), "%s: out of memory starting a rebuild", r->proj->name);
         return;
     }
-    r->child->job = &rebuild_job;
+    rn_set_job(r->child, &rebuild_job);
     r->child->swap_backoff = (struct backoff)BACKOFF_INIT(SWAP_RETRY_INITIAL_S, SWAP_RETRY_MAX_S);
     log_info_f(RN_FIELDS(r, NULL),
                "%s: rebuilding into shadow tables (schema projectord_rebuild_%s)", r->proj->name,
@@ -117,6 +134,17 @@ static void rebuild_lost(struct runner *r)
  */
 static void rebuild_step(struct runner *r);
 
+/* Its setup began the rebuild (its tables exist) and loaded its checkpoint row, if still ours. */
+static bool rebuild_loaded(struct runner *r)
+{
+    r->rebuild_begun = true;
+    if (!r->cp_loaded) {
+        rebuild_lost(r);
+        return false;
+    }
+    return true;
+}
+
 static bool rebuild_setup_failed(struct runner *r)
 {
     /* undefined_table, undefined_function, undefined_object */
@@ -157,7 +185,7 @@ static void rebuild_step(struct runner *r)
 {
     if (r->failed) {
         const char *params[] = {r->proj->name, r->err_msg};
-        rn_begin_request(r, R_ABANDON);
+        rn_begin_job_request(r, RB_ABANDON);
         if (pgconn_query(r->conn, SQL_ABANDON_REBUILD, 2, params) < 0 || pgconn_sync(r->conn) < 0)
             rn_set_state(r, R_DOWN);
         return;
@@ -166,6 +194,7 @@ static void rebuild_step(struct runner *r)
         rn_read_next(r);
     } else if (!r->parent->held) {
         r->parent->held = true;
+        rn_set_job_state(r, RB_HELD);
         r->caught_up = false;
         rn_read_next(r);
     } else {
@@ -186,8 +215,7 @@ static void rebuild_stopped(struct runner *r)
      * Not when the projection was lost (set_owned stops the rebuild then): the
      * shadow schema may hold the new owner's rebuild already.
      */
-    if (!r->parent->rebuild_then_stop || !r->parent->holds_lock || !r->rebuild_begun ||
-        r->state == R_ABANDON) {
+    if (!r->parent->rebuild_then_stop || !r->parent->holds_lock || !r->rebuild_begun) {
         rn_finish(r);
         return;
     }
@@ -206,7 +234,7 @@ static void send_swap(struct runner *r)
     snprintf(version, sizeof version, "%d", r->proj->version);
     const char *params[] = {r->proj->name, r->tables, version};
     rn_clear_batch(r);
-    rn_begin_request(r, R_SWAP);
+    rn_begin_job_request(r, RB_SWAP);
     r->new_seq = -1;
     r->swapped = false;
     r->swap_sent = ev_time();
@@ -261,7 +289,8 @@ static void on_swap_done(struct runner *r)
         rebuild_over(r, true);
         return;
     }
-    r->caught_up = false;
+    r->caught_up = false; /* the live runner was ahead after all: catch up once more */
+    rn_set_job_state(r, RB_HELD);
     rn_next_step(r);
 }
 
@@ -287,14 +316,14 @@ bool runner_rebuild_progress(const struct runner *r, int64_t *done, int64_t *tot
 
 static void rebuild_on_result(struct runner *r, const PGresult *res)
 {
-    if (r->state == R_ABANDON) {
+    if (r->job_state == RB_ABANDON) {
         if (!pgconn_result_ok(res))
             log_warning_f(RN_FIELDS(r, pgconn_sqlstate(res)),
                           "%s: could not record the failed rebuild: %s (SQLSTATE %s)",
                           r->proj->name, pgconn_error_line(res), pgconn_sqlstate(res));
         return;
     }
-    /* R_SWAP: the checkpoint's new seq, then whether the swap happened. */
+    /* RB_SWAP: the checkpoint's new seq, then whether the swap happened. */
     rn_record_error(r, res);
     if (pgconn_result_ok(res) && PQntuples(res) == 1 && r->results == 0)
         r->new_seq = strtoll(PQgetvalue(res, 0, 0), NULL, 10);
@@ -305,7 +334,7 @@ static void rebuild_on_result(struct runner *r, const PGresult *res)
 
 static void rebuild_on_sync(struct runner *r)
 {
-    if (r->state == R_ABANDON)
+    if (r->job_state == RB_ABANDON)
         rebuild_over(r, false);
     else
         on_swap_done(r);
@@ -314,9 +343,11 @@ static void rebuild_on_sync(struct runner *r)
 /* start runs on the live runner; the other hooks on the shadow it spawns. */
 const struct rn_job rebuild_job = {
     .name = "rebuild",
+    .states = &rebuild_states,
     .start = rebuild_start,
     .queue_setup = queue_begin,
     .queue_load = queue_load,
+    .loaded = rebuild_loaded,
     .setup_failed = rebuild_setup_failed,
     .step = rebuild_step,
     .stopped = rebuild_stopped,

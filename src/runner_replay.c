@@ -10,9 +10,9 @@
  * the same transaction, one still bad keeps it with the new error. The
  * tail checkpoint does not move.
  *
- *   REPLAY_LIST --> FETCH --> APPLY --> REPLAYED --> REPLAY_LIST ...
- *        |  (none left)
- *        +--> REPLAY_DONE
+ *   LIST --> APPLY (the runner's FETCH, APPLY) --> REPLAYED --> LIST ...
+ *    |  (none left, or none of their events)
+ *    +--> DONE  (its own machine: rstate.h, enum replay_state)
  */
 #include <inttypes.h>
 #include <stdlib.h>
@@ -28,8 +28,7 @@ static void replay_start(struct runner *r)
 {
     log_info_f(RN_FIELDS(r, NULL), "%s: replaying dead letters", r->proj->name);
     r->replay_requested = false;
-    r->replaying = true;
-    r->job = &replay_job;
+    rn_set_job(r, &replay_job);
     r->replay_pos = 0;
     r->replayed = 0;
 }
@@ -50,7 +49,7 @@ static void replay_fetch(struct runner *r)
                             rn_fmt_i64(limit, r->cfg->batch_size)};
     free(r->replay_positions);
     r->replay_positions = NULL;
-    rn_begin_request(r, R_REPLAY_LIST);
+    rn_begin_job_request(r, RP_LIST);
     if (pgconn_query(r->conn, SQL_LIST_DEAD_LETTERS, 3, params) < 0 || pgconn_sync(r->conn) < 0)
         rn_set_state(r, R_DOWN);
 }
@@ -76,8 +75,19 @@ static void on_replay_listed(struct runner *r)
         return;
     }
     rn_set_state(r, R_IDLE);
+    rn_set_job_state(r, RP_APPLY);
     /* Waiting for the event store's connection, rn_next_step lists them again once it can. */
     tailer_fetch_positions(r->tail, r->replay_positions);
+}
+
+/* A replay batch ends with its counts (it writes no checkpoint). */
+static void send_replayed(struct runner *r)
+{
+    char applied[21];
+    const char *params[] = {r->proj->name, rn_fmt_i64(applied, r->processed)};
+    rn_begin_job_request(r, RP_REPLAYED);
+    if (pgconn_query(r->conn, SQL_REPLAYED, 2, params) < 0 || pgconn_sync(r->conn) < 0)
+        rn_set_state(r, R_DOWN);
 }
 
 static void on_replayed(struct runner *r)
@@ -103,7 +113,7 @@ static void replay_finish(struct runner *r)
 {
     const char *params[] = {r->proj->name};
     rn_clear_batch(r);
-    rn_begin_request(r, R_REPLAY_DONE);
+    rn_begin_job_request(r, RP_DONE);
     if (pgconn_query(r->conn, SQL_REPLAY_DONE, 1, params) < 0 || pgconn_sync(r->conn) < 0)
         rn_set_state(r, R_DOWN);
 }
@@ -114,8 +124,7 @@ static void on_replay_done(struct runner *r)
         rn_step_failed(r, "finish replay", r->err_state, r->err_msg);
         return;
     }
-    r->replaying = false;
-    r->job = NULL;
+    rn_set_job(r, NULL);
     r->replay_over = true;
     log_info_f(RN_FIELDS(r, NULL), "%s: replay over: %" PRId64 " dead letter(s) applied",
                r->proj->name, r->replayed);
@@ -139,7 +148,7 @@ void runner_request_replay(struct runner *r, bool then_stop)
 
 static void replay_on_result(struct runner *r, const PGresult *res)
 {
-    if (r->state == R_REPLAY_LIST) {
+    if (r->job_state == RP_LIST) {
         on_replay_list_result(r, res);
         return;
     }
@@ -149,9 +158,9 @@ static void replay_on_result(struct runner *r, const PGresult *res)
 
 static void replay_on_sync(struct runner *r)
 {
-    if (r->state == R_REPLAY_LIST)
+    if (r->job_state == RP_LIST)
         on_replay_listed(r);
-    else if (r->state == R_REPLAYED)
+    else if (r->job_state == RP_REPLAYED)
         on_replayed(r);
     else
         on_replay_done(r);
@@ -159,10 +168,13 @@ static void replay_on_sync(struct runner *r)
 
 const struct rn_job replay_job = {
     .name = "replay",
+    .states = &replay_states,
     .start = replay_start,
     .step = replay_fetch,
     .fetched_nothing = replay_finish,
     .applied = replay_drop_dead_letter,
+    .batch_applied = send_replayed,
+    .skips_bad = true,
     .on_result = replay_on_result,
     .on_sync = replay_on_sync,
 };

@@ -17,7 +17,7 @@ import uuid
 
 import pytest
 
-from daemon import Daemon, EXIT_FAILURE, ProjectordError, run_cli
+from daemon import Daemon, EXIT_FAILURE, REFUSED_TRANSITION, ProjectordError, run_cli
 from eventgen import at
 
 SHADOWS = "SELECT nspname FROM pg_namespace WHERE nspname LIKE 'projectord_rebuild%'"
@@ -54,6 +54,9 @@ def test_a_rebuild_whose_sql_names_a_table_it_lacks_fails_at_once(db, workdir):
             "projection's own tables, so its SQL may name no other") in result.stderr
     assert result.stderr.count("giving the rebuild up") == 1, result.stderr
     assert "retrying" not in result.stderr, result.stderr
+    # The giving up is the rebuild's own (ABANDON), not a refused step taken for a lost one.
+    assert REFUSED_TRANSITION not in result.stderr, result.stderr
+    assert "another instance's now" not in result.stderr, result.stderr
     error = db.scalar("SELECT last_error FROM read_model.projection_metadata"
                       " WHERE projection_name = 'catalog'")
     assert error.startswith('rebuild failed: relation "categories" does not exist (SQLSTATE 42P01)')
