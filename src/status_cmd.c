@@ -50,55 +50,27 @@ enum col {
 #define SQL_ISO(expr) "to_char(" expr " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
 
 /* $1: the names asked for (text[]), or NULL for all. */
+// clang-format off
 #define SQL_STATUS                                                                                 \
     "SELECT s.projection_name, s.status, s.last_position, s.head_position, s.lag_events,"          \
     "       s.events_processed, s.events_skipped, s.events_ignored, s.healthy,"                    \
-    "       " SQL_ISO(                                                                             \
-        "s.heartbeat_at") ", s.owner, s.last_error, h.stalled,"                                    \
-                          "       " SQL_ISO(                                                       \
-                              "h.progressed_at") ","                                               \
-                                                 "       CASE h.unhealthy_reason WHEN 'stalled' "  \
-                                                 "THEN format("                                    \
-                                                 "           'stalled: %s events behind, no "      \
-                                                 "progress for %s s (stall_after %s)',"            \
-                                                 "           h.lag_events, "                       \
-                                                 "round(h.seconds_since_progress), h.stall_after)" \
-                                                 "       ELSE h.unhealthy_reason END,"             \
-                                                 "       l.lag_seconds, extract(epoch FROM now() " \
-                                                 "- s.heartbeat_at),"                              \
-                                                 "       coalesce(r.status = 'rebuilding', "       \
-                                                 "false), s.rebuild_position,"                     \
-                                                 "       greatest(s.rebuild_events_total, "        \
-                                                 "s.head_position),"                               \
-                                                 "       " SQL_ISO(                                \
-                                                     "s.rebuild_started_at") ", extract(epoch "    \
-                                                                             "FROM now() - "       \
-                                                                             "s.rebuild_started_"  \
-                                                                             "at)"                 \
-                                                                             "  FROM "             \
-                                                                             "read_model."         \
-                                                                             "projection_status s" \
-                                                                             "  JOIN "             \
-                                                                             "read_model."         \
-                                                                             "projection_health "  \
-                                                                             "h USING "            \
-                                                                             "(projection_name)"   \
-                                                                             "  LEFT JOIN "        \
-                                                                             "read_model."         \
-                                                                             "projection_lag l "   \
-                                                                             "USING "              \
-                                                                             "(projection_name)"   \
-                                                                             "  LEFT JOIN "        \
-                                                                             "read_model."         \
-                                                                             "projection_rebuild " \
-                                                                             "r USING "            \
-                                                                             "(projection_name)"   \
-                                                                             " WHERE $1::text[] "  \
-                                                                             "IS NULL OR "         \
-                                                                             "s.projection_name "  \
-                                                                             "= ANY ($1::text[])"  \
-                                                                             " ORDER BY "          \
-                                                                             "s.projection_name"
+    "       " SQL_ISO("s.heartbeat_at") ", s.owner, s.last_error, h.stalled,"                      \
+    "       " SQL_ISO("h.progressed_at") ","                                                       \
+    "       CASE h.unhealthy_reason WHEN 'stalled' THEN format("                                   \
+    "           'stalled: %s events behind, no progress for %s s (stall_after %s)',"               \
+    "           h.lag_events, round(h.seconds_since_progress), h.stall_after)"                     \
+    "       ELSE h.unhealthy_reason END,"                                                          \
+    "       l.lag_seconds, extract(epoch FROM now() - s.heartbeat_at),"                            \
+    "       coalesce(r.status = 'rebuilding', false), s.rebuild_position,"                         \
+    "       greatest(s.rebuild_events_total, s.head_position),"                                    \
+    "       " SQL_ISO("s.rebuild_started_at") ", extract(epoch FROM now() - s.rebuild_started_at)" \
+    "  FROM read_model.projection_status s"                                                        \
+    "  JOIN read_model.projection_health h USING (projection_name)"                                \
+    "  LEFT JOIN read_model.projection_lag l USING (projection_name)"                              \
+    "  LEFT JOIN read_model.projection_rebuild r USING (projection_name)"                          \
+    " WHERE $1::text[] IS NULL OR s.projection_name = ANY ($1::text[])"                            \
+    " ORDER BY s.projection_name"
+// clang-format on
 
 /* $1: a projection's last_position; on the event store's database. */
 #define SQL_LAG_SECONDS                                                                            \
