@@ -1,11 +1,14 @@
 /*
  * cli: one-shot commands (see cli.h).
  */
+#include <errno.h>
 #include <jansson.h>
 #include <libpq-fe.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "cli.h"
 #include "declared.h"
@@ -28,6 +31,50 @@ PGconn *cli_connect(const struct config *cfg)
     return cli_connect_to(config_target(cfg));
 }
 
+/* Why the last connect_quietly gave up waiting, or "" when it did not. */
+static char timed_out[64];
+
+/*
+ * PQconnectdbParams, but with libpq's verbose errors while the session
+ * starts, so that a server's refusal names its SQLSTATE (28P01, 3D000, ...;
+ * pgconn.c does the same on the loop), and with the effective
+ * connect_timeout as the wait for the whole attempt.
+ */
+static PGconn *connect_verbose(const char *const *keys, const char *const *vals)
+{
+    timed_out[0] = '\0';
+    PGconn *conn = PQconnectStartParams(keys, vals, 1);
+    if (!conn || PQstatus(conn) == CONNECTION_BAD)
+        return conn;
+    PQsetErrorVerbosity(conn, PQERRORS_VERBOSE);
+    int timeout_s = atoi(CONNECT_TIMEOUT);
+    PQconninfoOption *opts = PQconninfo(conn);
+    for (PQconninfoOption *o = opts; o && o->keyword; o++)
+        if (strcmp(o->keyword, "connect_timeout") == 0 && o->val && atoi(o->val) > 0)
+            timeout_s = atoi(o->val) < 2 ? 2 : atoi(o->val); /* libpq's minimum */
+    PQconninfoFree(opts);
+    struct timespec now, until;
+    clock_gettime(CLOCK_MONOTONIC, &until);
+    until.tv_sec += timeout_s;
+    PostgresPollingStatusType st = PGRES_POLLING_WRITING; /* as the docs say to begin */
+    while (st != PGRES_POLLING_OK && st != PGRES_POLLING_FAILED) {
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        long left_ms = (until.tv_sec - now.tv_sec) * 1000 + (until.tv_nsec - now.tv_nsec) / 1000000;
+        struct pollfd p = {.fd = PQsocket(conn),
+                           .events = st == PGRES_POLLING_READING ? POLLIN : POLLOUT};
+        int n = left_ms > 0 ? poll(&p, 1, (int)left_ms) : 0;
+        if (n < 0 && errno == EINTR)
+            continue;
+        if (n == 0) {
+            snprintf(timed_out, sizeof timed_out, "timeout expired after %d s", timeout_s);
+            break;
+        }
+        st = PQconnectPoll(conn);
+    }
+    PQsetErrorVerbosity(conn, PQERRORS_DEFAULT);
+    return conn;
+}
+
 /* A one-shot command's connection, or NULL; says nothing (the caller decides). */
 static PGconn *connect_quietly(const char *conninfo, PGconn **failed)
 {
@@ -36,7 +83,7 @@ static PGconn *connect_quietly(const char *conninfo, PGconn **failed)
                           "client_encoding", NULL};
     const char *vals[] = {CONNECT_TIMEOUT, application_name, conninfo ? conninfo : "", "UTF8",
                           NULL};
-    PGconn *conn = PQconnectdbParams(keys, vals, 1);
+    PGconn *conn = connect_verbose(keys, vals);
     if (conn && PQstatus(conn) == CONNECTION_OK)
         return conn;
     if (failed)
@@ -60,14 +107,21 @@ PGconn *cli_connect_to(const char *conninfo)
     PGconn *ok = connect_quietly(conninfo, &conn);
     if (ok)
         return ok;
-    char line[512];
-    snprintf(line, sizeof line, "%s", conn ? PQerrorMessage(conn) : "out of memory");
+    char line[512], sqlstate[6] = "";
+    if (!conn)
+        snprintf(line, sizeof line, "out of memory");
+    else if (timed_out[0])
+        snprintf(line, sizeof line, "%s", timed_out);
+    else
+        pgconn_message_sqlstate(PQerrorMessage(conn), line, sizeof line, sqlstate);
     for (char *s = line; *s; s++)
         if (*s == '\n')
             *s = ' ';
-    connect_failure = pgconn_refused(line, NULL) ? EXIT_REFUSED : EXIT_UNAVAILABLE;
-    fprintf(stderr, "projectord: cannot connect to the database: %s%s\n",
-            connect_failure == EXIT_REFUSED ? "refused by the server: " : "", line);
+    connect_failure = pgconn_refused(line, sqlstate) ? EXIT_REFUSED : EXIT_UNAVAILABLE;
+    /* No code from the server: 08001, the standard's "could not connect" (as `run` logs it). */
+    fprintf(stderr, "projectord: cannot connect to the database: %s%s (SQLSTATE %s)\n",
+            connect_failure == EXIT_REFUSED ? "refused by the server: " : "", line,
+            sqlstate[0] ? sqlstate : "08001");
     PQfinish(conn);
     return NULL;
 }

@@ -268,6 +268,7 @@ def test_status_unreachable_database_exits_69_quickly(write_config):
     assert time.monotonic() - started < 15
     assert proc.returncode == EXIT_UNAVAILABLE, proc.stderr
     assert len(stderr_lines(proc)) == 1, proc.stderr
+    assert stderr_lines(proc)[0].endswith("(SQLSTATE 08001)"), proc.stderr
 
 
 @pytest.mark.parametrize("what", ["database", "role"])
@@ -282,6 +283,8 @@ def test_a_refusing_server_is_told_from_an_unreachable_one(db, write_config, wha
     lines = stderr_lines(proc)
     assert len(lines) == 1 and "refused by the server" in lines[0], lines
     assert f"no_such_{what}" in lines[0] or "does not exist" in lines[0], lines
+    # The server's SQLSTATE, as every database error line names one.
+    assert lines[0].endswith("(SQLSTATE 3D000)" if what == "database" else "(SQLSTATE 28000)"), lines
 
 
 # --------------------------------------------------------------------------
