@@ -573,11 +573,10 @@ int daemon_run(struct config *cfg, const char *config_path, const char *level_ov
     }
     signal(SIGPIPE, SIG_IGN);
     /*
-     * Until its watcher is set up a SIGHUP would kill the daemon (the
-     * default action): a reload sent while it starts (systemd, a script
-     * right after the start) is nothing to die of.
+     * SIGHUP is blocked since main() began (main.c): a reload sent while the
+     * daemon starts stays pending until the watcher below takes it (libev
+     * reads it from its signalfd, or unblocks it for its handler).
      */
-    signal(SIGHUP, SIG_IGN);
     char host[256] = "unknown";
     gethostname(host, sizeof host - 1);
     snprintf(d.owner, sizeof d.owner, "%s:%ld", host, (long)getpid());

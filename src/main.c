@@ -2,6 +2,7 @@
  * projectord: command line parsing and dispatch; the work is elsewhere.
  */
 #include <getopt.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -196,8 +197,23 @@ static int dispatch(struct config *cfg, const char *path, const char *level, con
     return EXIT_USAGE;
 }
 
+/*
+ * SIGHUP is held (blocked) from the first instruction until the daemon's
+ * watcher takes it (daemon.c): a reload sent while `run` starts is then
+ * delivered once the watcher is up, not lost, and never kills the daemon
+ * (its default action). One-shot commands get the default back at once.
+ */
+static void hold_sighup(bool hold)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGHUP);
+    sigprocmask(hold ? SIG_BLOCK : SIG_UNBLOCK, &set, NULL);
+}
+
 int main(int argc, char **argv)
 {
+    hold_sighup(true);
     static const struct option options[] = {
         {"config", required_argument, NULL, 'c'},
         {"log-level", required_argument, NULL, 'l'},
@@ -233,6 +249,8 @@ int main(int argc, char **argv)
             return EXIT_USAGE;
         }
     }
+    if (optind >= argc || strcmp(argv[optind], "run") != 0)
+        hold_sighup(false);
     /* No command is no `run`: a daemon is started on purpose (issue 19). */
     if (optind >= argc) {
         usage(stderr);

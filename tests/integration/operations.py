@@ -136,6 +136,25 @@ SETTLE_DEADLINE_S = 120
 SETTLE_CAP_S = 600
 
 
+def takes_sighup(pid, timeout=5.0):
+    """Wait until process pid blocks or catches SIGHUP (projectord blocks it
+    from main()'s first line until its watcher takes it): before that, in
+    the dynamic loader or the sanitizer's start-up, SIGHUP's default action
+    kills it, which no operator's reload can meet (systemd reloads a
+    Type=notify service only once it said READY=1). False if it never does."""
+    deadline = time.monotonic() + timeout * SLOWDOWN
+    while time.monotonic() < deadline:
+        try:
+            with open(f"/proc/{pid}/status") as f:
+                masks = [line.split(":", 1)[1] for line in f if line.startswith(("SigBlk", "SigCgt"))]
+        except OSError:
+            return False
+        if any(int(v.strip(), 16) & (1 << (signal.SIGHUP - 1)) for v in masks):
+            return True
+        time.sleep(0.01)
+    return False
+
+
 # --------------------------------------------------------------------------
 # The schedule: a pure function of the seed
 # --------------------------------------------------------------------------
@@ -892,7 +911,7 @@ class OperationsRun:
     def reload(self, targets, cfg, why):
         for inst in targets:
             inst.write_config(self, cfg)
-            if inst.alive():
+            if inst.alive() and takes_sighup(inst.daemon.proc.pid):
                 inst.daemon.kill(signal.SIGHUP)
         self.stats["sighup"] += 1
         self.say(f"SIGHUP {','.join(i.name for i in targets)}: {why}")
