@@ -43,6 +43,20 @@ The operations (OP_KINDS):
     declared      the projections switched between their compiled-in and
                   declared forms (projection_dir = projections/declared, or
                   unset) by SIGHUP, on every instance or on one
+    restore       the database dumped (pg_dump -Fc) under load and restored
+                  into the other cluster (a spare one, made at the first
+                  restore; then back and forth), whose transaction-id
+                  counter is behind the dump's ids or ahead of them
+                  (pg_resetwal -x moves one forward, never back); the read
+                  model and checkpoints from the dump or from scratch; the
+                  writers, commands and instances on the old cluster
+                  stopped (SIGTERM or kill -9), everything pointed at the new
+                  one, `adopt-restored-store` run as the owner before the
+                  instances start or after (behind: they must first refuse,
+                  PJ003, nothing applied, status --check 1; ahead: nothing
+                  reported), then a new set of writers. Events committed
+                  after the dump are lost, as in reality: the final check's
+                  bookkeeping restarts from what the new cluster holds.
 
 The end: writers stopped; every instance's config set to a known state
 (every projection enabled, on_error = "skip"), SIGHUP; the first instance
@@ -61,7 +75,8 @@ means "live", not "stopped at the head by chance"). Then the exact check
   last_position the head;
 - the dead letters are exactly the bad events, per projection, each one
   bad by an independent reading of its payload (`truly_bad`);
-- the store holds exactly the events the writers and the test committed;
+- the store holds exactly the events the writers and the test committed
+  (since the last restore: what it restored, then their commits);
 - every instance exits 0 on SIGTERM.
 
 A failure names the projection and, where the read model allows it, the
