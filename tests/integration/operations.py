@@ -461,9 +461,10 @@ def valid_mix(seed, n_events):
 
 
 def chunk_with_bad(seed, n_events, n_bad):
-    """A valid mix of about n_events with n_bad bad commands at random places."""
+    """A valid mix of about n_events with n_bad bad commands at random places.
+    seed: an int, or a str (hashed whole by random.Random: no two alias)."""
     commands = valid_mix(seed, n_events)
-    rng = random.Random(seed ^ 0x5EED)
+    rng = random.Random(seed ^ 0x5EED if isinstance(seed, int) else f"{seed}/bad")
     for bad in bad_commands(rng, n_bad):
         commands.insert(rng.randrange(len(commands) + 1), bad)
     return commands
@@ -475,7 +476,9 @@ def bad_feeder(seed, chunk_events=2000, bad_per_chunk=6):
 
     def refill():
         state["n"] += 1
-        return chunk_with_bad(seed * 1000 + state["n"], chunk_events, bad_per_chunk)
+        n = state["n"]
+        return chunk_with_bad(seed * 1000 + n if isinstance(seed, int) else f"{seed}/{n}",
+                              chunk_events, bad_per_chunk)
     return refill
 
 
@@ -845,7 +848,10 @@ class OperationsRun:
         """The writers, on the store in use. After a restore, a new set with
         chunks of their own (fresh streams): the old set's idea of its
         streams' versions died with the events the restore lost."""
-        seed = self.seed + (self.writer_gen << 32)
+        # Another generation's seeds as strings: random.Random aliases some
+        # ints (Random(2001) and Random(2001 + (2000 << 32)) are the same
+        # stream), and a stream id drawn twice is a writer's version conflict.
+        seed = self.seed if not self.writer_gen else f"{self.seed}w{self.writer_gen}"
         self.writers = faults.Writers(self.conninfo, refill=bad_feeder(seed), plain=2, early=1,
                                       holders=1, seed=seed, hold=(0.0, 0.2),
                                       long_hold=(0.5, 3.0), pace=(0.01, 0.05),
