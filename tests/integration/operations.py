@@ -53,8 +53,11 @@ The operations (OP_KINDS):
                   stopped (SIGTERM or kill -9), everything pointed at the new
                   one, `adopt-restored-store` run as the owner before the
                   instances start or after (behind: they must first refuse,
-                  PJ003, nothing applied, status --check 1; ahead: nothing
-                  reported), then a new set of writers. Events committed
+                  PJ003, nothing applied past the window the dump left
+                  open, status --check 1, then resume once adopted; ahead:
+                  nothing reported); before new writers start, a
+                  projection live at the head must have counted every
+                  stored event it handles; then a new set of writers. Events committed
                   after the dump are lost, as in reality: the final check's
                   bookkeeping restarts from what the new cluster holds.
 
