@@ -403,11 +403,19 @@ enum fetch_column {
  * $8 stall_timeout_ms. A projection found at the head (as the status view
  * judges it: SQL_AT_HEAD) counts as progressing, so one that waited at the
  * head is not stalled the moment an event comes (sql/V028).
+ * The resume request is cleared here and reported from `before`, which
+ * locks the row first: a statement that waits for a row lock re-reads, under
+ * READ COMMITTED, only what it locks or updates, so a plain self-join would
+ * report the request as it was before the wait and clear the one committed
+ * meanwhile (adopt-restored-store holds the rows for seconds, then asks
+ * every projection to resume): lost, the projection failed for good.
  */
 #define SQL_AT_HEAD(m) \
     m ".last_position >= greatest(" m ".last_position + " m ".lag_events," \
     " (SELECT coalesce(max(global_position), 0) FROM event_store.domain_event))"
 #define SQL_NOTE \
+    "WITH before AS (SELECT resume_requested_at FROM read_model.projection_metadata" \
+    "                 WHERE projection_name = $1 FOR UPDATE)" \
     "UPDATE read_model.projection_metadata m" \
     "   SET status = $2, owner = $3, heartbeat_at = now()," \
     "       progressed_at = CASE WHEN " SQL_AT_HEAD("m") " THEN now() ELSE m.progressed_at END," \
@@ -416,8 +424,7 @@ enum fetch_column {
     "       last_error_sqlstate = CASE WHEN $4 IS NULL THEN m.last_error_sqlstate ELSE $5 END," \
     "       last_error_at = CASE WHEN $4 IS NULL THEN m.last_error_at ELSE now() END," \
     "       resume_requested_at = NULL" \
-    "  FROM (SELECT resume_requested_at FROM read_model.projection_metadata" \
-    "         WHERE projection_name = $1) AS before" \
+    "  FROM before" \
     " WHERE m.projection_name = $1" \
     " RETURNING " SQL_COUNT_INSTANCES("$6", "$7") "," \
     "           m.rebuild_requested_at IS NOT NULL," \

@@ -43,6 +43,23 @@ The operations (OP_KINDS):
     declared      the projections switched between their compiled-in and
                   declared forms (projection_dir = projections/declared, or
                   unset) by SIGHUP, on every instance or on one
+    restore       the database dumped (pg_dump -Fc) under load and restored
+                  into the other cluster (a spare one, made at the first
+                  restore; then back and forth), whose transaction-id
+                  counter is behind the dump's ids or ahead of them
+                  (pg_resetwal -x moves one forward, never back); the read
+                  model and checkpoints from the dump or from scratch; the
+                  writers, commands and instances on the old cluster
+                  stopped (SIGTERM or kill -9), everything pointed at the new
+                  one, `adopt-restored-store` run as the owner before the
+                  instances start or after (behind: they must first refuse,
+                  PJ003, nothing applied past the window the dump left
+                  open, status --check 1, then resume once adopted; ahead:
+                  nothing reported); before new writers start, a
+                  projection live at the head must have counted every
+                  stored event it handles; then a new set of writers. Events committed
+                  after the dump are lost, as in reality: the final check's
+                  bookkeeping restarts from what the new cluster holds.
 
 The end: writers stopped; every instance's config set to a known state
 (every projection enabled, on_error = "skip"), SIGHUP; the first instance
@@ -61,7 +78,8 @@ means "live", not "stopped at the head by chance"). Then the exact check
   last_position the head;
 - the dead letters are exactly the bad events, per projection, each one
   bad by an independent reading of its payload (`truly_bad`);
-- the store holds exactly the events the writers and the test committed;
+- the store holds exactly the events the writers and the test committed
+  (since the last restore: what it restored, then their commits);
 - every instance exits 0 on SIGTERM.
 
 A failure names the projection and, where the read model allows it, the
@@ -92,10 +110,11 @@ if HERE not in sys.path:
 
 import faults  # noqa: E402
 import oracle  # noqa: E402
-from daemon import (BIN, DECLARED_DIR, PROJECTIONS, SLOWDOWN, Daemon, clean_env, command,  # noqa: E402
-                    config_text, metadata)
+from daemon import (BIN, DAEMON_USER, DECLARED_DIR, EXIT_FAILURE, PROJECTIONS, SLOWDOWN, Daemon,  # noqa: E402
+                    as_user, clean_env, command, config_text, metadata)
 from eventgen import Command, append_all, event  # noqa: E402
-from pgcluster import PgCluster  # noqa: E402
+from pgcluster import (XACT_SEGMENT, PgCluster, dump_database, restore_database,  # noqa: E402
+                       xid_segment_above)
 
 OWNER = {t: p for p, types in oracle.HANDLED.items() for t in types}
 INSTANCES = (1, 2, 3)
@@ -115,7 +134,8 @@ DEFAULT_CONFIG = {"batch_size": 1000, "poll_interval_ms": 200, "min_read_interva
 # Relative weights of the operations; a profile can narrow them (the
 # fixed-seed regression tests do).
 OP_WEIGHTS = {"sighup": 10, "burst": 4, "rebuild": 5, "rebuild_request": 2, "resume": 3,
-              "replay": 2, "start": 3, "kill": 3, "terminate": 4, "pg_restart": 2, "declared": 2}
+              "replay": 2, "start": 3, "kill": 3, "terminate": 4, "pg_restart": 2, "declared": 2,
+              "restore": 1}   # rare: a restore takes seconds (dump, restore, restarts)
 PROFILES = {
     "all": OP_WEIGHTS,
     # SIGHUPs that change batch_size while a backlog is caught up (issue 16 defect 1).
@@ -127,6 +147,10 @@ PROFILES = {
     "enable-disable": {"sighup": 6, "start": 2, "kill": 1},
     # Rebuilds while ownership moves between instances (defect 7).
     "rebuild-ownership": {"rebuild": 4, "start": 2, "kill": 2, "burst": 1},
+    # Restores into the other cluster (defect 2) among what they meet most:
+    # rebuilds in progress, several instances, reloads, PostgreSQL restarts.
+    "restore": {"restore": 3, "sighup": 2, "rebuild": 2, "start": 1, "kill": 1, "terminate": 1,
+                "pg_restart": 1, "burst": 1},
 }
 
 # How long the end phase may take to bring every projection live at the
@@ -318,6 +342,19 @@ def make_schedule(seed, seconds, profile="all"):
             args["seed"] = rng.randrange(1 << 30)
         elif kind == "pg_restart":
             args["mode"] = rng.choice(["fast", "immediate"])
+        elif kind == "restore":
+            # The new cluster's counter behind the old one's (the restored
+            # ids are beyond its snapshots: refused until adopted) or ahead
+            # (nothing to report); the read model and checkpoints from the
+            # dump or from scratch; adopt-restored-store before the
+            # instances start or after (they must refuse with PJ003 first
+            # when behind); the old instances stopped by SIGTERM or kill -9.
+            args["direction"] = rng.choice(["behind", "ahead"])
+            args["checkpoints"] = rng.choice(["dump", "scratch"])
+            args["adopt"] = rng.choice(["before", "after"])
+            args["stop"] = rng.choice(["term", "kill"])
+            args["segments"] = rng.choice([1, 2, 4])    # how far a counter moves (pg_xact segments)
+            args["seed"] = rng.randrange(1 << 30)
         ops.append(Op(n, at, kind, _freeze(args)))
     return ops
 
@@ -446,9 +483,10 @@ def valid_mix(seed, n_events):
 
 
 def chunk_with_bad(seed, n_events, n_bad):
-    """A valid mix of about n_events with n_bad bad commands at random places."""
+    """A valid mix of about n_events with n_bad bad commands at random places.
+    seed: an int, or a str (hashed whole by random.Random: no two alias)."""
     commands = valid_mix(seed, n_events)
-    rng = random.Random(seed ^ 0x5EED)
+    rng = random.Random(seed ^ 0x5EED if isinstance(seed, int) else f"{seed}/bad")
     for bad in bad_commands(rng, n_bad):
         commands.insert(rng.randrange(len(commands) + 1), bad)
     return commands
@@ -460,7 +498,9 @@ def bad_feeder(seed, chunk_events=2000, bad_per_chunk=6):
 
     def refill():
         state["n"] += 1
-        return chunk_with_bad(seed * 1000 + state["n"], chunk_events, bad_per_chunk)
+        n = state["n"]
+        return chunk_with_bad(seed * 1000 + n if isinstance(seed, int) else f"{seed}/{n}",
+                              chunk_events, bad_per_chunk)
     return refill
 
 
@@ -697,6 +737,16 @@ class Instance:
         os.replace(tmp, self.daemon.config_path)   # a reload never reads half a file
         self.daemon.projections = c["projections"]
 
+    def repoint(self, run, conninfo):
+        """The instance's database is now `conninfo` (a restore moved the
+        store to another cluster): the tests' view of it and its config
+        file, with its own settings otherwise (database.conninfo takes a
+        restart, docs/reference.md)."""
+        d = self.daemon
+        d.events_conninfo = d.conninfo = conninfo
+        d.daemon_conninfo = as_user(conninfo, DAEMON_USER)
+        self.write_config(run)
+
     @property
     def pid(self):
         return self.daemon.proc.pid if self.daemon.proc else None
@@ -764,6 +814,13 @@ class OperationsRun:
         self.t0 = None
         self.stats = collections.Counter()
         self.conninfo = None
+        # Restores move the store between the run's cluster and a spare one
+        # (made at the first restore), back and forth: self.cluster is the
+        # one in use.
+        self.home = cluster
+        self.spare = None
+        self.writer_gen = 0                 # writers replaced by restores so far
+        self.writer_totals = collections.Counter()   # their stats, summed
 
     # -- output --------------------------------------------------------------
 
@@ -807,10 +864,20 @@ class OperationsRun:
             self.instances[idx] = Instance(self, idx)
         self.start_instance(1)
         if self.use_writers:
-            self.writers = faults.Writers(self.conninfo, refill=bad_feeder(self.seed), plain=2, early=1,
-                                          holders=1, seed=self.seed, hold=(0.0, 0.2),
-                                          long_hold=(0.5, 3.0), pace=(0.01, 0.05),
-                                          name="ops-writers").start()
+            self.start_writers()
+
+    def start_writers(self):
+        """The writers, on the store in use. After a restore, a new set with
+        chunks of their own (fresh streams): the old set's idea of its
+        streams' versions died with the events the restore lost."""
+        # Another generation's seeds as strings: random.Random aliases some
+        # ints (Random(2001) and Random(2001 + (2000 << 32)) are the same
+        # stream), and a stream id drawn twice is a writer's version conflict.
+        seed = self.seed if not self.writer_gen else f"{self.seed}w{self.writer_gen}"
+        self.writers = faults.Writers(self.conninfo, refill=bad_feeder(seed), plain=2, early=1,
+                                      holders=1, seed=seed, hold=(0.0, 0.2),
+                                      long_hold=(0.5, 3.0), pace=(0.01, 0.05),
+                                      name=f"ops-writers{self.writer_gen or ''}").start()
 
     # -- instances -----------------------------------------------------------
 
@@ -1062,6 +1129,306 @@ class OperationsRun:
         self.cluster.restart(op.a["mode"])
         self.stats[f"pg_restart_{op.a['mode']}"] += 1
 
+    def op_restore(self, op):
+        """The store (events, read model, checkpoints) dumped with pg_dump -Fc
+        under load, restored into the other cluster, everything pointed at
+        it, `adopt-restored-store` run as the owner, and on. Events committed
+        after the dump are lost, as in reality: the bookkeeping of the final
+        check restarts from what the new cluster holds."""
+        a = op.a
+        started = time.monotonic()
+        src, dst = self.cluster, self.other_cluster()
+        tag = f"restore #{op.n}"
+
+        # 1. The counters. Behind: the dump must hold ids beyond the
+        # target's counter (with room for what the restore itself takes):
+        # when the target is not that far behind, the source's counter moves
+        # forward first (a PostgreSQL restart for everyone on it); events
+        # with the newest ids are appended before the dump. Only forward:
+        # an id handed out twice would corrupt the cluster itself.
+        if a["direction"] == "behind":
+            s_next, d_next = src.next_xid(), dst.next_xid()
+            if s_next < d_next + XACT_SEGMENT:
+                to = xid_segment_above(max(s_next, d_next), a["segments"])
+                self.say(f"{tag}: source counter {s_next} -> {to} (pg_resetwal; PostgreSQL restarted), "
+                         f"target's {d_next}")
+                src.set_next_xid(to)
+                self.stats["restore_source_moved"] += 1
+            newer = chunk_with_bad(a["seed"], 300, 2)
+            append_all(self.conninfo, newer, per_transaction=50)
+            self.committed_extra += n_events(newer)
+
+        # 2. The dump, under load: daemons, writers, commands all going.
+        t = time.monotonic()
+        dump = dump_database(self.conninfo)
+        s_next = src.next_xid()
+        dump_s = time.monotonic() - t
+
+        # 3. Everything on the old cluster stopped, as an operator would
+        # before pointing it elsewhere: the writers (every commit outcome
+        # known), the commands (kill -9: a rebuild's command cannot follow
+        # it), the instances (SIGTERM, which must exit 0, or kill -9).
+        old_writer_events = 0
+        if self.writers is not None:
+            self.writers.stop(timeout=180)
+            w = self.writers.snapshot()
+            old_writer_events = w.get("events", 0)
+            self.writer_totals.update({k: w.get(k, 0) for k in ("events", "commits", "early_commits")})
+            self.writers = None
+        for b in self.background:
+            if not b.done():
+                b.proc.kill()
+                b.proc.wait()
+                b.killed = True
+                self.stats["restore_commands_killed"] += 1
+        restart = [inst for inst in self.instances.values() if inst.wanted]
+        for inst in self.instances.values():
+            if not inst.alive():
+                continue
+            if a["stop"] == "kill":
+                self.kill9(inst, f"({tag})")
+                continue
+            pid = inst.pid
+            inst.daemon.kill(signal.SIGTERM)
+            try:
+                rc = inst.daemon.wait(timeout=60)
+            except AssertionError:
+                inst.daemon.kill(signal.SIGKILL)
+                rc = f"{inst.daemon.wait(timeout=30)} (no exit within 60 s of SIGTERM, killed)"
+            if rc != 0:
+                self.finding(f"{inst.name} (pid {pid}) exited {rc} on SIGTERM ({tag}); log tail:\n"
+                             + inst.daemon.log(tail=30))
+        for inst in restart:
+            inst.restart_at = True              # down on purpose until step 6
+        with self.admin() as conn:
+            old_count = conn.execute("SELECT count(*) FROM event_store.domain_event").fetchone()[0]
+        if self.use_writers and old_count != old_writer_events + self.committed_extra:
+            self.finding(f"{tag}: before the restore the store holds {old_count} events, the writers and "
+                         f"the test committed {old_writer_events + self.committed_extra}")
+
+        # 4. The new cluster: its counter, the database (dropped and made
+        # anew: the store may have been here before), the dump restored.
+        if a["direction"] == "ahead":
+            d_next = dst.next_xid()
+            if d_next <= s_next:
+                dst.set_next_xid(xid_segment_above(max(s_next, d_next), a["segments"]))
+        t = time.monotonic()
+        conninfo = restore_database(dst, self.dbname, dump)
+        restore_s = time.monotonic() - t
+        with faults.connect(conninfo) as conn:
+            if a["checkpoints"] == "scratch":
+                # The read model from scratch: every table of it emptied
+                # (checkpoints, dead letters, a rebuild's row too), the
+                # shadows of rebuilds in progress dropped.
+                tables = [r[0] for r in conn.execute(
+                    "SELECT format('%I.%I', schemaname, tablename) FROM pg_tables "
+                    "WHERE schemaname = 'read_model'").fetchall()]
+                conn.execute(f"TRUNCATE {', '.join(tables)}")
+                for (schema,) in conn.execute("SELECT nspname FROM pg_namespace "
+                                              "WHERE nspname LIKE 'projectord_rebuild%'").fetchall():
+                    conn.execute(f'DROP SCHEMA "{schema}" CASCADE')
+            restored = conn.execute("SELECT count(*) FROM event_store.domain_event").fetchone()[0]
+            max_id = int(conn.execute("SELECT coalesce(max(transaction_id)::text, '0') "
+                                      "FROM event_store.domain_event").fetchone()[0])
+            before_rows = metadata(conn)
+        d_next = dst.next_xid()
+        behind = max_id >= d_next
+        if behind != (a["direction"] == "behind"):
+            raise Finding(f"{tag}: test bug: the target's counter {d_next}, the dump's ids up to "
+                          f"{max_id}: not {a['direction']}")
+        lost = old_count - restored
+        self.stats["restore_lost_events"] += lost
+        self.stats[f"restore_{a['direction']}"] += 1
+        self.stats[f"restore_{a['checkpoints']}"] += 1
+        self.stats[f"restore_adopt_{a['adopt']}"] += 1
+        self.say(f"{tag}: {os.path.basename(src.basedir)} -> {os.path.basename(dst.basedir)}: "
+                 f"{restored} events ({len(dump) // 1024} KiB dumped in {dump_s:.1f}s, restored in "
+                 f"{restore_s:.1f}s; {lost} committed after the dump lost); ids up to {max_id}, "
+                 f"new counter {d_next} ({a['direction']}); read model from {a['checkpoints']}")
+
+        # 5. Everything pointed at the new cluster: the harness's own
+        # connections, later restarts and terminations, every instance's
+        # config file (commands read the first one's), the final check.
+        self.cluster, self.conninfo = dst, conninfo
+        for inst in self.instances.values():
+            inst.repoint(self, conninfo)
+        # From here the store holds `restored` events plus what is committed next.
+        self.committed_extra = restored
+
+        # 6. adopt-restored-store, before the instances start or after.
+        with self.admin() as conn:
+            since = conn.execute("SELECT clock_timestamp()").fetchone()[0]
+        if a["adopt"] == "before":
+            self._adopt(tag)
+            self._restart_after_restore(restart, tag)
+        else:
+            self._restart_after_restore(restart, tag)
+            enabled = sorted({p for inst in restart for p in PROJECTIONS
+                              if inst.config["projections"][p]["enabled"]})
+            if behind:
+                self._expect_refusal(tag, enabled, before_rows, since)
+            else:
+                self._expect_no_refusal(tag, enabled, since)
+            self._adopt(tag)
+            if behind:
+                self._expect_resumed(tag, enabled)
+        self._check_live_means_complete(tag, 5 * SLOWDOWN, since, restart)
+        if self.use_writers:
+            self.writer_gen += 1
+            self.start_writers()
+        self.stats["restore_seconds"] += round(time.monotonic() - started)
+        self.say(f"{tag}: done in {time.monotonic() - started:.1f}s")
+
+    def other_cluster(self):
+        """The cluster a restore goes to: the spare (made at the first
+        restore) or, from the spare, the run's own."""
+        if self.spare is None:
+            self.spare = PgCluster(tempfile.mkdtemp(prefix="projectord-ops-pg2-"))
+            self.spare.start()
+        return self.spare if self.cluster is self.home else self.home
+
+    def _restart_after_restore(self, instances, tag):
+        for inst in instances:
+            inst.restart_at = None
+            if not inst.alive():
+                inst.write_config(self)         # its own settings, the new conninfo
+                inst.daemon.start()
+                self.stats["instance_starts"] += 1
+        self.say(f"{tag}: started {', '.join(f'{i.name} (pid {i.pid})' for i in instances) or 'no instance'}")
+
+    def _adopt(self, tag):
+        """adopt-restored-store as the owner (the daemon's role may not
+        rewrite events), with the first instance's config."""
+        out = subprocess.run(command(["-c", self.instances[1].daemon.config_path, "adopt-restored-store"]),
+                             capture_output=True, text=True, timeout=120 * SLOWDOWN,
+                             env=clean_env(PROJECTORD_DATABASE_URL=self.conninfo))
+        self.stats["adopt_restored_store"] += 1
+        lines = [line.strip() for line in out.stdout.splitlines() if line.strip()]
+        self.say(f"{tag}: adopt-restored-store exited {out.returncode}: {' | '.join(lines)[:400]}")
+        if out.returncode != 0:
+            raise Finding(f"{tag}: adopt-restored-store exited {out.returncode}: {out.stderr.strip()} "
+                          f"{out.stdout.strip()}")
+
+    def _wait_rows(self, predicate, timeout):
+        """Poll the status rows until predicate(rows) holds; the last rows
+        and whether it held."""
+        deadline = time.monotonic() + timeout
+        rows = {}
+        while True:
+            try:
+                with self.admin() as conn:
+                    rows = metadata(conn)
+                if predicate(rows):
+                    return rows, True
+            except faults.RETRYABLE:
+                pass
+            if time.monotonic() > deadline:
+                return rows, False
+            time.sleep(0.1)
+
+    def _expect_refusal(self, tag, enabled, before_rows, since):
+        """The instances started on a store restored into a cluster behind:
+        every projection they run must refuse it (docs/reference.md): failed
+        with PJ003 and a message naming adopt-restored-store, nothing
+        applied beyond the window the dump's checkpoint had open (the check
+        is made when a window opens: a window already open is finished
+        first, judged by its own snapshots, which come from the same dump),
+        and status --check failing."""
+        def refused(rows):
+            return all(p in rows and rows[p]["status"] == "failed" and rows[p]["last_error_sqlstate"] == "PJ003"
+                       and rows[p]["last_error_at"] is not None and rows[p]["last_error_at"] >= since
+                       for p in enabled)
+        rows, ok = self._wait_rows(refused, 30 * SLOWDOWN)
+        if not ok:
+            raise Finding(f"{tag}: on a store restored into a cluster behind, not every projection "
+                          f"refused to read (failed, PJ003) within 30 s:\n" + "\n".join(status_lines(rows)))
+        for p in enabled:
+            r = rows[p]
+            if "adopt-restored-store" not in (r["last_error"] or ""):
+                self.finding(f"{tag}: {p} refused without naming the remedy: {r['last_error']!r}")
+            b = before_rows.get(p, {})
+            was = b.get("last_position", 0)
+            bound = max(was, b.get("tail_window_max", 0))
+            if r["last_position"] > bound:
+                self.finding(f"{tag}: {p} refused the store but moved from {was} to {r['last_position']} "
+                             f"(beyond the window the dump left open: {bound})")
+        check = subprocess.run(command(["-c", self.instances[1].daemon.config_path, "status", "--check"]),
+                               capture_output=True, text=True, env=clean_env(), timeout=60 * SLOWDOWN)
+        if check.returncode != EXIT_FAILURE:
+            self.finding(f"{tag}: status --check exited {check.returncode} with every projection refusing "
+                         f"the restored store (1 expected): {check.stdout.strip()[:300]}")
+        self.stats["restore_refused"] += len(enabled)
+        self.say(f"{tag}: refused as documented by {', '.join(enabled) or 'no projection'} (PJ003); "
+                 f"status --check exit {check.returncode}")
+
+    def _expect_no_refusal(self, tag, enabled, since):
+        """Restored into a cluster ahead: nothing is wrong and nothing may be
+        reported. Watched for a few seconds (or until every projection is
+        live at the head). A refusal recorded before the restart (an earlier
+        restore's, restored with the status rows) is history, not news."""
+        with self.admin() as conn:
+            head = conn.execute("SELECT coalesce(max(global_position), 0) FROM event_store.domain_event").fetchone()[0]
+
+        def refused(r):
+            return r["last_error_sqlstate"] == "PJ003" and r["last_error_at"] is not None \
+                and r["last_error_at"] >= since
+
+        def settled_or_refused(rows):
+            return (any(refused(r) for r in rows.values())
+                    or all(p in rows and rows[p]["status"] == "live" and rows[p]["last_position"] >= head
+                           for p in enabled))
+        rows, _ = self._wait_rows(settled_or_refused, 3 * SLOWDOWN)
+        wrong = [p for p, r in rows.items() if refused(r)]
+        if wrong:
+            self.finding(f"{tag}: restored into a cluster ahead, {wrong} refused it (nothing is wrong there):\n"
+                         + "\n".join(status_lines(rows)))
+
+    def _expect_resumed(self, tag, enabled):
+        """adopt-restored-store asks running instances to resume (within 5 s):
+        no projection still failed with PJ003 soon after."""
+        rows, ok = self._wait_rows(lambda rows: not any(
+            rows.get(p, {}).get("status") == "failed" and rows[p]["last_error_sqlstate"] == "PJ003"
+            for p in enabled), 30 * SLOWDOWN)
+        if not ok:
+            self.finding(f"{tag}: 30 s after adopt-restored-store, projections still refuse the store:\n"
+                         + "\n".join(status_lines(rows)))
+
+    def _check_live_means_complete(self, tag, timeout, since, instances):
+        """No appends meanwhile (the writers start after this): a projection
+        `live` at the head must have applied or skipped every event it
+        handles, restored ones included (defect 2 showed `live`, lag 0, with
+        the restored events never applied). Only a status row written since
+        the instances started, by one of them (a row as the dump left it
+        says what the old cluster's daemon had done). Checked as the
+        projections get there, for a few seconds; the end phase's exact
+        check covers the rest."""
+        deadline = time.monotonic() + timeout
+        checked = set()
+        pids = {str(inst.pid) for inst in instances if inst.alive()}
+        enabled = {p for inst in instances for p in oracle.KNOWN if inst.config["projections"][p]["enabled"]}
+        while time.monotonic() < deadline and not enabled <= checked:
+            try:
+                with self.admin() as conn:
+                    head = conn.execute("SELECT coalesce(max(global_position), 0) "
+                                        "FROM event_store.domain_event").fetchone()[0]
+                    handled = oracle.handled_counts(conn)
+                    rows = metadata(conn)
+            except faults.RETRYABLE:
+                time.sleep(0.2)
+                continue
+            for p, r in rows.items():
+                if p in checked or p not in handled or r["status"] != "live" or r["last_position"] < head \
+                        or r["updated_at"] < since or (r["owner"] or "").rsplit(":", 1)[-1] not in pids:
+                    continue
+                checked.add(p)
+                seen = r["events_processed"] + r["events_skipped"] + r["events_ignored"]
+                if seen != handled[p]:
+                    self.finding(f"{tag}: {p} is live at the head ({head}) having applied or skipped {seen} "
+                                 f"of the {handled[p]} stored events it handles:\n" + "\n".join(status_lines(rows)))
+            time.sleep(0.2)
+        self.stats["restore_live_checked"] += len(checked)
+        self.say(f"{tag}: live at the head with every event counted: {', '.join(sorted(checked)) or 'none yet'}")
+
     # -- the run -------------------------------------------------------------
 
     def run_schedule(self):
@@ -1105,12 +1472,14 @@ class OperationsRun:
     def end_phase(self):
         """Bring everything to a known state, then check exactly."""
         self.say("schedule over: stopping the writers")
+        writer_events = None
         if self.writers is not None:
             self.writers.stop(timeout=180)
             w = self.writers.snapshot()
-            self.stats["writer_events"] = w.get("events", 0)
-            self.stats["writer_commits"] = w.get("commits", 0)
-            self.stats["early_commits"] = w.get("early_commits", 0)
+            writer_events = w.get("events", 0)    # of the writers on the store in use
+            self.stats["writer_events"] = self.writer_totals["events"] + writer_events
+            self.stats["writer_commits"] = self.writer_totals["commits"] + w.get("commits", 0)
+            self.stats["early_commits"] = self.writer_totals["early_commits"] + w.get("early_commits", 0)
         self.drain_deferred()                    # pending restarts and toggles, on time
         self.stop_deferred.set()
         final = json.loads(json.dumps(DEFAULT_CONFIG))
@@ -1205,8 +1574,10 @@ class OperationsRun:
                           + f"\n  ownership locks held: {locks}") from None
         self.say("settled; probe applied; exact check")
         committed = None
-        if self.writers is not None:
-            committed = self.stats["writer_events"] + self.committed_extra
+        if writer_events is not None:
+            # Since the last restore (if any): what it left, then the
+            # writers' and the test's commits.
+            committed = writer_events + self.committed_extra
         with self.admin() as conn:
             problems = final_check(conn, committed)
             # An interrupted rebuild leaves its shadow and its row for the
@@ -1268,6 +1639,17 @@ class OperationsRun:
             inst.daemon.close()
         for b in self.background:
             b.close()
+        if self.spare is not None:
+            self.spare.cleanup()
+
+    def keep_logs(self, kept):
+        """Copy the logs worth keeping (daemons, commands, both clusters) to kept."""
+        for name in os.listdir(self.workdir):
+            if name.endswith(".log"):
+                shutil.copy(os.path.join(self.workdir, name), kept)
+        for c, name in ((self.home, "postgres.log"), (self.spare, "postgres-spare.log")):
+            if c is not None and os.path.exists(c.logfile):
+                shutil.copy(c.logfile, os.path.join(kept, name))
 
     def report(self):
         lines = [f"operations run: seed {self.seed}, {self.seconds:.0f} s, profile {self.profile}: "
@@ -1382,16 +1764,12 @@ def main(argv=None):
         signal.alarm(0)
         if run.findings:
             print(run.logs(), flush=True)
-        run.close()
         keep = args.keep or not ok
         if keep:
             kept = tempfile.mkdtemp(prefix="projectord-ops-logs-")
-            for name in os.listdir(run.workdir):
-                if name.endswith(".log"):
-                    shutil.copy(os.path.join(run.workdir, name), kept)
-            if os.path.exists(cluster.logfile):
-                shutil.copy(cluster.logfile, kept)
+            run.keep_logs(kept)
             print(f"logs kept in {kept}")
+        run.close()
         cluster.cleanup()
         shutil.rmtree(run.workdir, ignore_errors=True)
     print(run.report(), flush=True)

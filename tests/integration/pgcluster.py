@@ -60,6 +60,42 @@ PASSWORD_HBA = [
 ]
 
 
+# Transaction ids per pg_xact segment: pg_resetwal -x takes the first id of one.
+XACT_SEGMENT = 1048576
+
+
+def xid_segment_above(xid, segments=1):
+    """The first id of the `segments`-th pg_xact segment after the one holding xid."""
+    return (xid // XACT_SEGMENT + segments) * XACT_SEGMENT
+
+
+def dump_database(conninfo):
+    """pg_dump -Fc of a whole database (one snapshot: the events, the read
+    model and the checkpoints agree); returns the archive's bytes."""
+    proc = subprocess.run([f"{PG_BIN}/pg_dump", "-Fc", "-d", conninfo], stdout=subprocess.PIPE,
+                          stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pg_dump exited {proc.returncode}: {proc.stderr.decode(errors='replace')}")
+    return proc.stdout
+
+
+def restore_database(cluster, name, dump, roles=("projectord",)):
+    """A database `name` of `cluster` holding exactly the pg_dump -Fc archive
+    `dump` (dropped first if it exists, sessions and all); returns its
+    conninfo. Roles are per cluster and the dump grants to them: `roles`
+    are created first where missing."""
+    cluster.drop_database(name)
+    cluster.create_database(name, schema=False)
+    for role in roles:
+        cluster.psql("postgres", "-c", "DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE "
+                     f"rolname = '{role}') THEN CREATE ROLE {role} LOGIN; END IF; END$$")
+    proc = subprocess.run([f"{PG_BIN}/pg_restore", "--exit-on-error", "-d", cluster.conninfo(name)],
+                          input=dump, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if proc.returncode != 0:
+        raise RuntimeError(f"pg_restore exited {proc.returncode}: {proc.stderr.decode(errors='replace')}")
+    return cluster.conninfo(name)
+
+
 def free_port():
     """A TCP port on 127.0.0.1 that nobody listens on right now."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
@@ -203,6 +239,21 @@ class PgCluster:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{standby.basedir} did not replay up to {lsn} in {timeout}s")
             time.sleep(0.05)
+
+    def next_xid(self):
+        """The cluster's next transaction id (the xmax of a fresh snapshot)."""
+        return int(self.psql_value("postgres", "SELECT pg_snapshot_xmax(pg_current_snapshot())"))
+
+    def set_next_xid(self, xid):
+        """Stop the cluster (fast), set its next transaction id with
+        pg_resetwal -x, start it again on the same port. Only forward: ids
+        already used would be handed out again. pg_resetwal's safe values
+        are the first id of a pg_xact segment (xid_segment_above)."""
+        if xid % XACT_SEGMENT:
+            raise ValueError(f"{xid} is not the first id of a pg_xact segment")
+        self.stop("fast")
+        run(as_postgres([f"{PG_BIN}/pg_resetwal", "-x", str(xid), "-D", self.datadir]))
+        self.start()
 
     def psql_value(self, dbname, sql):
         """The one value one statement returns, as psql prints it."""

@@ -148,6 +148,39 @@ def test_stop_fails_only_that_projection_and_resume_retries_it(db, start_daemon)
         "WHERE projection_name = 'users'", (positions[CARL],)).fetchone()[0], 30, "the next bad event")
 
 
+def test_a_resume_asked_while_the_heartbeat_waits_for_the_row_is_not_lost(db, start_daemon):
+    """A resume request committed while the owner's heartbeat is waiting
+    for the status row's lock must be honoured. The heartbeat clears the
+    request and reports whether there was one; it read the old value in a
+    join of the table with itself, and under READ COMMITTED a statement
+    that waited for a row re-reads only the row it updates: it cleared the
+    new request and reported none, so the projection stayed failed for good.
+    Found by the randomized operations test (seed 100, 180 s, profile all):
+    `adopt-restored-store` holds the status rows while it rewrites the ids
+    (10 s for 100,000 events), and asks every projection to resume."""
+    positions = scenario(db)
+    daemon = start_daemon(poll_interval_ms=200)   # on_error = stop everywhere
+    daemon.wait_until(lambda conn: conn.execute(
+        "SELECT EXISTS (SELECT 1 FROM read_model.projection_metadata WHERE projection_name = 'users'"
+        "                  AND status = 'failed' AND last_error_position = %s)",
+        (positions[BOB],)).fetchone()[0], 30, "users to fail")
+    # What lets a resume get past the duplicate.
+    db.execute("UPDATE read_model.users SET email = 'ann@elsewhere.org' WHERE id = %s", (ANN,))
+    with db.connect(autocommit=False) as asker:
+        asker.execute("UPDATE read_model.projection_metadata SET resume_requested_at = clock_timestamp()"
+                      " WHERE projection_name = 'users'")
+        # Until the owner's heartbeat waits for the row this transaction holds.
+        daemon.wait_until(lambda conn: conn.execute(
+            "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database()"
+            "   AND wait_event_type = 'Lock' AND query LIKE '%read_model.projection_metadata m%'"
+            "   AND query LIKE '%resume_requested_at%'").fetchone()[0], 30, "the heartbeat to wait for the row")
+        asker.commit()
+    daemon.wait_until(lambda conn: conn.execute(
+        "SELECT last_position >= %s FROM read_model.projection_metadata WHERE projection_name = 'users'",
+        (positions[CARL] - 1,)).fetchone()[0], 30, "users resumed past the duplicate")
+    assert users(db)[BOB] == "ANN@example.com"
+
+
 def test_a_stopped_projection_stays_failed_when_its_counts_are_written(db, start_daemon):
     """The batch cut at a bad event (on_error = stop) commits the events
     before it; one of them was ignored, and that count is written by a

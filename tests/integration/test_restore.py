@@ -26,7 +26,6 @@ behind the checkpoint.
 
 import os
 import re
-import subprocess
 import time
 import uuid
 
@@ -38,16 +37,14 @@ import oracle
 from conftest import daemon_starter, own_cluster
 from daemon import EXIT_FAILURE, EXIT_OK, clean_env, config_text, run_cli
 from eventgen import Command, append, append_all, event, generate_mix
-from pgcluster import PG_BIN, as_postgres, run
+from pgcluster import XACT_SEGMENT, dump_database, restore_database
 
-BIG_XID = 10 * 1048576  # the first id of a pg_xact segment: pg_resetwal's safe values
+BIG_XID = 10 * XACT_SEGMENT  # the first id of a pg_xact segment: pg_resetwal's safe values
 
 
 def move_xid_counter(cluster, xid):
     """Stop the cluster, set its next transaction id with pg_resetwal -x, start it."""
-    cluster.stop("fast")
-    run(as_postgres([f"{PG_BIN}/pg_resetwal", "-x", str(xid), "-D", cluster.datadir]))
-    cluster.start()
+    cluster.set_next_xid(xid)
 
 
 @pytest.fixture(scope="module")
@@ -85,15 +82,8 @@ def session_command(rng_id=None):
 
 def dump_and_restore(src_cluster, src, dst_cluster):
     """pg_dump the whole database src, pg_restore it into a new database of dst_cluster."""
-    dst = new_db(dst_cluster, schema=False)
-    # The daemon's role is per cluster; the dump grants to it.
-    dst_cluster.psql("postgres", "-c", "DO $$BEGIN IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE "
-                     "rolname = 'projectord') THEN CREATE ROLE projectord LOGIN; END IF; END$$")
-    dump = subprocess.run([f"{PG_BIN}/pg_dump", "-Fc", "-d", src], stdout=subprocess.PIPE,
-                          stderr=subprocess.PIPE, check=True).stdout
-    subprocess.run([f"{PG_BIN}/pg_restore", "--exit-on-error", "-d", dst], input=dump,
-                   stdout=subprocess.PIPE, stderr=subprocess.PIPE, check=True)
-    return dst
+    # The daemon's role is per cluster; the dump grants to it (restore_database creates it).
+    return restore_database(dst_cluster, f"r{os.getpid()}_{next(_seq)}", dump_database(src))
 
 
 def build_source(cluster, request, workdir):
