@@ -16,7 +16,8 @@ for arg in "$@"; do
   esac
 done
 
-jobs=${JOBS:-2}
+# ctest runs as many tests at once as there are cores (at least 2: most wait on PostgreSQL)
+jobs=${JOBS:-$(( $(nproc) > 2 ? $(nproc) : 2 ))}
 
 scripts/install-deps.sh
 
