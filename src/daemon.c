@@ -489,6 +489,15 @@ static void setup_watchers(struct daemon *d)
     ev_signal_start(d->loop, &d->sigterm);
     ev_signal_start(d->loop, &d->sigint);
     ev_signal_start(d->loop, &d->sighup);
+    /*
+     * main() blocked SIGHUP; libev's handler is set now (the loop does not
+     * use signalfd, so libev leaves the mask alone): unblock it, and one
+     * sent meanwhile is delivered to the handler, for the loop's hup_cb.
+     */
+    sigset_t hup;
+    sigemptyset(&hup);
+    sigaddset(&hup, SIGHUP);
+    sigprocmask(SIG_UNBLOCK, &hup, NULL);
 }
 
 static void render_metrics(struct mbuf *out, void *arg)
@@ -574,8 +583,7 @@ int daemon_run(struct config *cfg, const char *config_path, const char *level_ov
     signal(SIGPIPE, SIG_IGN);
     /*
      * SIGHUP is blocked since main() began (main.c): a reload sent while the
-     * daemon starts stays pending until the watcher below takes it (libev
-     * reads it from its signalfd, or unblocks it for its handler).
+     * daemon starts stays pending until setup_watchers unblocks it.
      */
     char host[256] = "unknown";
     gethostname(host, sizeof host - 1);
