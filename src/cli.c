@@ -362,10 +362,9 @@ static json_t *effective_target(const char *conninfo, PGconn *conn)
         for (PQconninfoOption *o = defaults; o && o->keyword && !val; o++)
             if (strcmp(o->keyword, keys[k]) == 0 && o->val && *o->val)
                 val = o->val;
-        if (!val && k == 2) /* the database defaults to the user's name */
-            val = json_string_value(json_object_get(out, "user"));
         json_object_set_new(out, keys[k], val ? json_string(val) : json_null());
     }
+    /* The database defaults to the user's name (known only after the loop: user comes last). */
     if (!json_is_string(json_object_get(out, "dbname")))
         json_object_set(out, "dbname", json_object_get(out, "user"));
     json_object_set_new(out, "from", json_string("configuration and environment"));

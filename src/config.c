@@ -509,15 +509,28 @@ static int init_defaults(struct loader *ld, const char *const *names, size_t n)
 static int apply_group(struct loader *ld, const config_setting_t *group, const struct key *keys,
                        void *base);
 
+/*
+ * Whether text is a valid value of text key k; if not, problem says why
+ * ("must be ..."), for the file's and the environment's messages alike.
+ */
+static bool text_valid(const struct key *k, const char *text, char *problem, size_t size)
+{
+    char why[256] = "";
+    if (k->valid == NULL || k->valid(text, why, sizeof(why)))
+        return true;
+    if (k->secret) /* the value may hold a password: describe, never echo */
+        snprintf(problem, size, "must be %s%s", k->expect, why);
+    else
+        snprintf(problem, size, "must be %s (got '%s')", k->expect, text);
+    return false;
+}
+
 static int apply_text(struct loader *ld, const config_setting_t *s, const struct key *k, void *dest)
 {
     const char *text = config_setting_get_string(s);
-    char why[256] = "";
-    if (k->valid != NULL && !k->valid(text, why, sizeof(why))) {
-        if (k->secret) /* the value may hold a password: describe, never echo */
-            return fail(ld, s, "must be %s%s", k->expect, why);
-        return fail(ld, s, "must be %s (got '%s')", k->expect, text);
-    }
+    char problem[768];
+    if (!text_valid(k, text, problem, sizeof(problem)))
+        return fail(ld, s, "%s", problem);
     if (set_text(dest, text) != 0)
         return fail(ld, s, "out of memory");
     return 0;
@@ -702,16 +715,13 @@ static bool parse_env_bool(const char *text, bool *out)
 static int apply_env_key(struct loader *ld, const char *name, const struct key *k, void *dest)
 {
     const char *text = getenv(name);
-    char why[256] = "", buf[128];
+    char problem[768], buf[128];
     if (text == NULL || text[0] == '\0')
         return 0;
     switch (k->type) {
     case KEY_TEXT:
-        if (k->valid != NULL && !k->valid(text, why, sizeof why)) {
-            if (k->secret) /* may hold a password: describe, never echo */
-                return report(ld, "%s: must be %s%s", name, k->expect, why);
-            return report(ld, "%s: must be %s (got '%s')", name, k->expect, text);
-        }
+        if (!text_valid(k, text, problem, sizeof problem))
+            return report(ld, "%s: %s", name, problem);
         return set_text(dest, text) == 0 ? 0 : report(ld, "out of memory");
     case KEY_ENUM:
         if (k->parse(text, dest) != 0)

@@ -106,9 +106,8 @@ static void listener_wake(void *arg)
  * row now. Requests are rare, and notifications read together arrive as
  * one, so the name alone would miss the others.
  */
-static void listener_request(void *arg, const char *name)
+static void listener_request(void *arg)
 {
-    (void)name;
     struct daemon *d = arg;
     for (size_t i = 0; i < projection_registry_count; i++)
         if (d->active[i])

@@ -48,7 +48,7 @@ static bool on_request(struct listener *l, const PGnotify *notify)
     if (strcmp(notify->relname, FLEET_REQUEST_CHANNEL) != 0)
         return false;
     log_debug("listener: a request for %s", notify->extra);
-    l->request(l->arg, notify->extra);
+    l->request(l->arg);
     return true;
 }
 

@@ -34,10 +34,11 @@ struct listener;
 
 typedef void (*listener_wake_cb)(void *arg);
 /*
- * Operators asked something (fleet.h, FLEET_REQUEST_CHANNEL): name is the
- * projection of the last request read, which may stand for several.
+ * Operators asked something (fleet.h, FLEET_REQUEST_CHANNEL). No name:
+ * notifications read together arrive as one (pgconn.c), so the owner must
+ * look at every projection's request anyway.
  */
-typedef void (*listener_request_cb)(void *arg, const char *name);
+typedef void (*listener_request_cb)(void *arg);
 /* The highest head position the owner's opens found, and when an open last found one. */
 typedef void (*listener_progress_cb)(void *arg, int64_t *head, double *seen_at);
 
